@@ -1,0 +1,1 @@
+//! The sealed gossip envelope (see proto/README.md).

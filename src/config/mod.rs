@@ -1,0 +1,74 @@
+//! Configuration: the `weft` command line (clap derive, every flag also a `WEFT_*` variable),
+//! flannel's net-conf.json, and validation into one [`Config`] before anything touches the kernel.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+
+pub use weft_proto::Backend;
+
+/// How the underlay interface and address are chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnderlaySelect {
+    /// The interface of the default route.
+    DefaultRoute,
+    /// `--iface eth1`.
+    Iface(String),
+    /// `--iface 192.0.2.10`: the interface holding this address.
+    Addr(IpAddr),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A validated configuration for `weft run`. Built by [`crate::config`] from flags, env and
+/// net-conf.json, or by hand when embedding.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node_name: String,
+    pub underlay: UnderlaySelect,
+    /// Address announced to peers (`--public-ip`); default: the underlay interface's address.
+    pub public_ip: Option<IpAddr>,
+    /// Gossip listen address (`--listen`, default 0.0.0.0:7947).
+    pub listen: SocketAddr,
+    /// Address peers gossip to (default: `public_ip` or underlay IP with the listen port).
+    pub advertise: Option<SocketAddr>,
+    /// `HOST:PORT` seeds; empty: first node, a mesh of one.
+    pub seeds: Vec<String>,
+    pub network: Ipv4Net,
+    pub subnet_len: u8,
+    /// First and last subnet that may be claimed (flannel's SubnetMin/SubnetMax).
+    pub subnet_min: Ipv4Addr,
+    pub subnet_max: Ipv4Addr,
+    /// `--subnet`: a static claim.
+    pub static_subnet: Option<Ipv4Net>,
+    pub backend: Backend,
+    pub vni: u32,
+    pub vxlan_port: u16,
+    pub direct_routing: bool,
+    pub state_dir: PathBuf,
+    pub subnet_file: PathBuf,
+    pub bridge: Option<String>,
+    /// Local API (`--api`, default 127.0.0.1:7948).
+    pub api: SocketAddr,
+    pub gossip_interval: Duration,
+    /// Settle period before a claim becomes active (default 10 gossip intervals, at least 5 s).
+    pub settle: Duration,
+    /// How long a dead node's subnet stays reserved and its routes programmed (default 1 h).
+    pub reservation: Duration,
+    /// chitchat's dead-node grace period (default 2 h, at least 2 × reservation).
+    pub dead_node_grace: Duration,
+    /// Full reconcile period (default 10 s).
+    pub reconcile_interval: Duration,
+    pub ip_masq: bool,
+    pub log_format: LogFormat,
+    /// Gossip name-space: agents with another cluster id ignore each other.
+    pub cluster_id: String,
+    /// Run without a cluster key (gossip in clear).
+    pub insecure: bool,
+}

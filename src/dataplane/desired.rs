@@ -1,0 +1,1 @@
+//! Desired data-plane state computed from the local claim and the programmable peers.

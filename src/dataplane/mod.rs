@@ -1,0 +1,197 @@
+//! The data plane as desired state: what the kernel should hold for the current peer view, the
+//! diff against what it holds ([`plan`]), and the [`Dataplane`] trait that observes and applies.
+//! Implementations: [`netlink`] (the kernel, through rtnetlink) and [`fake`] (in memory); both pass
+//! the one suite in [`conformance`].
+
+pub mod conformance;
+pub mod desired;
+pub mod fake;
+pub mod netlink;
+mod plan;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+use async_trait::async_trait;
+use ipnet::Ipv4Net;
+
+pub use plan::plan;
+
+/// Route protocol number marking every route weft installs (`ip route show proto 87`).
+pub const RTPROT_WEFT: u8 = 87;
+/// Interface alias marking every link weft created (`ip link show` prints `alias weft`).
+pub const LINK_ALIAS: &str = "weft";
+
+pub type Mac = [u8; 6];
+
+/// The VXLAN device (`weft.<VNI>`), flannel-compatible.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VxlanDevice {
+    pub name: String,
+    pub vni: u32,
+    /// UDP destination port (8472).
+    pub port: u16,
+    /// Underlay source address.
+    pub local_ip: IpAddr,
+    /// Underlay interface (by index) the device is bound to, if any.
+    pub underlay_ifindex: Option<u32>,
+    pub mac: Mac,
+    pub mtu: u32,
+    /// `<subnet>.0`, assigned as a /32.
+    pub addr: Ipv4Addr,
+}
+
+/// A bridge weft owns, holding the subnet's first address (`--bridge`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Bridge {
+    pub name: String,
+    /// e.g. 10.244.3.1/24.
+    pub addr: Ipv4Net,
+    pub mtu: u32,
+}
+
+/// Permanent neighbour entry on the VXLAN device: `<peer subnet>.0 lladdr <peer VTEP MAC>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Neighbour {
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+}
+
+/// Permanent FDB entry on the VXLAN device: `<peer VTEP MAC> dst <peer underlay IP> self`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FdbEntry {
+    pub mac: Mac,
+    pub dst: IpAddr,
+}
+
+/// A route in the main table with protocol [`RTPROT_WEFT`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Route {
+    pub dst: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    /// Output device by name; `None` lets the kernel resolve the gateway (host-gw).
+    pub device: Option<String>,
+    /// `onlink` flag (vxlan routes via `<subnet>.0`).
+    pub onlink: bool,
+}
+
+/// Everything weft holds in the kernel. The same shape is desired and observed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    pub vxlan: Option<VxlanDevice>,
+    pub bridge: Option<Bridge>,
+    pub neighbours: BTreeSet<Neighbour>,
+    pub fdb: BTreeSet<FdbEntry>,
+    pub routes: BTreeSet<Route>,
+}
+
+/// One step of a reconcile plan. [`plan`] orders them so that applying in sequence is safe:
+/// devices first; removals route → FDB → neighbour; additions neighbour → FDB → route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Create the VXLAN device (or delete and recreate one whose fixed parameters differ), up.
+    CreateVxlan(VxlanDevice),
+    /// Change the MTU of the existing VXLAN device.
+    SetVxlanMtu { name: String, mtu: u32 },
+    /// Replace the address on the existing VXLAN device.
+    SetVxlanAddr { name: String, addr: Ipv4Addr },
+    DeleteVxlan { name: String },
+    /// Create the bridge if missing, set MTU, replace its address, bring it up.
+    EnsureBridge(Bridge),
+    DeleteBridge { name: String },
+    AddNeighbour { device: String, neighbour: Neighbour },
+    DelNeighbour { device: String, neighbour: Neighbour },
+    AddFdb { device: String, entry: FdbEntry },
+    DelFdb { device: String, entry: FdbEntry },
+    AddRoute(Route),
+    DelRoute(Route),
+}
+
+impl Op {
+    /// Short kind name for logs and metrics (`op` field).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::CreateVxlan(_) => "create_vxlan",
+            Op::SetVxlanMtu { .. } => "set_mtu",
+            Op::SetVxlanAddr { .. } => "set_addr",
+            Op::DeleteVxlan { .. } => "delete_vxlan",
+            Op::EnsureBridge(_) => "ensure_bridge",
+            Op::DeleteBridge { .. } => "delete_bridge",
+            Op::AddNeighbour { .. } => "add_neigh",
+            Op::DelNeighbour { .. } => "del_neigh",
+            Op::AddFdb { .. } => "add_fdb",
+            Op::DelFdb { .. } => "del_fdb",
+            Op::AddRoute(_) => "add_route",
+            Op::DelRoute(_) => "del_route",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("netlink {op} failed: {source}")]
+    Netlink {
+        op: &'static str,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("{op}: {what}")]
+    Refused { op: &'static str, what: String },
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A data plane: it reports what weft owns in it and applies single operations. Adds are
+/// idempotent (an existing equal entry is success), deletes of missing entries are success.
+#[async_trait]
+pub trait Dataplane: Send {
+    /// What weft owns right now. Only weft's own device(s), their neighbour/FDB entries and
+    /// routes with [`RTPROT_WEFT`]; `desired` names the devices to look at.
+    async fn observe(&mut self, desired: &State) -> Result<State, DataplaneError>;
+    async fn apply(&mut self, op: &Op) -> Result<(), DataplaneError>;
+}
+
+/// Outcome of one [`reconcile`] pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub applied: Vec<&'static str>,
+    pub failed: Vec<(&'static str, String)>,
+}
+
+/// Observe, plan and apply. With `allow_delete` false (start-up, before the peer view is warm)
+/// nothing is removed. Failed ops are reported and the rest still applied.
+pub async fn reconcile(
+    dp: &mut dyn Dataplane,
+    desired: &State,
+    allow_delete: bool,
+) -> Result<ReconcileReport, DataplaneError> {
+    let observed = dp.observe(desired).await?;
+    let mut report = ReconcileReport::default();
+    for op in plan(desired, &observed) {
+        if !allow_delete && op.is_removal() {
+            continue;
+        }
+        match dp.apply(&op).await {
+            Ok(()) => report.applied.push(op.kind()),
+            Err(err) => {
+                tracing::warn!(op = op.kind(), error = %err, "data plane operation failed");
+                report.failed.push((op.kind(), err.to_string()));
+            }
+        }
+    }
+    Ok(report)
+}
+
+impl Op {
+    /// Whether the op takes something away (held back until the peer view is warm).
+    pub fn is_removal(&self) -> bool {
+        matches!(
+            self,
+            Op::DeleteVxlan { .. }
+                | Op::DeleteBridge { .. }
+                | Op::DelNeighbour { .. }
+                | Op::DelFdb { .. }
+                | Op::DelRoute(_)
+        )
+    }
+}
