@@ -1,1 +1,46 @@
-//! TODO
+//! The local HTTP API (`--api`, default 127.0.0.1:7948): `/healthz`, `/readyz`, `/metrics`,
+//! `/v1/status` (JSON, the [`StatusReport`] below) and `POST /v1/leave`.
+
+use serde::{Deserialize, Serialize};
+
+/// What `GET /v1/status` returns and `weft status` renders.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub node_name: String,
+    pub generation: u64,
+    pub underlay_ip: String,
+    pub backend: String,
+    pub network: String,
+    /// This node's subnet, once claimed.
+    pub subnet: Option<String>,
+    /// `searching` | `claimed` | `active` | `refused` | `leaving`.
+    pub state: String,
+    /// Subnet active and data plane programmed.
+    pub ready: bool,
+    /// Why not ready (e.g. "no seed reachable yet: 10.0.0.1:7947").
+    pub ready_reason: Option<String>,
+    /// Gossip runs without a cluster key.
+    pub insecure: bool,
+    /// Conditions an operator must see (identity conflicts, lost claims, failed applies).
+    pub warnings: Vec<String>,
+    /// Every node this agent knows, itself included, sorted by name.
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One row of `weft status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub generation: u64,
+    pub underlay_ip: String,
+    pub subnet: Option<String>,
+    /// `claimed` | `active` | `leaving` | `none`.
+    pub state: String,
+    /// `alive` | `dead`.
+    pub liveness: String,
+    pub is_self: bool,
+    /// Whether this agent has programmed the node's routes.
+    pub programmed: bool,
+    /// Why not programmed, when it is not.
+    pub reason: Option<String>,
+}
