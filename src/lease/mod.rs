@@ -1,1 +1,337 @@
-//! TODO
+//! Subnet claims as a sans-IO state machine. Inputs: the time, this node's configuration and
+//! persisted claim, and the resolved peer [`View`]; outputs: this node's claim to announce and
+//! [`LeaseEvent`]s for the agent to act on (write subnet.env, log, count). No sockets, no clock.
+//!
+//! The rules (DESIGN.md, "Subnet claims"): candidates are ordered by a rendezvous hash of
+//! (node name, subnet); a contested subnet goes to the smallest (claim time, node name); a claim
+//! settles for a settle period before it is `active`; a dead node's subnet stays reserved for the
+//! reservation period; a restart inside that period keeps its subnet and original claim time.
+
+pub mod view;
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use weft_proto::{ClaimState, Ipv4Cidr};
+
+pub use view::{Identity, Limits, Member, Resolved, Verdict, View, resolve};
+
+/// Claims whose time lies further ahead of this node's clock are invalid.
+pub const MAX_CLOCK_SKEW_MS: u64 = 60_000;
+
+pub(crate) fn cidr_to_net(c: Ipv4Cidr) -> Ipv4Net {
+    // A prefix length above 32 cannot come out of a validated record; clamp rather than panic.
+    Ipv4Net::new(c.addr, c.len.min(32)).unwrap_or_default().trunc()
+}
+
+pub(crate) fn net_to_cidr(n: Ipv4Net) -> Ipv4Cidr {
+    Ipv4Cidr { addr: n.network(), len: n.prefix_len() }
+}
+
+/// What the lease needs to know of the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseConfig {
+    pub node_name: String,
+    pub network: Ipv4Net,
+    pub subnet_len: u8,
+    pub subnet_min: Ipv4Addr,
+    pub subnet_max: Ipv4Addr,
+    pub static_subnet: Option<Ipv4Net>,
+    pub settle_ms: u64,
+    pub reservation_ms: u64,
+    /// How long to listen to the mesh before a first claim without persisted state (so a node
+    /// whose state dir was wiped finds its old record). Zero for the first node (no seeds).
+    pub warmup_ms: u64,
+}
+
+/// The claim a restart brings back from the state file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Restored {
+    pub subnet: Ipv4Net,
+    pub claim_time_ms: u64,
+    pub last_alive_ms: u64,
+    pub active: bool,
+}
+
+/// Where this node's claim stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Listening to the mesh before the first claim.
+    Warmup { until_ms: u64, preferred: Option<Ipv4Net> },
+    /// No free subnet (or the static one is held by an older claim): retried every step.
+    Searching { reason: String },
+    /// Announced, settling.
+    Claimed { subnet: Ipv4Net, claim_time_ms: u64, since_ms: u64 },
+    /// Settled.
+    Active { subnet: Ipv4Net, claim_time_ms: u64 },
+    /// Identity conflict, this node is the younger side: it claims and programs nothing.
+    Refused { reason: String },
+    /// `weft leave`: the subnet is released.
+    Leaving { subnet: Option<Ipv4Net>, claim_time_ms: u64 },
+}
+
+/// Something the agent must act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseEvent {
+    /// A new claim was announced (`why`: restored, recovered, preferred, candidate, static).
+    Claimed { subnet: Ipv4Net, why: &'static str },
+    /// The claim settled: write subnet.env, configure the bridge.
+    Activated { subnet: Ipv4Net },
+    /// An older claim took this node's subnet. `was_active`: it had settled (a partition healed).
+    Lost { subnet: Ipv4Net, winner: String, was_active: bool },
+    /// No subnet could be claimed.
+    Exhausted { reason: String },
+    /// This node stands down (identity conflict).
+    Refused { reason: String },
+    /// The identity conflict cleared.
+    Unrefused,
+}
+
+/// The subnet-claim state machine.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    cfg: LeaseConfig,
+    phase: Phase,
+    last_exhausted: Option<String>,
+}
+
+impl Lease {
+    /// Starts from the persisted claim, if any. Inside the reservation period the old claim is
+    /// re-announced at once with its original claim time (an active one stays active).
+    pub fn new(cfg: LeaseConfig, restored: Option<Restored>, now_ms: u64) -> (Lease, Vec<LeaseEvent>) {
+        let mut events = Vec::new();
+        let usable = restored.filter(|r| {
+            cfg.network.contains(&r.subnet)
+                && r.subnet.prefix_len() == cfg.subnet_len
+                && cfg.static_subnet.is_none_or(|s| s == r.subnet)
+        });
+        let phase = match usable {
+            Some(r) if now_ms.saturating_sub(r.last_alive_ms) < cfg.reservation_ms => {
+                events.push(LeaseEvent::Claimed { subnet: r.subnet, why: "restored" });
+                if r.active {
+                    Phase::Active { subnet: r.subnet, claim_time_ms: r.claim_time_ms }
+                } else {
+                    Phase::Claimed { subnet: r.subnet, claim_time_ms: r.claim_time_ms, since_ms: now_ms }
+                }
+            }
+            other => Phase::Warmup {
+                until_ms: now_ms.saturating_add(cfg.warmup_ms),
+                preferred: other.map(|r| r.subnet),
+            },
+        };
+        (Lease { cfg, phase, last_exhausted: None }, events)
+    }
+
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    pub fn config(&self) -> &LeaseConfig {
+        &self.cfg
+    }
+
+    /// The claim to announce: `(subnet, claim time, state)`; `None` while there is none.
+    pub fn announcement(&self) -> Option<(Ipv4Net, u64, ClaimState)> {
+        match &self.phase {
+            Phase::Claimed { subnet, claim_time_ms, .. } => {
+                Some((*subnet, *claim_time_ms, ClaimState::Claimed))
+            }
+            Phase::Active { subnet, claim_time_ms } => {
+                Some((*subnet, *claim_time_ms, ClaimState::Active))
+            }
+            Phase::Leaving { subnet: Some(s), claim_time_ms } => {
+                Some((*s, *claim_time_ms, ClaimState::Leaving))
+            }
+            _ => None,
+        }
+    }
+
+    /// The claim that counts for winner computations (not while leaving).
+    pub fn claim(&self) -> Option<(Ipv4Net, u64)> {
+        match self.announcement() {
+            Some((s, t, ClaimState::Claimed | ClaimState::Active)) => Some((s, t)),
+            _ => None,
+        }
+    }
+
+    /// The settled subnet, if any.
+    pub fn active_subnet(&self) -> Option<Ipv4Net> {
+        match &self.phase {
+            Phase::Active { subnet, .. } => Some(*subnet),
+            _ => None,
+        }
+    }
+
+    /// `weft leave`: release the subnet.
+    pub fn leave(&mut self) {
+        let (subnet, claim_time_ms) = match self.claim() {
+            Some((s, t)) => (Some(s), t),
+            None => (None, 0),
+        };
+        self.phase = Phase::Leaving { subnet, claim_time_ms };
+    }
+
+    /// Advances the claim against the current view.
+    pub fn step(&mut self, now_ms: u64, view: &View) -> Vec<LeaseEvent> {
+        let mut events = Vec::new();
+        if matches!(self.phase, Phase::Leaving { .. }) {
+            return events;
+        }
+        if let Some(reason) = &view.self_refused {
+            if !matches!(&self.phase, Phase::Refused { reason: r } if r == reason) {
+                events.push(LeaseEvent::Refused { reason: reason.clone() });
+                self.phase = Phase::Refused { reason: reason.clone() };
+            }
+            return events;
+        }
+        if matches!(self.phase, Phase::Refused { .. }) {
+            events.push(LeaseEvent::Unrefused);
+            self.phase = Phase::Warmup { until_ms: now_ms, preferred: None };
+        }
+
+        // Defend the current claim: the smallest (claim time, name) wins.
+        if let Some((subnet, claim_time)) = self.claim() {
+            if let Some((best_time, best_name)) = view.held().get(&subnet).copied() {
+                if (best_time, best_name) < (claim_time, self.cfg.node_name.as_str()) {
+                    let was_active = matches!(self.phase, Phase::Active { .. });
+                    events.push(LeaseEvent::Lost {
+                        subnet,
+                        winner: best_name.to_string(),
+                        was_active,
+                    });
+                    self.phase = Phase::Searching { reason: format!("lost {subnet} to {best_name}") };
+                }
+            }
+        }
+
+        match self.phase.clone() {
+            Phase::Warmup { until_ms, preferred } => {
+                if now_ms >= until_ms {
+                    self.first_claim(now_ms, view, preferred, &mut events);
+                }
+            }
+            Phase::Searching { .. } => self.claim_candidate(now_ms, view, None, &mut events),
+            Phase::Claimed { subnet, claim_time_ms, since_ms } => {
+                if now_ms.saturating_sub(since_ms) >= self.cfg.settle_ms {
+                    self.phase = Phase::Active { subnet, claim_time_ms };
+                    events.push(LeaseEvent::Activated { subnet });
+                }
+            }
+            Phase::Active { .. } | Phase::Refused { .. } | Phase::Leaving { .. } => {}
+        }
+        events
+    }
+
+    fn first_claim(
+        &mut self,
+        now_ms: u64,
+        view: &View,
+        preferred: Option<Ipv4Net>,
+        events: &mut Vec<LeaseEvent>,
+    ) {
+        // A wiped state dir: the mesh remembers this name's old claim, with its claim time.
+        if let Some((subnet, claim_time_ms)) = view.previous_self {
+            let fits = self.cfg.static_subnet.is_none_or(|s| s == subnet) && self.in_range(subnet);
+            let beaten = view
+                .held()
+                .get(&subnet)
+                .is_some_and(|&best| best < (claim_time_ms, self.cfg.node_name.as_str()));
+            if fits && !beaten {
+                self.phase = Phase::Claimed { subnet, claim_time_ms, since_ms: now_ms };
+                events.push(LeaseEvent::Claimed { subnet, why: "recovered from the mesh" });
+                return;
+            }
+        }
+        self.claim_candidate(now_ms, view, preferred, events);
+    }
+
+    fn claim_candidate(
+        &mut self,
+        now_ms: u64,
+        view: &View,
+        preferred: Option<Ipv4Net>,
+        events: &mut Vec<LeaseEvent>,
+    ) {
+        let held = view.held();
+        let choice = if let Some(s) = self.cfg.static_subnet {
+            match held.get(&s) {
+                Some(&(_, holder)) => Err(format!("static subnet {s} is held by {holder}")),
+                None => Ok((s, "static")),
+            }
+        } else if let Some(p) = preferred.filter(|p| !held.contains_key(p) && self.in_range(*p)) {
+            Ok((p, "previous"))
+        } else {
+            best_candidate(&self.cfg, |s| held.contains_key(&s))
+                .map(|s| (s, "candidate"))
+                .ok_or_else(|| {
+                    format!(
+                        "no free subnet in {} between {} and {}",
+                        self.cfg.network, self.cfg.subnet_min, self.cfg.subnet_max
+                    )
+                })
+        };
+        match choice {
+            Ok((subnet, why)) => {
+                self.last_exhausted = None;
+                self.phase = Phase::Claimed { subnet, claim_time_ms: now_ms, since_ms: now_ms };
+                events.push(LeaseEvent::Claimed { subnet, why });
+            }
+            Err(reason) => {
+                if self.last_exhausted.as_deref() != Some(reason.as_str()) {
+                    events.push(LeaseEvent::Exhausted { reason: reason.clone() });
+                    self.last_exhausted = Some(reason.clone());
+                }
+                self.phase = Phase::Searching { reason };
+            }
+        }
+    }
+
+    fn in_range(&self, s: Ipv4Net) -> bool {
+        s.prefix_len() == self.cfg.subnet_len
+            && self.cfg.network.contains(&s)
+            && (self.cfg.subnet_min..=self.cfg.subnet_max).contains(&s.network())
+    }
+}
+
+/// Every claimable subnet between `subnet_min` and `subnet_max`, in address order.
+pub fn subnets(cfg: &LeaseConfig) -> impl Iterator<Item = Ipv4Net> + '_ {
+    let step: u64 = 1u64 << (32 - u32::from(cfg.subnet_len.min(32)));
+    let first = u64::from(u32::from(cfg.subnet_min)) & !(step - 1);
+    let last = u64::from(u32::from(cfg.subnet_max));
+    (0..)
+        .map(move |i: u64| first + i * step)
+        .take_while(move |a| *a <= last)
+        .filter_map(move |a| {
+            let addr = Ipv4Addr::from(u32::try_from(a).ok()?);
+            let net = Ipv4Net::new(addr, cfg.subnet_len).ok()?;
+            cfg.network.contains(&net).then_some(net)
+        })
+}
+
+/// The free subnet with the highest rendezvous score for this node name.
+pub fn best_candidate(cfg: &LeaseConfig, taken: impl Fn(Ipv4Net) -> bool) -> Option<Ipv4Net> {
+    subnets(cfg)
+        .filter(|s| !taken(*s))
+        .max_by_key(|s| (rendezvous(&cfg.node_name, *s), std::cmp::Reverse(*s)))
+}
+
+/// Rendezvous (highest random weight) score of (node name, subnet): FNV-1a then a 64-bit mix.
+pub fn rendezvous(node_name: &str, subnet: Ipv4Net) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: u8| {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    };
+    node_name.bytes().for_each(&mut eat);
+    eat(0xff);
+    subnet.network().octets().into_iter().for_each(&mut eat);
+    eat(subnet.prefix_len());
+    // splitmix64 finaliser: spreads FNV's weak low bits.
+    let mut z = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests;

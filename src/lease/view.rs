@@ -1,0 +1,304 @@
+//! Resolving the raw membership (every generation chitchat knows, alive or dead, with its decoded
+//! record) into verdicts: which records count, which are superseded by a newer generation, which are
+//! refused for an identity conflict, which claims still hold a subnet, and who wins each subnet.
+//! Pure: time comes in as `now_ms`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::Ipv4Net;
+use weft_proto::{Backend, ClaimState, NodeRecord};
+
+use super::{MAX_CLOCK_SKEW_MS, cidr_to_net};
+
+/// One chitchat node (one generation of one node name) as the cluster layer sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub generation: u64,
+    pub alive: bool,
+    /// Local time at which this agent first saw the member dead.
+    pub dead_since_ms: Option<u64>,
+    /// The decoded record, or why it could not be used.
+    pub record: Result<NodeRecord, String>,
+}
+
+/// What this agent is: the reference point for identity conflicts and mixed-cluster checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    pub generation: u64,
+    pub underlay_ip: IpAddr,
+    pub backend: Backend,
+    pub network: Ipv4Net,
+    pub subnet_len: u8,
+    pub vni: u32,
+}
+
+/// The fate of one member's record in this agent's view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Its claim counts (it may still lose its subnet to an older claim).
+    Usable,
+    /// A newer generation of the same node name replaces it.
+    Superseded { by_generation: u64 },
+    /// Identity conflict or mixed cluster: ignored, never programmed.
+    Refused(String),
+    /// The record is missing, undecodable or fails validation.
+    Invalid(String),
+    /// Dead for longer than the reservation period: its subnet is free again.
+    Expired,
+    /// It announced `weft leave`: its subnet is free, its routes go.
+    Leaving,
+}
+
+/// A member with its verdict and, if its claim counts, the subnet it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    pub member: Member,
+    pub verdict: Verdict,
+    /// `Some` when the verdict is `Usable` and the record claims a subnet.
+    pub holds: Option<Ipv4Net>,
+}
+
+impl Resolved {
+    pub fn record(&self) -> Option<&NodeRecord> {
+        self.member.record.as_ref().ok()
+    }
+
+    /// `(claim time, name)`: the smaller wins a contested subnet.
+    pub fn claim_key(&self) -> Option<(u64, &str)> {
+        let record = self.record()?;
+        self.holds.map(|_| (record.claim_time_ms, self.member.name.as_str()))
+    }
+}
+
+/// The resolved membership, as the lease and the data plane consume it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct View {
+    /// Every other member (never this agent's own generation), sorted by (name, generation).
+    pub members: Vec<Resolved>,
+    /// Set when this agent itself must stand down (younger side of an identity conflict).
+    pub self_refused: Option<String>,
+    /// A record of an older generation with this agent's own name that held a subnet:
+    /// `(subnet, claim time)`, for recovery after a wiped state dir.
+    pub previous_self: Option<(Ipv4Net, u64)>,
+}
+
+/// Reservation parameters the resolution needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub reservation_ms: u64,
+}
+
+/// Turns raw members into a [`View`].
+pub fn resolve(me: &Identity, members: Vec<Member>, now_ms: u64, limits: Limits) -> View {
+    let mut members: Vec<Member> = members
+        .into_iter()
+        .filter(|m| !(m.name == me.name && m.generation == me.generation))
+        .collect();
+    members.sort_by(|a, b| (&a.name, a.generation).cmp(&(&b.name, b.generation)));
+
+    // Newest generation per name: everything older with the same name is superseded, and the
+    // newest generation counts as "alive" for conflict purposes only if it is alive.
+    let mut newest: BTreeMap<&str, u64> = BTreeMap::new();
+    newest.insert(me.name.as_str(), me.generation);
+    for m in &members {
+        let e = newest.entry(m.name.as_str()).or_insert(m.generation);
+        *e = (*e).max(m.generation);
+    }
+    let newest: BTreeMap<String, u64> =
+        newest.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+
+    let mut view = View::default();
+    let mut out = Vec::with_capacity(members.len());
+    for m in &members {
+        let verdict = judge(me, m, &members, &newest, now_ms, limits);
+        let holds = match (&verdict, &m.record) {
+            (Verdict::Usable, Ok(r)) => r.subnet.map(cidr_to_net),
+            _ => None,
+        };
+        if m.name == me.name && m.generation < me.generation {
+            if let Ok(r) = &m.record {
+                if let (Some(s), true) = (r.subnet, r.state != ClaimState::Leaving) {
+                    let candidate = (cidr_to_net(s), r.claim_time_ms);
+                    // Keep the newest previous generation's claim.
+                    view.previous_self = Some(candidate);
+                }
+            }
+        }
+        out.push(Resolved { member: m.clone(), verdict, holds });
+    }
+    view.self_refused = self_refusal(me, &members);
+    view.members = out;
+    view
+}
+
+fn record_ip(m: &Member) -> Option<IpAddr> {
+    m.record.as_ref().ok().map(|r| r.underlay_ip)
+}
+
+/// Why this agent must stand down, if another live member is older and shares its name (from
+/// another underlay IP) or its underlay IP (under another name), or is a newer generation of it.
+fn self_refusal(me: &Identity, members: &[Member]) -> Option<String> {
+    for m in members.iter().filter(|m| m.alive) {
+        let Some(ip) = record_ip(m) else { continue };
+        if m.name == me.name && ip == me.underlay_ip && m.generation > me.generation {
+            return Some(format!(
+                "a newer process of this node (generation {}) runs at {ip}",
+                m.generation
+            ));
+        }
+        if m.name == me.name && ip != me.underlay_ip && m.generation < me.generation {
+            return Some(format!(
+                "node name {:?} is already used by {ip} (cloned host or copied config?)",
+                me.name
+            ));
+        }
+        if m.name != me.name && ip == me.underlay_ip && m.generation < me.generation {
+            return Some(format!(
+                "underlay IP {ip} is already used by node {:?} (NAT'd hosts need --public-ip)",
+                m.name
+            ));
+        }
+    }
+    None
+}
+
+fn judge(
+    me: &Identity,
+    m: &Member,
+    all: &[Member],
+    newest: &BTreeMap<String, u64>,
+    now_ms: u64,
+    limits: Limits,
+) -> Verdict {
+    let record = match &m.record {
+        Ok(r) => r,
+        Err(why) => return Verdict::Invalid(why.clone()),
+    };
+    if record.node_name != m.name {
+        return Verdict::Invalid(format!(
+            "record names {:?} but gossips as {:?}",
+            record.node_name, m.name
+        ));
+    }
+    if let Some(&gen_newest) = newest.get(&m.name) {
+        if gen_newest > m.generation {
+            return Verdict::Superseded { by_generation: gen_newest };
+        }
+    }
+    // Identity conflicts among live members (and with this agent): the older generation keeps
+    // the identity, the younger is refused.
+    if m.alive {
+        if m.name == me.name && record.underlay_ip != me.underlay_ip {
+            return Verdict::Refused(format!(
+                "uses this node's name from {}, and this node is older",
+                record.underlay_ip
+            ));
+        }
+        if m.name != me.name && record.underlay_ip == me.underlay_ip && m.generation > me.generation
+        {
+            return Verdict::Refused(format!(
+                "shares underlay IP {} with this node, which is older",
+                record.underlay_ip
+            ));
+        }
+        for other in all.iter().filter(|o| o.alive && !std::ptr::eq(*o, m)) {
+            let Some(ip) = record_ip(other) else { continue };
+            let older = other.generation < m.generation;
+            if older && other.name == m.name && ip != record.underlay_ip {
+                return Verdict::Refused(format!("node name also used by older node at {ip}"));
+            }
+            if older && other.name != m.name && ip == record.underlay_ip {
+                return Verdict::Refused(format!(
+                    "underlay IP {ip} also used by older node {:?}",
+                    other.name
+                ));
+            }
+        }
+    }
+    if record.backend != me.backend
+        || cidr_to_net(record.network) != me.network
+        || (record.backend == Backend::Vxlan && record.vni != me.vni)
+    {
+        return Verdict::Refused(format!(
+            "mixed cluster: peer runs {:?} on {}/{} vni {}, this node {:?} on {} vni {}",
+            record.backend,
+            record.network.addr,
+            record.network.len,
+            record.vni,
+            me.backend,
+            me.network,
+            me.vni
+        ));
+    }
+    if record.state == ClaimState::Leaving {
+        return Verdict::Leaving;
+    }
+    if let Some(since) = m.dead_since_ms {
+        if !m.alive && now_ms.saturating_sub(since) >= limits.reservation_ms {
+            return Verdict::Expired;
+        }
+    }
+    if let Some(s) = record.subnet {
+        let net = cidr_to_net(s);
+        if net.prefix_len() != me.subnet_len || !me.network.contains(&net) {
+            return Verdict::Refused(format!(
+                "mixed cluster: subnet {net} is not a /{} of {}",
+                me.subnet_len, me.network
+            ));
+        }
+        if record.claim_time_ms > now_ms.saturating_add(MAX_CLOCK_SKEW_MS) {
+            return Verdict::Invalid(format!(
+                "claim time {} ms ahead of this node's clock",
+                record.claim_time_ms - now_ms
+            ));
+        }
+    }
+    Verdict::Usable
+}
+
+impl View {
+    /// Subnets held by other members' counting claims, with the best `(claim time, name)` for each.
+    pub fn held(&self) -> BTreeMap<Ipv4Net, (u64, &str)> {
+        let mut held: BTreeMap<Ipv4Net, (u64, &str)> = BTreeMap::new();
+        for r in &self.members {
+            if let (Some(net), Some(key)) = (r.holds, r.claim_key()) {
+                held.entry(net)
+                    .and_modify(|best| {
+                        if key < *best {
+                            *best = key;
+                        }
+                    })
+                    .or_insert(key);
+            }
+        }
+        held
+    }
+
+    /// The members whose claim wins its subnet, given this agent's own claim
+    /// `(subnet, claim time)`: the peers to program.
+    pub fn winners(&self, own: Option<(Ipv4Net, u64)>, own_name: &str) -> Vec<&Resolved> {
+        let held = self.held();
+        self.members
+            .iter()
+            .filter(|r| {
+                let (Some(net), Some(key)) = (r.holds, r.claim_key()) else {
+                    return false;
+                };
+                if held.get(&net) != Some(&key) {
+                    return false;
+                }
+                match own {
+                    Some((own_net, own_time)) if own_net == net => key < (own_time, own_name),
+                    _ => true,
+                }
+            })
+            .collect()
+    }
+
+    pub fn find(&self, name: &str) -> impl Iterator<Item = &Resolved> {
+        self.members.iter().filter(move |r| r.member.name == name)
+    }
+}
