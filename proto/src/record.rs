@@ -69,3 +69,21 @@ pub enum RecordError {
     #[error("record body does not decode")]
     Body,
 }
+
+// TEMPORARY (replaced by the proto branch at merge).
+impl NodeRecord {
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        let mut bytes = vec![1u8, 0u8];
+        bytes.extend(postcard::to_allocvec(self).unwrap_or_default());
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
+    }
+    pub fn decode(s: &str) -> Result<NodeRecord, RecordError> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(s)
+            .map_err(|_| RecordError::Base64)?;
+        let body = bytes.get(2..).ok_or(RecordError::Truncated)?;
+        postcard::take_from_bytes(body).map(|(r, _)| r).map_err(|_| RecordError::Body)
+    }
+}

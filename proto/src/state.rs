@@ -27,3 +27,13 @@ pub enum StateError {
     #[error("unsupported state file version {0}")]
     UnsupportedVersion(u32),
 }
+
+// TEMPORARY (replaced by the proto branch at merge).
+impl PersistedState {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+    pub fn from_json(s: &str) -> Result<Self, StateError> {
+        serde_json::from_str(s).map_err(|e| StateError::Parse(e.to_string()))
+    }
+}

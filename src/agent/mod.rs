@@ -1,1 +1,747 @@
-//! TODO
+//! Orchestration: joins the mesh, drives the lease from the peer view, turns the view into
+//! desired data-plane state and reconciles it (on every change and every reconcile interval),
+//! writes subnet.env and the state file, and serves the local API. [`Agent`] is the embedding
+//! API; [`run`] is what `weft run` calls.
+
+pub mod files;
+pub mod metrics;
+mod status;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chitchat::transport::Transport;
+use ipnet::Ipv4Net;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+use weft_proto::{Backend, ClaimState, NodeRecord, PersistedState};
+
+use crate::api::StatusReport;
+use crate::cluster::{Cluster, ClusterConfig, ClusterError, MeshCounts};
+use crate::config::Config;
+use crate::dataplane::{self, Dataplane, DataplaneError, FdbEntry, Neighbour, Route, State};
+use crate::lease::{self, Identity, Lease, LeaseConfig, LeaseEvent, Phase, Restored, View};
+pub use metrics::Metrics;
+
+/// The underlay as the agent uses it: where VXLAN packets leave, and its MTU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnderlayInfo {
+    pub ifname: String,
+    pub ifindex: u32,
+    /// Local underlay address (VXLAN source).
+    pub ip: IpAddr,
+    pub mtu: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Config(String),
+    #[error("underlay: {0}")]
+    Underlay(String),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("data plane: {0}")]
+    Dataplane(#[from] DataplaneError),
+    #[error("local API on {addr}: {source}")]
+    Api {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("agent task failed: {0}")]
+    Join(String),
+}
+
+/// Builds an agent. Everything the kernel or the network provides can be replaced (a fake data
+/// plane, an in-memory transport, a given underlay), which is how tests and embedders run it.
+pub struct Agent {
+    config: Config,
+    dataplane: Option<Box<dyn Dataplane>>,
+    transport: Option<Box<dyn Transport>>,
+    underlay: Option<UnderlayInfo>,
+    serve_api: bool,
+    clock_offset_ms: i64,
+}
+
+impl Agent {
+    pub fn new(config: Config) -> Agent {
+        Agent {
+            config,
+            dataplane: None,
+            transport: None,
+            underlay: None,
+            serve_api: true,
+            clock_offset_ms: 0,
+        }
+    }
+
+    /// Use this data plane instead of the kernel's.
+    pub fn dataplane(mut self, dataplane: Box<dyn Dataplane>) -> Agent {
+        self.dataplane = Some(dataplane);
+        self
+    }
+
+    /// Gossip over this transport instead of UDP on `config.listen`.
+    pub fn transport(mut self, transport: Box<dyn Transport>) -> Agent {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Use this underlay instead of discovering it.
+    pub fn underlay(mut self, underlay: UnderlayInfo) -> Agent {
+        self.underlay = Some(underlay);
+        self
+    }
+
+    /// Whether to serve the local HTTP API on `config.api` (default true).
+    pub fn serve_api(mut self, serve: bool) -> Agent {
+        self.serve_api = serve;
+        self
+    }
+
+    /// Shift this agent's clock (tests of clock skew).
+    pub fn clock_offset_ms(mut self, offset: i64) -> Agent {
+        self.clock_offset_ms = offset;
+        self
+    }
+
+    /// Starts the agent in the background.
+    pub async fn start(self) -> Result<AgentHandle, AgentError> {
+        let Agent { config, dataplane, transport, underlay, serve_api, clock_offset_ms } = self;
+        let underlay = match underlay {
+            Some(u) => u,
+            None => default_underlay(&config).await?,
+        };
+        let announce_ip = config.public_ip.unwrap_or(underlay.ip);
+        crate::config::check_underlay_overlap(config.network, announce_ip)
+            .and(crate::config::check_underlay_overlap(config.network, underlay.ip))
+            .map_err(|e| AgentError::Config(e.to_string()))?;
+        let dataplane = match dataplane {
+            Some(d) => d,
+            None => default_dataplane().await?,
+        };
+        let transport = match transport {
+            Some(t) => t,
+            None => default_transport(&config),
+        };
+        let metrics = Arc::new(Metrics::default());
+        let cancel = CancellationToken::new();
+        let (status_tx, status_rx) = watch::channel(StatusReport::default());
+        let (leave_tx, leave_rx) = mpsc::channel(4);
+
+        let api_task = if serve_api {
+            let listener = tokio::net::TcpListener::bind(config.api)
+                .await
+                .map_err(|source| AgentError::Api { addr: config.api, source })?;
+            let state = crate::api::ApiState {
+                status: status_rx.clone(),
+                metrics: metrics.clone(),
+                leave: leave_tx.clone(),
+            };
+            Some(tokio::spawn(crate::api::serve(listener, state, cancel.child_token())))
+        } else {
+            None
+        };
+
+        let worker = Worker::new(
+            config,
+            underlay,
+            announce_ip,
+            dataplane,
+            metrics.clone(),
+            status_tx,
+            clock_offset_ms,
+        );
+        let loop_cancel = cancel.clone();
+        let join = tokio::spawn(async move {
+            let result = worker.run(transport, loop_cancel.clone(), leave_rx).await;
+            // The API goes last, after the loop answered any leave request.
+            loop_cancel.cancel();
+            if let Some(api) = api_task {
+                let _ = api.await;
+            }
+            result
+        });
+        Ok(AgentHandle { status: status_rx, metrics, cancel, leave: leave_tx, join })
+    }
+}
+
+/// A running agent.
+pub struct AgentHandle {
+    status: watch::Receiver<StatusReport>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+    leave: mpsc::Sender<oneshot::Sender<String>>,
+    join: tokio::task::JoinHandle<Result<(), AgentError>>,
+}
+
+impl AgentHandle {
+    /// The latest status; changes whenever the agent's view does.
+    pub fn status(&self) -> watch::Receiver<StatusReport> {
+        self.status.clone()
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Stops like SIGTERM: the claim, routes and devices stay for a restart.
+    pub async fn shutdown(self) -> Result<(), AgentError> {
+        self.cancel.cancel();
+        self.wait().await
+    }
+
+    /// `weft leave`: releases the subnet, removes what weft programmed, leaves the mesh.
+    pub async fn leave(self) -> Result<String, AgentError> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.leave.send(tx).await;
+        let answer = rx.await.unwrap_or_else(|_| "agent stopped before leaving".into());
+        self.wait().await?;
+        Ok(answer)
+    }
+
+    /// Waits for the agent to stop by itself (leave through the API, or a fatal error).
+    pub async fn wait(self) -> Result<(), AgentError> {
+        self.join.await.map_err(|e| AgentError::Join(e.to_string()))?
+    }
+}
+
+/// `weft run`: runs until `shutdown` completes (SIGTERM/SIGINT) or a leave request finishes.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let handle = Agent::new(config).start().await?;
+    let cancel = handle.cancel.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        cancel.cancel();
+    });
+    handle.wait().await
+}
+
+async fn default_underlay(config: &Config) -> Result<UnderlayInfo, AgentError> {
+    let u = dataplane::netlink::discover_underlay(&config.underlay, config.public_ip)
+        .await
+        .map_err(|e| AgentError::Underlay(e.to_string()))?;
+    Ok(UnderlayInfo { ifname: u.ifname, ifindex: u.ifindex, ip: u.ip, mtu: u.mtu })
+}
+
+async fn default_dataplane() -> Result<Box<dyn Dataplane>, AgentError> {
+    Ok(Box::new(dataplane::netlink::NetlinkDataplane::new().await?))
+}
+
+fn default_transport(_config: &Config) -> Box<dyn Transport> {
+    Box::new(chitchat::transport::UdpTransport)
+}
+
+/// Wall-clock milliseconds derived from a monotonic clock (tokio's, so tests can pause time).
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    base_ms: u64,
+    start: Instant,
+    offset_ms: i64,
+}
+
+impl Clock {
+    fn new(offset_ms: i64) -> Clock {
+        let base_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Clock { base_ms, start: Instant::now(), offset_ms }
+    }
+
+    fn now_ms(&self) -> u64 {
+        let elapsed = self.start.elapsed().as_millis() as u64;
+        (self.base_ms + elapsed).saturating_add_signed(self.offset_ms)
+    }
+}
+
+/// The agent loop's state.
+struct Worker {
+    config: Config,
+    underlay: UnderlayInfo,
+    announce_ip: IpAddr,
+    vtep_mac: dataplane::Mac,
+    dataplane: Box<dyn Dataplane>,
+    metrics: Arc<Metrics>,
+    status_tx: watch::Sender<StatusReport>,
+    clock: Clock,
+    generation: u64,
+    lease: Lease,
+    identity: Identity,
+    /// Last applied desired state and whether that apply fully succeeded.
+    applied: Option<(State, bool)>,
+    last_reconcile: Option<Instant>,
+    programmed: BTreeMap<String, Ipv4Net>,
+    first_live_peer: Option<Instant>,
+    started: Instant,
+    last_saved: Option<(PersistedState, Instant)>,
+    warnings: Vec<String>,
+    seed_warn: (Option<Instant>, Duration),
+    joined_logged: bool,
+    ready_since: Option<Instant>,
+    view: View,
+    counts: MeshCounts,
+}
+
+impl Worker {
+    fn new(
+        config: Config,
+        underlay: UnderlayInfo,
+        announce_ip: IpAddr,
+        dataplane: Box<dyn Dataplane>,
+        metrics: Arc<Metrics>,
+        status_tx: watch::Sender<StatusReport>,
+        clock_offset_ms: i64,
+    ) -> Worker {
+        let clock = Clock::new(clock_offset_ms);
+        let now_ms = clock.now_ms();
+        let generation = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(now_ms.saturating_mul(1_000_000));
+        let mut warnings = Vec::new();
+        let restored = match files::load_state(&config.state_dir) {
+            Ok(Some(s)) if s.node_name == config.node_name => Some(Restored {
+                subnet: lease::cidr_to_net(s.subnet),
+                claim_time_ms: s.claim_time_ms,
+                last_alive_ms: s.last_alive_ms,
+                active: s.active,
+            }),
+            Ok(Some(s)) => {
+                warn!(node = %config.node_name, other = %s.node_name, "state file belongs to another node name; ignored");
+                None
+            }
+            Ok(None) => None,
+            Err(e) => {
+                warn!(node = %config.node_name, error = %e, "state file unreadable; claiming anew");
+                warnings.push(format!("state file unreadable: {e}"));
+                None
+            }
+        };
+        let warmup = if config.seeds.is_empty() {
+            Duration::ZERO
+        } else {
+            (config.gossip_interval * 3).max(Duration::from_secs(2))
+        };
+        let lease_cfg = LeaseConfig {
+            node_name: config.node_name.clone(),
+            network: config.network,
+            subnet_len: config.subnet_len,
+            subnet_min: config.subnet_min,
+            subnet_max: config.subnet_max,
+            static_subnet: config.static_subnet,
+            settle_ms: config.settle.as_millis() as u64,
+            reservation_ms: config.reservation.as_millis() as u64,
+            warmup_ms: warmup.as_millis() as u64,
+        };
+        let (lease, events) = Lease::new(lease_cfg, restored, now_ms);
+        let identity = Identity {
+            name: config.node_name.clone(),
+            generation,
+            underlay_ip: announce_ip,
+            backend: config.backend,
+            network: config.network,
+            subnet_len: config.subnet_len,
+            vni: config.vni,
+        };
+        let vtep_mac = dataplane::desired::vtep_mac(&config.node_name);
+        let mut worker = Worker {
+            config,
+            underlay,
+            announce_ip,
+            vtep_mac,
+            dataplane,
+            metrics,
+            status_tx,
+            clock,
+            generation,
+            lease,
+            identity,
+            applied: None,
+            last_reconcile: None,
+            programmed: BTreeMap::new(),
+            first_live_peer: None,
+            started: Instant::now(),
+            last_saved: None,
+            warnings,
+            seed_warn: (None, Duration::from_secs(1)),
+            joined_logged: false,
+            ready_since: None,
+            view: View::default(),
+            counts: MeshCounts::default(),
+        };
+        worker.handle_events(events);
+        worker
+    }
+
+    fn record(&self) -> NodeRecord {
+        let (subnet, claim_time_ms, state) = match self.lease.announcement() {
+            Some((s, t, st)) => (Some(lease::net_to_cidr(s)), t, st),
+            None => (None, 0, ClaimState::Claimed),
+        };
+        NodeRecord {
+            node_name: self.config.node_name.clone(),
+            underlay_ip: self.announce_ip,
+            backend: self.config.backend,
+            network: lease::net_to_cidr(self.config.network),
+            vni: if self.config.backend == Backend::Vxlan { self.config.vni } else { 0 },
+            subnet,
+            claim_time_ms,
+            state,
+            vtep_mac: if self.config.backend == Backend::Vxlan { self.vtep_mac } else { [0; 6] },
+            tunnel_port: self.config.vxlan_port,
+            public_key: None,
+        }
+    }
+
+    async fn run(
+        mut self,
+        transport: Box<dyn Transport>,
+        cancel: CancellationToken,
+        mut leave_rx: mpsc::Receiver<oneshot::Sender<String>>,
+    ) -> Result<(), AgentError> {
+        let advertise = self
+            .config
+            .advertise
+            .unwrap_or_else(|| SocketAddr::new(self.announce_ip, self.config.listen.port()));
+        let cluster_cfg = ClusterConfig {
+            node_name: self.config.node_name.clone(),
+            generation: self.generation,
+            listen: self.config.listen,
+            advertise,
+            seeds: self.config.seeds.clone(),
+            cluster_id: self.config.cluster_id.clone(),
+            gossip_interval: self.config.gossip_interval,
+            dead_node_grace: self.config.dead_node_grace,
+        };
+        let mut cluster = Cluster::start(&cluster_cfg, transport.as_ref(), &self.record()).await?;
+        info!(
+            node = %self.config.node_name,
+            underlay = %self.announce_ip,
+            gossip = %advertise,
+            seeds = ?self.config.seeds,
+            network = %self.config.network,
+            "weft started"
+        );
+        if self.config.insecure {
+            warn!(node = %self.config.node_name, "gossip is NOT sealed (--insecure): anyone who can reach the gossip port can join or forge records");
+        }
+        let mut watcher = cluster.watcher().await;
+        let mut tick = tokio::time::interval(self.config.gossip_interval.min(Duration::from_secs(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let leave_reply = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break None,
+                reply = leave_rx.recv() => if let Some(reply) = reply { break Some(reply) },
+                changed = watcher.changed() => if changed.is_err() {
+                    error!(node = %self.config.node_name, "gossip stopped");
+                    break None;
+                },
+                _ = tick.tick() => {},
+            }
+            self.step(&mut cluster).await;
+        };
+        match leave_reply {
+            Some(reply) => {
+                let answer = self.leave(&mut cluster).await;
+                let _ = reply.send(answer);
+            }
+            None => {
+                self.save_state(true);
+                info!(node = %self.config.node_name, "stopping; claim, routes and devices stay in place for a restart");
+            }
+        }
+        cluster.shutdown().await;
+        Ok(())
+    }
+
+    /// One pass: read the mesh, advance the lease, publish, reconcile, report.
+    async fn step(&mut self, cluster: &mut Cluster) {
+        let now_ms = self.clock.now_ms();
+        let (members, counts) = cluster.members(now_ms).await;
+        self.counts = counts;
+        Metrics::set(&self.metrics.nodes_alive, counts.alive as u64 + 1);
+        Metrics::set(&self.metrics.nodes_dead, counts.dead as u64);
+        Metrics::set(&self.metrics.bad_records, counts.bad_records as u64);
+        self.note_liveness(counts);
+        let limits = lease::Limits { reservation_ms: self.config.reservation.as_millis() as u64 };
+        self.view = lease::resolve(&self.identity, members, now_ms, limits);
+        let events = self.lease.step(now_ms, &self.view);
+        self.handle_events(events);
+        cluster.publish(&self.record()).await;
+        self.reconcile_if_needed().await;
+        self.save_state(false);
+        self.publish_status();
+    }
+
+    fn note_liveness(&mut self, counts: MeshCounts) {
+        let node = &self.config.node_name;
+        if counts.alive > 0 {
+            if self.first_live_peer.is_none() {
+                self.first_live_peer = Some(Instant::now());
+            }
+            if !self.joined_logged {
+                info!(node = %node, peers = counts.alive, "joined the mesh");
+                self.joined_logged = true;
+            }
+        } else if !self.config.seeds.is_empty() && self.first_live_peer.is_none() {
+            let (last, backoff) = self.seed_warn;
+            let due = last.is_none_or(|t| t.elapsed() >= backoff);
+            if due && self.started.elapsed() >= self.config.gossip_interval * 3 {
+                warn!(node = %node, seeds = ?self.config.seeds, retry_in = ?backoff, "no seed reachable yet; retrying");
+                self.seed_warn = (Some(Instant::now()), (backoff * 2).min(Duration::from_secs(60)));
+            }
+        }
+    }
+
+    fn handle_events(&mut self, events: Vec<LeaseEvent>) {
+        let node = self.config.node_name.clone();
+        for event in events {
+            match event {
+                LeaseEvent::Claimed { subnet, why } => {
+                    Metrics::add(&self.metrics.claims, 1);
+                    info!(node = %node, subnet = %subnet, why, "claimed subnet");
+                }
+                LeaseEvent::Activated { subnet } => {
+                    info!(node = %node, subnet = %subnet, "claim settled; subnet active");
+                    self.write_subnet_env(subnet);
+                }
+                LeaseEvent::Lost { subnet, winner, was_active } => {
+                    if was_active {
+                        Metrics::add(&self.metrics.active_claims_lost, 1);
+                        error!(node = %node, subnet = %subnet, peer = %winner, "active subnet taken by an older claim (partition healed?); re-claiming; containers on the old subnet must be restarted");
+                        self.warnings.push(format!("lost active subnet {subnet} to {winner}"));
+                    } else {
+                        Metrics::add(&self.metrics.claims_lost, 1);
+                        info!(node = %node, subnet = %subnet, peer = %winner, "subnet claimed earlier by a peer; picking another");
+                    }
+                }
+                LeaseEvent::Exhausted { reason } => {
+                    error!(node = %node, reason = %reason, "cannot claim a subnet");
+                }
+                LeaseEvent::Refused { reason } => {
+                    Metrics::add(&self.metrics.identity_conflicts, 1);
+                    error!(node = %node, reason = %reason, "identity conflict: this node claims and programs nothing");
+                }
+                LeaseEvent::Unrefused => info!(node = %node, "identity conflict cleared"),
+            }
+        }
+        if let Phase::Active { subnet, .. } = self.lease.phase() {
+            // A restored active claim: make sure subnet.env is there.
+            if !self.config.subnet_file.exists() {
+                self.write_subnet_env(*subnet);
+            }
+        }
+    }
+
+    fn vxlan_mtu(&self) -> u32 {
+        let overhead = if self.underlay.ip.is_ipv6() { 70 } else { 50 };
+        self.underlay.mtu.saturating_sub(overhead)
+    }
+
+    fn write_subnet_env(&mut self, subnet: Ipv4Net) {
+        let env = files::subnet_env(self.config.network, subnet, self.vxlan_mtu(), self.config.ip_masq);
+        if let Err(e) = files::write_atomic(&self.config.subnet_file, &env) {
+            error!(node = %self.config.node_name, path = %self.config.subnet_file.display(), error = %e, "cannot write subnet file");
+            self.warnings.push(format!("cannot write {}: {e}", self.config.subnet_file.display()));
+        }
+    }
+
+    fn save_state(&mut self, force: bool) {
+        let Some((subnet, claim_time_ms)) = self.lease.claim() else { return };
+        let state = PersistedState {
+            version: 1,
+            node_name: self.config.node_name.clone(),
+            network: lease::net_to_cidr(self.config.network),
+            subnet: lease::net_to_cidr(subnet),
+            claim_time_ms,
+            last_alive_ms: self.clock.now_ms(),
+            active: self.lease.active_subnet().is_some(),
+        };
+        let due = match &self.last_saved {
+            None => true,
+            Some((prev, at)) => {
+                force
+                    || prev.subnet != state.subnet
+                    || prev.claim_time_ms != state.claim_time_ms
+                    || prev.active != state.active
+                    || at.elapsed() >= Duration::from_secs(30)
+            }
+        };
+        if !due {
+            return;
+        }
+        match files::save_state(&self.config.state_dir, &state) {
+            Ok(()) => self.last_saved = Some((state, Instant::now())),
+            Err(e) => {
+                warn!(node = %self.config.node_name, error = %e, "cannot save state");
+            }
+        }
+    }
+
+    /// Peers whose routes this node programs: the winner of each subnet.
+    fn targets(&self) -> Vec<(String, Ipv4Net, NodeRecord)> {
+        if self.lease.claim().is_none() {
+            return Vec::new();
+        }
+        self.view
+            .winners(self.lease.claim(), &self.config.node_name)
+            .into_iter()
+            .filter_map(|r| Some((r.member.name.clone(), r.holds?, r.record()?.clone())))
+            .collect()
+    }
+
+    fn desired(&self) -> State {
+        let Some((subnet, _)) = self.lease.claim() else { return State::default() };
+        let device_name = dataplane::desired::vxlan_device_name(self.config.vni);
+        let mtu = self.vxlan_mtu();
+        let mut state = State {
+            vxlan: Some(dataplane::VxlanDevice {
+                name: device_name.clone(),
+                vni: self.config.vni,
+                port: self.config.vxlan_port,
+                local_ip: self.underlay.ip,
+                underlay_ifindex: Some(self.underlay.ifindex),
+                mac: self.vtep_mac,
+                mtu,
+                addr: subnet.network(),
+            }),
+            ..State::default()
+        };
+        if let (Some(bridge), Some(active)) = (&self.config.bridge, self.lease.active_subnet()) {
+            state.bridge = Some(dataplane::Bridge {
+                name: bridge.clone(),
+                addr: Ipv4Net::new(files::first_host(active), active.prefix_len())
+                    .unwrap_or(active),
+                mtu,
+            });
+        }
+        for (_, peer_subnet, record) in self.targets() {
+            let gw = peer_subnet.network();
+            state.neighbours.insert(Neighbour { ip: gw, mac: record.vtep_mac });
+            state.fdb.insert(FdbEntry { mac: record.vtep_mac, dst: record.underlay_ip });
+            state.routes.insert(Route {
+                dst: peer_subnet,
+                gateway: gw,
+                device: Some(device_name.clone()),
+                onlink: true,
+            });
+        }
+        state
+    }
+
+    /// Deletions wait until the view is warm, so a restart never drops routes it has not yet
+    /// re-learned (and an isolated node never drops any).
+    fn view_is_warm(&self) -> bool {
+        let settle = (self.config.gossip_interval * 3).max(Duration::from_secs(1));
+        self.config.seeds.is_empty() || self.first_live_peer.is_some_and(|t| t.elapsed() >= settle)
+    }
+
+    async fn reconcile_if_needed(&mut self) {
+        let desired = self.desired();
+        let due = match (&self.applied, self.last_reconcile) {
+            (Some((prev, ok)), Some(at)) => {
+                *prev != desired || !ok || at.elapsed() >= self.config.reconcile_interval
+            }
+            _ => true,
+        };
+        if !due {
+            return;
+        }
+        let allow_delete = self.view_is_warm();
+        Metrics::add(&self.metrics.reconciles, 1);
+        let ok = match dataplane::reconcile(self.dataplane.as_mut(), &desired, allow_delete).await {
+            Ok(report) => {
+                Metrics::add(&self.metrics.reconcile_ops, report.applied.len() as u64);
+                Metrics::add(&self.metrics.reconcile_failures, report.failed.len() as u64);
+                if !report.applied.is_empty() {
+                    debug!(node = %self.config.node_name, ops = ?report.applied, "reconciled");
+                }
+                report.failed.is_empty()
+            }
+            Err(e) => {
+                Metrics::add(&self.metrics.reconcile_failures, 1);
+                warn!(node = %self.config.node_name, error = %e, "cannot read the data plane");
+                false
+            }
+        };
+        let now_programmed: BTreeMap<String, Ipv4Net> = if ok {
+            self.targets().into_iter().map(|(n, s, _)| (n, s)).collect()
+        } else {
+            self.programmed.clone()
+        };
+        for (name, subnet) in &now_programmed {
+            if self.programmed.get(name) != Some(subnet) {
+                info!(node = %self.config.node_name, peer = %name, subnet = %subnet, "peer routes programmed");
+            }
+        }
+        for (name, subnet) in &self.programmed {
+            if !now_programmed.contains_key(name) {
+                info!(node = %self.config.node_name, peer = %name, subnet = %subnet, "peer routes removed");
+            }
+        }
+        Metrics::set(&self.metrics.peers_programmed, now_programmed.len() as u64);
+        self.programmed = now_programmed;
+        self.applied = Some((desired, ok));
+        self.last_reconcile = Some(Instant::now());
+    }
+
+    async fn leave(&mut self, cluster: &mut Cluster) -> String {
+        let node = self.config.node_name.clone();
+        let released = self.lease.claim().map(|(s, _)| s);
+        self.lease.leave();
+        cluster.publish(&self.record()).await;
+        info!(node = %node, subnet = ?released, "leaving: subnet released, telling the mesh");
+        self.publish_status();
+        // Let the leaving record spread before going quiet.
+        let spread = (self.config.gossip_interval * 5).clamp(Duration::from_secs(1), Duration::from_secs(10));
+        tokio::time::sleep(spread).await;
+        let look_at = self.applied.as_ref().map(|(s, _)| s.clone()).unwrap_or_else(|| self.desired());
+        let mut failures = Vec::new();
+        match self.dataplane.observe(&look_at).await {
+            Ok(observed) => {
+                for op in dataplane::plan(&State::default(), &observed) {
+                    if let Err(e) = self.dataplane.apply(&op).await {
+                        failures.push(format!("{}: {e}", op.kind()));
+                    }
+                }
+            }
+            Err(e) => failures.push(format!("observe: {e}")),
+        }
+        for path in [self.config.subnet_file.clone(), files::state_path(&self.config.state_dir)] {
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    failures.push(format!("{}: {e}", path.display()));
+                }
+            }
+        }
+        if failures.is_empty() {
+            info!(node = %node, "left the mesh; everything weft programmed is removed");
+            format!("left: subnet {} released, routes and devices removed\n", released.map(|s| s.to_string()).unwrap_or_else(|| "none".into()))
+        } else {
+            warn!(node = %node, failures = ?failures, "left the mesh, with failures");
+            format!("left, with failures: {}\n", failures.join("; "))
+        }
+    }
+
+    fn publish_status(&mut self) {
+        let report = status::build(self);
+        let ready = report.ready;
+        if ready && self.ready_since.is_none() {
+            self.ready_since = Some(Instant::now());
+            Metrics::set(&self.metrics.time_to_ready_ms, self.started.elapsed().as_millis() as u64);
+            info!(node = %self.config.node_name, subnet = ?report.subnet, "ready");
+        }
+        Metrics::set(&self.metrics.ready, u64::from(ready));
+        self.status_tx.send_replace(report);
+    }
+}

@@ -44,3 +44,6 @@ pub struct NodeStatus {
     /// Why not programmed, when it is not.
     pub reason: Option<String>,
 }
+
+mod server;
+pub use server::{ApiState, serve};

@@ -1,1 +1,183 @@
-//! TODO
+//! The gossip mesh: a thin wrapper over chitchat that publishes this node's record under one
+//! atomic key and reads every known generation back as lease [`Member`]s, tracking when each was
+//! first seen dead (chitchat has no leave message and does not say when a node died).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chitchat::transport::Transport;
+use chitchat::{
+    ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, ProtocolVersion,
+    spawn_chitchat,
+};
+use weft_proto::NodeRecord;
+use weft_proto::record::RECORD_KEY;
+
+use crate::lease::Member;
+
+/// How this node joins the mesh.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub node_name: String,
+    /// Increases at every start (start time in ns): peers drop the previous generation.
+    pub generation: u64,
+    pub listen: SocketAddr,
+    pub advertise: SocketAddr,
+    pub seeds: Vec<String>,
+    pub cluster_id: String,
+    pub gossip_interval: Duration,
+    pub dead_node_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("gossip could not start on {listen}: {source}")]
+    Start {
+        listen: SocketAddr,
+        #[source]
+        source: anyhow::Error,
+    },
+}
+
+/// Counts of the mesh as this node sees it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeshCounts {
+    pub alive: usize,
+    pub dead: usize,
+    /// Nodes that chitchat knows but whose record did not decode.
+    pub bad_records: usize,
+}
+
+/// A running chitchat instance with this node's record.
+pub struct Cluster {
+    handle: ChitchatHandle,
+    self_id: ChitchatId,
+    dead_since: HashMap<ChitchatId, u64>,
+    published: Option<String>,
+}
+
+impl Cluster {
+    /// Joins the mesh over `transport`, announcing `record`.
+    pub async fn start(
+        cfg: &ClusterConfig,
+        transport: &dyn Transport,
+        record: &NodeRecord,
+    ) -> Result<Cluster, ClusterError> {
+        let self_id = ChitchatId::new(cfg.node_name.clone(), cfg.generation, cfg.advertise);
+        let chitchat_config = ChitchatConfig {
+            chitchat_id: self_id.clone(),
+            cluster_id: cfg.cluster_id.clone(),
+            gossip_interval: cfg.gossip_interval,
+            listen_addr: cfg.listen,
+            seed_nodes: cfg.seeds.clone(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: 8.0,
+                sampling_window_size: 1_000,
+                max_interval: Duration::from_secs(10).max(cfg.gossip_interval * 10),
+                initial_interval: cfg.gossip_interval,
+                dead_node_grace_period: cfg.dead_node_grace,
+            },
+            marked_for_deletion_grace_period: cfg.dead_node_grace,
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: ProtocolVersion::V1,
+        };
+        let encoded = record.encode();
+        let handle =
+            spawn_chitchat(chitchat_config, vec![(RECORD_KEY.to_string(), encoded.clone())], transport)
+                .await
+                .map_err(|source| ClusterError::Start { listen: cfg.listen, source })?;
+        Ok(Cluster { handle, self_id, dead_since: HashMap::new(), published: Some(encoded) })
+    }
+
+    /// This node's chitchat identity.
+    pub fn self_id(&self) -> &ChitchatId {
+        &self.self_id
+    }
+
+    /// Publishes `record` if it differs from what is announced.
+    pub async fn publish(&mut self, record: &NodeRecord) {
+        let encoded = record.encode();
+        if self.published.as_ref() == Some(&encoded) {
+            return;
+        }
+        let value = encoded.clone();
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(RECORD_KEY, value.clone()))
+            .await;
+        self.published = Some(encoded);
+    }
+
+    /// A receiver that changes whenever the set of live nodes or their state changes.
+    pub async fn watcher(
+        &self,
+    ) -> tokio::sync::watch::Receiver<std::collections::BTreeMap<ChitchatId, chitchat::NodeState>>
+    {
+        self.handle.with_chitchat(|c| c.live_nodes_watcher()).await
+    }
+
+    /// Every other known generation with its liveness and decoded record.
+    pub async fn members(&mut self, now_ms: u64) -> (Vec<Member>, MeshCounts) {
+        let chitchat = self.handle.chitchat();
+        let guard = chitchat.lock().await;
+        let live: HashSet<&ChitchatId> = guard.live_nodes().collect();
+        let mut members = Vec::with_capacity(guard.node_states().len());
+        let mut counts = MeshCounts::default();
+        let mut known = HashSet::with_capacity(guard.node_states().len());
+        for (id, state) in guard.node_states() {
+            if *id == self.self_id {
+                continue;
+            }
+            known.insert(id.clone());
+            let alive = live.contains(id);
+            let dead_since_ms = if alive {
+                self.dead_since.remove(id);
+                None
+            } else {
+                Some(*self.dead_since.entry(id.clone()).or_insert(now_ms))
+            };
+            let record = match state.get(RECORD_KEY) {
+                Some(value) => NodeRecord::decode(value).map_err(|e| e.to_string()),
+                None => Err("no record yet".to_string()),
+            };
+            if record.is_err() {
+                counts.bad_records += 1;
+            }
+            if alive {
+                counts.alive += 1;
+            } else {
+                counts.dead += 1;
+            }
+            members.push(Member {
+                name: id.node_id.to_string(),
+                generation: id.generation_id,
+                alive,
+                dead_since_ms,
+                record,
+            });
+        }
+        drop(guard);
+        self.dead_since.retain(|id, _| known.contains(id));
+        (members, counts)
+    }
+
+    /// The gossip addresses of every known generation (for persisting as future seeds).
+    pub async fn known_addrs(&self) -> Vec<SocketAddr> {
+        self.handle
+            .with_chitchat(|c| {
+                c.node_states()
+                    .keys()
+                    .map(|id| id.gossip_advertise_addr)
+                    .collect::<Vec<_>>()
+            })
+            .await
+    }
+
+    /// Stops gossiping.
+    pub async fn shutdown(self) {
+        if let Err(err) = self.handle.shutdown().await {
+            tracing::debug!(error = %err, "gossip loop ended with an error");
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Counters the agent keeps and `/metrics` exposes in Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Monotonic counters and gauges, shared between the agent loop and the API.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub nodes_alive: AtomicU64,
+    pub nodes_dead: AtomicU64,
+    pub bad_records: AtomicU64,
+    pub claims: AtomicU64,
+    pub claims_lost: AtomicU64,
+    pub active_claims_lost: AtomicU64,
+    pub identity_conflicts: AtomicU64,
+    pub reconciles: AtomicU64,
+    pub reconcile_ops: AtomicU64,
+    pub reconcile_failures: AtomicU64,
+    pub peers_programmed: AtomicU64,
+    pub ready: AtomicU64,
+    /// Milliseconds from start to ready (0 until ready).
+    pub time_to_ready_ms: AtomicU64,
+}
+
+impl Metrics {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn set(c: &AtomicU64, n: u64) {
+        c.store(n, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self, extra: &[(&str, &str, u64)]) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let rows: [(&str, &str, &str, u64); 13] = [
+            ("weft_nodes", "gauge", "{liveness=\"alive\"}", g(&self.nodes_alive)),
+            ("weft_nodes", "gauge", "{liveness=\"dead\"}", g(&self.nodes_dead)),
+            ("weft_bad_records", "gauge", "", g(&self.bad_records)),
+            ("weft_claims_total", "counter", "", g(&self.claims)),
+            ("weft_claims_lost_total", "counter", "{was_active=\"false\"}", g(&self.claims_lost)),
+            ("weft_claims_lost_total", "counter", "{was_active=\"true\"}", g(&self.active_claims_lost)),
+            ("weft_identity_conflicts_total", "counter", "", g(&self.identity_conflicts)),
+            ("weft_reconciles_total", "counter", "", g(&self.reconciles)),
+            ("weft_reconcile_ops_total", "counter", "", g(&self.reconcile_ops)),
+            ("weft_reconcile_failures_total", "counter", "", g(&self.reconcile_failures)),
+            ("weft_peers_programmed", "gauge", "", g(&self.peers_programmed)),
+            ("weft_ready", "gauge", "", g(&self.ready)),
+            ("weft_time_to_ready_seconds", "gauge", "", g(&self.time_to_ready_ms) / 1000),
+        ];
+        let mut out = String::new();
+        let mut last = "";
+        for (name, kind, labels, value) in rows {
+            if name != last {
+                let _ = writeln!(out, "# TYPE {name} {kind}");
+                last = name;
+            }
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+        for (name, labels, value) in extra {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+        out
+    }
+}

@@ -1,0 +1,115 @@
+//! Builds the [`StatusReport`] (`weft status`, `/v1/status`, `/readyz`) from the agent's state.
+
+use weft_proto::ClaimState;
+
+use super::Worker;
+use crate::api::{NodeStatus, StatusReport};
+use crate::lease::{Phase, Verdict};
+
+pub(super) fn build(w: &Worker) -> StatusReport {
+    let (state, subnet) = match w.lease.phase() {
+        Phase::Warmup { .. } => ("searching", None),
+        Phase::Searching { .. } => ("searching", None),
+        Phase::Claimed { subnet, .. } => ("claimed", Some(*subnet)),
+        Phase::Active { subnet, .. } => ("active", Some(*subnet)),
+        Phase::Refused { .. } => ("refused", None),
+        Phase::Leaving { subnet, .. } => ("leaving", *subnet),
+    };
+    let applied_ok = w.applied.as_ref().is_some_and(|(_, ok)| *ok);
+    let ready_reason = match w.lease.phase() {
+        _ if !w.config.seeds.is_empty() && w.first_live_peer.is_none() => Some(format!(
+            "no seed reachable yet ({}); retrying",
+            w.config.seeds.join(", ")
+        )),
+        Phase::Warmup { .. } => Some("listening to the mesh before claiming".to_string()),
+        Phase::Searching { reason } => Some(reason.clone()),
+        Phase::Claimed { subnet, .. } => Some(format!("claim on {subnet} settling")),
+        Phase::Refused { reason } => Some(format!("identity conflict: {reason}")),
+        Phase::Leaving { .. } => Some("leaving".to_string()),
+        Phase::Active { .. } if !applied_ok => Some("data plane not fully programmed".to_string()),
+        Phase::Active { .. } => None,
+    };
+    let mut warnings = w.warnings.clone();
+    if w.config.insecure {
+        warnings.insert(0, "gossip is not sealed (--insecure)".to_string());
+    }
+    if let Phase::Refused { reason } = w.lease.phase() {
+        warnings.push(format!("identity conflict: {reason}"));
+    }
+
+    let mut nodes = vec![NodeStatus {
+        name: w.config.node_name.clone(),
+        generation: w.generation,
+        underlay_ip: w.announce_ip.to_string(),
+        subnet: subnet.map(|s| s.to_string()),
+        state: state.to_string(),
+        liveness: "alive".to_string(),
+        is_self: true,
+        programmed: applied_ok,
+        reason: None,
+    }];
+    for r in &w.view.members {
+        // Superseded generations are noise for an operator: show the current one only.
+        if matches!(r.verdict, Verdict::Superseded { .. }) {
+            continue;
+        }
+        let record = r.record();
+        let programmed = w.programmed.contains_key(&r.member.name)
+            && w.programmed.get(&r.member.name) == r.holds.as_ref();
+        let reason = if programmed {
+            None
+        } else {
+            Some(match &r.verdict {
+                Verdict::Usable if r.holds.is_none() => "no subnet claimed".to_string(),
+                Verdict::Usable if w.lease.claim().is_none() => {
+                    "this node has no claim yet".to_string()
+                }
+                Verdict::Usable => match r.holds.and_then(|s| w.view.held().get(&s).map(|b| b.1.to_string())) {
+                    Some(winner) if winner != r.member.name => format!("subnet held by {winner}"),
+                    _ => match w.lease.claim() {
+                        Some((own, _)) if Some(own) == r.holds => "subnet contested with this node".to_string(),
+                        _ => "not yet programmed".to_string(),
+                    },
+                },
+                Verdict::Superseded { by_generation } => format!("superseded by generation {by_generation}"),
+                Verdict::Refused(why) => format!("refused: {why}"),
+                Verdict::Invalid(why) => format!("invalid record: {why}"),
+                Verdict::Expired => "dead beyond the reservation period".to_string(),
+                Verdict::Leaving => "left the mesh".to_string(),
+            })
+        };
+        nodes.push(NodeStatus {
+            name: r.member.name.clone(),
+            generation: r.member.generation,
+            underlay_ip: record.map(|x| x.underlay_ip.to_string()).unwrap_or_default(),
+            subnet: record.and_then(|x| x.subnet).map(|s| format!("{}/{}", s.addr, s.len)),
+            state: match record.map(|x| (x.state, x.subnet.is_some())) {
+                Some((ClaimState::Leaving, _)) => "leaving",
+                Some((_, false)) | None => "none",
+                Some((ClaimState::Claimed, true)) => "claimed",
+                Some((ClaimState::Active, true)) => "active",
+            }
+            .to_string(),
+            liveness: if r.member.alive { "alive" } else { "dead" }.to_string(),
+            is_self: false,
+            programmed,
+            reason,
+        });
+    }
+    nodes.sort_by(|a, b| (&a.name, a.generation).cmp(&(&b.name, b.generation)));
+
+    StatusReport {
+        node_name: w.config.node_name.clone(),
+        generation: w.generation,
+        underlay_ip: w.announce_ip.to_string(),
+        backend: format!("{:?}", w.config.backend).to_lowercase(),
+        network: w.config.network.to_string(),
+        subnet: subnet.map(|s| s.to_string()),
+        state: state.to_string(),
+        ready: ready_reason.is_none(),
+        ready_reason,
+        insecure: w.config.insecure,
+        warnings,
+        nodes,
+    }
+}

@@ -1,0 +1,72 @@
+//! The HTTP server behind the local API (axum), shut down by a cancellation token.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::StatusReport;
+use crate::agent::Metrics;
+
+/// What the handlers read and send.
+#[derive(Clone)]
+pub struct ApiState {
+    pub status: watch::Receiver<StatusReport>,
+    pub metrics: Arc<Metrics>,
+    /// A leave request carries the channel its answer comes back on.
+    pub leave: mpsc::Sender<oneshot::Sender<String>>,
+}
+
+/// Serves until `cancel` fires; in-flight requests (a leave) complete first.
+pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, cancel: CancellationToken) {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/v1/leave", post(leave))
+        .with_state(state);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+    {
+        tracing::warn!(error = %e, "local API stopped");
+    }
+}
+
+async fn readyz(State(s): State<ApiState>) -> impl IntoResponse {
+    let report = s.status.borrow().clone();
+    if report.ready {
+        (StatusCode::OK, "ready\n".to_string())
+    } else {
+        let why = report.ready_reason.unwrap_or_else(|| "starting".to_string());
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"))
+    }
+}
+
+async fn status(State(s): State<ApiState>) -> Json<StatusReport> {
+    Json(s.status.borrow().clone())
+}
+
+async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(&[]),
+    )
+}
+
+async fn leave(State(s): State<ApiState>) -> impl IntoResponse {
+    let (tx, rx) = oneshot::channel();
+    if s.leave.send(tx).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "agent is stopping\n".to_string());
+    }
+    match rx.await {
+        Ok(answer) => (StatusCode::OK, answer),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "agent stopped before leaving\n".to_string()),
+    }
+}
