@@ -7,5 +7,8 @@ pub mod envelope;
 pub mod record;
 pub mod state;
 
-pub use record::{Backend, ClaimState, Ipv4Cidr, NodeRecord, RecordError};
+pub use envelope::{KeyError, Keyring, OpenError, Opener, SealError, Sealer, Sealing};
+pub use record::{
+    Backend, ClaimState, Ipv4Cidr, MAX_RECORD_LEN, NodeRecord, RECORD_KEY, RecordError,
+};
 pub use state::{PersistedState, StateError};

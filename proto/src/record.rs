@@ -1,11 +1,27 @@
 //! The node record: the one atomic chitchat value each node publishes under [`RECORD_KEY`].
 
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 /// The chitchat key under which every node publishes its record.
 pub const RECORD_KEY: &str = "weft/node";
+
+/// Longest encoded record [`NodeRecord::decode`] accepts, in bytes of the base64 string.
+pub const MAX_RECORD_LEN: usize = 2048;
+
+/// Record format major version this code writes and reads. A different major is refused.
+pub const FORMAT_MAJOR: u8 = 1;
+
+/// Record format minor version this code writes. Newer minors only append fields to the body.
+pub const FORMAT_MINOR: u8 = 0;
+
+/// Longest node name, in bytes (a DNS name).
+pub const MAX_NODE_NAME_LEN: usize = 253;
 
 /// Which data plane a node uses for its peers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -67,23 +83,390 @@ pub enum RecordError {
     #[error("unsupported record format {0}")]
     UnsupportedVersion(u8),
     #[error("record body does not decode")]
-    Body,
+    Body(#[source] postcard::Error),
+    #[error("invalid record: {0}")]
+    Invalid(&'static str),
 }
 
-// TEMPORARY (replaced by the proto branch at merge).
-impl NodeRecord {
-    pub fn encode(&self) -> String {
-        use base64::Engine;
-        let mut bytes = vec![1u8, 0u8];
-        bytes.extend(postcard::to_allocvec(self).unwrap_or_default());
-        base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
+impl Ipv4Cidr {
+    /// A prefix, checked: `len` at most 32 and no host bits set in `addr`.
+    pub fn new(addr: Ipv4Addr, len: u8) -> Result<Self, RecordError> {
+        let cidr = Ipv4Cidr { addr, len };
+        cidr.validate()?;
+        Ok(cidr)
     }
-    pub fn decode(s: &str) -> Result<NodeRecord, RecordError> {
-        use base64::Engine;
-        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
-            .decode(s)
-            .map_err(|_| RecordError::Base64)?;
-        let body = bytes.get(2..).ok_or(RecordError::Truncated)?;
-        postcard::take_from_bytes(body).map(|(r, _)| r).map_err(|_| RecordError::Body)
+
+    /// The netmask as a host-order integer (`len` clamped to 32).
+    pub fn mask(&self) -> u32 {
+        match self.len {
+            0 => 0,
+            l if l >= 32 => u32::MAX,
+            l => u32::MAX << (32 - u32::from(l)),
+        }
+    }
+
+    /// `len` ≤ 32 and the address is aligned to the prefix (host bits zero).
+    pub fn validate(&self) -> Result<(), RecordError> {
+        if self.len > 32 {
+            return Err(RecordError::Invalid("prefix length over 32"));
+        }
+        if u32::from(self.addr) & !self.mask() != 0 {
+            return Err(RecordError::Invalid("prefix address has host bits set"));
+        }
+        Ok(())
+    }
+
+    /// Whether `ip` lies inside this prefix.
+    pub fn contains_addr(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.addr) & self.mask()
+    }
+
+    /// Whether `other` lies entirely inside this prefix (equal prefixes included).
+    pub fn contains(&self, other: &Ipv4Cidr) -> bool {
+        other.len >= self.len && self.contains_addr(other.addr)
     }
 }
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = RecordError;
+
+    /// Parses `a.b.c.d/len`, refusing host bits and lengths over 32.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or(RecordError::Invalid("prefix lacks '/len'"))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| RecordError::Invalid("prefix address is not IPv4"))?;
+        let len: u8 = len
+            .parse()
+            .map_err(|_| RecordError::Invalid("prefix length is not a number"))?;
+        Ipv4Cidr::new(addr, len)
+    }
+}
+
+/// Whether `name` is a valid node name: 1..=253 bytes of `[A-Za-z0-9._-]`.
+pub fn is_valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NODE_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl NodeRecord {
+    /// Encodes the record as the chitchat value: base64 (standard alphabet, no padding) of
+    /// `[FORMAT_MAJOR][FORMAT_MINOR][postcard body]`.
+    pub fn encode(&self) -> String {
+        // Serializing owned, plain data into a Vec cannot fail: postcard only errors on a full
+        // fixed buffer or on types it does not support, and this type is fixed at compile time.
+        let bytes = postcard::to_extend(self, vec![FORMAT_MAJOR, FORMAT_MINOR])
+            .expect("postcard serialization of NodeRecord into a Vec cannot fail");
+        STANDARD_NO_PAD.encode(bytes)
+    }
+
+    /// Decodes a chitchat value produced by [`NodeRecord::encode`] (of this or any newer minor
+    /// format: bytes after the body this version knows are ignored). Does not call
+    /// [`NodeRecord::validate`]; callers must.
+    pub fn decode(s: &str) -> Result<NodeRecord, RecordError> {
+        if s.len() > MAX_RECORD_LEN {
+            return Err(RecordError::TooLong(s.len()));
+        }
+        let bytes = STANDARD_NO_PAD
+            .decode(s.as_bytes())
+            .map_err(|_| RecordError::Base64)?;
+        let [major, _minor, body @ ..] = bytes.as_slice() else {
+            return Err(RecordError::Truncated);
+        };
+        if *major != FORMAT_MAJOR {
+            return Err(RecordError::UnsupportedVersion(*major));
+        }
+        let (record, _extensions) =
+            postcard::take_from_bytes::<NodeRecord>(body).map_err(RecordError::Body)?;
+        Ok(record)
+    }
+
+    /// Checks that need no context (no peer view, no configuration).
+    pub fn validate(&self) -> Result<(), RecordError> {
+        if !is_valid_node_name(&self.node_name) {
+            return Err(RecordError::Invalid(
+                "node name must be 1..=253 bytes of [A-Za-z0-9._-]",
+            ));
+        }
+        match self.underlay_ip {
+            IpAddr::V4(ip) if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() => {
+                return Err(RecordError::Invalid(
+                    "underlay IP is unspecified, multicast or broadcast",
+                ));
+            }
+            IpAddr::V6(ip) if ip.is_unspecified() || ip.is_multicast() => {
+                return Err(RecordError::Invalid(
+                    "underlay IP is unspecified or multicast",
+                ));
+            }
+            _ => {}
+        }
+        self.network.validate()?;
+        if let Some(subnet) = &self.subnet {
+            subnet.validate()?;
+            if !self.network.contains(subnet) {
+                return Err(RecordError::Invalid("subnet is not inside the network"));
+            }
+        }
+        if self.backend == Backend::Vxlan {
+            if self.vtep_mac[0] & 1 != 0 {
+                return Err(RecordError::Invalid("VTEP MAC is not unicast"));
+            }
+            if self.vtep_mac == [0; 6] {
+                return Err(RecordError::Invalid("VTEP MAC is all zero"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub(crate) fn sample() -> NodeRecord {
+        NodeRecord {
+            node_name: "node-1".into(),
+            underlay_ip: IpAddr::V4(Ipv4Addr::new(192, 168, 1, 10)),
+            backend: Backend::Vxlan,
+            network: Ipv4Cidr::new(Ipv4Addr::new(10, 244, 0, 0), 16).unwrap(),
+            vni: 1,
+            subnet: Some(Ipv4Cidr::new(Ipv4Addr::new(10, 244, 3, 0), 24).unwrap()),
+            claim_time_ms: 1_700_000_000_000,
+            state: ClaimState::Active,
+            vtep_mac: [0x0a, 0x58, 0x0a, 0xf4, 0x03, 0x00],
+            tunnel_port: 8472,
+            public_key: None,
+        }
+    }
+
+    #[test]
+    fn round_trip_sample() {
+        let r = sample();
+        let s = r.encode();
+        assert!(s.len() <= MAX_RECORD_LEN);
+        assert_eq!(NodeRecord::decode(&s), Ok(r.clone()));
+        assert_eq!(r.validate(), Ok(()));
+    }
+
+    #[test]
+    fn trailing_extension_bytes_are_ignored() {
+        let r = sample();
+        let mut bytes = STANDARD_NO_PAD.decode(r.encode()).unwrap();
+        bytes[1] = 7; // a newer minor
+        bytes.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0x01]);
+        let s = STANDARD_NO_PAD.encode(&bytes);
+        assert_eq!(NodeRecord::decode(&s), Ok(r));
+    }
+
+    #[test]
+    fn unknown_major_is_refused() {
+        let mut bytes = STANDARD_NO_PAD.decode(sample().encode()).unwrap();
+        bytes[0] = 2;
+        let s = STANDARD_NO_PAD.encode(&bytes);
+        assert_eq!(
+            NodeRecord::decode(&s),
+            Err(RecordError::UnsupportedVersion(2))
+        );
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        assert_eq!(NodeRecord::decode(""), Err(RecordError::Truncated));
+        assert_eq!(NodeRecord::decode("AQ"), Err(RecordError::Truncated));
+        assert_eq!(NodeRecord::decode("not base64!"), Err(RecordError::Base64));
+        // Padding is not part of the format.
+        assert_eq!(NodeRecord::decode("AQA="), Err(RecordError::Base64));
+        assert!(matches!(
+            NodeRecord::decode("AQA"),
+            Err(RecordError::Body(_))
+        ));
+        let long = "A".repeat(MAX_RECORD_LEN + 1);
+        assert_eq!(
+            NodeRecord::decode(&long),
+            Err(RecordError::TooLong(MAX_RECORD_LEN + 1))
+        );
+        // A truncated body fails.
+        let s = sample().encode();
+        let bytes = STANDARD_NO_PAD.decode(&s).unwrap();
+        for cut in 2..bytes.len() {
+            let t = STANDARD_NO_PAD.encode(&bytes[..cut]);
+            assert!(NodeRecord::decode(&t).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn validation() {
+        let ok = sample();
+        let check = |f: &dyn Fn(&mut NodeRecord)| {
+            let mut r = ok.clone();
+            f(&mut r);
+            r.validate()
+        };
+        assert!(check(&|r| r.node_name = String::new()).is_err());
+        assert!(check(&|r| r.node_name = "a".repeat(254)).is_err());
+        assert!(check(&|r| r.node_name = "a".repeat(253)).is_ok());
+        assert!(check(&|r| r.node_name = "bad name".into()).is_err());
+        assert!(check(&|r| r.node_name = "bad/name".into()).is_err());
+        assert!(check(&|r| r.node_name = "Host_1.example-a".into()).is_ok());
+        assert!(check(&|r| r.node_name = "nœud".into()).is_err());
+        assert!(check(&|r| r.underlay_ip = "0.0.0.0".parse().unwrap()).is_err());
+        assert!(check(&|r| r.underlay_ip = "224.0.0.1".parse().unwrap()).is_err());
+        assert!(check(&|r| r.underlay_ip = "255.255.255.255".parse().unwrap()).is_err());
+        assert!(check(&|r| r.underlay_ip = "::".parse().unwrap()).is_err());
+        assert!(check(&|r| r.underlay_ip = "ff02::1".parse().unwrap()).is_err());
+        assert!(check(&|r| r.underlay_ip = "fd00::1".parse().unwrap()).is_ok());
+        assert!(check(&|r| r.network.len = 33).is_err());
+        assert!(check(&|r| r.network.len = 8).is_err()); // 10.244.0.0/8 has host bits
+        assert!(check(&|r| r.subnet = None).is_ok());
+        assert!(check(&|r| r.subnet = Some("10.245.3.0/24".parse().unwrap())).is_err());
+        assert!(
+            check(&|r| r.subnet = Some(Ipv4Cidr {
+                addr: Ipv4Addr::new(10, 244, 3, 1),
+                len: 24
+            }))
+            .is_err()
+        );
+        assert!(check(&|r| r.subnet = Some("10.0.0.0/8".parse().unwrap())).is_err());
+        assert!(check(&|r| r.subnet = Some("10.244.0.0/16".parse().unwrap())).is_ok());
+        assert!(check(&|r| r.vtep_mac = [0; 6]).is_err());
+        assert!(check(&|r| r.vtep_mac = [1, 0, 0, 0, 0, 1]).is_err());
+        assert!(
+            check(&|r| {
+                r.backend = Backend::HostGw;
+                r.vtep_mac = [0; 6];
+            })
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn cidr_parse_and_display() {
+        let c: Ipv4Cidr = "10.244.0.0/16".parse().unwrap();
+        assert_eq!(c.to_string(), "10.244.0.0/16");
+        assert!("10.244.0.1/16".parse::<Ipv4Cidr>().is_err());
+        assert!("10.244.0.0/33".parse::<Ipv4Cidr>().is_err());
+        assert!("10.244.0.0".parse::<Ipv4Cidr>().is_err());
+        assert!("0.0.0.0/0".parse::<Ipv4Cidr>().is_ok());
+        assert!("1.2.3.4/32".parse::<Ipv4Cidr>().is_ok());
+        assert!(c.contains(&"10.244.255.0/24".parse().unwrap()));
+        assert!(!c.contains(&"10.245.0.0/24".parse().unwrap()));
+        assert!(!c.contains(&"10.0.0.0/8".parse().unwrap()));
+    }
+
+    pub(crate) fn arb_record() -> impl Strategy<Value = NodeRecord> {
+        let ip = prop_oneof![
+            any::<[u8; 4]>().prop_map(|b| IpAddr::V4(Ipv4Addr::from(b))),
+            any::<[u8; 16]>().prop_map(|b| IpAddr::V6(std::net::Ipv6Addr::from(b))),
+        ];
+        let backend = prop_oneof![
+            Just(Backend::Vxlan),
+            Just(Backend::HostGw),
+            Just(Backend::Udp)
+        ];
+        let state = prop_oneof![
+            Just(ClaimState::Claimed),
+            Just(ClaimState::Active),
+            Just(ClaimState::Leaving)
+        ];
+        let cidr = (any::<[u8; 4]>(), any::<u8>()).prop_map(|(a, len)| Ipv4Cidr {
+            addr: Ipv4Addr::from(a),
+            len,
+        });
+        (
+            "[A-Za-z0-9._-]{1,253}",
+            ip,
+            backend,
+            cidr.clone(),
+            any::<u32>(),
+            proptest::option::of(cidr),
+            any::<u64>(),
+            state,
+            any::<[u8; 6]>(),
+            any::<u16>(),
+            proptest::option::of(any::<[u8; 32]>()),
+        )
+            .prop_map(
+                |(
+                    node_name,
+                    underlay_ip,
+                    backend,
+                    network,
+                    vni,
+                    subnet,
+                    claim_time_ms,
+                    state,
+                    vtep_mac,
+                    tunnel_port,
+                    public_key,
+                )| NodeRecord {
+                    node_name,
+                    underlay_ip,
+                    backend,
+                    network,
+                    vni,
+                    subnet,
+                    claim_time_ms,
+                    state,
+                    vtep_mac,
+                    tunnel_port,
+                    public_key,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn prop_round_trip(r in arb_record()) {
+            let s = r.encode();
+            prop_assert!(s.len() <= MAX_RECORD_LEN);
+            prop_assert_eq!(NodeRecord::decode(&s), Ok(r));
+        }
+
+        #[test]
+        fn prop_round_trip_with_extensions(r in arb_record(), minor in any::<u8>(),
+                                           ext in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut bytes = STANDARD_NO_PAD.decode(r.encode()).unwrap();
+            bytes[1] = minor;
+            bytes.extend_from_slice(&ext);
+            prop_assert_eq!(NodeRecord::decode(&STANDARD_NO_PAD.encode(&bytes)), Ok(r));
+        }
+
+        #[test]
+        fn prop_decode_arbitrary_string_never_panics(s in ".{0,3000}") {
+            let _ = NodeRecord::decode(&s);
+        }
+
+        #[test]
+        fn prop_decode_arbitrary_bytes_never_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..1600)
+        ) {
+            if let Ok(r) = NodeRecord::decode(&STANDARD_NO_PAD.encode(&bytes)) {
+                let _ = r.validate();
+            }
+        }
+
+        #[test]
+        fn prop_decode_mutated_never_panics(r in arb_record(), pos in any::<usize>(), val in any::<u8>()) {
+            let mut bytes = STANDARD_NO_PAD.decode(r.encode()).unwrap();
+            let i = pos % bytes.len();
+            bytes[i] = val;
+            if let Ok(d) = NodeRecord::decode(&STANDARD_NO_PAD.encode(&bytes)) {
+                let _ = d.validate();
+            }
+        }
+    }
+}
+

@@ -2,6 +2,8 @@
 //! atomic key and reads every known generation back as lease [`Member`]s, tracking when each was
 //! first seen dead (chitchat has no leave message and does not say when a node died).
 
+pub mod transport;
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;

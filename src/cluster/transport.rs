@@ -1,0 +1,498 @@
+//! The sealed gossip transport: a chitchat [`Transport`] whose datagrams on the underlay are
+//! wrapped in weft's sealed envelope (`weft_proto::envelope`), opened and counted before chitchat
+//! parses anything.
+//!
+//! chitchat's transport API hands a socket decoded envelopes, and their serialization is private
+//! to chitchat, so the sealing cannot happen inside a `Socket` implementation. Instead every
+//! opened socket is a relay:
+//!
+//! ```text
+//!  chitchat ──envelope──▶ inner chitchat UdpSocket (127.0.0.1:i)
+//!                            │ send_to(relay of peer P)
+//!                            ▼
+//!                         relay socket of P (127.0.0.1:r) ──seal──▶ underlay socket ──▶ P
+//!  P ──▶ underlay socket ──open──▶ relay socket of P ──plaintext──▶ inner socket ──▶ chitchat
+//! ```
+//!
+//! One loopback relay socket per peer gives an exact two-way mapping between a peer's underlay
+//! address and a loopback address, so `recv` can report the real peer address. Relays are
+//! bounded (least recently used evicted). Relays accept datagrams only from the inner socket,
+//! and the wrapper only accepts datagrams arriving from a known relay, so other local processes
+//! cannot inject gossip through the loopback sockets.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpSocket as ChitchatUdp};
+use lru::LruCache;
+use serde::Serialize;
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+use weft_proto::envelope::{self, MAX_DATAGRAM, OpenError, Opener, SealError, Sealer};
+
+pub use weft_proto::envelope::{Keyring, Sealing};
+
+/// Default bound on the number of loopback relay sockets (one per peer talked to recently).
+pub const DEFAULT_MAX_RELAYS: usize = 1024;
+
+/// Evicted relay sockets kept bound for a while so that their loopback port is not handed to a
+/// new relay while datagrams from the old one may still be queued on the inner socket.
+const GRAVEYARD_LEN: usize = 64;
+
+/// Receive buffer: one byte more than the largest valid datagram, to detect oversized ones.
+const RECV_BUF_LEN: usize = MAX_DATAGRAM + 1;
+
+/// Gossip traffic counters, shared with whoever exports metrics.
+#[derive(Debug, Default)]
+pub struct GossipCounters {
+    /// Datagrams and bytes received on the underlay socket (all of them, dropped ones included).
+    pub datagrams_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    /// Datagrams and bytes sent on the underlay socket.
+    pub datagrams_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Inbound drops, by reason.
+    pub drop_malformed: AtomicU64,
+    pub drop_unknown_key: AtomicU64,
+    pub drop_auth: AtomicU64,
+    pub drop_replay: AtomicU64,
+    pub drop_plaintext: AtomicU64,
+    /// Inbound datagrams over the size limit, and outbound messages too large to seal.
+    pub drop_oversized: AtomicU64,
+    /// Underlay sends that failed (the message is lost; gossip retries by itself).
+    pub send_errors: AtomicU64,
+    /// Relay sockets evicted to respect the bound.
+    pub relays_evicted: AtomicU64,
+}
+
+/// A point-in-time copy of [`GossipCounters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GossipCountersSnapshot {
+    pub datagrams_in: u64,
+    pub bytes_in: u64,
+    pub datagrams_out: u64,
+    pub bytes_out: u64,
+    pub drop_malformed: u64,
+    pub drop_unknown_key: u64,
+    pub drop_auth: u64,
+    pub drop_replay: u64,
+    pub drop_plaintext: u64,
+    pub drop_oversized: u64,
+    pub send_errors: u64,
+    pub relays_evicted: u64,
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+impl GossipCounters {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn snapshot(&self) -> GossipCountersSnapshot {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        GossipCountersSnapshot {
+            datagrams_in: g(&self.datagrams_in),
+            bytes_in: g(&self.bytes_in),
+            datagrams_out: g(&self.datagrams_out),
+            bytes_out: g(&self.bytes_out),
+            drop_malformed: g(&self.drop_malformed),
+            drop_unknown_key: g(&self.drop_unknown_key),
+            drop_auth: g(&self.drop_auth),
+            drop_replay: g(&self.drop_replay),
+            drop_plaintext: g(&self.drop_plaintext),
+            drop_oversized: g(&self.drop_oversized),
+            send_errors: g(&self.send_errors),
+            relays_evicted: g(&self.relays_evicted),
+        }
+    }
+
+    fn count_drop(&self, reason: OpenError) {
+        let c = match reason {
+            OpenError::Malformed => &self.drop_malformed,
+            OpenError::UnknownKey => &self.drop_unknown_key,
+            OpenError::Auth => &self.drop_auth,
+            OpenError::Replay => &self.drop_replay,
+            OpenError::Plaintext => &self.drop_plaintext,
+        };
+        add(c, 1);
+    }
+}
+
+impl GossipCountersSnapshot {
+    /// All inbound drops together.
+    pub fn drops(&self) -> u64 {
+        self.drop_malformed
+            + self.drop_unknown_key
+            + self.drop_auth
+            + self.drop_replay
+            + self.drop_plaintext
+            + self.drop_oversized
+    }
+}
+
+/// A chitchat transport that seals every datagram on the underlay.
+#[derive(Debug, Clone)]
+pub struct SealedTransport {
+    sealing: Sealing,
+    counters: Arc<GossipCounters>,
+    max_relays: usize,
+    max_datagram: usize,
+}
+
+impl SealedTransport {
+    /// `sealing` is shared: changes to its keyring apply to open sockets at once.
+    pub fn new(sealing: Sealing, counters: Arc<GossipCounters>) -> Self {
+        SealedTransport {
+            sealing,
+            counters,
+            max_relays: DEFAULT_MAX_RELAYS,
+            max_datagram: MAX_DATAGRAM,
+        }
+    }
+
+    /// Bounds the number of loopback relay sockets (at least 1).
+    pub fn with_max_relays(mut self, max_relays: usize) -> Self {
+        self.max_relays = max_relays.max(1);
+        self
+    }
+
+    /// Largest datagram sent on the underlay; bigger messages are split into fragments.
+    pub fn with_max_datagram(mut self, max_datagram: usize) -> Self {
+        self.max_datagram = max_datagram.min(MAX_DATAGRAM);
+        self
+    }
+
+    pub fn counters(&self) -> &Arc<GossipCounters> {
+        &self.counters
+    }
+
+    /// Opens the underlay socket and its relay; the concrete type of what [`Transport::open`]
+    /// returns boxed.
+    pub async fn open_sealed(&self, listen_addr: SocketAddr) -> anyhow::Result<SealedSocket> {
+        let underlay = UdpSocket::bind(listen_addr)
+            .await
+            .with_context(|| format!("failed to bind gossip socket {listen_addr}/udp"))?;
+        let underlay_addr = underlay.local_addr()?;
+        let inner = ChitchatUdp::open((Ipv4Addr::LOCALHOST, 0).into()).await?;
+        let inner_addr = inner.local_addr()?;
+        let salt = envelope::generate_salt(&ring::rand::SystemRandom::new())
+            .context("failed to draw the gossip salt")?;
+        let cancel = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            underlay,
+            inner_addr,
+            sealer: Mutex::new(Sealer::new(self.sealing.clone(), salt)),
+            relays: Mutex::new(RelayTable {
+                by_peer: LruCache::new(
+                    NonZeroUsize::new(self.max_relays).unwrap_or(NonZeroUsize::MIN),
+                ),
+                by_relay: HashMap::new(),
+                graveyard: VecDeque::new(),
+            }),
+            counters: Arc::clone(&self.counters),
+            max_datagram: self.max_datagram,
+            cancel: cancel.clone(),
+            failed: CancellationToken::new(),
+            failure: Mutex::new(None),
+        });
+        tokio::spawn(inbound_loop(
+            Arc::clone(&shared),
+            Opener::new(self.sealing.clone()),
+        ));
+        Ok(SealedSocket {
+            inner,
+            underlay_addr,
+            shared,
+            _cancel_on_drop: cancel.drop_guard(),
+        })
+    }
+}
+
+#[async_trait]
+impl Transport for SealedTransport {
+    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        Ok(Box::new(self.open_sealed(listen_addr).await?))
+    }
+}
+
+/// The socket chitchat talks to. Dropping it stops every task it spawned.
+pub struct SealedSocket {
+    inner: ChitchatUdp,
+    underlay_addr: SocketAddr,
+    shared: Arc<Shared>,
+    _cancel_on_drop: tokio_util::sync::DropGuard,
+}
+
+impl SealedSocket {
+    /// The loopback address of chitchat's inner socket (tests, debugging).
+    pub fn inner_addr(&self) -> SocketAddr {
+        self.shared.inner_addr
+    }
+
+    /// Number of live relay sockets.
+    pub fn relay_count(&self) -> usize {
+        self.shared.table().by_peer.len()
+    }
+}
+
+#[async_trait]
+impl Socket for SealedSocket {
+    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.underlay_addr)
+    }
+
+    async fn send(
+        &mut self,
+        to: SocketAddr,
+        envelope: chitchat::ChitchatEnvelope,
+    ) -> anyhow::Result<SendOutcome> {
+        let (_, relay_addr) = self.shared.relay_for(to)?;
+        self.inner.send(relay_addr, envelope).await
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
+        loop {
+            let outcome = tokio::select! {
+                outcome = self.inner.recv() => outcome?,
+                () = self.shared.failed.cancelled() => {
+                    let why = self.shared.failure.lock().ok().and_then(|f| f.clone());
+                    anyhow::bail!(
+                        "gossip underlay socket failed: {}",
+                        why.unwrap_or_else(|| "unknown error".into())
+                    );
+                }
+            };
+            let peer = self
+                .shared
+                .table()
+                .by_relay
+                .get(&outcome.from_addr)
+                .copied();
+            match peer {
+                Some(peer) => {
+                    return Ok(RecvOutcome {
+                        from_addr: peer,
+                        ..outcome
+                    });
+                }
+                None => {
+                    debug!(from = %outcome.from_addr, op = "gossip-recv",
+                        "dropping datagram from an unknown loopback sender");
+                }
+            }
+        }
+    }
+}
+
+struct Relay {
+    socket: Arc<UdpSocket>,
+    addr: SocketAddr,
+    cancel: CancellationToken,
+}
+
+struct RelayTable {
+    by_peer: LruCache<SocketAddr, Relay>,
+    by_relay: HashMap<SocketAddr, SocketAddr>,
+    graveyard: VecDeque<Arc<UdpSocket>>,
+}
+
+/// State shared by the socket wrapper and its tasks.
+struct Shared {
+    underlay: UdpSocket,
+    inner_addr: SocketAddr,
+    sealer: Mutex<Sealer>,
+    relays: Mutex<RelayTable>,
+    counters: Arc<GossipCounters>,
+    max_datagram: usize,
+    cancel: CancellationToken,
+    /// Cancelled when the underlay socket cannot receive anymore.
+    failed: CancellationToken,
+    failure: Mutex<Option<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a few non-panicking map operations; a poisoned lock's
+    // data is still consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn table(&self) -> MutexGuard<'_, RelayTable> {
+        lock(&self.relays)
+    }
+
+    /// The relay of `peer`, created (and its task spawned) on first use.
+    fn relay_for(self: &Arc<Self>, peer: SocketAddr) -> io::Result<(Arc<UdpSocket>, SocketAddr)> {
+        let mut table = self.table();
+        if let Some(relay) = table.by_peer.get(&peer) {
+            return Ok((Arc::clone(&relay.socket), relay.addr));
+        }
+        let std_socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        std_socket.set_nonblocking(true)?;
+        let socket = Arc::new(UdpSocket::from_std(std_socket)?);
+        let addr = socket.local_addr()?;
+        let cancel = self.cancel.child_token();
+        tokio::spawn(outbound_loop(
+            Arc::clone(self),
+            Arc::clone(&socket),
+            peer,
+            cancel.clone(),
+        ));
+        let relay = Relay {
+            socket: Arc::clone(&socket),
+            addr,
+            cancel,
+        };
+        if let Some((old_peer, old)) = table.by_peer.push(peer, relay) {
+            // `peer` was absent, so this is the least recently used relay making room.
+            debug!(peer = %old_peer, op = "relay-evict", "evicting gossip relay");
+            table.by_relay.remove(&old.addr);
+            old.cancel.cancel();
+            table.graveyard.push_back(old.socket);
+            if table.graveyard.len() > GRAVEYARD_LEN {
+                table.graveyard.pop_front();
+            }
+            add(&self.counters.relays_evicted, 1);
+        }
+        table.by_relay.insert(addr, peer);
+        Ok((socket, addr))
+    }
+
+    /// Seals one chitchat datagram and sends it (as one or more underlay datagrams) to `peer`.
+    async fn seal_and_send(&self, plaintext: &[u8], peer: SocketAddr, frags: &mut Vec<Vec<u8>>) {
+        let sealed = lock(&self.sealer).seal_fragments(plaintext, self.max_datagram, frags);
+        match sealed {
+            Ok(()) => {}
+            Err(SealError::TooLarge(_) | SealError::DatagramLimit(_)) => {
+                add(&self.counters.drop_oversized, 1);
+                warn!(peer = %peer, len = plaintext.len(), op = "gossip-send",
+                    "gossip message too large to seal, dropped");
+                return;
+            }
+            Err(err) => {
+                add(&self.counters.send_errors, 1);
+                warn!(peer = %peer, error = %err, op = "gossip-send", "cannot seal gossip");
+                return;
+            }
+        }
+        for datagram in frags.iter() {
+            match self.underlay.send_to(datagram, peer).await {
+                Ok(n) => {
+                    add(&self.counters.datagrams_out, 1);
+                    add(&self.counters.bytes_out, n as u64);
+                }
+                Err(err) => {
+                    add(&self.counters.send_errors, 1);
+                    debug!(peer = %peer, error = %err, op = "gossip-send", "underlay send failed");
+                }
+            }
+        }
+    }
+
+    fn fail(&self, err: &io::Error) {
+        warn!(error = %err, op = "gossip-recv", "gossip underlay socket failed");
+        *lock(&self.failure) = Some(err.to_string());
+        self.failed.cancel();
+    }
+}
+
+fn is_transient(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::OutOfMemory
+            | io::ErrorKind::WouldBlock
+    ) || err.raw_os_error() == Some(libc::ENOBUFS)
+}
+
+/// Reads what the inner socket sent to `peer`'s relay, seals it, sends it on the underlay.
+async fn outbound_loop(
+    shared: Arc<Shared>,
+    relay: Arc<UdpSocket>,
+    peer: SocketAddr,
+    cancel: CancellationToken,
+) {
+    let mut buf = vec![0u8; RECV_BUF_LEN];
+    let mut frags = Vec::new();
+    loop {
+        let received = tokio::select! {
+            () = cancel.cancelled() => return,
+            r = relay.recv_from(&mut buf) => r,
+        };
+        let (n, from) = match received {
+            Ok(r) => r,
+            Err(err) if is_transient(&err) => continue,
+            Err(err) => {
+                warn!(peer = %peer, error = %err, op = "relay", "gossip relay socket failed");
+                return;
+            }
+        };
+        if from != shared.inner_addr {
+            debug!(from = %from, op = "relay", "relay datagram not from the inner socket, dropped");
+            continue;
+        }
+        let Some(plaintext) = buf.get(..n) else {
+            continue;
+        };
+        shared.seal_and_send(plaintext, peer, &mut frags).await;
+    }
+}
+
+/// Reads the underlay socket, opens each datagram, forwards plaintext to the inner socket from
+/// the sender's relay.
+async fn inbound_loop(shared: Arc<Shared>, mut opener: Opener) {
+    let mut buf = vec![0u8; RECV_BUF_LEN];
+    let mut out = Vec::new();
+    let counters = Arc::clone(&shared.counters);
+    loop {
+        let received = tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            r = shared.underlay.recv_from(&mut buf) => r,
+        };
+        let (n, from) = match received {
+            Ok(r) => r,
+            Err(err) if is_transient(&err) => continue,
+            Err(err) => {
+                shared.fail(&err);
+                return;
+            }
+        };
+        add(&counters.datagrams_in, 1);
+        add(&counters.bytes_in, n as u64);
+        let Some(datagram) = buf.get(..n).filter(|_| n <= MAX_DATAGRAM) else {
+            add(&counters.drop_oversized, 1);
+            continue;
+        };
+        let message = match opener.open(datagram, &mut out) {
+            Ok(Some(message)) => message,
+            Ok(None) => continue,
+            Err(reason) => {
+                counters.count_drop(reason);
+                debug!(peer = %from, reason = %reason, op = "gossip-recv", "gossip datagram dropped");
+                continue;
+            }
+        };
+        let relay = match shared.relay_for(from) {
+            Ok((relay, _)) => relay,
+            Err(err) => {
+                warn!(peer = %from, error = %err, op = "relay", "cannot create gossip relay");
+                continue;
+            }
+        };
+        if let Err(err) = relay.send_to(message, shared.inner_addr).await {
+            debug!(peer = %from, error = %err, op = "relay", "forward to chitchat failed");
+        }
+    }
+}
