@@ -268,13 +268,11 @@ impl Inner {
                 }
             }
             Op::AddRoute(route) => {
-                if let Some(dev) = &route.device {
-                    if !self.link_exists(dev) {
-                        return Err(DataplaneError::NoDevice {
-                            op: kind,
-                            name: dev.clone(),
-                        });
-                    }
+                if let Some(dev) = route.device.as_ref().filter(|d| !self.link_exists(d)) {
+                    return Err(DataplaneError::NoDevice {
+                        op: kind,
+                        name: dev.clone(),
+                    });
                 }
                 // One route per destination in the table (replace semantics for weft's own).
                 self.state.routes.retain(|r| r.dst != route.dst);
