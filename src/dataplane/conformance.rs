@@ -1,1 +1,369 @@
-//! TODO
+//! The one conformance suite every [`Dataplane`] must pass (test code: it panics on failure).
+//! It only speaks through the trait and [`reconcile`], so the fake and the netlink
+//! implementation are held to the same behaviour.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::desired::{
+    PeerTarget, host_gw_state, vtep_mac, vxlan_device_name, vxlan_mtu, vxlan_state,
+};
+use super::{Bridge, Dataplane, Op, ReconcileReport, Route, State, VxlanDevice, plan, reconcile};
+
+/// Where the suite runs.
+#[doc(hidden)]
+#[derive(Clone, Debug)]
+pub struct SuiteEnv {
+    /// The local underlay address (the VXLAN device's local IP).
+    pub underlay_ip: IpAddr,
+    pub underlay_ifindex: Option<u32>,
+    pub underlay_mtu: u32,
+    pub vni: u32,
+    /// A bridge name free for weft to create.
+    pub bridge_name: String,
+    /// Underlay addresses for simulated peers (at least 6). For host-gw they must be on-link.
+    pub peer_ips: Vec<Ipv4Addr>,
+}
+
+impl SuiteEnv {
+    /// An environment with an IPv4 underlay `192.0.2.1/24`-style: peers at `.10`, `.11`, ….
+    pub fn new(underlay_ip: Ipv4Addr, underlay_ifindex: Option<u32>, underlay_mtu: u32) -> Self {
+        let [a, b, c, _] = underlay_ip.octets();
+        Self {
+            underlay_ip: IpAddr::V4(underlay_ip),
+            underlay_ifindex,
+            underlay_mtu,
+            vni: 1,
+            bridge_name: "weftcni0".into(),
+            peer_ips: (10..20).map(|d| Ipv4Addr::new(a, b, c, d)).collect(),
+        }
+    }
+
+    fn device(&self) -> VxlanDevice {
+        VxlanDevice {
+            name: vxlan_device_name(self.vni),
+            vni: self.vni,
+            port: 8472,
+            local_ip: self.underlay_ip,
+            underlay_ifindex: self.underlay_ifindex,
+            mac: vtep_mac("suite-self"),
+            mtu: vxlan_mtu(self.underlay_mtu, self.underlay_ip.is_ipv6()),
+            addr: Ipv4Addr::new(10, 244, 3, 0),
+        }
+    }
+
+    fn bridge(&self) -> Bridge {
+        Bridge {
+            name: self.bridge_name.clone(),
+            addr: "10.244.3.1/24".parse().unwrap_or_default(),
+            mtu: vxlan_mtu(self.underlay_mtu, self.underlay_ip.is_ipv6()),
+        }
+    }
+
+    /// Peer `i`: subnet 10.244.(10+i).0/24, underlay `peer_ips[i]`.
+    fn peer(&self, i: u8) -> PeerTarget {
+        let name = format!("suite-peer-{i}");
+        let ip = self
+            .peer_ips
+            .get(usize::from(i))
+            .copied()
+            .unwrap_or_else(|| panic!("SuiteEnv.peer_ips needs more than {i} entries"));
+        PeerTarget {
+            vtep_mac: vtep_mac(&name),
+            name,
+            subnet: ipnet::Ipv4Net::new(Ipv4Addr::new(10, 244, 10 + i, 0), 24).unwrap_or_default(),
+            underlay_ip: IpAddr::V4(ip),
+        }
+    }
+
+    fn peers(&self, ids: &[u8]) -> Vec<PeerTarget> {
+        ids.iter().map(|&i| self.peer(i)).collect()
+    }
+}
+
+async fn converge(dp: &mut dyn Dataplane, desired: &State, step: &str) -> ReconcileReport {
+    let report = reconcile(dp, desired, true)
+        .await
+        .unwrap_or_else(|e| panic!("[{step}] reconcile failed: {e}"));
+    assert!(
+        report.failed.is_empty(),
+        "[{step}] failed ops: {:?}",
+        report.failed
+    );
+    report
+}
+
+async fn assert_holds(dp: &mut dyn Dataplane, desired: &State, step: &str) {
+    let observed = dp
+        .observe(desired)
+        .await
+        .unwrap_or_else(|e| panic!("[{step}] observe failed: {e}"));
+    assert_eq!(
+        &observed, desired,
+        "[{step}] observed state differs from desired"
+    );
+    let left = plan(desired, &observed);
+    assert!(left.is_empty(), "[{step}] plan not empty: {left:?}");
+}
+
+fn sorted(mut kinds: Vec<&'static str>) -> Vec<&'static str> {
+    kinds.sort_unstable();
+    kinds
+}
+
+/// Run every check. Leaves the data plane empty (nothing owned by weft) on success.
+#[doc(hidden)]
+pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
+    let empty = State::default();
+
+    // 0. Start from nothing.
+    converge(dp, &empty, "clean start").await;
+    assert_holds(dp, &empty, "clean start").await;
+
+    // 1. A first desired state is reached.
+    let dev = env.device();
+    let bridge = env.bridge();
+    let mut want = vxlan_state(dev.clone(), Some(bridge.clone()), &env.peers(&[0, 1, 2]));
+    let report = converge(dp, &want, "initial apply").await;
+    assert_eq!(
+        sorted(report.applied),
+        sorted(vec![
+            "create_vxlan",
+            "ensure_bridge",
+            "add_neigh",
+            "add_neigh",
+            "add_neigh",
+            "add_fdb",
+            "add_fdb",
+            "add_fdb",
+            "add_route",
+            "add_route",
+            "add_route",
+        ]),
+        "[initial apply]"
+    );
+    assert_holds(dp, &want, "initial apply").await;
+
+    // 2. Idempotent: nothing left to do, and re-applying every add is harmless.
+    let report = converge(dp, &want, "second reconcile").await;
+    assert!(
+        report.applied.is_empty(),
+        "[second reconcile] {:?}",
+        report.applied
+    );
+    let shell = State {
+        vxlan: want.vxlan.clone(),
+        bridge: want.bridge.clone(),
+        ..State::default()
+    };
+    for op in plan(&want, &shell) {
+        dp.apply(&op)
+            .await
+            .unwrap_or_else(|e| panic!("[re-add] {} failed: {e}", op.kind()));
+    }
+    dp.apply(&Op::EnsureBridge(bridge.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("[re-ensure bridge] {e}"));
+    assert_holds(dp, &want, "re-add").await;
+
+    // 3. Peers change: 0 leaves, 3 joins, 1 moves to another underlay address.
+    let mut peers = env.peers(&[1, 2, 3]);
+    if let Some(p) = peers.first_mut() {
+        p.underlay_ip = IpAddr::V4(env.peer_ips.get(9).copied().unwrap_or(Ipv4Addr::LOCALHOST));
+    }
+    want = vxlan_state(dev.clone(), Some(bridge.clone()), &peers);
+    let report = converge(dp, &want, "peer change").await;
+    assert_eq!(
+        sorted(report.applied),
+        sorted(vec![
+            "del_route",
+            "del_fdb",
+            "del_fdb",
+            "del_neigh",
+            "add_neigh",
+            "add_fdb",
+            "add_fdb",
+            "add_route",
+        ]),
+        "[peer change]"
+    );
+    assert_holds(dp, &want, "peer change").await;
+
+    // 4. An MTU change reaches the existing device (no recreate).
+    let mut dev2 = dev.clone();
+    dev2.mtu = dev.mtu.saturating_sub(20);
+    want = vxlan_state(dev2.clone(), Some(bridge.clone()), &peers);
+    let report = converge(dp, &want, "mtu change").await;
+    assert_eq!(report.applied, ["set_mtu"], "[mtu change]");
+    assert_holds(dp, &want, "mtu change").await;
+
+    // 5. An address change too.
+    dev2.addr = Ipv4Addr::new(10, 244, 4, 0);
+    want = vxlan_state(dev2.clone(), Some(bridge.clone()), &peers);
+    let report = converge(dp, &want, "addr change").await;
+    assert_eq!(report.applied, ["set_addr"], "[addr change]");
+    assert_holds(dp, &want, "addr change").await;
+
+    // 6. Bridge MTU change.
+    let mut bridge2 = bridge.clone();
+    bridge2.mtu = bridge.mtu.saturating_sub(20);
+    want = vxlan_state(dev2.clone(), Some(bridge2.clone()), &peers);
+    let report = converge(dp, &want, "bridge mtu").await;
+    assert_eq!(report.applied, ["ensure_bridge"], "[bridge mtu]");
+    assert_holds(dp, &want, "bridge mtu").await;
+
+    // 7. The device disappears: its entries go with it; reconcile brings everything back.
+    dp.apply(&Op::DeleteVxlan {
+        name: dev2.name.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("[delete device] {e}"));
+    let observed = dp
+        .observe(&want)
+        .await
+        .unwrap_or_else(|e| panic!("[device gone] observe: {e}"));
+    assert_eq!(observed.vxlan, None, "[device gone]");
+    assert!(
+        observed.neighbours.is_empty(),
+        "[device gone] {:?}",
+        observed.neighbours
+    );
+    assert!(observed.fdb.is_empty(), "[device gone] {:?}", observed.fdb);
+    assert!(
+        observed
+            .routes
+            .iter()
+            .all(|r| r.device.as_deref() != Some(dev2.name.as_str())),
+        "[device gone] {:?}",
+        observed.routes
+    );
+    // A route through the missing device cannot be added.
+    if let Some(route) = want.routes.iter().next() {
+        assert!(
+            dp.apply(&Op::AddRoute(route.clone())).await.is_err(),
+            "[device gone] route via a missing device was accepted"
+        );
+    }
+    converge(dp, &want, "device recreated").await;
+    assert_holds(dp, &want, "device recreated").await;
+
+    // 8. A fixed parameter (the MAC) changes: recreate and replay every entry.
+    dev2.mac = vtep_mac("suite-self-renamed");
+    want = vxlan_state(dev2.clone(), Some(bridge2.clone()), &peers);
+    let report = converge(dp, &want, "recreate").await;
+    assert_eq!(report.applied.first(), Some(&"create_vxlan"), "[recreate]");
+    assert_eq!(
+        report.applied.len(),
+        1 + 3 * peers.len(),
+        "[recreate] {:?}",
+        report.applied
+    );
+    assert_holds(dp, &want, "recreate").await;
+
+    // 9. With allow_delete false nothing is removed, additions still happen.
+    let before = want.clone();
+    let held_peers = env.peers(&[2, 3, 4]);
+    let held = vxlan_state(dev2.clone(), Some(bridge2.clone()), &held_peers);
+    let report = reconcile(dp, &held, false)
+        .await
+        .unwrap_or_else(|e| panic!("[no delete] {e}"));
+    assert!(report.failed.is_empty(), "[no delete] {:?}", report.failed);
+    let observed = dp
+        .observe(&held)
+        .await
+        .unwrap_or_else(|e| panic!("[no delete] observe: {e}"));
+    for n in before.neighbours.iter().chain(&held.neighbours) {
+        assert!(observed.neighbours.contains(n), "[no delete] missing {n:?}");
+    }
+    for f in before.fdb.iter().chain(&held.fdb) {
+        assert!(observed.fdb.contains(f), "[no delete] missing {f:?}");
+    }
+    for r in before.routes.iter().chain(&held.routes) {
+        assert!(observed.routes.contains(r), "[no delete] missing {r:?}");
+    }
+    let report = reconcile(dp, &empty, false)
+        .await
+        .unwrap_or_else(|e| panic!("[no delete, empty] {e}"));
+    assert!(
+        report.applied.is_empty(),
+        "[no delete, empty] {:?}",
+        report.applied
+    );
+    converge(dp, &held, "deletes allowed again").await;
+    assert_holds(dp, &held, "deletes allowed again").await;
+
+    // 10. Switch to host-gw: plain routes via the peers' underlay addresses, no device.
+    let gw = host_gw_state(Some(bridge2.clone()), &held_peers);
+    converge(dp, &gw, "host-gw").await;
+    assert_holds(dp, &gw, "host-gw").await;
+    let observed = dp
+        .observe(&empty)
+        .await
+        .unwrap_or_else(|e| panic!("[host-gw] observe: {e}"));
+    assert_eq!(observed.vxlan, None, "[host-gw] device left behind");
+    assert!(
+        observed.routes.iter().all(|r: &Route| r.device.is_none()),
+        "[host-gw] {:?}",
+        observed.routes
+    );
+
+    // 11. And back to vxlan (routes to the same subnets change shape).
+    converge(dp, &held, "back to vxlan").await;
+    assert_holds(dp, &held, "back to vxlan").await;
+
+    // 12. Deleting what is not there succeeds.
+    let missing_route = Route {
+        dst: "10.244.200.0/24".parse().unwrap_or_default(),
+        gateway: Ipv4Addr::new(10, 244, 200, 0),
+        device: Some(dev2.name.clone()),
+        onlink: true,
+    };
+    let missing_peer = env.peer(5);
+    let deletes = [
+        Op::DelRoute(missing_route),
+        Op::DelFdb {
+            device: dev2.name.clone(),
+            entry: super::FdbEntry {
+                mac: missing_peer.vtep_mac,
+                dst: missing_peer.underlay_ip,
+            },
+        },
+        Op::DelNeighbour {
+            device: dev2.name.clone(),
+            neighbour: super::Neighbour {
+                ip: missing_peer.subnet.network(),
+                mac: missing_peer.vtep_mac,
+            },
+        },
+        Op::DeleteVxlan {
+            name: "weft.4242".into(),
+        },
+        Op::DeleteBridge {
+            name: "weftnone0".into(),
+        },
+        Op::DelNeighbour {
+            device: "weft.4242".into(),
+            neighbour: super::Neighbour {
+                ip: missing_peer.subnet.network(),
+                mac: missing_peer.vtep_mac,
+            },
+        },
+    ];
+    for op in &deletes {
+        dp.apply(op)
+            .await
+            .unwrap_or_else(|e| panic!("[delete missing] {} failed: {e}", op.kind()));
+    }
+    assert_holds(dp, &held, "delete missing").await;
+
+    // 13. Empty desired: everything weft owns is gone.
+    converge(dp, &empty, "teardown").await;
+    assert_holds(dp, &empty, "teardown").await;
+    let observed = dp
+        .observe(&held)
+        .await
+        .unwrap_or_else(|e| panic!("[teardown] observe: {e}"));
+    assert_eq!(
+        observed, empty,
+        "[teardown] leftovers seen when looking for the old names"
+    );
+}

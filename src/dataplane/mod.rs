@@ -92,17 +92,39 @@ pub enum Op {
     /// Create the VXLAN device (or delete and recreate one whose fixed parameters differ), up.
     CreateVxlan(VxlanDevice),
     /// Change the MTU of the existing VXLAN device.
-    SetVxlanMtu { name: String, mtu: u32 },
+    SetVxlanMtu {
+        name: String,
+        mtu: u32,
+    },
     /// Replace the address on the existing VXLAN device.
-    SetVxlanAddr { name: String, addr: Ipv4Addr },
-    DeleteVxlan { name: String },
+    SetVxlanAddr {
+        name: String,
+        addr: Ipv4Addr,
+    },
+    DeleteVxlan {
+        name: String,
+    },
     /// Create the bridge if missing, set MTU, replace its address, bring it up.
     EnsureBridge(Bridge),
-    DeleteBridge { name: String },
-    AddNeighbour { device: String, neighbour: Neighbour },
-    DelNeighbour { device: String, neighbour: Neighbour },
-    AddFdb { device: String, entry: FdbEntry },
-    DelFdb { device: String, entry: FdbEntry },
+    DeleteBridge {
+        name: String,
+    },
+    AddNeighbour {
+        device: String,
+        neighbour: Neighbour,
+    },
+    DelNeighbour {
+        device: String,
+        neighbour: Neighbour,
+    },
+    AddFdb {
+        device: String,
+        entry: FdbEntry,
+    },
+    DelFdb {
+        device: String,
+        entry: FdbEntry,
+    },
     AddRoute(Route),
     DelRoute(Route),
 }
@@ -137,6 +159,12 @@ pub enum DataplaneError {
     },
     #[error("{op}: {what}")]
     Refused { op: &'static str, what: String },
+    /// The op needs a device that does not exist (e.g. a route via a deleted VXLAN device).
+    #[error("{op}: no device {name}")]
+    NoDevice { op: &'static str, name: String },
+    /// The underlay interface or address could not be determined.
+    #[error("underlay: {0}")]
+    Underlay(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
