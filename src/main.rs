@@ -1,1 +1,146 @@
-fn main(){}
+//! The `weft` binary: parse the command line, set up logging, build the configuration, and hand
+//! over to the library. Exit codes: 0 success, 1 runtime error, 2 usage or configuration error.
+
+use std::error::Error;
+use std::future::Future;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+use weft::Config;
+use weft::cli::{Cli, Command};
+use weft::config::{LogFormat, RunArgs};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(*args),
+        Command::Status(args) => client(weft::cli::status(&args)),
+        Command::Leave(args) => client(weft::cli::leave(&args)),
+        Command::Version => {
+            println!("{}", weft::cli::version_string());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    // The format is validated with the rest below; until then fall back to text.
+    let format = args
+        .log_format
+        .as_deref()
+        .and_then(LogFormat::from_name)
+        .unwrap_or(LogFormat::Text);
+    init_tracing(format);
+    let check_only = args.check_config;
+    let config = match Config::from_run_args(args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("weft: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if check_only {
+        println!("{config:#?}");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    match runtime.block_on(run_agent(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e.as_ref()),
+    }
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+async fn run_agent(config: Config) -> Result<(), Box<dyn Error + Send + Sync>> {
+    let shutdown = shutdown_signal()?;
+    weft::agent::run(config, shutdown).await?;
+    Ok(())
+}
+
+/// A future that completes at the first SIGINT or SIGTERM; a second one exits at once. The
+/// handlers are installed before this returns, so no signal is lost while the agent starts.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(
+            signal = name,
+            "shutting down (send it again to exit at once)"
+        );
+        let _ = tx.send(());
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal: exiting without finishing the shutdown");
+        std::process::exit(130);
+    });
+    Ok(async move {
+        let _ = rx.await;
+    })
+}
+
+fn client(request: impl Future<Output = Result<String, weft::cli::CliError>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    match runtime.block_on(request) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("weft")
+        .build()
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Prints `weft: <error>: <cause>: ...` on one line (skipping causes the message already shows)
+/// and returns exit code 1.
+fn fail(error: &(dyn Error + 'static)) -> ExitCode {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    eprintln!("weft: {}", line.replace('\n', " "));
+    ExitCode::from(1)
+}

@@ -9,6 +9,41 @@ use ipnet::Ipv4Net;
 
 pub use weft_proto::Backend;
 
+mod args;
+mod duration;
+mod error;
+mod netconf;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use args::RunArgs;
+pub use duration::{DurationError, format_duration, parse_duration};
+pub use error::{ConfigError, ParseError};
+pub use netconf::NetConf;
+pub use validate::{
+    MAX_NODE_NAME_LEN, MAX_SUBNET_LEN, MAX_VNI, MIN_GOSSIP_INTERVAL, check_underlay_overlap,
+    default_settle,
+};
+
+/// Defaults of `weft run`, as the flags spell them.
+pub mod defaults {
+    pub const LISTEN: &str = "0.0.0.0:7947";
+    pub const NETWORK: &str = "10.244.0.0/16";
+    pub const SUBNET_LEN: &str = "24";
+    pub const BACKEND: &str = "vxlan";
+    pub const VNI: &str = "1";
+    pub const VXLAN_PORT: &str = "8472";
+    pub const STATE_DIR: &str = "/var/lib/weft";
+    pub const SUBNET_FILE: &str = "/run/weft/subnet.env";
+    pub const API: &str = "127.0.0.1:7948";
+    pub const GOSSIP_INTERVAL: &str = "1s";
+    pub const RESERVATION: &str = "1h";
+    pub const DEAD_NODE_GRACE: &str = "2h";
+    pub const RECONCILE_INTERVAL: &str = "10s";
+    pub const CLUSTER_ID: &str = "weft";
+}
+
 /// How the underlay interface and address are chosen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UnderlaySelect {
@@ -24,6 +59,17 @@ pub enum UnderlaySelect {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+impl LogFormat {
+    /// `text` or `json`, case-insensitively.
+    pub fn from_name(name: &str) -> Option<LogFormat> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 /// A validated configuration for `weft run`. Built by [`crate::config`] from flags, env and

@@ -1,0 +1,94 @@
+//! Configuration errors: each one names the field (flag or net-conf key) and says why, on one line.
+
+use std::path::PathBuf;
+
+use super::duration::DurationError;
+
+/// Why a value did not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error(transparent)]
+    Addr(#[from] std::net::AddrParseError),
+    #[error(transparent)]
+    Int(#[from] std::num::ParseIntError),
+    #[error(transparent)]
+    Duration(#[from] DurationError),
+}
+
+/// A configuration error. `Display` is a single line naming the field, e.g.
+/// `invalid --network "10.0.0.0/33": prefix length 33 is larger than 32`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value that does not parse as its type.
+    #[error("invalid {field} {value:?}: {source}")]
+    Parse {
+        field: String,
+        value: String,
+        #[source]
+        source: ParseError,
+    },
+    /// A value that parses but breaks a rule.
+    #[error("invalid {field} {value:?}: {reason}")]
+    Invalid {
+        field: String,
+        value: String,
+        reason: String,
+    },
+    /// A backend weft knows but does not implement yet.
+    #[error("invalid {field} {value:?}: backend {value} is not implemented yet (only vxlan is)")]
+    NotImplemented { field: String, value: String },
+    #[error("cannot read --net-conf {path:?}: {source}")]
+    NetConfRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid --net-conf {path:?}: {source}")]
+    NetConfSyntax {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot read the hostname for the default --node-name (set --node-name): {source}")]
+    Hostname {
+        #[source]
+        source: nix::Error,
+    },
+}
+
+impl ConfigError {
+    /// The flag or net-conf key the error is about.
+    pub fn field(&self) -> &str {
+        match self {
+            ConfigError::Parse { field, .. }
+            | ConfigError::Invalid { field, .. }
+            | ConfigError::NotImplemented { field, .. } => field,
+            ConfigError::NetConfRead { .. } | ConfigError::NetConfSyntax { .. } => "--net-conf",
+            ConfigError::Hostname { .. } => "--node-name",
+        }
+    }
+
+    pub(crate) fn invalid(
+        field: impl Into<String>,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        ConfigError::Invalid {
+            field: field.into(),
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn parse(
+        field: impl Into<String>,
+        value: impl Into<String>,
+        source: impl Into<ParseError>,
+    ) -> Self {
+        ConfigError::Parse {
+            field: field.into(),
+            value: value.into(),
+            source: source.into(),
+        }
+    }
+}

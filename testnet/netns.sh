@@ -1,0 +1,520 @@
+#!/usr/bin/env bash
+# testnet/netns.sh: a weft testnet in network namespaces (no docker needed), for people and tests.
+#
+# Topology (prefix P = $WEFT_TESTNET, default "wt"):
+#   namespace P-ul   the underlay: bridge br0 holding 172.31.250.1/24
+#   namespace P-hI   host I: veth-ul (172.31.250.(10+I)/24, default route via .1) on P-ul's br0;
+#                    veth-c, the host end of container I's link, enslaved to cni0 once weft made it
+#   namespace P-cI   container I: eth0, addressed from host I's subnet by `wire-containers`
+# Every address and every packet stays inside these namespaces. State, logs and pid files live in
+# $WEFT_TESTNET_STATE (default /tmp/weft-testnet-P). Root is needed.
+set -euo pipefail
+shopt -s inherit_errexit # `die` inside $(...) stops the command too
+
+P="${WEFT_TESTNET:-wt}"
+STATE="${WEFT_TESTNET_STATE:-/tmp/weft-testnet-$P}"
+UL="$P-ul"
+NET=172.31.250
+API=127.0.0.1:7948
+GOSSIP_PORT=7947
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+usage() {
+    cat <<EOF
+usage: $0 COMMAND [ARGS]
+
+  up [N]              create the underlay, N hosts (default 3) and a container per host
+  start [N]           start \`weft run\` in every host namespace (N: from \`up\`)
+  stop [I]            SIGTERM the agent of host I (default: every host)
+  kill [I]            SIGKILL the agent of host I (default: every host)
+  restart I           stop and start host I's agent
+  status [I]          \`weft status\` in host I's namespace (default: every host)
+  logs I              print host I's agent log
+  wait-ready [SECS]   wait until every agent reports ready (default 60 s)
+  wire-containers     address each container from its host's subnet.env (.2, default route .1)
+  ping I J [COUNT]    ping container J from container I (across the overlay)
+  uping I J [COUNT]   ping host J's underlay address from host I
+  demo [--down-after] up 3, start, measure route convergence, wire, status, ping
+  down                kill every process in the testnet, delete its namespaces and state
+
+environment:
+  WEFT_TESTNET        name prefix (default wt); several testnets can run side by side
+  WEFT_TESTNET_STATE  state directory (default /tmp/weft-testnet-\$WEFT_TESTNET)
+  WEFT_BIN            the weft binary (default: target/release/weft, then target/debug/weft,
+                      under \$CARGO_TARGET_DIR or the repository's target/)
+  WEFT_ARGS           extra arguments for every \`weft run\`
+EOF
+}
+
+die() {
+    echo "netns.sh: $*" >&2
+    exit 1
+}
+
+log() { echo "netns.sh: $*" >&2; }
+
+[[ $P =~ ^[A-Za-z0-9_-]{1,20}$ ]] || die "WEFT_TESTNET must be 1-20 characters of [A-Za-z0-9_-]: '$P'"
+[[ $STATE == /* && $STATE != / ]] || die "WEFT_TESTNET_STATE must be an absolute path other than /"
+
+host_ns() { echo "$P-h$1"; }
+ctr_ns() { echo "$P-c$1"; }
+host_ip() { echo "$NET.$((10 + $1))"; }
+host_dir() { echo "$STATE/h$1"; }
+
+require_root() {
+    [[ $(id -u) == 0 ]] || die "needs root (network namespaces)"
+}
+
+ns_exists() { [[ -e /run/netns/$1 ]]; }
+
+# Every namespace of this testnet, by exact pattern (never another prefix's).
+our_namespaces() {
+    ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$P-(ul|h[0-9]+|c[0-9]+)\$" || true
+}
+
+host_count() {
+    [[ -f $STATE/n ]] || die "testnet '$P' is not up (run: $0 up)"
+    cat "$STATE/n"
+}
+
+check_index() {
+    local i=$1 n
+    n=$(host_count)
+    if ! [[ $i =~ ^[0-9]+$ ]] || ((i < 1 || i > n)); then
+        die "no host '$i' (hosts are 1..$n)"
+    fi
+}
+
+# The hosts a command applies to: "$1" if given, else all.
+targets() {
+    if [[ -n ${1:-} ]]; then
+        check_index "$1"
+        echo "$1"
+    else
+        seq 1 "$(host_count)"
+    fi
+}
+
+weft_bin() {
+    if [[ -n ${WEFT_BIN:-} ]]; then
+        [[ -x $WEFT_BIN ]] || die "WEFT_BIN=$WEFT_BIN is not executable"
+        echo "$WEFT_BIN"
+        return
+    fi
+    local target="${CARGO_TARGET_DIR:-$ROOT/target}" b
+    for b in "$target/release/weft" "$target/debug/weft" "$ROOT/target/release/weft" "$ROOT/target/debug/weft"; do
+        if [[ -x $b ]]; then
+            echo "$b"
+            return
+        fi
+    done
+    die "no weft binary: build it (cargo build) or set WEFT_BIN"
+}
+
+# ---- addresses -------------------------------------------------------------------------------
+
+ip_to_int() {
+    local a b c d
+    IFS=. read -r a b c d <<<"$1"
+    echo $(((a << 24) | (b << 16) | (c << 8) | d))
+}
+
+int_to_ip() {
+    echo "$((($1 >> 24) & 255)).$((($1 >> 16) & 255)).$((($1 >> 8) & 255)).$(($1 & 255))"
+}
+
+# A key of host I's subnet.env (flannel format: FLANNEL_SUBNET=10.244.1.1/24, FLANNEL_MTU=1450).
+subnet_env() {
+    local file
+    file="$(host_dir "$1")/subnet.env"
+    [[ -f $file ]] || die "h$1 has no subnet yet ($file is missing): is weft running? try: $0 wait-ready"
+    sed -n "s/^$2=//p" "$file" | tail -n 1
+}
+
+# "NETWORK_INT LEN" of host I's subnet.
+host_subnet() {
+    local subnet addr len mask
+    subnet=$(subnet_env "$1" FLANNEL_SUBNET)
+    [[ $subnet =~ ^([0-9]+\.[0-9]+\.[0-9]+\.[0-9]+)/([0-9]+)$ ]] ||
+        die "h$1: unexpected FLANNEL_SUBNET '$subnet'"
+    addr=${BASH_REMATCH[1]}
+    len=${BASH_REMATCH[2]}
+    ((len >= 1 && len <= 30)) || die "h$1: unexpected prefix length in FLANNEL_SUBNET '$subnet'"
+    mask=$(((0xffffffff << (32 - len)) & 0xffffffff))
+    echo "$(($(ip_to_int "$addr") & mask)) $len"
+}
+
+container_ip() {
+    local subnet net len
+    subnet=$(host_subnet "$1")
+    read -r net len <<<"$subnet"
+    int_to_ip $((net + 2))
+}
+
+# ---- processes -------------------------------------------------------------------------------
+
+# The pid of host I's agent if it runs (and is still weft), else nothing.
+agent_pid() {
+    local pidfile pid
+    pidfile="$(host_dir "$1")/weft.pid"
+    [[ -f $pidfile ]] || return 0
+    pid=$(cat "$pidfile")
+    if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null &&
+        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "weft.* run "; then
+        echo "$pid"
+    fi
+}
+
+start_one() {
+    local i=$1 bin=$2 dir pid
+    dir=$(host_dir "$i")
+    pid=$(agent_pid "$i")
+    if [[ -n $pid ]]; then
+        log "h$i: weft already runs (pid $pid)"
+        return
+    fi
+    mkdir -p "$dir/state"
+    local args=(run --node-name "h$i" --iface veth-ul --listen "$(host_ip "$i"):$GOSSIP_PORT"
+        --bridge cni0 --state-dir "$dir/state" --subnet-file "$dir/subnet.env" --api "$API"
+        --insecure --gossip-interval 200ms)
+    if ((i != 1)); then
+        args+=(--seeds "$(host_ip 1):$GOSSIP_PORT")
+    fi
+    local extra=()
+    read -r -a extra <<<"${WEFT_ARGS:-}"
+    echo "=== $(date -Is) start: $bin ${args[*]} ${extra[*]}" >>"$dir/weft.log"
+    # setsid: the agent outlives this script and its terminal; `ip netns exec` execs, so $! is
+    # the agent's pid.
+    setsid ip netns exec "$(host_ns "$i")" "$bin" "${args[@]}" "${extra[@]}" \
+        >>"$dir/weft.log" 2>&1 </dev/null &
+    echo $! >"$dir/weft.pid"
+    log "h$i: started weft (pid $!), log $dir/weft.log"
+}
+
+stop_one() {
+    local i=$1 signal=$2 pid waited=0
+    pid=$(agent_pid "$i")
+    if [[ -z $pid ]]; then
+        log "h$i: weft is not running"
+        rm -f "$(host_dir "$i")/weft.pid"
+        return
+    fi
+    kill "-$signal" "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do
+        if ((waited >= 100)); then
+            log "h$i: weft (pid $pid) still runs 10 s after SIG$signal: SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    rm -f "$(host_dir "$i")/weft.pid"
+    log "h$i: weft (pid $pid) stopped by SIG$signal"
+}
+
+# ---- commands --------------------------------------------------------------------------------
+
+cmd_up() {
+    require_root
+    local n=${1:-3} i h c
+    if ! [[ $n =~ ^[0-9]+$ ]] || ((n < 1 || n > 200)); then
+        die "N must be 1..200, not '$n'"
+    fi
+    if [[ -n $(our_namespaces) ]]; then
+        die "testnet '$P' is already up (run: $0 down)"
+    fi
+    mkdir -p "$STATE"
+    echo "$n" >"$STATE/n"
+    # Any failure below leaves a half-built testnet: tear it down.
+    trap 'log "up failed: cleaning up"; cmd_down >/dev/null 2>&1 || true' ERR
+
+    ip netns add "$UL"
+    ip -n "$UL" link set lo up
+    ip -n "$UL" link add br0 type bridge
+    ip -n "$UL" addr add "$NET.1/24" dev br0
+    ip -n "$UL" link set br0 up
+
+    for i in $(seq 1 "$n"); do
+        h=$(host_ns "$i")
+        c=$(ctr_ns "$i")
+        mkdir -p "$(host_dir "$i")"
+        ip netns add "$h"
+        ip netns add "$c"
+        ip -n "$h" link set lo up
+        ip -n "$c" link set lo up
+        ip netns exec "$h" sysctl -qw net.ipv4.ip_forward=1
+        # Underlay link: veth-ul in the host, hI on the underlay bridge.
+        ip -n "$h" link add veth-ul type veth peer name "h$i" netns "$UL"
+        ip -n "$UL" link set "h$i" master br0 up
+        ip -n "$h" addr add "$(host_ip "$i")/24" dev veth-ul
+        ip -n "$h" link set veth-ul up
+        ip -n "$h" route add default via "$NET.1"
+        # Container link: eth0 in the container, veth-c in the host (enslaved by wire-containers).
+        ip -n "$c" link add eth0 type veth peer name veth-c netns "$h"
+        ip -n "$c" link set eth0 up
+        ip -n "$h" link set veth-c up
+    done
+    trap - ERR
+    log "testnet '$P' up: $n hosts on $NET.0/24, state in $STATE"
+}
+
+cmd_start() {
+    require_root
+    local bin n i
+    bin=$(weft_bin)
+    n=${1:-$(host_count)}
+    ((n <= $(host_count))) || die "only $(host_count) hosts are up"
+    for i in $(seq 1 "$n"); do
+        start_one "$i" "$bin"
+    done
+    date +%s%N >"$STATE/last-start"
+}
+
+cmd_stop() {
+    local hosts i
+    hosts=$(targets "${1:-}")
+    for i in $hosts; do stop_one "$i" TERM; done
+}
+
+cmd_kill() {
+    local hosts i
+    hosts=$(targets "${1:-}")
+    for i in $hosts; do stop_one "$i" KILL; done
+}
+
+cmd_restart() {
+    [[ -n ${1:-} ]] || die "usage: $0 restart I"
+    check_index "$1"
+    local bin
+    bin=$(weft_bin)
+    stop_one "$1" TERM
+    start_one "$1" "$bin"
+}
+
+cmd_status() {
+    local bin hosts i rc=0
+    bin=$(weft_bin)
+    if [[ -n ${1:-} ]]; then
+        check_index "$1"
+        ip netns exec "$(host_ns "$1")" "$bin" status --api "$API"
+        return
+    fi
+    hosts=$(targets)
+    for i in $hosts; do
+        echo "=== h$i"
+        ip netns exec "$(host_ns "$i")" "$bin" status --api "$API" || rc=1
+    done
+    return "$rc"
+}
+
+cmd_logs() {
+    [[ -n ${1:-} ]] || die "usage: $0 logs I"
+    check_index "$1"
+    cat "$(host_dir "$1")/weft.log"
+}
+
+host_ready() {
+    ip netns exec "$(host_ns "$1")" "$2" status --json --api "$API" 2>/dev/null |
+        grep -q '^  "ready": true'
+}
+
+cmd_wait_ready() {
+    local timeout=${1:-60} bin deadline hosts i pending
+    [[ $timeout =~ ^[0-9]+$ ]] || die "timeout must be whole seconds, not '$timeout'"
+    bin=$(weft_bin)
+    hosts=$(targets)
+    deadline=$((SECONDS + timeout))
+    while :; do
+        pending=()
+        for i in $hosts; do
+            host_ready "$i" "$bin" || pending+=("h$i")
+        done
+        if ((${#pending[@]} == 0)); then
+            log "every host is ready"
+            return 0
+        fi
+        if ((SECONDS >= deadline)); then
+            log "not ready after ${timeout}s: ${pending[*]}"
+            for i in "${pending[@]}"; do
+                ip netns exec "$(host_ns "${i#h}")" "$bin" status --api "$API" >&2 || true
+            done
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+cmd_wire_containers() {
+    require_root
+    local hosts i h c subnet net len mtu gw addr waited
+    hosts=$(targets)
+    for i in $hosts; do
+        h=$(host_ns "$i")
+        c=$(ctr_ns "$i")
+        subnet=$(host_subnet "$i")
+        read -r net len <<<"$subnet"
+        mtu=$(subnet_env "$i" FLANNEL_MTU)
+        gw=$(int_to_ip $((net + 1)))
+        addr=$(int_to_ip $((net + 2)))
+        waited=0
+        until ip -n "$h" link show cni0 >/dev/null 2>&1; do
+            ((waited < 100)) || die "h$i: weft made no cni0 bridge within 10 s"
+            sleep 0.1
+            waited=$((waited + 1))
+        done
+        if [[ $mtu =~ ^[0-9]+$ ]]; then
+            ip -n "$h" link set veth-c mtu "$mtu"
+            ip -n "$c" link set eth0 mtu "$mtu"
+        fi
+        ip -n "$h" link set veth-c master cni0 up
+        ip -n "$c" addr replace "$addr/$len" dev eth0
+        ip -n "$c" link set eth0 up
+        ip -n "$c" route replace default via "$gw"
+        log "c$i: $addr/$len via $gw (host h$i, mtu ${mtu:-default})"
+    done
+}
+
+cmd_ping() {
+    [[ -n ${1:-} && -n ${2:-} ]] || die "usage: $0 ping I J [COUNT]"
+    check_index "$1"
+    check_index "$2"
+    command -v ping >/dev/null || die "ping not found (apt-get install iputils-ping)"
+    local dst
+    dst=$(container_ip "$2")
+    ip netns exec "$(ctr_ns "$1")" ping -n -c "${3:-3}" -i 0.2 -W 2 "$dst"
+}
+
+cmd_uping() {
+    [[ -n ${1:-} && -n ${2:-} ]] || die "usage: $0 uping I J [COUNT]"
+    check_index "$1"
+    check_index "$2"
+    command -v ping >/dev/null || die "ping not found (apt-get install iputils-ping)"
+    ip netns exec "$(host_ns "$1")" ping -n -c "${3:-3}" -i 0.2 -W 2 "$(host_ip "$2")"
+}
+
+cmd_down() {
+    local ns pid pids pidfile _
+    # Agents started by `start` (also those whose namespace is already gone).
+    for pidfile in "$STATE"/h*/weft.pid; do
+        [[ -f $pidfile ]] || continue
+        pid=$(cat "$pidfile")
+        if [[ $pid =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q weft; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    # Every other process living in one of our namespaces.
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        pids=()
+        for ns in $(our_namespaces); do
+            for pid in $(ip netns pids "$ns" 2>/dev/null); do pids+=("$pid"); done
+        done
+        ((${#pids[@]} == 0)) && break
+        kill -KILL "${pids[@]}" 2>/dev/null || true
+        sleep 0.1
+    done
+    for ns in $(our_namespaces); do
+        ip netns delete "$ns" 2>/dev/null || log "could not delete namespace $ns"
+    done
+    rm -rf "$STATE"
+    if [[ -n $(our_namespaces) ]]; then
+        die "namespaces left: $(our_namespaces | tr '\n' ' ')"
+    fi
+    log "testnet '$P' is down"
+}
+
+# Milliseconds since the last `start` until every host has a weft route (proto 87) to each of
+# the other hosts' subnets.
+measure_routes() {
+    local n=$1 timeout=$2 start now i count done_
+    start=$(cat "$STATE/last-start")
+    local deadline=$((SECONDS + timeout))
+    while :; do
+        done_=1
+        for i in $(seq 1 "$n"); do
+            count=$(ip -n "$(host_ns "$i")" route show proto 87 2>/dev/null | grep -c . || true)
+            if ((count < n - 1)); then
+                done_=0
+                break
+            fi
+        done
+        now=$(date +%s%N)
+        if ((done_)); then
+            echo $(((now - start) / 1000000))
+            return 0
+        fi
+        ((SECONDS < deadline)) || return 1
+        sleep 0.05
+    done
+}
+
+cmd_demo() {
+    require_root
+    local down_after=0 n=3 ms
+    if [[ ${1:-} == --down-after ]]; then
+        down_after=1
+    elif [[ -n ${1:-} ]]; then
+        die "usage: $0 demo [--down-after]"
+    fi
+    weft_bin >/dev/null
+    command -v ping >/dev/null || die "ping not found (apt-get install iputils-ping)"
+    if ((down_after)); then
+        trap 'cmd_down' EXIT
+    fi
+    cmd_up "$n"
+    cmd_start "$n"
+    if ! ms=$(measure_routes "$n" 120); then
+        cmd_status || true
+        die "hosts did not get every route within 120 s"
+    fi
+    cmd_wait_ready 60
+    cmd_wire_containers
+    echo
+    echo "every host had a route to every other host's subnet $ms ms after the last agent started"
+    echo
+    cmd_status 1
+    echo
+    cmd_ping 1 2
+    echo
+    cmd_ping 1 3
+    echo
+    if ((down_after)); then
+        echo "tearing the testnet down (--down-after)"
+    else
+        echo "the testnet '$P' keeps running; try: $0 status 2, $0 ping 3 1"
+        echo "tear it down with: ${WEFT_TESTNET:+WEFT_TESTNET=$P }$0 down"
+    fi
+}
+
+main() {
+    local cmd=${1:-}
+    [[ -n $cmd ]] || {
+        usage >&2
+        exit 2
+    }
+    shift
+    case $cmd in
+    up) cmd_up "$@" ;;
+    start) cmd_start "$@" ;;
+    stop) cmd_stop "$@" ;;
+    kill) cmd_kill "$@" ;;
+    restart) cmd_restart "$@" ;;
+    status) cmd_status "$@" ;;
+    logs) cmd_logs "$@" ;;
+    wait-ready) cmd_wait_ready "$@" ;;
+    wire-containers) cmd_wire_containers "$@" ;;
+    ping) cmd_ping "$@" ;;
+    uping) cmd_uping "$@" ;;
+    demo) cmd_demo "$@" ;;
+    down) cmd_down "$@" ;;
+    -h | --help | help) usage ;;
+    *)
+        usage >&2
+        exit 2
+        ;;
+    esac
+}
+
+# Sourcing the file (for tests) defines the functions without running a command.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    main "$@"
+fi
