@@ -380,6 +380,7 @@ impl Worker {
             counts: MeshCounts::default(),
         };
         worker.handle_events(events);
+        worker.publish_status();
         worker
     }
 
