@@ -20,6 +20,13 @@ fn main() -> ExitCode {
         Command::Run(args) => run(*args),
         Command::Status(args) => client(weft::cli::status(&args)),
         Command::Leave(args) => client(weft::cli::leave(&args)),
+        Command::Keygen(args) => match weft::cli::keygen(&args) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
         Command::Version => {
             println!("{}", weft::cli::version_string());
             ExitCode::SUCCESS
@@ -53,6 +60,10 @@ fn run(args: RunArgs) -> ExitCode {
     };
     match runtime.block_on(run_agent(config)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if matches!(e.downcast_ref(), Some(weft::agent::AgentError::Config(_))) => {
+            eprintln!("weft: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => fail(e.as_ref()),
     }
 }

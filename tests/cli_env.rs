@@ -120,7 +120,11 @@ fn flags_override_environment() {
             "--node-name",
             "flag-node",
         ],
-        &[("WEFT_VNI", "5"), ("WEFT_NODE_NAME", "env-node")],
+        &[
+            ("WEFT_VNI", "5"),
+            ("WEFT_NODE_NAME", "env-node"),
+            ("WEFT_INSECURE", "1"),
+        ],
     );
     let text = stdout(&out);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -16,14 +16,22 @@ use weft::dataplane::fake::FakeDataplane;
 use weft_proto::{Backend, Ipv4Cidr, PersistedState};
 
 fn gossip_addr(i: usize) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 99, (i / 250) as u8, (i % 250 + 1) as u8)), 7947)
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(10, 99, (i / 250) as u8, (i % 250 + 1) as u8)),
+        7947,
+    )
 }
 
 fn underlay(i: usize) -> UnderlayInfo {
     UnderlayInfo {
         ifname: "eth0".into(),
         ifindex: 2,
-        ip: IpAddr::V4(Ipv4Addr::new(192, 0, (i / 250) as u8 + 2, (i % 250 + 1) as u8)),
+        ip: IpAddr::V4(Ipv4Addr::new(
+            192,
+            0,
+            (i / 250) as u8 + 2,
+            (i % 250 + 1) as u8,
+        )),
         mtu: 1500,
     }
 }
@@ -59,6 +67,8 @@ fn config(i: usize, dir: &Path, seeds: &[usize]) -> Config {
         log_format: LogFormat::Text,
         cluster_id: "l1".into(),
         insecure: true,
+        cluster_key_file: None,
+        dry_run: false,
     }
 }
 
@@ -78,7 +88,12 @@ async fn start(transport: &ChannelTransport, config: Config, i: usize, dp: FakeD
         .start()
         .await
         .expect("agent starts");
-    Node { handle: Some(handle), dp, config, i }
+    Node {
+        handle: Some(handle),
+        dp,
+        config,
+        i,
+    }
 }
 
 fn subnet_of(n: &Node) -> Option<String> {
@@ -135,7 +150,11 @@ fn converged(nodes: &[Node]) -> Result<(), String> {
 
 async fn assert_converges(nodes: &[Node], limit: Duration) {
     let ok = wait_until(limit, || converged(nodes).is_ok()).await;
-    assert!(ok, "not converged after {limit:?}: {}", converged(nodes).unwrap_err());
+    assert!(
+        ok,
+        "not converged after {limit:?}: {}",
+        converged(nodes).unwrap_err()
+    );
 }
 
 async fn stop_all(nodes: &mut [Node]) {
@@ -153,7 +172,15 @@ async fn twenty_agents_started_together_claim_distinct_subnets_and_program_all_p
     let mut nodes = Vec::new();
     for i in 0..20 {
         let seeds: Vec<usize> = if i == 0 { vec![] } else { vec![0, 1] };
-        nodes.push(start(&transport, config(i, dir.path(), &seeds), i, FakeDataplane::new()).await);
+        nodes.push(
+            start(
+                &transport,
+                config(i, dir.path(), &seeds),
+                i,
+                FakeDataplane::new(),
+            )
+            .await,
+        );
     }
     assert_converges(&nodes, Duration::from_secs(60)).await;
     // Each fake kernel holds the full VXLAN picture: device, 19 neighbours, 19 FDB entries.
@@ -164,7 +191,10 @@ async fn twenty_agents_started_together_claim_distinct_subnets_and_program_all_p
         assert_eq!(s.vxlan.as_ref().unwrap().name, "weft.1");
         assert!(s.bridge.is_some(), "bridge configured once active");
         let env = std::fs::read_to_string(&n.config.subnet_file).unwrap();
-        assert!(env.contains(&format!("FLANNEL_SUBNET={}", first_host(&subnet_of(n).unwrap()))));
+        assert!(env.contains(&format!(
+            "FLANNEL_SUBNET={}",
+            first_host(&subnet_of(n).unwrap())
+        )));
         assert!(env.contains("FLANNEL_MTU=1450"));
     }
     stop_all(&mut nodes).await;
@@ -172,7 +202,11 @@ async fn twenty_agents_started_together_claim_distinct_subnets_and_program_all_p
 
 fn first_host(subnet: &str) -> String {
     let net: Ipv4Net = subnet.parse().unwrap();
-    format!("{}/{}", Ipv4Addr::from(u32::from(net.network()) + 1), net.prefix_len())
+    format!(
+        "{}/{}",
+        Ipv4Addr::from(u32::from(net.network()) + 1),
+        net.prefix_len()
+    )
 }
 
 fn preload(config: &Config, subnet: &str, claim_time_ms: u64) {
@@ -180,18 +214,31 @@ fn preload(config: &Config, subnet: &str, claim_time_ms: u64) {
     let state = PersistedState {
         version: 1,
         node_name: config.node_name.clone(),
-        network: Ipv4Cidr { addr: config.network.network(), len: config.network.prefix_len() },
-        subnet: Ipv4Cidr { addr: net.network(), len: net.prefix_len() },
+        network: Ipv4Cidr {
+            addr: config.network.network(),
+            len: config.network.prefix_len(),
+        },
+        subnet: Ipv4Cidr {
+            addr: net.network(),
+            len: net.prefix_len(),
+        },
         claim_time_ms,
         last_alive_ms: now_ms(),
         active: true,
     };
     std::fs::create_dir_all(&config.state_dir).unwrap();
-    std::fs::write(PathBuf::from(&config.state_dir).join("state.json"), state.to_json()).unwrap();
+    std::fs::write(
+        PathBuf::from(&config.state_dir).join("state.json"),
+        state.to_json(),
+    )
+    .unwrap();
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 #[tokio::test(start_paused = true)]
@@ -211,7 +258,11 @@ async fn two_agents_preloaded_with_the_same_subnet_end_with_one_owner() {
     assert_eq!(subnet_of(&nodes[1]).as_deref(), Some("10.244.50.0/24"));
     assert_ne!(subnet_of(&nodes[0]).as_deref(), Some("10.244.50.0/24"));
     let lost = nodes[0].handle.as_ref().unwrap().metrics();
-    assert_eq!(lost.active_claims_lost.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        lost.active_claims_lost
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     // node-00 rewrote its subnet.env for its new subnet.
     let env = std::fs::read_to_string(&nodes[0].config.subnet_file).unwrap();
     assert!(!env.contains("10.244.50.1/24"), "{env}");
@@ -225,7 +276,15 @@ async fn restarted_agent_keeps_its_subnet_and_its_peers_routes() {
     let mut nodes = Vec::new();
     for i in 0..3 {
         let seeds: Vec<usize> = if i == 0 { vec![] } else { vec![0] };
-        nodes.push(start(&transport, config(i, dir.path(), &seeds), i, FakeDataplane::new()).await);
+        nodes.push(
+            start(
+                &transport,
+                config(i, dir.path(), &seeds),
+                i,
+                FakeDataplane::new(),
+            )
+            .await,
+        );
     }
     assert_converges(&nodes, Duration::from_secs(60)).await;
     let before = subnet_of(&nodes[2]).unwrap();
@@ -250,7 +309,15 @@ async fn agent_with_wiped_state_dir_gets_its_subnet_back_from_the_mesh() {
     let mut nodes = Vec::new();
     for i in 0..3 {
         let seeds: Vec<usize> = if i == 0 { vec![] } else { vec![0] };
-        nodes.push(start(&transport, config(i, dir.path(), &seeds), i, FakeDataplane::new()).await);
+        nodes.push(
+            start(
+                &transport,
+                config(i, dir.path(), &seeds),
+                i,
+                FakeDataplane::new(),
+            )
+            .await,
+        );
     }
     assert_converges(&nodes, Duration::from_secs(60)).await;
     let before = subnet_of(&nodes[2]).unwrap();
@@ -286,7 +353,15 @@ async fn partition_during_joins_then_heal_ends_with_no_duplicate_subnet() {
         // Each side seeds from its own first node, and from the other side's (unreachable now).
         let seeds = if i < 3 { vec![0, 3] } else { vec![3, 0] };
         let seeds: Vec<usize> = seeds.into_iter().filter(|s| *s != i).collect();
-        nodes.push(start(&transport, narrow(config(i, dir.path(), &seeds)), i, FakeDataplane::new()).await);
+        nodes.push(
+            start(
+                &transport,
+                narrow(config(i, dir.path(), &seeds)),
+                i,
+                FakeDataplane::new(),
+            )
+            .await,
+        );
     }
     // Each side settles on its own.
     let sides_ready = wait_until(Duration::from_secs(60), || nodes.iter().all(ready)).await;
@@ -300,7 +375,11 @@ async fn partition_during_joins_then_heal_ends_with_no_duplicate_subnet() {
     assert_converges(&nodes, Duration::from_secs(90)).await;
     let after: BTreeSet<String> = nodes.iter().filter_map(subnet_of).collect();
     assert_eq!(after.len(), 6);
-    eprintln!("distinct subnets during the partition: {}, after: {}", during.len(), after.len());
+    eprintln!(
+        "distinct subnets during the partition: {}, after: {}",
+        during.len(),
+        after.len()
+    );
     stop_all(&mut nodes).await;
 }
 
@@ -311,13 +390,25 @@ async fn leave_frees_the_subnet_and_peers_remove_its_routes() {
     let mut nodes = Vec::new();
     for i in 0..3 {
         let seeds: Vec<usize> = if i == 0 { vec![] } else { vec![0] };
-        nodes.push(start(&transport, config(i, dir.path(), &seeds), i, FakeDataplane::new()).await);
+        nodes.push(
+            start(
+                &transport,
+                config(i, dir.path(), &seeds),
+                i,
+                FakeDataplane::new(),
+            )
+            .await,
+        );
     }
     assert_converges(&nodes, Duration::from_secs(60)).await;
     let gone: Ipv4Net = subnet_of(&nodes[2]).unwrap().parse().unwrap();
     let answer = nodes[2].handle.take().unwrap().leave().await.unwrap();
     assert!(answer.starts_with("left"), "{answer}");
-    assert_eq!(nodes[2].dp.snapshot(), Default::default(), "leave removes everything weft programmed");
+    assert_eq!(
+        nodes[2].dp.snapshot(),
+        Default::default(),
+        "leave removes everything weft programmed"
+    );
     assert!(!nodes[2].config.subnet_file.exists());
     let removed = wait_until(Duration::from_secs(15), || {
         nodes[..2].iter().all(|n| !routes(n).contains(&gone))
@@ -335,7 +426,15 @@ async fn killed_agent_stays_programmed_during_the_reservation() {
     let mut nodes = Vec::new();
     for i in 0..3 {
         let seeds: Vec<usize> = if i == 0 { vec![] } else { vec![0] };
-        nodes.push(start(&transport, config(i, dir.path(), &seeds), i, FakeDataplane::new()).await);
+        nodes.push(
+            start(
+                &transport,
+                config(i, dir.path(), &seeds),
+                i,
+                FakeDataplane::new(),
+            )
+            .await,
+        );
     }
     assert_converges(&nodes, Duration::from_secs(60)).await;
     let gone: Ipv4Net = subnet_of(&nodes[2]).unwrap().parse().unwrap();
@@ -344,14 +443,19 @@ async fn killed_agent_stays_programmed_during_the_reservation() {
     let marked_dead = wait_until(Duration::from_secs(30), || {
         nodes[..2].iter().all(|n| {
             let st = n.handle.as_ref().unwrap().status().borrow().clone();
-            st.nodes.iter().any(|x| x.name == "node-02" && x.liveness == "dead")
+            st.nodes
+                .iter()
+                .any(|x| x.name == "node-02" && x.liveness == "dead")
         })
     })
     .await;
     assert!(marked_dead, "peers never marked the stopped agent dead");
     tokio::time::sleep(Duration::from_secs(60)).await;
     for n in &nodes[..2] {
-        assert!(routes(n).contains(&gone), "route removed inside the reservation period");
+        assert!(
+            routes(n).contains(&gone),
+            "route removed inside the reservation period"
+        );
     }
     stop_all(&mut nodes).await;
 }

@@ -469,4 +469,3 @@ pub(crate) mod tests {
         }
     }
 }
-

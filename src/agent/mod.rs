@@ -22,6 +22,7 @@ use tracing::{debug, error, info, warn};
 use weft_proto::{Backend, ClaimState, NodeRecord, PersistedState};
 
 use crate::api::StatusReport;
+use crate::cluster::transport::{GossipCounters, Keyring, SealedTransport, Sealing};
 use crate::cluster::{Cluster, ClusterConfig, ClusterError, MeshCounts};
 use crate::config::Config;
 use crate::dataplane::{self, Dataplane, DataplaneError, FdbEntry, Neighbour, Route, State};
@@ -113,24 +114,43 @@ impl Agent {
 
     /// Starts the agent in the background.
     pub async fn start(self) -> Result<AgentHandle, AgentError> {
-        let Agent { config, dataplane, transport, underlay, serve_api, clock_offset_ms } = self;
+        let Agent {
+            config,
+            dataplane,
+            transport,
+            underlay,
+            serve_api,
+            clock_offset_ms,
+        } = self;
         let underlay = match underlay {
             Some(u) => u,
             None => default_underlay(&config).await?,
         };
         let announce_ip = config.public_ip.unwrap_or(underlay.ip);
         crate::config::check_underlay_overlap(config.network, announce_ip)
-            .and(crate::config::check_underlay_overlap(config.network, underlay.ip))
+            .and(crate::config::check_underlay_overlap(
+                config.network,
+                underlay.ip,
+            ))
             .map_err(|e| AgentError::Config(e.to_string()))?;
+        let gossip = GossipCounters::new();
+        let sealing = load_sealing(&config)?;
         let dataplane = match dataplane {
             Some(d) => d,
+            None if config.dry_run => {
+                info!(node = %config.node_name, "dry run: nothing is programmed; `weft status` shows what would be");
+                Box::new(dataplane::fake::FakeDataplane::new())
+            }
             None => default_dataplane().await?,
         };
         let transport = match transport {
             Some(t) => t,
-            None => default_transport(&config),
+            None => Box::new(SealedTransport::new(sealing.clone(), gossip.clone())),
         };
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics {
+            gossip: gossip.clone(),
+            ..Metrics::default()
+        });
         let cancel = CancellationToken::new();
         let (status_tx, status_rx) = watch::channel(StatusReport::default());
         let (leave_tx, leave_rx) = mpsc::channel(4);
@@ -138,13 +158,20 @@ impl Agent {
         let api_task = if serve_api {
             let listener = tokio::net::TcpListener::bind(config.api)
                 .await
-                .map_err(|source| AgentError::Api { addr: config.api, source })?;
+                .map_err(|source| AgentError::Api {
+                    addr: config.api,
+                    source,
+                })?;
             let state = crate::api::ApiState {
                 status: status_rx.clone(),
                 metrics: metrics.clone(),
                 leave: leave_tx.clone(),
             };
-            Some(tokio::spawn(crate::api::serve(listener, state, cancel.child_token())))
+            Some(tokio::spawn(crate::api::serve(
+                listener,
+                state,
+                cancel.child_token(),
+            )))
         } else {
             None
         };
@@ -168,7 +195,13 @@ impl Agent {
             }
             result
         });
-        Ok(AgentHandle { status: status_rx, metrics, cancel, leave: leave_tx, join })
+        Ok(AgentHandle {
+            status: status_rx,
+            metrics,
+            cancel,
+            leave: leave_tx,
+            join,
+        })
     }
 }
 
@@ -201,14 +234,18 @@ impl AgentHandle {
     pub async fn leave(self) -> Result<String, AgentError> {
         let (tx, rx) = oneshot::channel();
         let _ = self.leave.send(tx).await;
-        let answer = rx.await.unwrap_or_else(|_| "agent stopped before leaving".into());
+        let answer = rx
+            .await
+            .unwrap_or_else(|_| "agent stopped before leaving".into());
         self.wait().await?;
         Ok(answer)
     }
 
     /// Waits for the agent to stop by itself (leave through the API, or a fatal error).
     pub async fn wait(self) -> Result<(), AgentError> {
-        self.join.await.map_err(|e| AgentError::Join(e.to_string()))?
+        self.join
+            .await
+            .map_err(|e| AgentError::Join(e.to_string()))?
     }
 }
 
@@ -230,15 +267,47 @@ async fn default_underlay(config: &Config) -> Result<UnderlayInfo, AgentError> {
     let u = dataplane::netlink::discover_underlay(&config.underlay, config.public_ip)
         .await
         .map_err(|e| AgentError::Underlay(e.to_string()))?;
-    Ok(UnderlayInfo { ifname: u.ifname, ifindex: u.ifindex, ip: u.ip, mtu: u.mtu })
+    Ok(UnderlayInfo {
+        ifname: u.ifname,
+        ifindex: u.ifindex,
+        ip: u.ip,
+        mtu: u.mtu,
+    })
 }
 
 async fn default_dataplane() -> Result<Box<dyn Dataplane>, AgentError> {
     Ok(Box::new(dataplane::netlink::NetlinkDataplane::new().await?))
 }
 
-fn default_transport(_config: &Config) -> Box<dyn Transport> {
-    Box::new(chitchat::transport::UdpTransport)
+/// The gossip sealing: the cluster key from its file, or none with `--insecure`.
+fn load_sealing(config: &Config) -> Result<Sealing, AgentError> {
+    if config.insecure {
+        return Ok(Sealing::Insecure);
+    }
+    let Some(path) = &config.cluster_key_file else {
+        return Err(AgentError::Config(
+            "no cluster key: give --cluster-key-file or --insecure".to_string(),
+        ));
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        AgentError::Config(format!(
+            "cannot read --cluster-key-file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let key = weft_proto::envelope::decode_key(&text).map_err(|e| {
+        AgentError::Config(format!(
+            "invalid --cluster-key-file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let ring = Keyring::new(key).map_err(|e| {
+        AgentError::Config(format!(
+            "invalid --cluster-key-file {}: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(Sealing::keyring(ring))
 }
 
 /// Wall-clock milliseconds derived from a monotonic clock (tokio's, so tests can pause time).
@@ -255,7 +324,11 @@ impl Clock {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        Clock { base_ms, start: Instant::now(), offset_ms }
+        Clock {
+            base_ms,
+            start: Instant::now(),
+            offset_ms,
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -394,11 +467,19 @@ impl Worker {
             underlay_ip: self.announce_ip,
             backend: self.config.backend,
             network: lease::net_to_cidr(self.config.network),
-            vni: if self.config.backend == Backend::Vxlan { self.config.vni } else { 0 },
+            vni: if self.config.backend == Backend::Vxlan {
+                self.config.vni
+            } else {
+                0
+            },
             subnet,
             claim_time_ms,
             state,
-            vtep_mac: if self.config.backend == Backend::Vxlan { self.vtep_mac } else { [0; 6] },
+            vtep_mac: if self.config.backend == Backend::Vxlan {
+                self.vtep_mac
+            } else {
+                [0; 6]
+            },
             tunnel_port: self.config.vxlan_port,
             public_key: None,
         }
@@ -437,7 +518,8 @@ impl Worker {
             warn!(node = %self.config.node_name, "gossip is NOT sealed (--insecure): anyone who can reach the gossip port can join or forge records");
         }
         let mut watcher = cluster.watcher().await;
-        let mut tick = tokio::time::interval(self.config.gossip_interval.min(Duration::from_secs(1)));
+        let mut tick =
+            tokio::time::interval(self.config.gossip_interval.min(Duration::from_secs(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let leave_reply = loop {
             tokio::select! {
@@ -474,7 +556,9 @@ impl Worker {
         Metrics::set(&self.metrics.nodes_dead, counts.dead as u64);
         Metrics::set(&self.metrics.bad_records, counts.bad_records as u64);
         self.note_liveness(counts);
-        let limits = lease::Limits { reservation_ms: self.config.reservation.as_millis() as u64 };
+        let limits = lease::Limits {
+            reservation_ms: self.config.reservation.as_millis() as u64,
+        };
         self.view = lease::resolve(&self.identity, members, now_ms, limits);
         let events = self.lease.step(now_ms, &self.view);
         self.handle_events(events);
@@ -499,7 +583,10 @@ impl Worker {
             let due = last.is_none_or(|t| t.elapsed() >= backoff);
             if due && self.started.elapsed() >= self.config.gossip_interval * 3 {
                 warn!(node = %node, seeds = ?self.config.seeds, retry_in = ?backoff, "no seed reachable yet; retrying");
-                self.seed_warn = (Some(Instant::now()), (backoff * 2).min(Duration::from_secs(60)));
+                self.seed_warn = (
+                    Some(Instant::now()),
+                    (backoff * 2).min(Duration::from_secs(60)),
+                );
             }
         }
     }
@@ -516,11 +603,16 @@ impl Worker {
                     info!(node = %node, subnet = %subnet, "claim settled; subnet active");
                     self.write_subnet_env(subnet);
                 }
-                LeaseEvent::Lost { subnet, winner, was_active } => {
+                LeaseEvent::Lost {
+                    subnet,
+                    winner,
+                    was_active,
+                } => {
                     if was_active {
                         Metrics::add(&self.metrics.active_claims_lost, 1);
                         error!(node = %node, subnet = %subnet, peer = %winner, "active subnet taken by an older claim (partition healed?); re-claiming; containers on the old subnet must be restarted");
-                        self.warnings.push(format!("lost active subnet {subnet} to {winner}"));
+                        self.warnings
+                            .push(format!("lost active subnet {subnet} to {winner}"));
                     } else {
                         Metrics::add(&self.metrics.claims_lost, 1);
                         info!(node = %node, subnet = %subnet, peer = %winner, "subnet claimed earlier by a peer; picking another");
@@ -550,15 +642,25 @@ impl Worker {
     }
 
     fn write_subnet_env(&mut self, subnet: Ipv4Net) {
-        let env = files::subnet_env(self.config.network, subnet, self.vxlan_mtu(), self.config.ip_masq);
+        let env = files::subnet_env(
+            self.config.network,
+            subnet,
+            self.vxlan_mtu(),
+            self.config.ip_masq,
+        );
         if let Err(e) = files::write_atomic(&self.config.subnet_file, &env) {
             error!(node = %self.config.node_name, path = %self.config.subnet_file.display(), error = %e, "cannot write subnet file");
-            self.warnings.push(format!("cannot write {}: {e}", self.config.subnet_file.display()));
+            self.warnings.push(format!(
+                "cannot write {}: {e}",
+                self.config.subnet_file.display()
+            ));
         }
     }
 
     fn save_state(&mut self, force: bool) {
-        let Some((subnet, claim_time_ms)) = self.lease.claim() else { return };
+        let Some((subnet, claim_time_ms)) = self.lease.claim() else {
+            return;
+        };
         let state = PersistedState {
             version: 1,
             node_name: self.config.node_name.clone(),
@@ -602,7 +704,9 @@ impl Worker {
     }
 
     fn desired(&self) -> State {
-        let Some((subnet, _)) = self.lease.claim() else { return State::default() };
+        let Some((subnet, _)) = self.lease.claim() else {
+            return State::default();
+        };
         let device_name = dataplane::desired::vxlan_device_name(self.config.vni);
         let mtu = self.vxlan_mtu();
         let mut state = State {
@@ -628,8 +732,14 @@ impl Worker {
         }
         for (_, peer_subnet, record) in self.targets() {
             let gw = peer_subnet.network();
-            state.neighbours.insert(Neighbour { ip: gw, mac: record.vtep_mac });
-            state.fdb.insert(FdbEntry { mac: record.vtep_mac, dst: record.underlay_ip });
+            state.neighbours.insert(Neighbour {
+                ip: gw,
+                mac: record.vtep_mac,
+            });
+            state.fdb.insert(FdbEntry {
+                mac: record.vtep_mac,
+                dst: record.underlay_ip,
+            });
             state.routes.insert(Route {
                 dst: peer_subnet,
                 gateway: gw,
@@ -704,9 +814,14 @@ impl Worker {
         info!(node = %node, subnet = ?released, "leaving: subnet released, telling the mesh");
         self.publish_status();
         // Let the leaving record spread before going quiet.
-        let spread = (self.config.gossip_interval * 5).clamp(Duration::from_secs(1), Duration::from_secs(10));
+        let spread = (self.config.gossip_interval * 5)
+            .clamp(Duration::from_secs(1), Duration::from_secs(10));
         tokio::time::sleep(spread).await;
-        let look_at = self.applied.as_ref().map(|(s, _)| s.clone()).unwrap_or_else(|| self.desired());
+        let look_at = self
+            .applied
+            .as_ref()
+            .map(|(s, _)| s.clone())
+            .unwrap_or_else(|| self.desired());
         let mut failures = Vec::new();
         match self.dataplane.observe(&look_at).await {
             Ok(observed) => {
@@ -718,16 +833,24 @@ impl Worker {
             }
             Err(e) => failures.push(format!("observe: {e}")),
         }
-        for path in [self.config.subnet_file.clone(), files::state_path(&self.config.state_dir)] {
-            if let Err(e) = std::fs::remove_file(&path) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    failures.push(format!("{}: {e}", path.display()));
-                }
+        for path in [
+            self.config.subnet_file.clone(),
+            files::state_path(&self.config.state_dir),
+        ] {
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                failures.push(format!("{}: {e}", path.display()));
             }
         }
         if failures.is_empty() {
             info!(node = %node, "left the mesh; everything weft programmed is removed");
-            format!("left: subnet {} released, routes and devices removed\n", released.map(|s| s.to_string()).unwrap_or_else(|| "none".into()))
+            format!(
+                "left: subnet {} released, routes and devices removed\n",
+                released
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "none".into())
+            )
         } else {
             warn!(node = %node, failures = ?failures, "left the mesh, with failures");
             format!("left, with failures: {}\n", failures.join("; "))
@@ -739,7 +862,10 @@ impl Worker {
         let ready = report.ready;
         if ready && self.ready_since.is_none() {
             self.ready_since = Some(Instant::now());
-            Metrics::set(&self.metrics.time_to_ready_ms, self.started.elapsed().as_millis() as u64);
+            Metrics::set(
+                &self.metrics.time_to_ready_ms,
+                self.started.elapsed().as_millis() as u64,
+            );
             info!(node = %self.config.node_name, subnet = ?report.subnet, "ready");
         }
         Metrics::set(&self.metrics.ready, u64::from(ready));

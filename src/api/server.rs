@@ -44,8 +44,13 @@ async fn readyz(State(s): State<ApiState>) -> impl IntoResponse {
     if report.ready {
         (StatusCode::OK, "ready\n".to_string())
     } else {
-        let why = report.ready_reason.unwrap_or_else(|| "starting".to_string());
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"))
+        let why = report
+            .ready_reason
+            .unwrap_or_else(|| "starting".to_string());
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
     }
 }
 
@@ -55,7 +60,10 @@ async fn status(State(s): State<ApiState>) -> Json<StatusReport> {
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         s.metrics.render(&[]),
     )
 }
@@ -63,10 +71,16 @@ async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
 async fn leave(State(s): State<ApiState>) -> impl IntoResponse {
     let (tx, rx) = oneshot::channel();
     if s.leave.send(tx).await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "agent is stopping\n".to_string());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "agent is stopping\n".to_string(),
+        );
     }
     match rx.await {
         Ok(answer) => (StatusCode::OK, answer),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "agent stopped before leaving\n".to_string()),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "agent stopped before leaving\n".to_string(),
+        ),
     }
 }

@@ -37,6 +37,42 @@ pub enum Command {
     Leave(LeaveArgs),
     /// Print the version.
     Version,
+    /// Make a new cluster key (base64 of 32 random bytes) for --cluster-key-file.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Args, Clone, Debug, PartialEq, Eq)]
+pub struct KeygenArgs {
+    /// Write the key to this file (mode 0600) instead of standard output
+    #[arg(long, short, env = "WEFT_OUT", value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
+}
+
+/// `weft keygen`: a fresh key, printed or written to a new file that only its owner can read.
+pub fn keygen(args: &KeygenArgs) -> Result<String, std::io::Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let rng = ring::rand::SystemRandom::new();
+    let key = weft_proto::envelope::generate_key(&rng)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let text = format!("{}\n", weft_proto::envelope::encode_key(&key));
+    match &args.out {
+        None => Ok(text),
+        Some(path) => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            f.write_all(text.as_bytes())?;
+            Ok(format!(
+                "wrote a new cluster key (id {:08x}) to {}\n",
+                weft_proto::envelope::key_id(&key),
+                path.display()
+            ))
+        }
+    }
 }
 
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
@@ -183,8 +219,8 @@ mod tests {
                 checked += 1;
             }
         }
-        // 30 flags of `run`, 2 of `status`, 1 of `leave`.
-        assert_eq!(checked, 33);
+        // 32 flags of `run`, 2 of `status`, 1 of `leave`, 1 of `keygen`.
+        assert_eq!(checked, 36);
     }
 
     #[test]

@@ -86,11 +86,22 @@ impl Cluster {
             protocol_version: ProtocolVersion::V1,
         };
         let encoded = record.encode();
-        let handle =
-            spawn_chitchat(chitchat_config, vec![(RECORD_KEY.to_string(), encoded.clone())], transport)
-                .await
-                .map_err(|source| ClusterError::Start { listen: cfg.listen, source })?;
-        Ok(Cluster { handle, self_id, dead_since: HashMap::new(), published: Some(encoded) })
+        let handle = spawn_chitchat(
+            chitchat_config,
+            vec![(RECORD_KEY.to_string(), encoded.clone())],
+            transport,
+        )
+        .await
+        .map_err(|source| ClusterError::Start {
+            listen: cfg.listen,
+            source,
+        })?;
+        Ok(Cluster {
+            handle,
+            self_id,
+            dead_since: HashMap::new(),
+            published: Some(encoded),
+        })
     }
 
     /// This node's chitchat identity.
@@ -140,7 +151,9 @@ impl Cluster {
                 Some(*self.dead_since.entry(id.clone()).or_insert(now_ms))
             };
             let record = match state.get(RECORD_KEY) {
-                Some(value) => NodeRecord::decode(value).map_err(|e| e.to_string()),
+                Some(value) => NodeRecord::decode(value)
+                    .and_then(|r| r.validate().map(|()| r))
+                    .map_err(|e| e.to_string()),
                 None => Err("no record yet".to_string()),
             };
             if record.is_err() {

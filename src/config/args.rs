@@ -131,6 +131,15 @@ pub struct RunArgs {
     #[arg(long, env = "WEFT_INSECURE", value_parser = BoolishValueParser::new())]
     pub insecure: bool,
 
+    /// File holding the cluster key (base64 of 32 bytes, made by `weft keygen`) that seals gossip
+    #[arg(long, env = "WEFT_CLUSTER_KEY_FILE", value_name = "FILE")]
+    pub cluster_key_file: Option<PathBuf>,
+
+    /// Join, claim and compute what would be programmed, and report it in `weft status`, without
+    /// touching the kernel (no root needed)
+    #[arg(long, env = "WEFT_DRY_RUN", value_parser = BoolishValueParser::new())]
+    pub dry_run: bool,
+
     /// Validate the configuration, print it, and exit
     #[arg(long, env = "WEFT_CHECK_CONFIG", value_parser = BoolishValueParser::new())]
     pub check_config: bool,

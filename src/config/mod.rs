@@ -117,4 +117,8 @@ pub struct Config {
     pub cluster_id: String,
     /// Run without a cluster key (gossip in clear).
     pub insecure: bool,
+    /// The cluster key that seals gossip (`weft keygen` makes one).
+    pub cluster_key_file: Option<PathBuf>,
+    /// Compute and report, never touch the kernel.
+    pub dry_run: bool,
 }

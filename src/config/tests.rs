@@ -13,8 +13,23 @@ use super::*;
 fn args() -> RunArgs {
     RunArgs {
         node_name: Some("node-1".into()),
+        insecure: true,
         ..RunArgs::default()
     }
+}
+
+#[test]
+fn gossip_needs_a_key_or_insecure() {
+    let mut a = args();
+    a.insecure = false;
+    assert_err(a, "--cluster-key-file", "no cluster key");
+    let mut a = args();
+    a.cluster_key_file = Some("/etc/weft/key".into());
+    assert_err(a, "--insecure", "conflicts with --cluster-key-file");
+    let mut a = args();
+    a.insecure = false;
+    a.cluster_key_file = Some("/etc/weft/key".into());
+    assert_eq!(ok(a).cluster_key_file, Some(PathBuf::from("/etc/weft/key")));
 }
 
 fn ok(args: RunArgs) -> Config {
@@ -84,7 +99,9 @@ fn defaults() {
     assert!(!c.ip_masq);
     assert_eq!(c.log_format, LogFormat::Text);
     assert_eq!(c.cluster_id, "weft");
-    assert!(!c.insecure);
+    assert!(c.insecure, "the test arguments ask for --insecure");
+    assert_eq!(c.cluster_key_file, None);
+    assert!(!c.dry_run);
 }
 
 #[test]
@@ -97,12 +114,16 @@ fn with_defaults_matches_run_defaults() {
 
 #[test]
 fn node_name_defaults_to_hostname() {
-    let a = RunArgs::default();
+    let a = RunArgs {
+        insecure: true,
+        ..RunArgs::default()
+    };
     let c = build(a.clone(), None, || Ok("my-host.example".into())).unwrap();
     assert_eq!(c.node_name, "my-host.example");
     // An empty value (e.g. WEFT_NODE_NAME=) counts as unset.
     let a = RunArgs {
         node_name: Some(String::new()),
+        insecure: true,
         ..RunArgs::default()
     };
     let c = build(a, None, || Ok("h".into())).unwrap();
@@ -111,7 +132,14 @@ fn node_name_defaults_to_hostname() {
     let e = build(RunArgs::default(), None, || Ok("bad host".into())).unwrap_err();
     assert!(e.to_string().contains("--node-name"), "{e}");
     // The real hostname reader works on this machine.
-    assert!(Config::from_run_args(RunArgs::default()).is_ok() || hostname_is_odd());
+    assert!(
+        Config::from_run_args(RunArgs {
+            insecure: true,
+            ..RunArgs::default()
+        })
+        .is_ok()
+            || hostname_is_odd()
+    );
 }
 
 fn hostname_is_odd() -> bool {
@@ -163,6 +191,8 @@ fn all_flags_parse() {
         cluster_id: Some("prod-eu".into()),
         insecure: true,
         check_config: false,
+        cluster_key_file: None,
+        dry_run: false,
     });
     assert_eq!(c.node_name, "a.b_c-D9");
     assert_eq!(c.underlay, UnderlaySelect::Iface("eth1".into()));
@@ -442,6 +472,7 @@ fn vni_and_port_rules() {
 fn node_name_rules() {
     let with = |n: String| RunArgs {
         node_name: Some(n),
+        insecure: true,
         ..RunArgs::default()
     };
     assert_eq!(ok(with("x".repeat(253))).node_name.len(), 253);

@@ -44,6 +44,8 @@ impl Config {
     pub fn with_defaults(node_name: &str) -> Result<Config, ConfigError> {
         let args = RunArgs {
             node_name: Some(node_name.to_string()),
+            // Embedders set `cluster_key_file` (and clear this) for sealed gossip.
+            insecure: true,
             ..RunArgs::default()
         };
         build(args, None, hostname)
@@ -473,6 +475,27 @@ pub(crate) fn build(
     )
     .duration_at_least(MIN_GOSSIP_INTERVAL)?;
 
+    // Gossip sealing: a key, or an explicit --insecure.
+    let cluster_key_file = args.cluster_key_file.filter(|p| !p.as_os_str().is_empty());
+    match (&cluster_key_file, args.insecure) {
+        (None, false) => {
+            return Err(ConfigError::invalid(
+                "--cluster-key-file",
+                "",
+                "no cluster key: give --cluster-key-file (make one with `weft keygen`), or \
+                 --insecure to gossip unauthenticated",
+            ));
+        }
+        (Some(p), true) => {
+            return Err(ConfigError::invalid(
+                "--insecure",
+                "true",
+                format!("conflicts with --cluster-key-file {}", p.display()),
+            ));
+        }
+        _ => {}
+    }
+
     // Misc.
     let log_format_raw = flag("--log-format", args.log_format, "text");
     let log_format = LogFormat::from_name(&log_format_raw.value)
@@ -509,6 +532,8 @@ pub(crate) fn build(
         log_format,
         cluster_id: cluster_id.value,
         insecure: args.insecure,
+        cluster_key_file,
+        dry_run: args.dry_run,
     })
 }
 

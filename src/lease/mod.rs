@@ -21,11 +21,16 @@ pub const MAX_CLOCK_SKEW_MS: u64 = 60_000;
 
 pub(crate) fn cidr_to_net(c: Ipv4Cidr) -> Ipv4Net {
     // A prefix length above 32 cannot come out of a validated record; clamp rather than panic.
-    Ipv4Net::new(c.addr, c.len.min(32)).unwrap_or_default().trunc()
+    Ipv4Net::new(c.addr, c.len.min(32))
+        .unwrap_or_default()
+        .trunc()
 }
 
 pub(crate) fn net_to_cidr(n: Ipv4Net) -> Ipv4Cidr {
-    Ipv4Cidr { addr: n.network(), len: n.prefix_len() }
+    Ipv4Cidr {
+        addr: n.network(),
+        len: n.prefix_len(),
+    }
 }
 
 /// What the lease needs to know of the configuration.
@@ -57,17 +62,27 @@ pub struct Restored {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Phase {
     /// Listening to the mesh before the first claim.
-    Warmup { until_ms: u64, preferred: Option<Ipv4Net> },
+    Warmup {
+        until_ms: u64,
+        preferred: Option<Ipv4Net>,
+    },
     /// No free subnet (or the static one is held by an older claim): retried every step.
     Searching { reason: String },
     /// Announced, settling.
-    Claimed { subnet: Ipv4Net, claim_time_ms: u64, since_ms: u64 },
+    Claimed {
+        subnet: Ipv4Net,
+        claim_time_ms: u64,
+        since_ms: u64,
+    },
     /// Settled.
     Active { subnet: Ipv4Net, claim_time_ms: u64 },
     /// Identity conflict, this node is the younger side: it claims and programs nothing.
     Refused { reason: String },
     /// `weft leave`: the subnet is released.
-    Leaving { subnet: Option<Ipv4Net>, claim_time_ms: u64 },
+    Leaving {
+        subnet: Option<Ipv4Net>,
+        claim_time_ms: u64,
+    },
 }
 
 /// Something the agent must act on.
@@ -78,7 +93,11 @@ pub enum LeaseEvent {
     /// The claim settled: write subnet.env, configure the bridge.
     Activated { subnet: Ipv4Net },
     /// An older claim took this node's subnet. `was_active`: it had settled (a partition healed).
-    Lost { subnet: Ipv4Net, winner: String, was_active: bool },
+    Lost {
+        subnet: Ipv4Net,
+        winner: String,
+        was_active: bool,
+    },
     /// No subnet could be claimed.
     Exhausted { reason: String },
     /// This node stands down (identity conflict).
@@ -98,7 +117,11 @@ pub struct Lease {
 impl Lease {
     /// Starts from the persisted claim, if any. Inside the reservation period the old claim is
     /// re-announced at once with its original claim time (an active one stays active).
-    pub fn new(cfg: LeaseConfig, restored: Option<Restored>, now_ms: u64) -> (Lease, Vec<LeaseEvent>) {
+    pub fn new(
+        cfg: LeaseConfig,
+        restored: Option<Restored>,
+        now_ms: u64,
+    ) -> (Lease, Vec<LeaseEvent>) {
         let mut events = Vec::new();
         let usable = restored.filter(|r| {
             cfg.network.contains(&r.subnet)
@@ -107,11 +130,21 @@ impl Lease {
         });
         let phase = match usable {
             Some(r) if now_ms.saturating_sub(r.last_alive_ms) < cfg.reservation_ms => {
-                events.push(LeaseEvent::Claimed { subnet: r.subnet, why: "restored" });
+                events.push(LeaseEvent::Claimed {
+                    subnet: r.subnet,
+                    why: "restored",
+                });
                 if r.active {
-                    Phase::Active { subnet: r.subnet, claim_time_ms: r.claim_time_ms }
+                    Phase::Active {
+                        subnet: r.subnet,
+                        claim_time_ms: r.claim_time_ms,
+                    }
                 } else {
-                    Phase::Claimed { subnet: r.subnet, claim_time_ms: r.claim_time_ms, since_ms: now_ms }
+                    Phase::Claimed {
+                        subnet: r.subnet,
+                        claim_time_ms: r.claim_time_ms,
+                        since_ms: now_ms,
+                    }
                 }
             }
             other => Phase::Warmup {
@@ -119,7 +152,14 @@ impl Lease {
                 preferred: other.map(|r| r.subnet),
             },
         };
-        (Lease { cfg, phase, last_exhausted: None }, events)
+        (
+            Lease {
+                cfg,
+                phase,
+                last_exhausted: None,
+            },
+            events,
+        )
     }
 
     pub fn phase(&self) -> &Phase {
@@ -133,15 +173,19 @@ impl Lease {
     /// The claim to announce: `(subnet, claim time, state)`; `None` while there is none.
     pub fn announcement(&self) -> Option<(Ipv4Net, u64, ClaimState)> {
         match &self.phase {
-            Phase::Claimed { subnet, claim_time_ms, .. } => {
-                Some((*subnet, *claim_time_ms, ClaimState::Claimed))
-            }
-            Phase::Active { subnet, claim_time_ms } => {
-                Some((*subnet, *claim_time_ms, ClaimState::Active))
-            }
-            Phase::Leaving { subnet: Some(s), claim_time_ms } => {
-                Some((*s, *claim_time_ms, ClaimState::Leaving))
-            }
+            Phase::Claimed {
+                subnet,
+                claim_time_ms,
+                ..
+            } => Some((*subnet, *claim_time_ms, ClaimState::Claimed)),
+            Phase::Active {
+                subnet,
+                claim_time_ms,
+            } => Some((*subnet, *claim_time_ms, ClaimState::Active)),
+            Phase::Leaving {
+                subnet: Some(s),
+                claim_time_ms,
+            } => Some((*s, *claim_time_ms, ClaimState::Leaving)),
             _ => None,
         }
     }
@@ -168,7 +212,10 @@ impl Lease {
             Some((s, t)) => (Some(s), t),
             None => (None, 0),
         };
-        self.phase = Phase::Leaving { subnet, claim_time_ms };
+        self.phase = Phase::Leaving {
+            subnet,
+            claim_time_ms,
+        };
     }
 
     /// Advances the claim against the current view.
@@ -179,41 +226,59 @@ impl Lease {
         }
         if let Some(reason) = &view.self_refused {
             if !matches!(&self.phase, Phase::Refused { reason: r } if r == reason) {
-                events.push(LeaseEvent::Refused { reason: reason.clone() });
-                self.phase = Phase::Refused { reason: reason.clone() };
+                events.push(LeaseEvent::Refused {
+                    reason: reason.clone(),
+                });
+                self.phase = Phase::Refused {
+                    reason: reason.clone(),
+                };
             }
             return events;
         }
         if matches!(self.phase, Phase::Refused { .. }) {
             events.push(LeaseEvent::Unrefused);
-            self.phase = Phase::Warmup { until_ms: now_ms, preferred: None };
+            self.phase = Phase::Warmup {
+                until_ms: now_ms,
+                preferred: None,
+            };
         }
 
         // Defend the current claim: the smallest (claim time, name) wins.
-        if let Some((subnet, claim_time)) = self.claim() {
-            if let Some((best_time, best_name)) = view.held().get(&subnet).copied() {
-                if (best_time, best_name) < (claim_time, self.cfg.node_name.as_str()) {
-                    let was_active = matches!(self.phase, Phase::Active { .. });
-                    events.push(LeaseEvent::Lost {
-                        subnet,
-                        winner: best_name.to_string(),
-                        was_active,
-                    });
-                    self.phase = Phase::Searching { reason: format!("lost {subnet} to {best_name}") };
-                }
-            }
+        if let Some((subnet, claim_time)) = self.claim()
+            && let Some((best_time, best_name)) = view.held().get(&subnet).copied()
+            && (best_time, best_name) < (claim_time, self.cfg.node_name.as_str())
+        {
+            let was_active = matches!(self.phase, Phase::Active { .. });
+            events.push(LeaseEvent::Lost {
+                subnet,
+                winner: best_name.to_string(),
+                was_active,
+            });
+            self.phase = Phase::Searching {
+                reason: format!("lost {subnet} to {best_name}"),
+            };
         }
 
         match self.phase.clone() {
-            Phase::Warmup { until_ms, preferred } => {
+            Phase::Warmup {
+                until_ms,
+                preferred,
+            } => {
                 if now_ms >= until_ms {
                     self.first_claim(now_ms, view, preferred, &mut events);
                 }
             }
             Phase::Searching { .. } => self.claim_candidate(now_ms, view, None, &mut events),
-            Phase::Claimed { subnet, claim_time_ms, since_ms } => {
+            Phase::Claimed {
+                subnet,
+                claim_time_ms,
+                since_ms,
+            } => {
                 if now_ms.saturating_sub(since_ms) >= self.cfg.settle_ms {
-                    self.phase = Phase::Active { subnet, claim_time_ms };
+                    self.phase = Phase::Active {
+                        subnet,
+                        claim_time_ms,
+                    };
                     events.push(LeaseEvent::Activated { subnet });
                 }
             }
@@ -237,8 +302,15 @@ impl Lease {
                 .get(&subnet)
                 .is_some_and(|&best| best < (claim_time_ms, self.cfg.node_name.as_str()));
             if fits && !beaten {
-                self.phase = Phase::Claimed { subnet, claim_time_ms, since_ms: now_ms };
-                events.push(LeaseEvent::Claimed { subnet, why: "recovered from the mesh" });
+                self.phase = Phase::Claimed {
+                    subnet,
+                    claim_time_ms,
+                    since_ms: now_ms,
+                };
+                events.push(LeaseEvent::Claimed {
+                    subnet,
+                    why: "recovered from the mesh",
+                });
                 return;
             }
         }
@@ -273,12 +345,18 @@ impl Lease {
         match choice {
             Ok((subnet, why)) => {
                 self.last_exhausted = None;
-                self.phase = Phase::Claimed { subnet, claim_time_ms: now_ms, since_ms: now_ms };
+                self.phase = Phase::Claimed {
+                    subnet,
+                    claim_time_ms: now_ms,
+                    since_ms: now_ms,
+                };
                 events.push(LeaseEvent::Claimed { subnet, why });
             }
             Err(reason) => {
                 if self.last_exhausted.as_deref() != Some(reason.as_str()) {
-                    events.push(LeaseEvent::Exhausted { reason: reason.clone() });
+                    events.push(LeaseEvent::Exhausted {
+                        reason: reason.clone(),
+                    });
                     self.last_exhausted = Some(reason.clone());
                 }
                 self.phase = Phase::Searching { reason };

@@ -48,7 +48,10 @@ fn record(name: &str, last: u8, subnet: Option<&str>, t: u64, state: ClaimState)
         node_name: name.into(),
         underlay_ip: ip(last),
         backend: Backend::Vxlan,
-        network: Ipv4Cidr { addr: Ipv4Addr::new(10, 244, 0, 0), len: 16 },
+        network: Ipv4Cidr {
+            addr: Ipv4Addr::new(10, 244, 0, 0),
+            len: 16,
+        },
         vni: 1,
         subnet: subnet.map(|s| net_to_cidr(net(s))),
         claim_time_ms: t,
@@ -90,7 +93,11 @@ fn rendezvous_spreads_names_over_subnets() {
         seen.insert(best_candidate(&c, |_| false).unwrap());
     }
     // 50 names over 255 subnets: a decent hash gives few collisions.
-    assert!(seen.len() >= 40, "only {} distinct first choices", seen.len());
+    assert!(
+        seen.len() >= 40,
+        "only {} distinct first choices",
+        seen.len()
+    );
 }
 
 #[test]
@@ -109,10 +116,22 @@ fn fresh_node_claims_then_settles() {
     assert!(ev.is_empty());
     let v = view(&id, vec![], 1_000);
     let ev = lease.step(1_000, &v);
-    let LeaseEvent::Claimed { subnet, why: "candidate" } = ev[0] else { panic!("{ev:?}") };
-    assert_eq!(lease.announcement(), Some((subnet, 1_000, ClaimState::Claimed)));
+    let LeaseEvent::Claimed {
+        subnet,
+        why: "candidate",
+    } = ev[0]
+    else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(
+        lease.announcement(),
+        Some((subnet, 1_000, ClaimState::Claimed))
+    );
     assert!(lease.step(5_999, &v).is_empty());
-    assert_eq!(lease.step(6_000, &v), vec![LeaseEvent::Activated { subnet }]);
+    assert_eq!(
+        lease.step(6_000, &v),
+        vec![LeaseEvent::Activated { subnet }]
+    );
     assert_eq!(lease.active_subnet(), Some(subnet));
 }
 
@@ -124,7 +143,10 @@ fn warmup_delays_the_first_claim() {
     let (mut lease, _) = Lease::new(c, None, 0);
     let v = view(&id, vec![], 0);
     assert!(lease.step(2_999, &v).is_empty());
-    assert!(matches!(lease.step(3_000, &v)[0], LeaseEvent::Claimed { .. }));
+    assert!(matches!(
+        lease.step(3_000, &v)[0],
+        LeaseEvent::Claimed { .. }
+    ));
 }
 
 #[test]
@@ -136,7 +158,11 @@ fn simultaneous_claims_older_wins_then_tie_by_name() {
     let (mut lease, _) = Lease::new(c, None, 1_000);
     lease.step(1_000, &view(&id, vec![], 1_000));
     assert_eq!(lease.claim(), Some((want, 1_000)));
-    let b = member(1, true, record("b", 2, Some(&want.to_string()), 999, ClaimState::Claimed));
+    let b = member(
+        1,
+        true,
+        record("b", 2, Some(&want.to_string()), 999, ClaimState::Claimed),
+    );
     let ev = lease.step(1_200, &view(&id, vec![b.clone()], 1_200));
     assert!(matches!(&ev[0], LeaseEvent::Lost { winner, was_active: false, .. } if winner == "b"));
     let (next, t) = lease.claim().unwrap();
@@ -146,7 +172,11 @@ fn simultaneous_claims_older_wins_then_tie_by_name() {
     // Same claim time: the smaller name wins, so "a" keeps it against "b".
     let (mut lease, _) = Lease::new(cfg("a"), None, 1_000);
     lease.step(1_000, &view(&id, vec![], 1_000));
-    let b = member(1, true, record("b", 2, Some(&want.to_string()), 1_000, ClaimState::Claimed));
+    let b = member(
+        1,
+        true,
+        record("b", 2, Some(&want.to_string()), 1_000, ClaimState::Claimed),
+    );
     assert!(lease.step(1_200, &view(&id, vec![b], 1_200)).is_empty());
     assert_eq!(lease.claim(), Some((want, 1_000)));
 }
@@ -161,12 +191,37 @@ fn partition_heal_younger_active_claim_yields_loudly() {
         active: true,
     };
     let (mut lease, ev) = Lease::new(cfg("z"), Some(restored), 10_000);
-    assert_eq!(ev, vec![LeaseEvent::Claimed { subnet: restored.subnet, why: "restored" }]);
+    assert_eq!(
+        ev,
+        vec![LeaseEvent::Claimed {
+            subnet: restored.subnet,
+            why: "restored"
+        }]
+    );
     assert_eq!(lease.active_subnet(), Some(restored.subnet));
-    let older = member(3, true, record("y", 8, Some("10.244.7.0/24"), 4_000, ClaimState::Active));
+    let older = member(
+        3,
+        true,
+        record("y", 8, Some("10.244.7.0/24"), 4_000, ClaimState::Active),
+    );
     let ev = lease.step(10_000, &view(&id, vec![older.clone()], 10_000));
-    assert!(matches!(&ev[0], LeaseEvent::Lost { was_active: true, .. }), "{ev:?}");
-    assert!(matches!(&ev[1], LeaseEvent::Claimed { why: "candidate", .. }));
+    assert!(
+        matches!(
+            &ev[0],
+            LeaseEvent::Lost {
+                was_active: true,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    assert!(matches!(
+        &ev[1],
+        LeaseEvent::Claimed {
+            why: "candidate",
+            ..
+        }
+    ));
     assert_ne!(lease.claim().unwrap().0, restored.subnet);
 }
 
@@ -179,7 +234,10 @@ fn restart_inside_reservation_keeps_claim_time() {
         active: true,
     };
     let (lease, _) = Lease::new(cfg("a"), Some(restored), 60_000);
-    assert_eq!(lease.announcement(), Some((restored.subnet, 100, ClaimState::Active)));
+    assert_eq!(
+        lease.announcement(),
+        Some((restored.subnet, 100, ClaimState::Active))
+    );
 }
 
 #[test]
@@ -194,12 +252,22 @@ fn restart_after_reservation_claims_anew_preferring_the_old_subnet() {
     let (mut lease, ev) = Lease::new(cfg("a"), Some(restored), R + 1);
     assert!(ev.is_empty());
     let ev = lease.step(R + 1, &view(&id, vec![], R + 1));
-    assert_eq!(ev, vec![LeaseEvent::Claimed { subnet: restored.subnet, why: "previous" }]);
+    assert_eq!(
+        ev,
+        vec![LeaseEvent::Claimed {
+            subnet: restored.subnet,
+            why: "previous"
+        }]
+    );
     assert_eq!(lease.claim(), Some((restored.subnet, R + 1)));
 
     // ...but yields it to whoever took it meanwhile.
     let (mut lease, _) = Lease::new(cfg("a"), Some(restored), R + 1);
-    let other = member(1, true, record("b", 2, Some("10.244.9.0/24"), 500, ClaimState::Active));
+    let other = member(
+        1,
+        true,
+        record("b", 2, Some("10.244.9.0/24"), 500, ClaimState::Active),
+    );
     lease.step(R + 1, &view(&id, vec![other], R + 1));
     assert_ne!(lease.claim().unwrap().0, restored.subnet);
 }
@@ -207,15 +275,25 @@ fn restart_after_reservation_claims_anew_preferring_the_old_subnet() {
 #[test]
 fn wiped_state_recovers_subnet_from_previous_generation() {
     let id = me("a", 2, 1);
-    let old = member(1, false, record("a", 1, Some("10.244.42.0/24"), 777, ClaimState::Active));
+    let old = member(
+        1,
+        false,
+        record("a", 1, Some("10.244.42.0/24"), 777, ClaimState::Active),
+    );
     let v = view(&id, vec![old], 10_000);
     assert_eq!(v.previous_self, Some((net("10.244.42.0/24"), 777)));
-    assert!(matches!(v.members[0].verdict, Verdict::Superseded { by_generation: 2 }));
+    assert!(matches!(
+        v.members[0].verdict,
+        Verdict::Superseded { by_generation: 2 }
+    ));
     let (mut lease, _) = Lease::new(cfg("a"), None, 10_000);
     let ev = lease.step(10_000, &v);
     assert_eq!(
         ev,
-        vec![LeaseEvent::Claimed { subnet: net("10.244.42.0/24"), why: "recovered from the mesh" }]
+        vec![LeaseEvent::Claimed {
+            subnet: net("10.244.42.0/24"),
+            why: "recovered from the mesh"
+        }]
     );
     assert_eq!(lease.claim(), Some((net("10.244.42.0/24"), 777)));
 }
@@ -225,11 +303,19 @@ fn dead_node_reserves_its_subnet_until_the_reservation_ends() {
     let id = me("a", 1, 1);
     let c = cfg("a");
     let want = best_candidate(&c, |_| false).unwrap();
-    let mut dead = member(1, false, record("b", 2, Some(&want.to_string()), 1, ClaimState::Active));
+    let mut dead = member(
+        1,
+        false,
+        record("b", 2, Some(&want.to_string()), 1, ClaimState::Active),
+    );
     dead.dead_since_ms = Some(1_000);
     let v = view(&id, vec![dead.clone()], 1_000 + R - 1);
     assert_eq!(v.members[0].verdict, Verdict::Usable);
-    assert_eq!(v.winners(None, "a").len(), 1, "a reserved peer stays programmed");
+    assert_eq!(
+        v.winners(None, "a").len(),
+        1,
+        "a reserved peer stays programmed"
+    );
     let (mut lease, _) = Lease::new(c.clone(), None, 0);
     lease.step(1_000 + R - 1, &v);
     assert_ne!(lease.claim().unwrap().0, want);
@@ -247,7 +333,11 @@ fn leaving_node_frees_its_subnet_and_is_not_programmed() {
     let id = me("a", 1, 1);
     let c = cfg("a");
     let want = best_candidate(&c, |_| false).unwrap();
-    let leaving = member(1, true, record("b", 2, Some(&want.to_string()), 1, ClaimState::Leaving));
+    let leaving = member(
+        1,
+        true,
+        record("b", 2, Some(&want.to_string()), 1, ClaimState::Leaving),
+    );
     let v = view(&id, vec![leaving], 10);
     assert_eq!(v.members[0].verdict, Verdict::Leaving);
     assert!(v.winners(None, "a").is_empty());
@@ -259,7 +349,11 @@ fn leaving_node_frees_its_subnet_and_is_not_programmed() {
 #[test]
 fn claim_times_far_in_the_future_are_invalid() {
     let id = me("a", 1, 1);
-    let ahead = member(1, true, record("b", 2, Some("10.244.3.0/24"), 200_000, ClaimState::Active));
+    let ahead = member(
+        1,
+        true,
+        record("b", 2, Some("10.244.3.0/24"), 200_000, ClaimState::Active),
+    );
     let v = view(&id, vec![ahead.clone()], 100_000);
     assert!(matches!(v.members[0].verdict, Verdict::Invalid(_)));
     let v = view(&id, vec![ahead], 150_000);
@@ -270,7 +364,11 @@ fn claim_times_far_in_the_future_are_invalid() {
 fn clock_ahead_node_cannot_take_a_settled_subnet() {
     // "fast" runs 30 s ahead: its claims carry later times, so the settled owner keeps its subnet.
     let id_fast = me("fast", 5, 5);
-    let owner = member(1, true, record("owner", 1, Some("10.244.3.0/24"), 1_000, ClaimState::Active));
+    let owner = member(
+        1,
+        true,
+        record("owner", 1, Some("10.244.3.0/24"), 1_000, ClaimState::Active),
+    );
     let mut c = cfg("fast");
     c.static_subnet = Some(net("10.244.3.0/24"));
     let (mut lease, _) = Lease::new(c, None, 31_000);
@@ -283,9 +381,18 @@ fn clock_ahead_node_cannot_take_a_settled_subnet() {
 fn same_name_other_ip_younger_is_refused() {
     // This node (generation 5) sees an older live "a" elsewhere: it stands down.
     let id = me("a", 5, 1);
-    let older = member(3, true, record("a", 7, Some("10.244.3.0/24"), 1, ClaimState::Active));
+    let older = member(
+        3,
+        true,
+        record("a", 7, Some("10.244.3.0/24"), 1, ClaimState::Active),
+    );
     let v = view(&id, vec![older], 10);
-    assert!(v.self_refused.as_deref().unwrap().contains("already used by"));
+    assert!(
+        v.self_refused
+            .as_deref()
+            .unwrap()
+            .contains("already used by")
+    );
     let (mut lease, _) = Lease::new(cfg("a"), None, 0);
     let ev = lease.step(10, &v);
     assert!(matches!(&ev[0], LeaseEvent::Refused { .. }));
@@ -293,7 +400,11 @@ fn same_name_other_ip_younger_is_refused() {
 
     // Seen from the older side: the younger one is refused, never programmed.
     let id_old = me("a", 3, 7);
-    let younger = member(5, true, record("a", 1, Some("10.244.4.0/24"), 9, ClaimState::Claimed));
+    let younger = member(
+        5,
+        true,
+        record("a", 1, Some("10.244.4.0/24"), 9, ClaimState::Claimed),
+    );
     let v = view(&id_old, vec![younger], 10);
     assert!(v.self_refused.is_none());
     assert!(matches!(v.members[0].verdict, Verdict::Refused(_)));
@@ -303,14 +414,33 @@ fn same_name_other_ip_younger_is_refused() {
 #[test]
 fn same_ip_other_name_younger_is_refused_among_peers() {
     let id = me("x", 1, 100);
-    let b1 = member(10, true, record("b1", 5, Some("10.244.3.0/24"), 1, ClaimState::Active));
-    let b2 = member(20, true, record("b2", 5, Some("10.244.4.0/24"), 2, ClaimState::Active));
+    let b1 = member(
+        10,
+        true,
+        record("b1", 5, Some("10.244.3.0/24"), 1, ClaimState::Active),
+    );
+    let b2 = member(
+        20,
+        true,
+        record("b2", 5, Some("10.244.4.0/24"), 2, ClaimState::Active),
+    );
     let v = view(&id, vec![b1, b2], 10);
     assert_eq!(v.find("b1").next().unwrap().verdict, Verdict::Usable);
-    assert!(matches!(v.find("b2").next().unwrap().verdict, Verdict::Refused(_)));
+    assert!(matches!(
+        v.find("b2").next().unwrap().verdict,
+        Verdict::Refused(_)
+    ));
     // A dead holder of the same IP is no conflict.
-    let b1_dead = member(10, false, record("b1", 5, Some("10.244.3.0/24"), 1, ClaimState::Active));
-    let b2 = member(20, true, record("b2", 5, Some("10.244.4.0/24"), 2, ClaimState::Active));
+    let b1_dead = member(
+        10,
+        false,
+        record("b1", 5, Some("10.244.3.0/24"), 1, ClaimState::Active),
+    );
+    let b2 = member(
+        20,
+        true,
+        record("b2", 5, Some("10.244.4.0/24"), 2, ClaimState::Active),
+    );
     let v = view(&id, vec![b1_dead, b2], 10);
     assert_eq!(v.find("b2").next().unwrap().verdict, Verdict::Usable);
 }
@@ -318,11 +448,22 @@ fn same_ip_other_name_younger_is_refused_among_peers() {
 #[test]
 fn newer_generation_same_ip_supersedes_at_once() {
     let id = me("x", 1, 100);
-    let old = member(10, true, record("b", 5, Some("10.244.3.0/24"), 1, ClaimState::Active));
-    let new = member(20, true, record("b", 5, Some("10.244.3.0/24"), 1, ClaimState::Active));
+    let old = member(
+        10,
+        true,
+        record("b", 5, Some("10.244.3.0/24"), 1, ClaimState::Active),
+    );
+    let new = member(
+        20,
+        true,
+        record("b", 5, Some("10.244.3.0/24"), 1, ClaimState::Active),
+    );
     let v = view(&id, vec![old, new], 10);
     let verdicts: Vec<_> = v.find("b").map(|r| r.verdict.clone()).collect();
-    assert_eq!(verdicts, vec![Verdict::Superseded { by_generation: 20 }, Verdict::Usable]);
+    assert_eq!(
+        verdicts,
+        vec![Verdict::Superseded { by_generation: 20 }, Verdict::Usable]
+    );
     assert_eq!(v.winners(None, "x").len(), 1);
 }
 
@@ -334,18 +475,38 @@ fn mixed_cluster_records_are_refused() {
     let mut r2 = record("c", 6, Some("10.244.4.0/25"), 1, ClaimState::Active);
     r2.vni = 1;
     let v = view(&id, vec![member(1, true, r), member(1, true, r2)], 10);
-    assert!(v.members.iter().all(|m| matches!(m.verdict, Verdict::Refused(_))));
+    assert!(
+        v.members
+            .iter()
+            .all(|m| matches!(m.verdict, Verdict::Refused(_)))
+    );
 }
 
 #[test]
 fn winners_exclude_peers_beaten_by_own_claim() {
     let id = me("a", 1, 1);
-    let b = member(1, true, record("b", 2, Some("10.244.3.0/24"), 50, ClaimState::Claimed));
-    let c = member(1, true, record("c", 3, Some("10.244.3.0/24"), 40, ClaimState::Claimed));
+    let b = member(
+        1,
+        true,
+        record("b", 2, Some("10.244.3.0/24"), 50, ClaimState::Claimed),
+    );
+    let c = member(
+        1,
+        true,
+        record("c", 3, Some("10.244.3.0/24"), 40, ClaimState::Claimed),
+    );
     let v = view(&id, vec![b, c], 100);
-    let names = |own| v.winners(own, "a").iter().map(|r| r.member.name.clone()).collect::<Vec<_>>();
+    let names = |own| {
+        v.winners(own, "a")
+            .iter()
+            .map(|r| r.member.name.clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(names(None), vec!["c"]);
-    assert_eq!(names(Some((net("10.244.3.0/24"), 10))), Vec::<String>::new());
+    assert_eq!(
+        names(Some((net("10.244.3.0/24"), 10))),
+        Vec::<String>::new()
+    );
     assert_eq!(names(Some((net("10.244.3.0/24"), 45))), vec!["c"]);
 }
 
@@ -356,14 +517,27 @@ fn static_subnet_is_claimed_and_exhaustion_reported_once() {
     c.static_subnet = Some(net("10.244.200.0/24"));
     let (mut lease, _) = Lease::new(c, None, 0);
     let ev = lease.step(0, &view(&id, vec![], 0));
-    assert_eq!(ev, vec![LeaseEvent::Claimed { subnet: net("10.244.200.0/24"), why: "static" }]);
+    assert_eq!(
+        ev,
+        vec![LeaseEvent::Claimed {
+            subnet: net("10.244.200.0/24"),
+            why: "static"
+        }]
+    );
 
     let mut c = cfg("a");
     c.subnet_min = "10.244.1.0".parse().unwrap();
     c.subnet_max = "10.244.1.0".parse().unwrap();
-    let b = member(1, true, record("b", 2, Some("10.244.1.0/24"), 1, ClaimState::Active));
+    let b = member(
+        1,
+        true,
+        record("b", 2, Some("10.244.1.0/24"), 1, ClaimState::Active),
+    );
     let (mut lease, _) = Lease::new(c, None, 10);
     let v = view(&id, vec![b], 10);
-    assert!(matches!(&lease.step(10, &v)[0], LeaseEvent::Exhausted { .. }));
+    assert!(matches!(
+        &lease.step(10, &v)[0],
+        LeaseEvent::Exhausted { .. }
+    ));
     assert!(lease.step(11, &v).is_empty(), "reported once");
 }

@@ -69,7 +69,8 @@ impl Resolved {
     /// `(claim time, name)`: the smaller wins a contested subnet.
     pub fn claim_key(&self) -> Option<(u64, &str)> {
         let record = self.record()?;
-        self.holds.map(|_| (record.claim_time_ms, self.member.name.as_str()))
+        self.holds
+            .map(|_| (record.claim_time_ms, self.member.name.as_str()))
     }
 }
 
@@ -107,8 +108,10 @@ pub fn resolve(me: &Identity, members: Vec<Member>, now_ms: u64, limits: Limits)
         let e = newest.entry(m.name.as_str()).or_insert(m.generation);
         *e = (*e).max(m.generation);
     }
-    let newest: BTreeMap<String, u64> =
-        newest.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let newest: BTreeMap<String, u64> = newest
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
 
     let mut view = View::default();
     let mut out = Vec::with_capacity(members.len());
@@ -118,16 +121,20 @@ pub fn resolve(me: &Identity, members: Vec<Member>, now_ms: u64, limits: Limits)
             (Verdict::Usable, Ok(r)) => r.subnet.map(cidr_to_net),
             _ => None,
         };
-        if m.name == me.name && m.generation < me.generation {
-            if let Ok(r) = &m.record {
-                if let (Some(s), true) = (r.subnet, r.state != ClaimState::Leaving) {
-                    let candidate = (cidr_to_net(s), r.claim_time_ms);
-                    // Keep the newest previous generation's claim.
-                    view.previous_self = Some(candidate);
-                }
-            }
+        if m.name == me.name
+            && m.generation < me.generation
+            && let Ok(r) = &m.record
+            && let (Some(s), true) = (r.subnet, r.state != ClaimState::Leaving)
+        {
+            let candidate = (cidr_to_net(s), r.claim_time_ms);
+            // Keep the newest previous generation's claim.
+            view.previous_self = Some(candidate);
         }
-        out.push(Resolved { member: m.clone(), verdict, holds });
+        out.push(Resolved {
+            member: m.clone(),
+            verdict,
+            holds,
+        });
     }
     view.self_refused = self_refusal(me, &members);
     view.members = out;
@@ -183,10 +190,12 @@ fn judge(
             record.node_name, m.name
         ));
     }
-    if let Some(&gen_newest) = newest.get(&m.name) {
-        if gen_newest > m.generation {
-            return Verdict::Superseded { by_generation: gen_newest };
-        }
+    if let Some(&gen_newest) = newest.get(&m.name)
+        && gen_newest > m.generation
+    {
+        return Verdict::Superseded {
+            by_generation: gen_newest,
+        };
     }
     // Identity conflicts among live members (and with this agent): the older generation keeps
     // the identity, the younger is refused.
@@ -236,10 +245,11 @@ fn judge(
     if record.state == ClaimState::Leaving {
         return Verdict::Leaving;
     }
-    if let Some(since) = m.dead_since_ms {
-        if !m.alive && now_ms.saturating_sub(since) >= limits.reservation_ms {
-            return Verdict::Expired;
-        }
+    if let Some(since) = m.dead_since_ms
+        && !m.alive
+        && now_ms.saturating_sub(since) >= limits.reservation_ms
+    {
+        return Verdict::Expired;
     }
     if let Some(s) = record.subnet {
         let net = cidr_to_net(s);
