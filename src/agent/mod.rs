@@ -25,7 +25,8 @@ use crate::api::StatusReport;
 use crate::cluster::transport::{GossipCounters, Keyring, SealedTransport, Sealing};
 use crate::cluster::{Cluster, ClusterConfig, ClusterError, MeshCounts};
 use crate::config::Config;
-use crate::dataplane::{self, Dataplane, DataplaneError, FdbEntry, Neighbour, Route, State};
+use crate::dataplane::routing::{self, Onlink, Path, Selection};
+use crate::dataplane::{self, Dataplane, DataplaneError, State};
 use crate::lease::{self, Identity, Lease, LeaseConfig, LeaseEvent, Phase, Restored, View};
 pub use metrics::Metrics;
 
@@ -363,6 +364,14 @@ struct Worker {
     ready_since: Option<Instant>,
     view: View,
     counts: MeshCounts,
+    /// Which peers' underlay IPs are on-link (host-gw, DirectRouting), refreshed every step.
+    onlink: Onlink,
+    /// Peers (by name) this node would program but cannot, with the reason (`weft status`).
+    skipped: BTreeMap<String, String>,
+    /// How each programmed peer is reached.
+    paths: BTreeMap<String, Path>,
+    /// The last reason logged per unprogrammed peer, so each is logged once, not every tick.
+    told: BTreeMap<String, String>,
 }
 
 impl Worker {
@@ -451,6 +460,10 @@ impl Worker {
             ready_since: None,
             view: View::default(),
             counts: MeshCounts::default(),
+            onlink: Onlink::Unknown,
+            skipped: BTreeMap::new(),
+            paths: BTreeMap::new(),
+            told: BTreeMap::new(),
         };
         worker.handle_events(events);
         worker.publish_status();
@@ -563,6 +576,8 @@ impl Worker {
         let events = self.lease.step(now_ms, &self.view);
         self.handle_events(events);
         cluster.publish(&self.record()).await;
+        self.note_refusals();
+        self.refresh_onlink().await;
         self.reconcile_if_needed().await;
         self.save_state(false);
         self.publish_status();
@@ -641,11 +656,20 @@ impl Worker {
         self.underlay.mtu.saturating_sub(overhead)
     }
 
+    /// The MTU containers get (FLANNEL_MTU, the bridge): host-gw adds no encapsulation; vxlan
+    /// (also with DirectRouting, where a peer may move off-link) pays its overhead.
+    fn overlay_mtu(&self) -> u32 {
+        match self.config.backend {
+            Backend::HostGw => self.underlay.mtu,
+            _ => self.vxlan_mtu(),
+        }
+    }
+
     fn write_subnet_env(&mut self, subnet: Ipv4Net) {
         let env = files::subnet_env(
             self.config.network,
             subnet,
-            self.vxlan_mtu(),
+            self.overlay_mtu(),
             self.config.ip_masq,
         );
         if let Err(e) = files::write_atomic(&self.config.subnet_file, &env) {
@@ -704,50 +728,101 @@ impl Worker {
     }
 
     fn desired(&self) -> State {
+        self.selection().state
+    }
+
+    /// The desired state and each peer's fate (programmed, and how; or skipped, and why).
+    fn selection(&self) -> Selection {
         let Some((subnet, _)) = self.lease.claim() else {
-            return State::default();
+            return Selection::default();
         };
-        let device_name = dataplane::desired::vxlan_device_name(self.config.vni);
-        let mtu = self.vxlan_mtu();
-        let mut state = State {
-            vxlan: Some(dataplane::VxlanDevice {
-                name: device_name.clone(),
+        let bridge = match (&self.config.bridge, self.lease.active_subnet()) {
+            (Some(bridge), Some(active)) => Some(dataplane::Bridge {
+                name: bridge.clone(),
+                addr: Ipv4Net::new(files::first_host(active), active.prefix_len())
+                    .unwrap_or(active),
+                mtu: self.overlay_mtu(),
+            }),
+            _ => None,
+        };
+        let device = match self.config.backend {
+            Backend::Vxlan => Some(dataplane::VxlanDevice {
+                name: dataplane::desired::vxlan_device_name(self.config.vni),
                 vni: self.config.vni,
                 port: self.config.vxlan_port,
                 local_ip: self.underlay.ip,
                 underlay_ifindex: Some(self.underlay.ifindex),
                 mac: self.vtep_mac,
-                mtu,
+                mtu: self.vxlan_mtu(),
                 addr: subnet.network(),
             }),
-            ..State::default()
+            Backend::HostGw | Backend::Udp => None,
         };
-        if let (Some(bridge), Some(active)) = (&self.config.bridge, self.lease.active_subnet()) {
-            state.bridge = Some(dataplane::Bridge {
-                name: bridge.clone(),
-                addr: Ipv4Net::new(files::first_host(active), active.prefix_len())
-                    .unwrap_or(active),
-                mtu,
-            });
+        let peers: Vec<dataplane::desired::PeerTarget> = self
+            .targets()
+            .into_iter()
+            .map(|(name, subnet, record)| dataplane::desired::PeerTarget {
+                name,
+                subnet,
+                underlay_ip: record.underlay_ip,
+                vtep_mac: record.vtep_mac,
+            })
+            .collect();
+        routing::select(
+            self.config.backend,
+            self.config.direct_routing,
+            device,
+            bridge,
+            &peers,
+            &self.onlink,
+        )
+    }
+
+    /// Re-reads which peers are on-link (host-gw and DirectRouting only): a changed underlay
+    /// route moves a peer between a direct route, VXLAN, or unprogrammed on the next reconcile.
+    async fn refresh_onlink(&mut self) {
+        if !routing::needs_onlink(self.config.backend, self.config.direct_routing) {
+            return;
         }
-        for (_, peer_subnet, record) in self.targets() {
-            let gw = peer_subnet.network();
-            state.neighbours.insert(Neighbour {
-                ip: gw,
-                mac: record.vtep_mac,
-            });
-            state.fdb.insert(FdbEntry {
-                mac: record.vtep_mac,
-                dst: record.underlay_ip,
-            });
-            state.routes.insert(Route {
-                dst: peer_subnet,
-                gateway: gw,
-                device: Some(device_name.clone()),
-                onlink: true,
-            });
+        let ips: Vec<IpAddr> = self
+            .targets()
+            .into_iter()
+            .map(|(_, _, r)| r.underlay_ip)
+            .collect();
+        match self.dataplane.onlink(&ips).await {
+            Ok(onlink) => self.onlink = onlink,
+            Err(e) => {
+                debug!(node = %self.config.node_name, error = %e, "cannot read underlay routes; keeping the last on-link view")
+            }
         }
-        state
+    }
+
+    /// Logs once per peer (and again only if the reason changes) why it is not programmed.
+    fn tell_once(&mut self, peer: &str, reason: &str) {
+        if self.told.get(peer).map(String::as_str) != Some(reason) {
+            warn!(node = %self.config.node_name, peer = %peer, reason = %reason, "peer not programmed");
+            self.told.insert(peer.to_string(), reason.to_string());
+        }
+    }
+
+    /// Peers refused for a mixed cluster (another backend, network, VNI or subnet length) are
+    /// never programmed: say so once.
+    fn note_refusals(&mut self) {
+        let refused: Vec<(String, String)> = self
+            .view
+            .members
+            .iter()
+            .filter(|r| r.member.alive)
+            .filter_map(|r| match &r.verdict {
+                lease::Verdict::Refused(why) if why.starts_with("mixed cluster") => {
+                    Some((r.member.name.clone(), why.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (name, why) in refused {
+            self.tell_once(&name, &why);
+        }
     }
 
     /// Deletions wait until the view is warm, so a restart never drops routes it has not yet
@@ -758,7 +833,12 @@ impl Worker {
     }
 
     async fn reconcile_if_needed(&mut self) {
-        let desired = self.desired();
+        let selection = self.selection();
+        for (peer, reason) in &selection.skipped {
+            self.tell_once(peer, reason);
+        }
+        self.skipped = selection.skipped;
+        let desired = selection.state;
         let due = match (&self.applied, self.last_reconcile) {
             (Some((prev, ok)), Some(at)) => {
                 *prev != desired || !ok || at.elapsed() >= self.config.reconcile_interval
@@ -786,14 +866,20 @@ impl Worker {
             }
         };
         let now_programmed: BTreeMap<String, Ipv4Net> = if ok {
-            self.targets().into_iter().map(|(n, s, _)| (n, s)).collect()
+            self.targets()
+                .into_iter()
+                .filter(|(n, _, _)| !self.skipped.contains_key(n))
+                .map(|(n, s, _)| (n, s))
+                .collect()
         } else {
             self.programmed.clone()
         };
         for (name, subnet) in &now_programmed {
-            if self.programmed.get(name) != Some(subnet) {
-                info!(node = %self.config.node_name, peer = %name, subnet = %subnet, "peer routes programmed");
+            let path = selection.paths.get(name).copied();
+            if self.programmed.get(name) != Some(subnet) || (ok && self.paths.get(name) != path.as_ref()) {
+                info!(node = %self.config.node_name, peer = %name, subnet = %subnet, via = path.map(Path::as_str).unwrap_or("-"), "peer routes programmed");
             }
+            self.told.remove(name);
         }
         for (name, subnet) in &self.programmed {
             if !now_programmed.contains_key(name) {
@@ -801,6 +887,9 @@ impl Worker {
             }
         }
         Metrics::set(&self.metrics.peers_programmed, now_programmed.len() as u64);
+        if ok {
+            self.paths = selection.paths;
+        }
         self.programmed = now_programmed;
         self.applied = Some((desired, ok));
         self.last_reconcile = Some(Instant::now());

@@ -562,8 +562,8 @@ fn parse_backend(raw: &Raw) -> Result<Backend, ConfigError> {
 /// backend lands.
 fn check_implemented(raw: &Raw, backend: Backend) -> Result<(), ConfigError> {
     match backend {
-        Backend::Vxlan => Ok(()),
-        Backend::HostGw | Backend::Udp => Err(ConfigError::NotImplemented {
+        Backend::Vxlan | Backend::HostGw => Ok(()),
+        Backend::Udp => Err(ConfigError::NotImplemented {
             field: raw.field.clone(),
             value: raw.value.trim().to_ascii_lowercase(),
         }),

@@ -4,7 +4,7 @@
 //! on the same kernel, so a test can inspect it and inject drift or failures while an agent runs.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -20,6 +20,8 @@ struct Inner {
     /// Op kinds ([`Op::kind`]) whose next apply fails, one failure per entry.
     fail_next: Vec<&'static str>,
     fail_next_observe: bool,
+    /// Underlay addresses the fake host does not reach on-link (host-gw / DirectRouting).
+    off_link: BTreeSet<IpAddr>,
     applied: u64,
     failed: u64,
     observed: u64,
@@ -135,6 +137,17 @@ impl FakeDataplane {
     /// Successfully applied ops since the last call.
     pub fn take_log(&self) -> Vec<Op> {
         std::mem::take(&mut self.lock().log)
+    }
+
+    /// Make `ip` off-link (`true`) or on-link again (`false`), as if the underlay routes changed.
+    /// Every address is on-link until said otherwise.
+    pub fn set_off_link(&self, ip: IpAddr, off: bool) {
+        let mut inner = self.lock();
+        if off {
+            inner.off_link.insert(ip);
+        } else {
+            inner.off_link.remove(&ip);
+        }
     }
 }
 
@@ -292,6 +305,16 @@ impl Inner {
 
 #[async_trait]
 impl Dataplane for FakeDataplane {
+    async fn onlink(&mut self, ips: &[IpAddr]) -> Result<super::routing::Onlink, DataplaneError> {
+        let inner = self.lock();
+        Ok(super::routing::Onlink::Known(
+            ips.iter()
+                .filter(|ip| !inner.off_link.contains(ip))
+                .copied()
+                .collect(),
+        ))
+    }
+
     async fn observe(&mut self, _desired: &State) -> Result<State, DataplaneError> {
         let mut inner = self.lock();
         inner.observed += 1;

@@ -8,6 +8,7 @@ pub mod desired;
 pub mod fake;
 pub mod netlink;
 mod plan;
+pub mod routing;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -177,6 +178,13 @@ pub trait Dataplane: Send {
     /// routes with [`RTPROT_WEFT`]; `desired` names the devices to look at.
     async fn observe(&mut self, desired: &State) -> Result<State, DataplaneError>;
     async fn apply(&mut self, op: &Op) -> Result<(), DataplaneError>;
+
+    /// Which of `ips` this host reaches without a gateway (same L2 segment): host-gw and
+    /// DirectRouting route to those directly. [`routing::Onlink::Unknown`] when this data plane
+    /// cannot tell (every peer then counts as on-link).
+    async fn onlink(&mut self, _ips: &[IpAddr]) -> Result<routing::Onlink, DataplaneError> {
+        Ok(routing::Onlink::Unknown)
+    }
 }
 
 /// Outcome of one [`reconcile`] pass.

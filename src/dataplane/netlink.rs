@@ -889,6 +889,21 @@ impl NetlinkDataplane {
 
 #[async_trait::async_trait]
 impl Dataplane for NetlinkDataplane {
+    async fn onlink(&mut self, ips: &[IpAddr]) -> Result<super::routing::Onlink, DataplaneError> {
+        let addrs = dump_addrs(self.handle()).await?;
+        let routes = if ips.iter().any(|ip| ip.is_ipv4()) {
+            dump_routes(self.handle(), false).await?
+        } else {
+            Vec::new()
+        };
+        Ok(super::routing::Onlink::Known(
+            ips.iter()
+                .copied()
+                .filter(|ip| onlink_by_routes(&routes, &addrs, *ip))
+                .collect(),
+        ))
+    }
+
     async fn observe(&mut self, desired: &State) -> Result<State, DataplaneError> {
         self.observe_state(desired).await
     }
@@ -1047,6 +1062,58 @@ pub async fn discover_underlay(
 fn onlink_in(addrs: &[Addr], ip: IpAddr) -> bool {
     addrs.iter().any(|a| {
         a.net.prefix_len() < a.net.max_prefix_len() && a.net.contains(&ip) && a.net.addr() != ip
+    })
+}
+
+/// Whether the kernel reaches `ip` without a gateway: for IPv4, the main-table unicast route
+/// that best matches it (longest prefix, then lowest metric) has no gateway (a connected subnet,
+/// or a device route an operator added); for IPv6, a connected subnet holds it. The host's own
+/// addresses are not on-link.
+fn onlink_by_routes(routes: &[RouteMessage], addrs: &[Addr], ip: IpAddr) -> bool {
+    if addrs.iter().any(|a| a.net.addr() == ip) {
+        return false;
+    }
+    let IpAddr::V4(v4) = ip else {
+        return onlink_in(addrs, ip);
+    };
+    let best = routes
+        .iter()
+        .filter(|m| {
+            m.header.address_family == AddressFamily::Inet
+                && m.header.kind == RouteType::Unicast
+                && route_table(m) == u32::from(RouteHeader::RT_TABLE_MAIN)
+        })
+        .filter_map(|m| {
+            let dst = m
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Destination(d) => route_v4(d),
+                    _ => None,
+                })
+                .unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let net = Ipv4Net::new(dst, m.header.destination_prefix_length).ok()?;
+            if !net.contains(&v4) {
+                return None;
+            }
+            let priority = m
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Priority(p) => Some(*p),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            Some((std::cmp::Reverse(net.prefix_len()), priority, m))
+        })
+        .min_by_key(|(len, prio, _)| (*len, *prio));
+    best.is_some_and(|(_, _, m)| {
+        !m.attributes.iter().any(|a| {
+            matches!(
+                a,
+                RouteAttribute::Gateway(_) | RouteAttribute::MultiPath(_) | RouteAttribute::Via(_)
+            )
+        })
     })
 }
 
@@ -1315,6 +1382,39 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn onlink_by_routes_follows_the_best_route() {
+        let addrs = vec![addr(2, "192.0.2.1/24")];
+        let connected = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(Ipv4Addr::new(192, 0, 2, 0), 24)
+            .output_interface(2)
+            .build();
+        let default = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(Ipv4Addr::new(192, 0, 2, 254))
+            .output_interface(2)
+            .build();
+        let routes = vec![default.clone(), connected.clone()];
+        let on = |routes: &[RouteMessage], ip: &str| onlink_by_routes(routes, &addrs, ip.parse().unwrap());
+        assert!(on(&routes, "192.0.2.7"));
+        assert!(!on(&routes, "198.51.100.3"), "via the default gateway");
+        assert!(!on(&routes, "192.0.2.1"), "own address");
+        // A more specific route via a router takes a peer off-link.
+        let mut routed = routes.clone();
+        routed.push(route_msg(4, 254, "192.0.2.128/25", Ipv4Addr::new(192, 0, 2, 254), 2));
+        assert!(!on(&routed, "192.0.2.200"));
+        assert!(on(&routed, "192.0.2.100"));
+        // A device route makes a peer on another subnet on-link.
+        let mut devroute = routes.clone();
+        devroute.push(
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(Ipv4Addr::new(198, 51, 100, 0), 24)
+                .output_interface(2)
+                .build(),
+        );
+        assert!(on(&devroute, "198.51.100.3"));
+        assert!(!on(&[], "192.0.2.7"), "no route at all");
     }
 
     #[test]
