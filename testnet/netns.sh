@@ -15,6 +15,7 @@ P="${WEFT_TESTNET:-wt}"
 STATE="${WEFT_TESTNET_STATE:-/tmp/weft-testnet-$P}"
 UL="$P-ul"
 NET=172.31.250
+NET2=172.31.251
 API=127.0.0.1:7948
 GOSSIP_PORT=7947
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,6 +44,12 @@ environment:
   WEFT_BIN            the weft binary (default: target/release/weft, then target/debug/weft,
                       under \$CARGO_TARGET_DIR or the repository's target/)
   WEFT_ARGS           extra arguments for every \`weft run\`
+  WEFT_BACKEND, WEFT_DIRECT_ROUTING, ...
+                      every WEFT_* setting of \`weft run\` reaches the agents through the
+                      environment (e.g. WEFT_BACKEND=host-gw $0 start)
+  WEFT_TESTNET_ROUTED hosts (by index, space-separated) that \`up\` puts on a second underlay
+                      subnet, $NET2.0/24, routed through the underlay namespace: not on-link
+                      for the others (host-gw cannot reach them; vxlan can)
 EOF
 }
 
@@ -58,7 +65,15 @@ log() { echo "netns.sh: $*" >&2; }
 
 host_ns() { echo "$P-h$1"; }
 ctr_ns() { echo "$P-c$1"; }
-host_ip() { echo "$NET.$((10 + $1))"; }
+# Hosts on the routed second subnet (WEFT_TESTNET_ROUTED at `up`, remembered in $STATE/routed).
+is_routed() { [[ -f $STATE/routed ]] && grep -qx "$1" "$STATE/routed"; }
+host_ip() {
+    if is_routed "$1"; then
+        echo "$NET2.$((10 + $1))"
+    else
+        echo "$NET.$((10 + $1))"
+    fi
+}
 host_dir() { echo "$STATE/h$1"; }
 
 require_root() {
@@ -225,6 +240,13 @@ cmd_up() {
     fi
     mkdir -p "$STATE"
     echo "$n" >"$STATE/n"
+    : >"$STATE/routed"
+    for i in ${WEFT_TESTNET_ROUTED:-}; do
+        if ! [[ $i =~ ^[0-9]+$ ]] || ((i < 1 || i > n)); then
+            die "WEFT_TESTNET_ROUTED: no host '$i' (hosts are 1..$n)"
+        fi
+        echo "$i" >>"$STATE/routed"
+    done
     # Any failure below leaves a half-built testnet: tear it down.
     trap 'log "up failed: cleaning up"; cmd_down >/dev/null 2>&1 || true' ERR
 
@@ -233,6 +255,11 @@ cmd_up() {
     ip -n "$UL" link add br0 type bridge
     ip -n "$UL" addr add "$NET.1/24" dev br0
     ip -n "$UL" link set br0 up
+    if [[ -s $STATE/routed ]]; then
+        # The underlay namespace routes between the two subnets.
+        ip -n "$UL" addr add "$NET2.1/24" dev br0
+        ip netns exec "$UL" sysctl -qw net.ipv4.ip_forward=1
+    fi
 
     for i in $(seq 1 "$n"); do
         h=$(host_ns "$i")
@@ -248,7 +275,11 @@ cmd_up() {
         ip -n "$UL" link set "h$i" master br0 up
         ip -n "$h" addr add "$(host_ip "$i")/24" dev veth-ul
         ip -n "$h" link set veth-ul up
-        ip -n "$h" route add default via "$NET.1"
+        if is_routed "$i"; then
+            ip -n "$h" route add default via "$NET2.1"
+        else
+            ip -n "$h" route add default via "$NET.1"
+        fi
         # Container link: eth0 in the container, veth-c in the host (enslaved by wire-containers).
         ip -n "$c" link add eth0 type veth peer name veth-c netns "$h"
         ip -n "$c" link set eth0 up

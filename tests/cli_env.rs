@@ -141,7 +141,7 @@ fn config_errors_exit_2_with_one_line() {
         ),
         (
             &[("WEFT_BACKEND", "udp")],
-            "weft: invalid --backend \"udp\": backend udp is not implemented yet (only vxlan is)\n",
+            "weft: invalid --backend \"udp\": backend udp is not implemented yet (vxlan and host-gw are)\n",
         ),
         (
             &[("WEFT_RESERVATION", "2h")],

@@ -115,7 +115,13 @@ pub(super) fn build(w: &Worker) -> StatusReport {
         node_name: w.config.node_name.clone(),
         generation: w.generation,
         underlay_ip: w.announce_ip.to_string(),
-        backend: format!("{:?}", w.config.backend).to_lowercase(),
+        backend: match w.config.backend {
+            weft_proto::Backend::Vxlan if w.config.direct_routing => "vxlan (DirectRouting)",
+            weft_proto::Backend::Vxlan => "vxlan",
+            weft_proto::Backend::HostGw => "host-gw",
+            weft_proto::Backend::Udp => "udp",
+        }
+        .to_string(),
         network: w.config.network.to_string(),
         subnet: subnet.map(|s| s.to_string()),
         state: state.to_string(),
