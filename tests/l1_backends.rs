@@ -1,0 +1,248 @@
+//! L1 (in-process agents, fake data plane, paused time): host-gw and DirectRouting path choice
+//! follows the on-link view (and changes when the underlay does), and mixed clusters are refused
+//! with the reason in the status.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use chitchat::transport::ChannelTransport;
+use ipnet::Ipv4Net;
+use weft::Config;
+use weft::agent::{Agent, AgentHandle, UnderlayInfo};
+use weft::api::NodeStatus;
+use weft::config::{LogFormat, UnderlaySelect};
+use weft::dataplane::fake::FakeDataplane;
+use weft_proto::Backend;
+
+fn gossip_addr(i: usize) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 98, 0, i as u8 + 1)), 7947)
+}
+
+fn underlay_ip(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(192, 0, 2, i as u8 + 1))
+}
+
+fn config(i: usize, dir: &Path, backend: Backend) -> Config {
+    Config {
+        node_name: format!("node-{i:02}"),
+        underlay: UnderlaySelect::DefaultRoute,
+        public_ip: None,
+        listen: gossip_addr(i),
+        advertise: Some(gossip_addr(i)),
+        seeds: if i == 0 {
+            vec![]
+        } else {
+            vec![gossip_addr(0).to_string()]
+        },
+        network: "10.244.0.0/16".parse().unwrap(),
+        subnet_len: 24,
+        subnet_min: "10.244.1.0".parse().unwrap(),
+        subnet_max: "10.244.255.0".parse().unwrap(),
+        static_subnet: None,
+        backend,
+        vni: 1,
+        vxlan_port: 8472,
+        direct_routing: false,
+        state_dir: dir.join(format!("node-{i}/state")),
+        subnet_file: dir.join(format!("node-{i}/subnet.env")),
+        bridge: Some("cni0".into()),
+        api: "127.0.0.1:0".parse().unwrap(),
+        gossip_interval: Duration::from_secs(1),
+        settle: Duration::from_secs(5),
+        reservation: Duration::from_secs(3600),
+        dead_node_grace: Duration::from_secs(7200),
+        reconcile_interval: Duration::from_secs(10),
+        ip_masq: false,
+        log_format: LogFormat::Text,
+        cluster_id: "l1b".into(),
+        insecure: true,
+        cluster_key_file: None,
+        dry_run: false,
+    }
+}
+
+async fn start(t: &ChannelTransport, config: Config, i: usize, dp: &FakeDataplane) -> AgentHandle {
+    Agent::new(config)
+        .dataplane(Box::new(dp.clone()))
+        .transport(Box::new(t.clone()))
+        .underlay(UnderlayInfo {
+            ifname: "eth0".into(),
+            ifindex: 2,
+            ip: underlay_ip(i),
+            mtu: 1500,
+        })
+        .serve_api(false)
+        .start()
+        .await
+        .expect("agent starts")
+}
+
+async fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    check()
+}
+
+fn peer(h: &AgentHandle, name: &str) -> Option<NodeStatus> {
+    h.status()
+        .borrow()
+        .nodes
+        .iter()
+        .find(|n| n.name == name)
+        .cloned()
+}
+
+fn subnet(h: &AgentHandle) -> Option<Ipv4Net> {
+    h.status().borrow().subnet.as_ref()?.parse().ok()
+}
+
+fn gateways(dp: &FakeDataplane) -> Vec<(Ipv4Net, Ipv4Addr, Option<String>)> {
+    dp.snapshot()
+        .routes
+        .iter()
+        .map(|r| (r.dst, r.gateway, r.device.clone()))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn host_gw_programs_onlink_peers_and_follows_underlay_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = ChannelTransport::default();
+    let dps: Vec<FakeDataplane> = (0..3).map(|_| FakeDataplane::new()).collect();
+    // Node 0 does not reach node 2 on-link.
+    dps[0].set_off_link(underlay_ip(2), true);
+    let mut hs = Vec::new();
+    for (i, dp) in dps.iter().enumerate() {
+        hs.push(start(&t, config(i, dir.path(), Backend::HostGw), i, dp).await);
+    }
+    let ok = wait_until(Duration::from_secs(60), || {
+        hs.iter().all(|h| h.status().borrow().ready)
+            && peer(&hs[0], "node-02").is_some_and(|p| !p.programmed && p.reason.is_some())
+            && peer(&hs[0], "node-01").is_some_and(|p| p.programmed)
+    })
+    .await;
+    assert!(ok, "{:#?}", hs[0].status().borrow());
+    let why = peer(&hs[0], "node-02").unwrap().reason.unwrap();
+    assert!(why.contains("not on-link") && why.contains("192.0.2.3"), "{why}");
+    let s1 = subnet(&hs[1]).unwrap();
+    let s2 = subnet(&hs[2]).unwrap();
+    assert_eq!(
+        gateways(&dps[0]),
+        vec![(s1, Ipv4Addr::new(192, 0, 2, 2), None)],
+        "host-gw: a plain route via the on-link peer only"
+    );
+    let snap = dps[0].snapshot();
+    assert!(snap.vxlan.is_none() && snap.fdb.is_empty() && snap.neighbours.is_empty());
+    let env = std::fs::read_to_string(dir.path().join("node-0/subnet.env")).unwrap();
+    assert!(env.contains("FLANNEL_MTU=1500"), "{env}");
+
+    // The underlay changes: node 2 becomes on-link and is programmed on the next pass.
+    dps[0].set_off_link(underlay_ip(2), false);
+    let ok = wait_until(Duration::from_secs(15), || {
+        gateways(&dps[0]).contains(&(s2, Ipv4Addr::new(192, 0, 2, 3), None))
+    })
+    .await;
+    assert!(ok, "{:?}", gateways(&dps[0]));
+    assert!(
+        wait_until(Duration::from_secs(5), || peer(&hs[0], "node-02")
+            .is_some_and(|p| p.programmed && p.reason.is_none()))
+        .await
+    );
+    for h in hs {
+        h.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn direct_routing_moves_a_peer_between_direct_and_vxlan() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = ChannelTransport::default();
+    let dps: Vec<FakeDataplane> = (0..2).map(|_| FakeDataplane::new()).collect();
+    let mut hs = Vec::new();
+    for (i, dp) in dps.iter().enumerate() {
+        let mut c = config(i, dir.path(), Backend::Vxlan);
+        c.direct_routing = true;
+        hs.push(start(&t, c, i, dp).await);
+    }
+    let ok = wait_until(Duration::from_secs(60), || {
+        hs.iter().all(|h| h.status().borrow().ready) && !dps[0].snapshot().routes.is_empty()
+    })
+    .await;
+    assert!(ok, "{:#?}", hs[0].status().borrow());
+    let s1 = subnet(&hs[1]).unwrap();
+    assert_eq!(
+        gateways(&dps[0]),
+        vec![(s1, Ipv4Addr::new(192, 0, 2, 2), None)],
+        "on-link peer: direct route"
+    );
+    assert!(dps[0].snapshot().fdb.is_empty());
+    assert!(dps[0].snapshot().vxlan.is_some(), "the device stays for off-link peers");
+    assert_eq!(hs[0].status().borrow().backend, "vxlan (DirectRouting)");
+
+    dps[0].set_off_link(underlay_ip(1), true);
+    let ok = wait_until(Duration::from_secs(15), || {
+        gateways(&dps[0]) == vec![(s1, s1.network(), Some("weft.1".to_string()))]
+    })
+    .await;
+    assert!(ok, "off-link peer goes through VXLAN: {:?}", gateways(&dps[0]));
+    let snap = dps[0].snapshot();
+    assert_eq!(snap.fdb.len(), 1);
+    assert_eq!(snap.neighbours.len(), 1);
+    assert!(peer(&hs[0], "node-01").unwrap().programmed);
+    for h in hs {
+        h.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn mixed_cluster_peers_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = ChannelTransport::default();
+    let dps: Vec<FakeDataplane> = (0..4).map(|_| FakeDataplane::new()).collect();
+    let mut configs = vec![
+        config(0, dir.path(), Backend::Vxlan),
+        config(1, dir.path(), Backend::HostGw),
+        config(2, dir.path(), Backend::Vxlan),
+        config(3, dir.path(), Backend::Vxlan),
+    ];
+    configs[2].vni = 7;
+    configs[3].subnet_len = 25;
+    let mut hs = Vec::new();
+    for (i, c) in configs.into_iter().enumerate() {
+        hs.push(start(&t, c, i, &dps[i]).await);
+    }
+    let reasons = |h: &AgentHandle| -> Vec<Option<String>> {
+        (1..4)
+            .map(|i| peer(h, &format!("node-{i:02}")).and_then(|p| p.reason))
+            .collect()
+    };
+    let ok = wait_until(Duration::from_secs(60), || {
+        hs[0].status().borrow().ready
+            && reasons(&hs[0])
+                .iter()
+                .all(|r| r.as_ref().is_some_and(|r| r.contains("mixed cluster")))
+    })
+    .await;
+    assert!(ok, "{:#?}", hs[0].status().borrow());
+    let r = reasons(&hs[0]);
+    assert!(r[0].as_ref().unwrap().contains("HostGw"), "{r:?}");
+    assert!(r[1].as_ref().unwrap().contains("vni 7"), "{r:?}");
+    assert!(r[2].as_ref().unwrap().contains("/24"), "{r:?}");
+    for i in 1..4 {
+        assert!(!peer(&hs[0], &format!("node-{i:02}")).unwrap().programmed);
+    }
+    assert!(
+        dps[0].snapshot().routes.is_empty(),
+        "nothing programmed for refused peers: {:?}",
+        dps[0].snapshot().routes
+    );
+    for h in hs {
+        h.shutdown().await.unwrap();
+    }
+}
