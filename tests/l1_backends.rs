@@ -129,7 +129,10 @@ async fn host_gw_programs_onlink_peers_and_follows_underlay_changes() {
     .await;
     assert!(ok, "{:#?}", hs[0].status().borrow());
     let why = peer(&hs[0], "node-02").unwrap().reason.unwrap();
-    assert!(why.contains("not on-link") && why.contains("192.0.2.3"), "{why}");
+    assert!(
+        why.contains("not on-link") && why.contains("192.0.2.3"),
+        "{why}"
+    );
     let s1 = subnet(&hs[1]).unwrap();
     let s2 = subnet(&hs[2]).unwrap();
     assert_eq!(
@@ -182,7 +185,10 @@ async fn direct_routing_moves_a_peer_between_direct_and_vxlan() {
         "on-link peer: direct route"
     );
     assert!(dps[0].snapshot().fdb.is_empty());
-    assert!(dps[0].snapshot().vxlan.is_some(), "the device stays for off-link peers");
+    assert!(
+        dps[0].snapshot().vxlan.is_some(),
+        "the device stays for off-link peers"
+    );
     assert_eq!(hs[0].status().borrow().backend, "vxlan (DirectRouting)");
 
     dps[0].set_off_link(underlay_ip(1), true);
@@ -190,7 +196,11 @@ async fn direct_routing_moves_a_peer_between_direct_and_vxlan() {
         gateways(&dps[0]) == vec![(s1, s1.network(), Some("weft.1".to_string()))]
     })
     .await;
-    assert!(ok, "off-link peer goes through VXLAN: {:?}", gateways(&dps[0]));
+    assert!(
+        ok,
+        "off-link peer goes through VXLAN: {:?}",
+        gateways(&dps[0])
+    );
     let snap = dps[0].snapshot();
     assert_eq!(snap.fdb.len(), 1);
     assert_eq!(snap.neighbours.len(), 1);

@@ -41,7 +41,8 @@ impl Testnet {
                 .collect(),
             hosts,
         };
-        net.env.push(("WEFT_BIN".into(), env!("CARGO_BIN_EXE_weft").into()));
+        net.env
+            .push(("WEFT_BIN".into(), env!("CARGO_BIN_EXE_weft").into()));
         // A leftover testnet of a crashed earlier run with the same prefix goes first.
         let _ = net.sh(&["down"]);
         net.must(&["up", &hosts.to_string()]);
@@ -212,7 +213,10 @@ impl Testnet {
     /// The advertised MTU fits exactly: a DF packet of FLANNEL_MTU bytes goes through, one byte
     /// more is refused as too big.
     fn check_mtu(&self, i: usize, j: usize) {
-        let mtu: u32 = self.subnet_env(i, "FLANNEL_MTU").parse().expect("FLANNEL_MTU");
+        let mtu: u32 = self
+            .subnet_env(i, "FLANNEL_MTU")
+            .parse()
+            .expect("FLANNEL_MTU");
         let fits = self.df_ping(i, j, mtu - 28);
         assert!(
             fits.status.success(),
@@ -242,7 +246,12 @@ impl Testnet {
             Command::new("ip")
                 .args(["netns", "exec", &ns])
                 .arg(&exe)
-                .args(["helper_tcp_end", "--exact", "--nocapture", "--test-threads=1"])
+                .args([
+                    "helper_tcp_end",
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env("L3_HELPER_ROLE", role)
                 .env("L3_HELPER_ADDR", addr)
                 .stdin(Stdio::null())
@@ -331,7 +340,10 @@ fn wait_helper(mut child: Child, what: &str) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout);
     stdout
         .lines()
-        .find_map(|l| l.split_once("L3HELPER ").map(|(_, rest)| rest.trim().to_string()))
+        .find_map(|l| {
+            l.split_once("L3HELPER ")
+                .map(|(_, rest)| rest.trim().to_string())
+        })
         .unwrap_or_else(|| {
             panic!(
                 "{what} helper failed ({}): {stdout}{}",
@@ -384,7 +396,10 @@ fn helper_tcp_end() {
                 ctx.update(&buf[..n]);
                 total += n;
             }
-            println!("\nL3HELPER sha256={} bytes={total}", hex(ctx.finish().as_ref()));
+            println!(
+                "\nL3HELPER sha256={} bytes={total}",
+                hex(ctx.finish().as_ref())
+            );
         }
         "source" => {
             let data = pattern(TRANSFER_BYTES);
@@ -435,13 +450,19 @@ fn host_gw_three_hosts() {
     for i in 1..=3 {
         let routes = net.wait_routes(i, 2);
         assert!(
-            routes.lines().all(|r| r.contains("via 172.31.250.") && !r.contains("weft.")),
+            routes
+                .lines()
+                .all(|r| r.contains("via 172.31.250.") && !r.contains("weft.")),
             "h{i}: host-gw routes go via the peers' underlay IPs:\n{routes}"
         );
     }
     let links = net.exec(&net.ns('h', 1), &["ip", "link", "show", "weft.1"]);
     assert!(!links.status.success(), "host-gw makes no VXLAN device");
-    assert_eq!(net.subnet_env(1, "FLANNEL_MTU"), "1500", "host-gw has no overhead");
+    assert_eq!(
+        net.subnet_env(1, "FLANNEL_MTU"),
+        "1500",
+        "host-gw has no overhead"
+    );
     exercise(&net);
 }
 

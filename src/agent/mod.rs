@@ -876,7 +876,9 @@ impl Worker {
         };
         for (name, subnet) in &now_programmed {
             let path = selection.paths.get(name).copied();
-            if self.programmed.get(name) != Some(subnet) || (ok && self.paths.get(name) != path.as_ref()) {
+            if self.programmed.get(name) != Some(subnet)
+                || (ok && self.paths.get(name) != path.as_ref())
+            {
                 info!(node = %self.config.node_name, peer = %name, subnet = %subnet, via = path.map(Path::as_str).unwrap_or("-"), "peer routes programmed");
             }
             self.told.remove(name);

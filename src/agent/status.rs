@@ -61,11 +61,9 @@ pub(super) fn build(w: &Worker) -> StatusReport {
                 Verdict::Usable if w.lease.claim().is_none() => {
                     "this node has no claim yet".to_string()
                 }
-                Verdict::Usable if w.skipped.contains_key(&r.member.name) => w
-                    .skipped
-                    .get(&r.member.name)
-                    .cloned()
-                    .unwrap_or_default(),
+                Verdict::Usable if w.skipped.contains_key(&r.member.name) => {
+                    w.skipped.get(&r.member.name).cloned().unwrap_or_default()
+                }
                 Verdict::Usable => match r
                     .holds
                     .and_then(|s| w.view.held().get(&s).map(|b| b.1.to_string()))

@@ -35,7 +35,9 @@ pub enum ConfigError {
         reason: String,
     },
     /// A backend weft knows but does not implement yet.
-    #[error("invalid {field} {value:?}: backend {value} is not implemented yet (vxlan and host-gw are)")]
+    #[error(
+        "invalid {field} {value:?}: backend {value} is not implemented yet (vxlan and host-gw are)"
+    )]
     NotImplemented { field: String, value: String },
     #[error("cannot read --net-conf {path:?}: {source}")]
     NetConfRead {

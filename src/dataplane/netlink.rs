@@ -1396,13 +1396,21 @@ mod tests {
             .output_interface(2)
             .build();
         let routes = vec![default.clone(), connected.clone()];
-        let on = |routes: &[RouteMessage], ip: &str| onlink_by_routes(routes, &addrs, ip.parse().unwrap());
+        let on = |routes: &[RouteMessage], ip: &str| {
+            onlink_by_routes(routes, &addrs, ip.parse().unwrap())
+        };
         assert!(on(&routes, "192.0.2.7"));
         assert!(!on(&routes, "198.51.100.3"), "via the default gateway");
         assert!(!on(&routes, "192.0.2.1"), "own address");
         // A more specific route via a router takes a peer off-link.
         let mut routed = routes.clone();
-        routed.push(route_msg(4, 254, "192.0.2.128/25", Ipv4Addr::new(192, 0, 2, 254), 2));
+        routed.push(route_msg(
+            4,
+            254,
+            "192.0.2.128/25",
+            Ipv4Addr::new(192, 0, 2, 254),
+            2,
+        ));
         assert!(!on(&routed, "192.0.2.200"));
         assert!(on(&routed, "192.0.2.100"));
         // A device route makes a peer on another subnet on-link.

@@ -216,7 +216,10 @@ mod tests {
         assert_eq!(s.paths.get("b"), Some(&Path::Direct));
         assert!(!s.paths.contains_key("c"));
         let why = s.skipped.get("c").expect("c skipped");
-        assert!(why.contains("not on-link") && why.contains("198.51.100.3"), "{why}");
+        assert!(
+            why.contains("not on-link") && why.contains("198.51.100.3"),
+            "{why}"
+        );
     }
 
     #[test]
@@ -258,7 +261,12 @@ mod tests {
         assert_eq!(s.state.vxlan, Some(device()));
         assert_eq!(s.state.fdb.len(), 2);
         assert_eq!(s.state.neighbours.len(), 2);
-        assert!(s.state.routes.iter().all(|r| r.onlink && r.device.is_some()));
+        assert!(
+            s.state
+                .routes
+                .iter()
+                .all(|r| r.onlink && r.device.is_some())
+        );
         assert_eq!(s.paths.values().filter(|p| **p == Path::Vxlan).count(), 2);
     }
 
