@@ -122,6 +122,7 @@ impl Agent {
             serve_api,
             clock_offset_ms,
         } = self;
+        let discovered = underlay.is_none() && !config.dry_run;
         let underlay = match underlay {
             Some(u) => u,
             None => default_underlay(&config).await?,
@@ -176,7 +177,7 @@ impl Agent {
             None
         };
 
-        let worker = Worker::new(
+        let mut worker = Worker::new(
             config,
             underlay,
             announce_ip,
@@ -185,6 +186,7 @@ impl Agent {
             status_tx,
             clock_offset_ms,
         );
+        worker.rediscover_underlay = discovered;
         let loop_cancel = cancel.clone();
         let join = tokio::spawn(async move {
             let result = worker.run(transport, loop_cancel.clone(), leave_rx).await;
@@ -363,6 +365,9 @@ struct Worker {
     ready_since: Option<Instant>,
     view: View,
     counts: MeshCounts,
+    /// Re-read the underlay interface (its MTU) at every periodic reconcile: true when the
+    /// agent discovered it itself rather than being handed one.
+    rediscover_underlay: bool,
 }
 
 impl Worker {
@@ -451,6 +456,7 @@ impl Worker {
             ready_since: None,
             view: View::default(),
             counts: MeshCounts::default(),
+            rediscover_underlay: false,
         };
         worker.handle_events(events);
         worker.publish_status();
@@ -750,6 +756,30 @@ impl Worker {
         state
     }
 
+    /// Re-reads the underlay interface; when its MTU changed, the overlay MTU follows (device,
+    /// bridge and subnet.env). Returns whether anything changed.
+    async fn refresh_underlay(&mut self) -> bool {
+        if !self.rediscover_underlay {
+            return false;
+        }
+        let fresh = match default_underlay(&self.config).await {
+            Ok(u) => u,
+            Err(e) => {
+                warn!(node = %self.config.node_name, error = %e, "cannot re-read the underlay interface");
+                return false;
+            }
+        };
+        if fresh.mtu == self.underlay.mtu || fresh.ip != self.underlay.ip {
+            return false;
+        }
+        info!(node = %self.config.node_name, from = self.underlay.mtu, to = fresh.mtu, "underlay MTU changed; overlay MTU follows");
+        self.underlay.mtu = fresh.mtu;
+        if let Some(active) = self.lease.active_subnet() {
+            self.write_subnet_env(active);
+        }
+        true
+    }
+
     /// Deletions wait until the view is warm, so a restart never drops routes it has not yet
     /// re-learned (and an isolated node never drops any).
     fn view_is_warm(&self) -> bool {
@@ -768,6 +798,11 @@ impl Worker {
         if !due {
             return;
         }
+        let desired = if self.refresh_underlay().await {
+            self.desired()
+        } else {
+            desired
+        };
         let allow_delete = self.view_is_warm();
         Metrics::add(&self.metrics.reconciles, 1);
         let ok = match dataplane::reconcile(self.dataplane.as_mut(), &desired, allow_delete).await {
