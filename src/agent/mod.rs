@@ -125,7 +125,24 @@ impl Agent {
         let discovered = underlay.is_none() && !config.dry_run;
         let underlay = match underlay {
             Some(u) => u,
-            None => default_underlay(&config).await?,
+            None => match default_underlay(&config).await {
+                Ok(u) => u,
+                // A dry run programs nothing: an announced address is all it needs (this is
+                // how many agents share one machine's loopback).
+                Err(e) if config.dry_run && config.public_ip.is_some() => {
+                    let ip = config
+                        .public_ip
+                        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+                    info!(node = %config.node_name, error = %e, %ip, "dry run: no usable underlay interface; assuming MTU 1500");
+                    UnderlayInfo {
+                        ifname: "dry-run".to_string(),
+                        ifindex: 0,
+                        ip,
+                        mtu: 1500,
+                    }
+                }
+                Err(e) => return Err(e),
+            },
         };
         let announce_ip = config.public_ip.unwrap_or(underlay.ip);
         crate::config::check_underlay_overlap(config.network, announce_ip)
