@@ -236,10 +236,10 @@ print()
 print("| mode | Gb/s 1 stream | ×underlay | ×vxlan | Gb/s -P 4 | ×underlay | ×vxlan "
       "| iperf3 CPU s/GB (1 stream) | ×underlay | ×vxlan | weft CPU s/GB (1 stream) "
       "| RTT ms (median) | ×underlay | ×vxlan |")
-print("|" + "---|" * 15)
+print("|" + "---|" * 14)
 for m in modes:
     if m not in fig:
-        print(f"| {m} | skipped |" + " |" * 13)
+        print(f"| {m} | skipped |" + " |" * 12)
         continue
     x = fig[m]
     print(f"| {m} | {f(x['gbps1'])} | {f(ratio(m,'gbps1','underlay'))} | {f(ratio(m,'gbps1','vxlan'))} "
@@ -257,5 +257,5 @@ for ours, hand in (("host-gw", "hand-hostgw"), ("vxlan", "hand-vxlan")):
 for m in modes:
     if os.path.exists(f"{out}/{m}.skipped"):
         print(f"- {open(f'{out}/{m}.skipped').read().strip()}")
-print(f"\nmedian of the runs; raw iperf3 JSON in {out}")
+print(f"\nmedians of the runs; iperf3 CPU = sender + receiver per iperf3 -J; weft CPU = both agents' utime+stime during the runs (gossip and reconcile included); raw iperf3 JSON in {out}")
 EOF
