@@ -43,6 +43,9 @@ environment:
   WEFT_BIN            the weft binary (default: target/release/weft, then target/debug/weft,
                       under \$CARGO_TARGET_DIR or the repository's target/)
   WEFT_ARGS           extra arguments for every \`weft run\`
+  WEFT_KEY_FILE       the cluster key every agent seals gossip with (default: one made by
+                      \`weft keygen\` at the first \`start\`, in the state directory)
+  WEFT_TESTNET_INSECURE=1  run the agents with --insecure instead of a cluster key
 EOF
 }
 
@@ -176,7 +179,12 @@ start_one() {
     mkdir -p "$dir/state"
     local args=(run --node-name "h$i" --iface veth-ul --listen "$(host_ip "$i"):$GOSSIP_PORT"
         --bridge cni0 --state-dir "$dir/state" --subnet-file "$dir/subnet.env" --api "$API"
-        --insecure --gossip-interval 200ms)
+        --gossip-interval 200ms)
+    if [[ ${WEFT_TESTNET_INSECURE:-0} == 1 ]]; then
+        args+=(--insecure)
+    else
+        args+=(--cluster-key-file "$(key_file)")
+    fi
     if ((i != 1)); then
         args+=(--seeds "$(host_ip 1):$GOSSIP_PORT")
     fi
@@ -189,6 +197,7 @@ start_one() {
         >>"$dir/weft.log" 2>&1 </dev/null &
     echo $! >"$dir/weft.pid"
     log "h$i: started weft (pid $!), log $dir/weft.log"
+    disown $! # `down` kills it; bash need not report that
 }
 
 stop_one() {
@@ -258,10 +267,28 @@ cmd_up() {
     log "testnet '$P' up: $n hosts on $NET.0/24, state in $STATE"
 }
 
+# The cluster key: $WEFT_KEY_FILE, or one generated once per testnet.
+key_file() {
+    echo "${WEFT_KEY_FILE:-$STATE/cluster.key}"
+}
+
+ensure_key() {
+    local bin=$1 file
+    [[ ${WEFT_TESTNET_INSECURE:-0} == 1 ]] && return 0
+    file=$(key_file)
+    if [[ -n ${WEFT_KEY_FILE:-} ]]; then
+        [[ -r $file ]] || die "WEFT_KEY_FILE=$file is not readable"
+    elif [[ ! -f $file ]]; then
+        "$bin" keygen --out "$file" >/dev/null || die "weft keygen --out $file failed"
+        log "cluster key generated: $file"
+    fi
+}
+
 cmd_start() {
     require_root
     local bin n i
     bin=$(weft_bin)
+    ensure_key "$bin"
     n=${1:-$(host_count)}
     ((n <= $(host_count))) || die "only $(host_count) hosts are up"
     for i in $(seq 1 "$n"); do
@@ -287,6 +314,7 @@ cmd_restart() {
     check_index "$1"
     local bin
     bin=$(weft_bin)
+    ensure_key "$bin"
     stop_one "$1" TERM
     start_one "$1" "$bin"
 }

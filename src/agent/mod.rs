@@ -123,9 +123,27 @@ impl Agent {
             serve_api,
             clock_offset_ms,
         } = self;
+        let discovered = underlay.is_none() && !config.dry_run;
         let underlay = match underlay {
             Some(u) => u,
-            None => default_underlay(&config).await?,
+            None => match default_underlay(&config).await {
+                Ok(u) => u,
+                // A dry run programs nothing: an announced address is all it needs (this is
+                // how many agents share one machine's loopback).
+                Err(e) if config.dry_run && config.public_ip.is_some() => {
+                    let ip = config
+                        .public_ip
+                        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+                    info!(node = %config.node_name, error = %e, %ip, "dry run: no usable underlay interface; assuming MTU 1500");
+                    UnderlayInfo {
+                        ifname: "dry-run".to_string(),
+                        ifindex: 0,
+                        ip,
+                        mtu: 1500,
+                    }
+                }
+                Err(e) => return Err(e),
+            },
         };
         let announce_ip = config.public_ip.unwrap_or(underlay.ip);
         crate::config::check_underlay_overlap(config.network, announce_ip)
@@ -194,6 +212,7 @@ impl Agent {
         );
         worker.keys = key_store.clone();
         worker.key_view_tx = Some(key_view_tx);
+        worker.rediscover_underlay = discovered;
         let loop_cancel = cancel.clone();
         let join = tokio::spawn(async move {
             let result = worker.run(transport, loop_cancel.clone(), leave_rx).await;
@@ -409,6 +428,9 @@ struct Worker {
     /// The keyring, whose ids are announced under `weft/keys` (`None` with `--insecure`).
     keys: Option<Arc<keys::KeyStore>>,
     key_view_tx: Option<watch::Sender<Vec<crate::api::NodeKeys>>>,
+    /// Re-read the underlay interface (its MTU) at every periodic reconcile: true when the
+    /// agent discovered it itself rather than being handed one.
+    rediscover_underlay: bool,
 }
 
 impl Worker {
@@ -499,6 +521,7 @@ impl Worker {
             counts: MeshCounts::default(),
             keys: None,
             key_view_tx: None,
+            rediscover_underlay: false,
         };
         worker.handle_events(events);
         worker.publish_status();
@@ -849,6 +872,30 @@ impl Worker {
         state
     }
 
+    /// Re-reads the underlay interface; when its MTU changed, the overlay MTU follows (device,
+    /// bridge and subnet.env). Returns whether anything changed.
+    async fn refresh_underlay(&mut self) -> bool {
+        if !self.rediscover_underlay {
+            return false;
+        }
+        let fresh = match default_underlay(&self.config).await {
+            Ok(u) => u,
+            Err(e) => {
+                warn!(node = %self.config.node_name, error = %e, "cannot re-read the underlay interface");
+                return false;
+            }
+        };
+        if fresh.mtu == self.underlay.mtu || fresh.ip != self.underlay.ip {
+            return false;
+        }
+        info!(node = %self.config.node_name, from = self.underlay.mtu, to = fresh.mtu, "underlay MTU changed; overlay MTU follows");
+        self.underlay.mtu = fresh.mtu;
+        if let Some(active) = self.lease.active_subnet() {
+            self.write_subnet_env(active);
+        }
+        true
+    }
+
     /// Deletions wait until the view is warm, so a restart never drops routes it has not yet
     /// re-learned (and an isolated node never drops any).
     fn view_is_warm(&self) -> bool {
@@ -867,6 +914,11 @@ impl Worker {
         if !due {
             return;
         }
+        let desired = if self.refresh_underlay().await {
+            self.desired()
+        } else {
+            desired
+        };
         let allow_delete = self.view_is_warm();
         Metrics::add(&self.metrics.reconciles, 1);
         let ok = match dataplane::reconcile(self.dataplane.as_mut(), &desired, allow_delete).await {
