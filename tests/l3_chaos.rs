@@ -120,7 +120,10 @@ fn partition_heals_without_double_owners() {
     // Each side keeps working: pings inside each side, routes to the other side kept.
     assert_eq!(net.ping(1, 2, 3, "0.2").received, 3);
     assert_eq!(net.ping(3, 4, 3, "0.2").received, 3);
-    assert!(has_route(&net, 1, &subnets[2]), "h1 dropped h3's route in the partition");
+    assert!(
+        has_route(&net, 1, &subnets[2]),
+        "h1 dropped h3's route in the partition"
+    );
 
     net.ok(&["heal"]);
     let healed = net.wait_for(Duration::from_secs(30), || {
@@ -177,7 +180,10 @@ fn kill_wipe_skew_and_leave() {
             .all(|i| view(&net, *i).get("h3").is_some_and(|n| n.0 == "dead"))
     });
     assert!(dead.is_some(), "h3 not marked dead within 15 s");
-    assert!(has_route(&net, 1, &s3) && has_route(&net, 2, &s3), "dead h3's routes dropped");
+    assert!(
+        has_route(&net, 1, &s3) && has_route(&net, 2, &s3),
+        "dead h3's routes dropped"
+    );
     // Restart keeps the subnet.
     net.ok(&["start", "3"]);
     wait_ready(&net, &[3], Duration::from_secs(40));
@@ -189,7 +195,11 @@ fn kill_wipe_skew_and_leave() {
     let _ = std::fs::remove_file(net.host_dir(3).join("subnet.env"));
     net.ok(&["start", "3"]);
     wait_ready(&net, &[3], Duration::from_secs(40));
-    assert_eq!(own_subnet(&net, 3).as_deref(), Some(s3.as_str()), "wiped state");
+    assert_eq!(
+        own_subnet(&net, 3).as_deref(),
+        Some(s3.as_str()),
+        "wiped state"
+    );
 
     // A node whose clock is 30 s ahead cannot take a settled subnet.
     std::fs::write(
@@ -202,9 +212,15 @@ fn kill_wipe_skew_and_leave() {
     assert_eq!(own_subnet(&net, 1).as_deref(), Some(s1.as_str()));
     assert!(ready(&net, 1), "h1 lost readiness to a skewed claimant");
     let m1 = metrics(&net, 1);
-    assert_eq!(metric(&m1, "weft_claims_lost_total{was_active=\"true\"}"), 0);
+    assert_eq!(
+        metric(&m1, "weft_claims_lost_total{was_active=\"true\"}"),
+        0
+    );
     let s4 = own_subnet(&net, 4);
-    assert!(!ready(&net, 4) || s4.as_deref() != Some(s1.as_str()), "h4 took {s1}");
+    assert!(
+        !ready(&net, 4) || s4.as_deref() != Some(s1.as_str()),
+        "h4 took {s1}"
+    );
     let h2_routes = net.weft_routes(2);
     assert!(
         h2_routes
@@ -326,7 +342,13 @@ impl Drop for Rogue {
     }
 }
 
-fn rogue(net: &Testnet, dir: &std::path::Path, name: &str, subnet: &str, key: Option<&str>) -> Rogue {
+fn rogue(
+    net: &Testnet,
+    dir: &std::path::Path,
+    name: &str,
+    subnet: &str,
+    key: Option<&str>,
+) -> Rogue {
     let mut args = vec![
         "netns".to_string(),
         "exec".into(),
@@ -367,7 +389,10 @@ fn rogue(net: &Testnet, dir: &std::path::Path, name: &str, subnet: &str, key: Op
 }
 
 fn drops(text: &str, reason: &str) -> u64 {
-    metric(text, &format!("weft_gossip_dropped_total{{reason=\"{reason}\"}}"))
+    metric(
+        text,
+        &format!("weft_gossip_dropped_total{{reason=\"{reason}\"}}"),
+    )
 }
 
 #[test]
@@ -416,7 +441,11 @@ fn keyless_attacker_changes_nothing_and_keys_rotate_live() {
 
     // 2. Replay: datagrams captured on their way to h2, re-sent to h2.
     let captured = capture_gossip(&net, 2, 20);
-    assert!(captured.len() >= 5, "captured only {} gossip datagrams", captured.len());
+    assert!(
+        captured.len() >= 5,
+        "captured only {} gossip datagrams",
+        captured.len()
+    );
     std::thread::sleep(Duration::from_millis(500));
     attacker_send(
         &net,
@@ -441,14 +470,24 @@ fn keyless_attacker_changes_nothing_and_keys_rotate_live() {
         std::thread::sleep(Duration::from_secs(4));
     }
     {
-        let _wrong_key = rogue(&net, dir.path(), "h9", &s2, Some(&wrong.display().to_string()));
+        let _wrong_key = rogue(
+            &net,
+            dir.path(),
+            "h9",
+            &s2,
+            Some(&wrong.display().to_string()),
+        );
         std::thread::sleep(Duration::from_secs(4));
     }
 
     // Nothing changed anywhere: same nodes, subnets, liveness and routes.
     for i in 1..=3 {
         assert_eq!(view(&net, i), before[i - 1], "h{i}'s view changed");
-        assert_eq!(net.weft_routes(i), routes_before[i - 1], "h{i}'s routes changed");
+        assert_eq!(
+            net.weft_routes(i),
+            routes_before[i - 1],
+            "h{i}'s routes changed"
+        );
         assert!(ready(&net, i));
     }
     let m_after: Vec<_> = (1..=3).map(|i| metrics(&net, i)).collect();
@@ -459,7 +498,10 @@ fn keyless_attacker_changes_nothing_and_keys_rotate_live() {
             i + 1
         );
     }
-    assert!(drops(&m_after[1], "replay") > drops(&m_before[1], "replay"), "h2: no replay drops");
+    assert!(
+        drops(&m_after[1], "replay") > drops(&m_before[1], "replay"),
+        "h2: no replay drops"
+    );
     let plaintext: u64 = m_after.iter().map(|m| drops(m, "plaintext")).sum();
     let unknown: u64 = m_after.iter().map(|m| drops(m, "unknown_key")).sum();
     assert!(plaintext > 0, "keyless agent's datagrams not counted");
@@ -492,7 +534,10 @@ fn keyless_attacker_changes_nothing_and_keys_rotate_live() {
     }
     // h3 lacks K2: switching to it must be refused, naming h3.
     let (ok, text) = weft(&net, 1, &["keys", "use", &k2_id, "--api", API]);
-    assert!(!ok && text.contains("h3"), "use before h3 has the key: {text}");
+    assert!(
+        !ok && text.contains("h3"),
+        "use before h3 has the key: {text}"
+    );
     let (ok, text) = weft(&net, 3, &["keys", "install", &k2_path, "--api", API]);
     assert!(ok, "install on h3: {text}");
     let all_hold = net.wait_for(Duration::from_secs(10), || {
@@ -518,7 +563,9 @@ fn keyless_attacker_changes_nothing_and_keys_rotate_live() {
     assert_eq!(net.ping(1, 3, 3, "0.2").received, 3);
     let switched = net.wait_for(Duration::from_secs(10), || {
         let (_, text) = weft(&net, 2, &["keys", "list", "--api", API]);
-        text.contains(&format!("key {k2_id}: installed on 3/3 live nodes, primary on 3"))
+        text.contains(&format!(
+            "key {k2_id}: installed on 3/3 live nodes, primary on 3"
+        ))
     });
     assert!(switched.is_some(), "not every node seals with {k2_id}");
     for i in 1..=3 {
@@ -528,8 +575,15 @@ fn keyless_attacker_changes_nothing_and_keys_rotate_live() {
     // The change persisted: h2 restarts with only K2 in its file and rejoins.
     let file = std::fs::read_to_string(net.host_dir(2).join("cluster.key")).unwrap();
     let k2_text = std::fs::read_to_string(&k2).unwrap();
-    assert!(file.contains(&format!("primary {}", k2_text.trim())), "{file}");
-    assert_eq!(file.lines().filter(|l| !l.starts_with('#')).count(), 1, "{file}");
+    assert!(
+        file.contains(&format!("primary {}", k2_text.trim())),
+        "{file}"
+    );
+    assert_eq!(
+        file.lines().filter(|l| !l.starts_with('#')).count(),
+        1,
+        "{file}"
+    );
     net.ok(&["restart", "2"]);
     wait_ready(&net, &[1, 2, 3], Duration::from_secs(40));
     for (i, j) in [(1, 2), (2, 3), (3, 1)] {

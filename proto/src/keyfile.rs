@@ -102,8 +102,8 @@ impl KeyringFile {
                 Some(rest) if rest.starts_with(char::is_whitespace) => (true, rest.trim()),
                 _ => (false, trimmed),
             };
-            let key =
-                envelope::decode_key(key_text).map_err(|error| KeyFileError::Key { line, error })?;
+            let key = envelope::decode_key(key_text)
+                .map_err(|error| KeyFileError::Key { line, error })?;
             if envelope::key_id(&key) == envelope::INSECURE_KEY_ID {
                 return Err(KeyFileError::Key {
                     line,
@@ -263,7 +263,8 @@ impl KeyIds {
             return Err(KeyFileError::Announcement);
         }
         let mut parts = s.split(':');
-        let (Some("1"), Some(primary), Some(installed)) = (parts.next(), parts.next(), parts.next())
+        let (Some("1"), Some(primary), Some(installed)) =
+            (parts.next(), parts.next(), parts.next())
         else {
             return Err(KeyFileError::Announcement);
         };
@@ -368,7 +369,10 @@ mod tests {
         assert_eq!(f.install(B), Ok(b));
         assert_eq!(f.install(B), Ok(b));
         assert_eq!(f.remove(a), Err(KeyError::IsPrimary(a)));
-        assert_eq!(f.set_primary(0xdead_beef), Err(KeyError::Unknown(0xdead_beef)));
+        assert_eq!(
+            f.set_primary(0xdead_beef),
+            Err(KeyError::Unknown(0xdead_beef))
+        );
         f.set_primary(b).unwrap();
         f.remove(a).unwrap();
         assert_eq!(f.ids(), vec![b]);
@@ -400,8 +404,20 @@ mod tests {
                 installed: vec![]
             })
         );
-        for bad in ["", "1", "1:", "2:a1b2c3d4:", "1:a1b2c3d:", "1:a1b2c3d4:x", "1:+1b2c3d4:"] {
-            assert_eq!(KeyIds::decode(bad), Err(KeyFileError::Announcement), "{bad}");
+        for bad in [
+            "",
+            "1",
+            "1:",
+            "2:a1b2c3d4:",
+            "1:a1b2c3d:",
+            "1:a1b2c3d4:x",
+            "1:+1b2c3d4:",
+        ] {
+            assert_eq!(
+                KeyIds::decode(bad),
+                Err(KeyFileError::Announcement),
+                "{bad}"
+            );
         }
         let many = format!("1:00000001:{}", vec!["00000001"; MAX_KEYS + 1].join(","));
         assert_eq!(KeyIds::decode(&many), Err(KeyFileError::Announcement));

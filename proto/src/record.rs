@@ -126,7 +126,9 @@ pub fn bad_underlay_ip(ip: IpAddr) -> Option<&'static str> {
         IpAddr::V6(ip) if ip.is_unspecified() => Some("unspecified address"),
         IpAddr::V6(ip) if ip.is_multicast() => Some("multicast address"),
         IpAddr::V6(ip) if ip.is_loopback() => Some("loopback address"),
-        IpAddr::V6(ip) => ip.to_ipv4_mapped().and_then(|v4| bad_underlay_ip(IpAddr::V4(v4))),
+        IpAddr::V6(ip) => ip
+            .to_ipv4_mapped()
+            .and_then(|v4| bad_underlay_ip(IpAddr::V4(v4))),
         IpAddr::V4(_) => None,
     }
 }

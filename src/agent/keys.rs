@@ -10,9 +10,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use weft_proto::Sealing;
 use weft_proto::envelope::{self, KEY_LEN, Keyring};
 use weft_proto::keyfile::{KeyIds, KeyringFile, MAX_KEYRING_FILE_LEN, MAX_KEYS, format_id};
-use weft_proto::Sealing;
 
 /// Name of the file in a keyring directory that holds the primary key's id.
 pub const PRIMARY_FILE: &str = "primary";
@@ -277,10 +277,7 @@ impl KeyStore {
 }
 
 /// Reloads the keyring, logging and counting the outcome (SIGHUP, `weft keys reload`).
-pub fn reload_logged(
-    store: &KeyStore,
-    metrics: &super::Metrics,
-) -> Result<bool, KeyStoreError> {
+pub fn reload_logged(store: &KeyStore, metrics: &super::Metrics) -> Result<bool, KeyStoreError> {
     match store.reload() {
         Ok(changed) => {
             super::Metrics::add(&metrics.key_reloads, 1);

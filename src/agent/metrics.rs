@@ -199,7 +199,10 @@ impl Metrics {
         }
         let _ = writeln!(out, "# TYPE weft_records_rejected_total counter");
         for (reason, n) in self.records_rejected.snapshot() {
-            let _ = writeln!(out, "weft_records_rejected_total{{reason=\"{reason}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "weft_records_rejected_total{{reason=\"{reason}\"}} {n}"
+            );
         }
         let _ = writeln!(out, "# TYPE weft_key_reloads_total counter");
         let _ = writeln!(

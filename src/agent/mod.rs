@@ -319,12 +319,16 @@ pub async fn run_agent(
                         Some(store) => {
                             let _ = keys::reload_logged(store, &metrics);
                         }
-                        None => info!("SIGHUP: gossip is not sealed (--insecure), no keyring to reload"),
+                        None => {
+                            info!("SIGHUP: gossip is not sealed (--insecure), no keyring to reload")
+                        }
                     }
                 }
             });
         }
-        Err(e) => warn!(error = %e, "cannot handle SIGHUP; keyring reloads need `weft keys reload`"),
+        Err(e) => {
+            warn!(error = %e, "cannot handle SIGHUP; keyring reloads need `weft keys reload`")
+        }
     }
     let cancel = handle.cancel.clone();
     tokio::spawn(async move {

@@ -190,7 +190,10 @@ pub(super) async fn use_key(State(s): State<ApiState>, body: axum::body::Bytes) 
     match store.use_key(id) {
         Ok(()) => {
             tracing::info!(key = %hex, op = "keys", "primary cluster key switched");
-            answer(StatusCode::OK, format!("key {hex} is primary: it seals gossip now"))
+            answer(
+                StatusCode::OK,
+                format!("key {hex} is primary: it seals gossip now"),
+            )
         }
         Err(e) => store_error(e),
     }

@@ -159,7 +159,9 @@ fn clean(s: &str) -> String {
 pub fn render(report: &KeysReport) -> String {
     let mut out = String::new();
     if report.insecure {
-        out.push_str("warning: gossip is not authenticated nor encrypted (--insecure): no keyring\n");
+        out.push_str(
+            "warning: gossip is not authenticated nor encrypted (--insecure): no keyring\n",
+        );
     } else {
         let _ = writeln!(
             out,
@@ -209,11 +211,18 @@ pub fn render(report: &KeysReport) -> String {
                     clean(&n.name)
                 },
                 if n.alive { "alive" } else { "dead" }.to_string(),
-                n.primary.as_deref().map(clean).unwrap_or_else(|| "-".into()),
+                n.primary
+                    .as_deref()
+                    .map(clean)
+                    .unwrap_or_else(|| "-".into()),
                 if n.keys.is_empty() {
                     "-".to_string()
                 } else {
-                    n.keys.iter().map(|k| clean(k)).collect::<Vec<_>>().join(",")
+                    n.keys
+                        .iter()
+                        .map(|k| clean(k))
+                        .collect::<Vec<_>>()
+                        .join(",")
                 },
             ]
         })
@@ -268,18 +277,38 @@ mod tests {
         };
         let text = render(&report);
         assert!(
-            text.starts_with("keyring /etc/weft/keys: primary aaaaaaaa, installed aaaaaaaa, bbbbbbbb\n"),
+            text.starts_with(
+                "keyring /etc/weft/keys: primary aaaaaaaa, installed aaaaaaaa, bbbbbbbb\n"
+            ),
             "{text}"
         );
-        assert!(text.contains("key aaaaaaaa: installed on 2/2 live nodes, primary on 2\n"), "{text}");
-        assert!(text.contains("key bbbbbbbb: installed on 1/2 live nodes, primary on 0\n"), "{text}");
-        assert!(!text.contains("key cccccccc"), "dead nodes do not count: {text}");
-        assert!(text.contains("h1 (self)  alive     aaaaaaaa  aaaaaaaa,bbbbbbbb\n"), "{text}");
-        assert!(text.contains("h3         dead      cccccccc  cccccccc\n"), "{text}");
+        assert!(
+            text.contains("key aaaaaaaa: installed on 2/2 live nodes, primary on 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("key bbbbbbbb: installed on 1/2 live nodes, primary on 0\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("key cccccccc"),
+            "dead nodes do not count: {text}"
+        );
+        assert!(
+            text.contains("h1 (self)  alive     aaaaaaaa  aaaaaaaa,bbbbbbbb\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("h3         dead      cccccccc  cccccccc\n"),
+            "{text}"
+        );
         let insecure = render(&KeysReport {
             insecure: true,
             ..KeysReport::default()
         });
-        assert!(insecure.starts_with("warning: gossip is not authenticated"), "{insecure}");
+        assert!(
+            insecure.starts_with("warning: gossip is not authenticated"),
+            "{insecure}"
+        );
     }
 }

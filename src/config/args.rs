@@ -141,7 +141,13 @@ pub struct RunArgs {
     pub dry_run: bool,
 
     /// Shift this agent's clock by this many milliseconds (tests of clock skew only)
-    #[arg(long, env = "WEFT_CLOCK_OFFSET_MS", value_name = "MS", hide = true, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        env = "WEFT_CLOCK_OFFSET_MS",
+        value_name = "MS",
+        hide = true,
+        allow_negative_numbers = true
+    )]
     pub clock_offset_ms: Option<i64>,
 
     /// Validate the configuration, print it, and exit
