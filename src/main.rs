@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(*args),
         Command::Status(args) => client(weft::cli::status(&args)),
         Command::Leave(args) => client(weft::cli::leave(&args)),
+        Command::Keys(cmd) => client(weft::cli::keys::run(&cmd)),
         Command::Keygen(args) => match weft::cli::keygen(&args) {
             Ok(text) => {
                 print!("{text}");
@@ -43,6 +44,7 @@ fn run(args: RunArgs) -> ExitCode {
         .unwrap_or(LogFormat::Text);
     init_tracing(format);
     let check_only = args.check_config;
+    let clock_offset_ms = args.clock_offset_ms.unwrap_or(0);
     let config = match Config::from_run_args(args) {
         Ok(config) => config,
         Err(e) => {
@@ -58,7 +60,7 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&e),
     };
-    match runtime.block_on(run_agent(config)) {
+    match runtime.block_on(run_agent(config, clock_offset_ms)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if matches!(e.downcast_ref(), Some(weft::agent::AgentError::Config(_))) => {
             eprintln!("weft: {e}");
@@ -68,10 +70,14 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-/// Runs the agent until SIGINT or SIGTERM.
-async fn run_agent(config: Config) -> Result<(), Box<dyn Error + Send + Sync>> {
+/// Runs the agent until SIGINT or SIGTERM; SIGHUP reloads the keyring.
+async fn run_agent(
+    config: Config,
+    clock_offset_ms: i64,
+) -> Result<(), Box<dyn Error + Send + Sync>> {
     let shutdown = shutdown_signal()?;
-    weft::agent::run(config, shutdown).await?;
+    let agent = weft::agent::Agent::new(config).clock_offset_ms(clock_offset_ms);
+    weft::agent::run_agent(agent, shutdown).await?;
     Ok(())
 }
 

@@ -36,6 +36,9 @@ usage: $0 COMMAND [ARGS]
   ping I J [COUNT]    ping container J from container I (across the overlay)
   uping I J [COUNT]   ping host J's underlay address from host I
   demo [--down-after] up 3, start, measure route convergence, wire, status, ping
+  partition A,B C,D   cut the underlay between two groups of hosts (blackhole routes)
+  heal                undo every partition
+  attacker            add namespace P-a on the underlay (172.31.250.250), no key, for tests
   down                kill every process in the testnet, delete its namespaces and state
 
 environment:
@@ -87,7 +90,7 @@ ns_exists() { [[ -e /run/netns/$1 ]]; }
 
 # Every namespace of this testnet, by exact pattern (never another prefix's).
 our_namespaces() {
-    ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$P-(ul|h[0-9]+|c[0-9]+)\$" || true
+    ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$P-(ul|a|h[0-9]+|c[0-9]+)\$" || true
 }
 
 host_count() {
@@ -198,13 +201,23 @@ start_one() {
     if [[ ${WEFT_TESTNET_INSECURE:-0} == 1 ]]; then
         args+=(--insecure)
     else
-        args+=(--cluster-key-file "$(key_file)")
+        # A host's own keyring ($dir/cluster.key, e.g. for key rotation) wins over the shared key.
+        if [[ -e $dir/cluster.key ]]; then
+            args+=(--cluster-key-file "$dir/cluster.key")
+        else
+            args+=(--cluster-key-file "$(key_file)")
+        fi
     fi
     if ((i != 1)); then
         args+=(--seeds "$(host_ip 1):$GOSSIP_PORT")
     fi
-    local extra=()
+    local extra=() host_extra=()
     read -r -a extra <<<"${WEFT_ARGS:-}"
+    # Per-host extra arguments: $dir/extra-args (one line), e.g. --clock-offset-ms 30000.
+    if [[ -f $dir/extra-args ]]; then
+        read -r -a host_extra <"$dir/extra-args"
+        extra+=("${host_extra[@]}")
+    fi
     echo "=== $(date -Is) start: $bin ${args[*]} ${extra[*]}" >>"$dir/weft.log"
     # setsid: the agent outlives this script and its terminal; `ip netns exec` execs, so $! is
     # the agent's pid.
@@ -451,6 +464,54 @@ cmd_uping() {
     ip netns exec "$(host_ns "$1")" ping -n -c "${3:-3}" -i 0.2 -W 2 "$(host_ip "$2")"
 }
 
+# Host indices of a comma-separated group, checked.
+group() {
+    local i
+    [[ $1 =~ ^[0-9]+(,[0-9]+)*$ ]] || die "a group is a comma-separated list of host indices, not '$1'"
+    for i in ${1//,/ }; do
+        check_index "$i"
+        echo "$i"
+    done
+}
+
+cmd_partition() {
+    require_root
+    [[ -n ${1:-} && -n ${2:-} ]] || die "usage: $0 partition A,B C,D"
+    local a b
+    for a in $(group "$1"); do
+        for b in $(group "$2"); do
+            ((a != b)) || die "host $a is in both groups"
+            ip -n "$(host_ns "$a")" route replace blackhole "$(host_ip "$b")/32"
+            ip -n "$(host_ns "$b")" route replace blackhole "$(host_ip "$a")/32"
+        done
+    done
+    log "partitioned: {$1} | {$2}"
+}
+
+cmd_heal() {
+    require_root
+    local i route
+    for i in $(targets); do
+        for route in $(ip -n "$(host_ns "$i")" route show type blackhole 2>/dev/null | awk '{print $2}'); do
+            ip -n "$(host_ns "$i")" route del blackhole "$route" 2>/dev/null || true
+        done
+    done
+    log "healed: no partition"
+}
+
+cmd_attacker() {
+    require_root
+    local a="$P-a"
+    ns_exists "$a" && die "attacker namespace $a exists already"
+    ip netns add "$a"
+    ip -n "$a" link set lo up
+    ip -n "$a" link add veth-ul type veth peer name a0 netns "$UL"
+    ip -n "$UL" link set a0 master br0 up
+    ip -n "$a" addr add "$NET.250/24" dev veth-ul
+    ip -n "$a" link set veth-ul up
+    log "attacker namespace $a at $NET.250 on the underlay"
+}
+
 cmd_down() {
     local ns pid pids pidfile _
     # Agents started by `start` (also those whose namespace is already gone).
@@ -564,6 +625,9 @@ main() {
     ping) cmd_ping "$@" ;;
     uping) cmd_uping "$@" ;;
     demo) cmd_demo "$@" ;;
+    partition) cmd_partition "$@" ;;
+    heal) cmd_heal "$@" ;;
+    attacker) cmd_attacker "$@" ;;
     down) cmd_down "$@" ;;
     -h | --help | help) usage ;;
     *)

@@ -4,6 +4,7 @@
 //! length it read. The formats are specified in `proto/README.md`, with test vectors.
 
 pub mod envelope;
+pub mod keyfile;
 pub mod record;
 pub mod state;
 

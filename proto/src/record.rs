@@ -86,6 +86,51 @@ pub enum RecordError {
     Body(#[source] postcard::Error),
     #[error("invalid record: {0}")]
     Invalid(&'static str),
+    /// A field of a decoded record fails validation; `field` is also the metric label.
+    #[error("invalid record {field}: {why}")]
+    Field {
+        field: &'static str,
+        why: &'static str,
+    },
+}
+
+impl RecordError {
+    /// A short label for counting rejections (`weft_records_rejected_total{reason}`): `malformed`,
+    /// `too_long`, `version`, or the name of the field that failed validation.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RecordError::Base64 | RecordError::Truncated | RecordError::Body(_) => "malformed",
+            RecordError::TooLong(_) => "too_long",
+            RecordError::UnsupportedVersion(_) => "version",
+            RecordError::Invalid(_) => "invalid",
+            RecordError::Field { field, .. } => field,
+        }
+    }
+}
+
+/// Largest VXLAN network identifier (24 bits).
+pub const MAX_VNI: u32 = 0x00ff_ffff;
+
+fn field(field: &'static str, why: &'static str) -> RecordError {
+    RecordError::Field { field, why }
+}
+
+/// Why `ip` cannot be a peer's underlay address (unspecified, multicast, broadcast, loopback),
+/// if it cannot.
+pub fn bad_underlay_ip(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(ip) if ip.is_unspecified() => Some("unspecified address"),
+        IpAddr::V4(ip) if ip.is_multicast() => Some("multicast address"),
+        IpAddr::V4(ip) if ip.is_broadcast() => Some("broadcast address"),
+        IpAddr::V4(ip) if ip.is_loopback() => Some("loopback address"),
+        IpAddr::V6(ip) if ip.is_unspecified() => Some("unspecified address"),
+        IpAddr::V6(ip) if ip.is_multicast() => Some("multicast address"),
+        IpAddr::V6(ip) if ip.is_loopback() => Some("loopback address"),
+        IpAddr::V6(ip) => ip
+            .to_ipv4_mapped()
+            .and_then(|v4| bad_underlay_ip(IpAddr::V4(v4))),
+        IpAddr::V4(_) => None,
+    }
 }
 
 impl Ipv4Cidr {
@@ -192,40 +237,55 @@ impl NodeRecord {
         Ok(record)
     }
 
-    /// Checks that need no context (no peer view, no configuration).
+    /// Checks that need no context (no peer view, no configuration). Errors are
+    /// [`RecordError::Field`], naming the field.
     pub fn validate(&self) -> Result<(), RecordError> {
         if !is_valid_node_name(&self.node_name) {
-            return Err(RecordError::Invalid(
-                "node name must be 1..=253 bytes of [A-Za-z0-9._-]",
+            return Err(field(
+                "node_name",
+                "must be 1..=253 bytes of [A-Za-z0-9._-]",
             ));
         }
-        match self.underlay_ip {
-            IpAddr::V4(ip) if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() => {
-                return Err(RecordError::Invalid(
-                    "underlay IP is unspecified, multicast or broadcast",
-                ));
-            }
-            IpAddr::V6(ip) if ip.is_unspecified() || ip.is_multicast() => {
-                return Err(RecordError::Invalid(
-                    "underlay IP is unspecified or multicast",
-                ));
-            }
-            _ => {}
+        if let Some(why) = bad_underlay_ip(self.underlay_ip) {
+            return Err(field("underlay_ip", why));
         }
-        self.network.validate()?;
+        if self.network.len > 32 {
+            return Err(field("network", "prefix length over 32"));
+        }
+        if self.network.validate().is_err() {
+            return Err(field("network", "prefix address has host bits set"));
+        }
         if let Some(subnet) = &self.subnet {
-            subnet.validate()?;
+            if subnet.len > 32 {
+                return Err(field("subnet", "prefix length over 32"));
+            }
+            if subnet.validate().is_err() {
+                return Err(field("subnet", "not aligned: host bits set"));
+            }
             if !self.network.contains(subnet) {
-                return Err(RecordError::Invalid("subnet is not inside the network"));
+                return Err(field("subnet", "not inside the network"));
             }
         }
         if self.backend == Backend::Vxlan {
             if self.vtep_mac[0] & 1 != 0 {
-                return Err(RecordError::Invalid("VTEP MAC is not unicast"));
+                return Err(field("vtep_mac", "not unicast"));
             }
             if self.vtep_mac == [0; 6] {
-                return Err(RecordError::Invalid("VTEP MAC is all zero"));
+                return Err(field("vtep_mac", "all zero"));
             }
+            if self.vni > MAX_VNI {
+                return Err(field("vni", "over 24 bits"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks against this node's clock: a claim time more than `max_skew_ms` ahead of `now_ms`
+    /// is refused (it would win every contest until the clocks caught up).
+    pub fn validate_at(&self, now_ms: u64, max_skew_ms: u64) -> Result<(), RecordError> {
+        self.validate()?;
+        if self.subnet.is_some() && self.claim_time_ms > now_ms.saturating_add(max_skew_ms) {
+            return Err(field("claim_time", "too far in the future"));
         }
         Ok(())
     }
@@ -328,6 +388,13 @@ pub(crate) mod tests {
         assert!(check(&|r| r.underlay_ip = "::".parse().unwrap()).is_err());
         assert!(check(&|r| r.underlay_ip = "ff02::1".parse().unwrap()).is_err());
         assert!(check(&|r| r.underlay_ip = "fd00::1".parse().unwrap()).is_ok());
+        assert!(check(&|r| r.underlay_ip = "127.0.0.1".parse().unwrap()).is_err());
+        assert!(check(&|r| r.underlay_ip = "127.3.2.1".parse().unwrap()).is_err());
+        assert!(check(&|r| r.underlay_ip = "::1".parse().unwrap()).is_err());
+        assert!(check(&|r| r.underlay_ip = "::ffff:127.0.0.1".parse().unwrap()).is_err());
+        assert!(check(&|r| r.underlay_ip = "::ffff:10.0.0.1".parse().unwrap()).is_ok());
+        assert!(check(&|r| r.vni = MAX_VNI + 1).is_err());
+        assert!(check(&|r| r.vni = MAX_VNI).is_ok());
         assert!(check(&|r| r.network.len = 33).is_err());
         assert!(check(&|r| r.network.len = 8).is_err()); // 10.244.0.0/8 has host bits
         assert!(check(&|r| r.subnet = None).is_ok());
@@ -350,6 +417,52 @@ pub(crate) mod tests {
             })
             .is_ok()
         );
+    }
+
+    #[test]
+    fn rejection_reasons_name_the_field() {
+        let reason = |f: &dyn Fn(&mut NodeRecord)| {
+            let mut r = sample();
+            f(&mut r);
+            r.validate_at(1_700_000_000_000, 60_000)
+                .err()
+                .map(|e| e.reason())
+        };
+        assert_eq!(reason(&|_| {}), None);
+        assert_eq!(reason(&|r| r.node_name.clear()), Some("node_name"));
+        assert_eq!(
+            reason(&|r| r.underlay_ip = "127.0.0.1".parse().unwrap()),
+            Some("underlay_ip")
+        );
+        assert_eq!(reason(&|r| r.network.len = 40), Some("network"));
+        assert_eq!(
+            reason(&|r| r.subnet = Some(Ipv4Cidr {
+                addr: Ipv4Addr::new(10, 244, 3, 7),
+                len: 24
+            })),
+            Some("subnet")
+        );
+        assert_eq!(
+            reason(&|r| r.subnet = Some("192.168.0.0/24".parse().unwrap())),
+            Some("subnet")
+        );
+        assert_eq!(reason(&|r| r.vtep_mac = [0xff; 6]), Some("vtep_mac"));
+        assert_eq!(
+            reason(&|r| r.claim_time_ms = 1_700_000_060_001),
+            Some("claim_time")
+        );
+        assert_eq!(reason(&|r| r.claim_time_ms = 1_700_000_060_000), None);
+        // Without a subnet the claim time means nothing.
+        assert_eq!(
+            reason(&|r| {
+                r.subnet = None;
+                r.claim_time_ms = u64::MAX;
+            }),
+            None
+        );
+        assert_eq!(RecordError::UnsupportedVersion(2).reason(), "version");
+        assert_eq!(RecordError::Base64.reason(), "malformed");
+        assert_eq!(RecordError::TooLong(3000).reason(), "too_long");
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::cluster::RecordRejects;
 use crate::cluster::transport::GossipCounters;
 
 /// Monotonic counters and gauges, shared between the agent loop and the API.
@@ -25,6 +26,11 @@ pub struct Metrics {
     pub ready: AtomicU64,
     /// Milliseconds from start to ready (0 until ready).
     pub time_to_ready_ms: AtomicU64,
+    /// Peer records rejected before use, by reason.
+    pub records_rejected: Arc<RecordRejects>,
+    /// Keyring reloads (SIGHUP, `weft keys reload`) that succeeded and failed.
+    pub key_reloads: AtomicU64,
+    pub key_reload_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -191,6 +197,24 @@ impl Metrics {
             }
             let _ = writeln!(out, "{name}{labels} {value}");
         }
+        let _ = writeln!(out, "# TYPE weft_records_rejected_total counter");
+        for (reason, n) in self.records_rejected.snapshot() {
+            let _ = writeln!(
+                out,
+                "weft_records_rejected_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        let _ = writeln!(out, "# TYPE weft_key_reloads_total counter");
+        let _ = writeln!(
+            out,
+            "weft_key_reloads_total{{result=\"ok\"}} {}",
+            g(&self.key_reloads)
+        );
+        let _ = writeln!(
+            out,
+            "weft_key_reloads_total{{result=\"error\"}} {}",
+            g(&self.key_reload_failures)
+        );
         for (name, labels, value) in extra {
             let _ = writeln!(out, "{name}{labels} {value}");
         }

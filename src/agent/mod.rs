@@ -4,6 +4,7 @@
 //! API; [`run`] is what `weft run` calls.
 
 pub mod files;
+pub mod keys;
 pub mod metrics;
 mod status;
 
@@ -22,7 +23,7 @@ use tracing::{debug, error, info, warn};
 use weft_proto::{Backend, ClaimState, NodeRecord, PersistedState};
 
 use crate::api::StatusReport;
-use crate::cluster::transport::{GossipCounters, Keyring, SealedTransport, Sealing};
+use crate::cluster::transport::{GossipCounters, SealedTransport, Sealing};
 use crate::cluster::{Cluster, ClusterConfig, ClusterError, MeshCounts};
 use crate::config::Config;
 use crate::dataplane::routing::{self, Onlink, Path, Selection};
@@ -153,7 +154,10 @@ impl Agent {
             ))
             .map_err(|e| AgentError::Config(e.to_string()))?;
         let gossip = GossipCounters::new();
-        let sealing = load_sealing(&config)?;
+        let key_store = load_key_store(&config)?;
+        let sealing = key_store
+            .as_ref()
+            .map_or(Sealing::Insecure, |store| store.sealing());
         let dataplane = match dataplane {
             Some(d) => d,
             None if config.dry_run => {
@@ -173,6 +177,7 @@ impl Agent {
         let cancel = CancellationToken::new();
         let (status_tx, status_rx) = watch::channel(StatusReport::default());
         let (leave_tx, leave_rx) = mpsc::channel(4);
+        let (key_view_tx, key_view_rx) = watch::channel(Vec::new());
 
         let api_task = if serve_api {
             let listener = tokio::net::TcpListener::bind(config.api)
@@ -185,6 +190,8 @@ impl Agent {
                 status: status_rx.clone(),
                 metrics: metrics.clone(),
                 leave: leave_tx.clone(),
+                keys: key_store.clone(),
+                key_view: key_view_rx,
             };
             Some(tokio::spawn(crate::api::serve(
                 listener,
@@ -204,6 +211,8 @@ impl Agent {
             status_tx,
             clock_offset_ms,
         );
+        worker.keys = key_store.clone();
+        worker.key_view_tx = Some(key_view_tx);
         worker.rediscover_underlay = discovered;
         let loop_cancel = cancel.clone();
         let join = tokio::spawn(async move {
@@ -221,6 +230,7 @@ impl Agent {
             cancel,
             leave: leave_tx,
             join,
+            keys: key_store,
         })
     }
 }
@@ -232,6 +242,7 @@ pub struct AgentHandle {
     cancel: CancellationToken,
     leave: mpsc::Sender<oneshot::Sender<String>>,
     join: tokio::task::JoinHandle<Result<(), AgentError>>,
+    keys: Option<Arc<keys::KeyStore>>,
 }
 
 impl AgentHandle {
@@ -242,6 +253,22 @@ impl AgentHandle {
 
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
+    }
+
+    /// The keyring (`None` with `--insecure`).
+    pub fn keys(&self) -> Option<Arc<keys::KeyStore>> {
+        self.keys.clone()
+    }
+
+    /// What SIGHUP does: re-reads `--cluster-key-file`; on error the keys in use stay.
+    pub fn reload_keys(&self) -> Result<bool, keys::KeyStoreError> {
+        match &self.keys {
+            Some(store) => keys::reload_logged(store, &self.metrics),
+            None => {
+                info!("SIGHUP: gossip is not sealed (--insecure), no keyring to reload");
+                Ok(false)
+            }
+        }
     }
 
     /// Stops like SIGTERM: the claim, routes and devices stay for a restart.
@@ -274,7 +301,36 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
-    let handle = Agent::new(config).start().await?;
+    run_agent(Agent::new(config), shutdown).await
+}
+
+/// Like [`run`] for a configured builder; SIGHUP reloads the keyring.
+pub async fn run_agent(
+    agent: Agent,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let handle = agent.start().await?;
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            let store = handle.keys.clone();
+            let metrics = handle.metrics.clone();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    match &store {
+                        Some(store) => {
+                            let _ = keys::reload_logged(store, &metrics);
+                        }
+                        None => {
+                            info!("SIGHUP: gossip is not sealed (--insecure), no keyring to reload")
+                        }
+                    }
+                }
+            });
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot handle SIGHUP; keyring reloads need `weft keys reload`")
+        }
+    }
     let cancel = handle.cancel.clone();
     tokio::spawn(async move {
         shutdown.await;
@@ -299,35 +355,26 @@ async fn default_dataplane() -> Result<Box<dyn Dataplane>, AgentError> {
     Ok(Box::new(dataplane::netlink::NetlinkDataplane::new().await?))
 }
 
-/// The gossip sealing: the cluster key from its file, or none with `--insecure`.
-fn load_sealing(config: &Config) -> Result<Sealing, AgentError> {
+/// The keyring from `--cluster-key-file`, or none with `--insecure`.
+fn load_key_store(config: &Config) -> Result<Option<Arc<keys::KeyStore>>, AgentError> {
     if config.insecure {
-        return Ok(Sealing::Insecure);
+        return Ok(None);
     }
     let Some(path) = &config.cluster_key_file else {
         return Err(AgentError::Config(
             "no cluster key: give --cluster-key-file or --insecure".to_string(),
         ));
     };
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        AgentError::Config(format!(
-            "cannot read --cluster-key-file {}: {e}",
-            path.display()
-        ))
-    })?;
-    let key = weft_proto::envelope::decode_key(&text).map_err(|e| {
-        AgentError::Config(format!(
-            "invalid --cluster-key-file {}: {e}",
-            path.display()
-        ))
-    })?;
-    let ring = Keyring::new(key).map_err(|e| {
-        AgentError::Config(format!(
-            "invalid --cluster-key-file {}: {e}",
-            path.display()
-        ))
-    })?;
-    Ok(Sealing::keyring(ring))
+    let store = keys::KeyStore::open(path)
+        .map_err(|e| AgentError::Config(format!("invalid --cluster-key-file: {e}")))?;
+    let ids = store.ids();
+    info!(
+        path = %path.display(),
+        primary = %weft_proto::keyfile::format_id(ids.primary),
+        keys = ids.installed.len(),
+        "gossip sealed with the cluster keyring"
+    );
+    Ok(Some(Arc::new(store)))
 }
 
 /// Wall-clock milliseconds derived from a monotonic clock (tokio's, so tests can pause time).
@@ -391,6 +438,9 @@ struct Worker {
     paths: BTreeMap<String, Path>,
     /// The last reason logged per unprogrammed peer, so each is logged once, not every tick.
     told: BTreeMap<String, String>,
+    /// The keyring, whose ids are announced under `weft/keys` (`None` with `--insecure`).
+    keys: Option<Arc<keys::KeyStore>>,
+    key_view_tx: Option<watch::Sender<Vec<crate::api::NodeKeys>>>,
     /// Re-read the underlay interface (its MTU) at every periodic reconcile: true when the
     /// agent discovered it itself rather than being handed one.
     rediscover_underlay: bool,
@@ -486,6 +536,8 @@ impl Worker {
             skipped: BTreeMap::new(),
             paths: BTreeMap::new(),
             told: BTreeMap::new(),
+            keys: None,
+            key_view_tx: None,
             rediscover_underlay: false,
         };
         worker.handle_events(events);
@@ -542,6 +594,7 @@ impl Worker {
             dead_node_grace: self.config.dead_node_grace,
         };
         let mut cluster = Cluster::start(&cluster_cfg, transport.as_ref(), &self.record()).await?;
+        cluster.set_reject_counters(self.metrics.records_rejected.clone());
         info!(
             node = %self.config.node_name,
             underlay = %self.announce_ip,
@@ -601,9 +654,59 @@ impl Worker {
         cluster.publish(&self.record()).await;
         self.note_refusals();
         self.refresh_onlink().await;
+        self.publish_keys(cluster).await;
         self.reconcile_if_needed().await;
         self.save_state(false);
         self.publish_status();
+    }
+
+    /// Announces this node's key ids and refreshes the view of who holds which keys.
+    async fn publish_keys(&mut self, cluster: &mut Cluster) {
+        let Some(tx) = &self.key_view_tx else {
+            return;
+        };
+        let own = self.keys.as_ref().map(|k| k.ids());
+        if let Some(ids) = &own {
+            cluster.publish_keys(ids).await;
+        }
+        let hex = |ids: &weft_proto::keyfile::KeyIds| {
+            (
+                Some(weft_proto::keyfile::format_id(ids.primary)),
+                ids.installed
+                    .iter()
+                    .map(|i| weft_proto::keyfile::format_id(*i))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (primary, keys) = own.as_ref().map(hex).unwrap_or_default();
+        let mut nodes = vec![crate::api::NodeKeys {
+            name: self.config.node_name.clone(),
+            generation: self.generation,
+            alive: true,
+            is_self: true,
+            primary,
+            keys,
+        }];
+        for holder in cluster.key_holders().await {
+            let (primary, keys) = holder.ids.as_ref().map(hex).unwrap_or_default();
+            nodes.push(crate::api::NodeKeys {
+                name: holder.name,
+                generation: holder.generation,
+                alive: holder.alive,
+                is_self: false,
+                primary,
+                keys,
+            });
+        }
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        tx.send_if_modified(|old| {
+            if *old == nodes {
+                false
+            } else {
+                *old = nodes;
+                true
+            }
+        });
     }
 
     fn note_liveness(&mut self, counts: MeshCounts) {

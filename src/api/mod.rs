@@ -1,5 +1,6 @@
 //! The local HTTP API (`--api`, default 127.0.0.1:7948): `/healthz`, `/readyz`, `/metrics`,
-//! `/v1/status` (JSON, the [`StatusReport`] below) and `POST /v1/leave`.
+//! `/v1/status` (JSON, the [`StatusReport`] below), `POST /v1/leave`, and the keyring under
+//! `/v1/keys` (see `keys.rs`).
 
 use serde::{Deserialize, Serialize};
 
@@ -45,5 +46,7 @@ pub struct NodeStatus {
     pub reason: Option<String>,
 }
 
+mod keys;
 mod server;
+pub use keys::{KeyRequest, KeysReport, NodeKeys};
 pub use server::{ApiState, serve};

@@ -20,6 +20,10 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// A leave request carries the channel its answer comes back on.
     pub leave: mpsc::Sender<oneshot::Sender<String>>,
+    /// The keyring (`None` with `--insecure`).
+    pub keys: Option<Arc<crate::agent::keys::KeyStore>>,
+    /// Which nodes announced which key ids.
+    pub key_view: watch::Receiver<Vec<super::NodeKeys>>,
 }
 
 /// Serves until `cancel` fires; in-flight requests (a leave) complete first.
@@ -30,6 +34,11 @@ pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, cancel: C
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/leave", post(leave))
+        .route("/v1/keys", get(super::keys::list))
+        .route("/v1/keys/install", post(super::keys::install))
+        .route("/v1/keys/use", post(super::keys::use_key))
+        .route("/v1/keys/remove", post(super::keys::remove))
+        .route("/v1/keys/reload", post(super::keys::reload))
         .with_state(state);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { cancel.cancelled().await })

@@ -2,6 +2,7 @@
 //! commands `status`, `leave` and `version`, which talk to a running agent's local API.
 
 pub mod http;
+pub mod keys;
 pub mod table;
 
 use std::time::Duration;
@@ -39,6 +40,9 @@ pub enum Command {
     Version,
     /// Make a new cluster key (base64 of 32 random bytes) for --cluster-key-file.
     Keygen(KeygenArgs),
+    /// Manage the cluster keyring of the running agent (rotation without downtime).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
@@ -115,6 +119,8 @@ pub enum CliError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{0}")]
+    Input(String),
 }
 
 /// `weft status`: the rendered table, or the pretty JSON with `--json`.
@@ -162,7 +168,7 @@ pub async fn leave(args: &LeaveArgs) -> Result<String, CliError> {
     })
 }
 
-fn refused(api: &str, response: &http::Response) -> CliError {
+pub(crate) fn refused(api: &str, response: &http::Response) -> CliError {
     let mut body: String = response
         .text()
         .chars()
@@ -219,8 +225,8 @@ mod tests {
                 checked += 1;
             }
         }
-        // 32 flags of `run`, 2 of `status`, 1 of `leave`, 1 of `keygen`.
-        assert_eq!(checked, 36);
+        // 33 flags of `run`, 2 of `status`, 1 of `leave`, 1 of `keygen`.
+        assert_eq!(checked, 37);
     }
 
     #[test]

@@ -4,8 +4,9 @@
 
 pub mod transport;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chitchat::transport::Transport;
@@ -14,6 +15,7 @@ use chitchat::{
     spawn_chitchat,
 };
 use weft_proto::NodeRecord;
+use weft_proto::keyfile::{KEYS_KEY, KeyIds};
 use weft_proto::record::RECORD_KEY;
 
 use crate::lease::Member;
@@ -51,12 +53,70 @@ pub struct MeshCounts {
     pub bad_records: usize,
 }
 
+/// Reasons a peer's record is rejected, each a label of `weft_records_rejected_total`.
+pub const REJECT_REASONS: &[&str] = &[
+    "malformed",
+    "too_long",
+    "version",
+    "node_name",
+    "underlay_ip",
+    "network",
+    "subnet",
+    "vtep_mac",
+    "vni",
+    "claim_time",
+    "name_mismatch",
+    "invalid",
+];
+
+/// Records rejected before anything acted on them, by reason. Each distinct bad value of a
+/// node's record counts once (chitchat hands the same value back at every read).
+#[derive(Debug)]
+pub struct RecordRejects {
+    counts: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Default for RecordRejects {
+    fn default() -> Self {
+        RecordRejects {
+            counts: Mutex::new(REJECT_REASONS.iter().map(|r| (*r, 0)).collect()),
+        }
+    }
+}
+
+impl RecordRejects {
+    pub fn count(&self, reason: &'static str) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        *c.entry(reason).or_insert(0) += 1;
+    }
+
+    /// `(reason, count)` for every reason, zeros included.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.iter().map(|(r, n)| (*r, *n)).collect()
+    }
+}
+
+/// The key ids a node announced under `weft/keys`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyHolder {
+    pub name: String,
+    pub generation: u64,
+    pub alive: bool,
+    /// `None` when the node announced nothing decodable.
+    pub ids: Option<KeyIds>,
+}
+
 /// A running chitchat instance with this node's record.
 pub struct Cluster {
     handle: ChitchatHandle,
     self_id: ChitchatId,
     dead_since: HashMap<ChitchatId, u64>,
     published: Option<String>,
+    published_keys: Option<String>,
+    rejects: Arc<RecordRejects>,
+    /// The last rejected record value of each node, so each bad value counts once.
+    rejected: HashMap<ChitchatId, String>,
 }
 
 impl Cluster {
@@ -101,7 +161,54 @@ impl Cluster {
             self_id,
             dead_since: HashMap::new(),
             published: Some(encoded),
+            published_keys: None,
+            rejects: Arc::default(),
+            rejected: HashMap::new(),
         })
+    }
+
+    /// Count rejected records into `rejects` (shared with the metrics).
+    pub fn set_reject_counters(&mut self, rejects: Arc<RecordRejects>) {
+        self.rejects = rejects;
+    }
+
+    /// Announces this node's key ids under `weft/keys` if they changed.
+    pub async fn publish_keys(&mut self, ids: &KeyIds) {
+        let encoded = ids.encode();
+        if self.published_keys.as_ref() == Some(&encoded) {
+            return;
+        }
+        let value = encoded.clone();
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(KEYS_KEY, value.clone()))
+            .await;
+        self.published_keys = Some(encoded);
+    }
+
+    /// The key ids every other known node announced (newest generation per name only).
+    pub async fn key_holders(&self) -> Vec<KeyHolder> {
+        let chitchat = self.handle.chitchat();
+        let guard = chitchat.lock().await;
+        let live: HashSet<&ChitchatId> = guard.live_nodes().collect();
+        let mut newest: BTreeMap<String, KeyHolder> = BTreeMap::new();
+        for (id, state) in guard.node_states() {
+            if *id == self.self_id {
+                continue;
+            }
+            let holder = KeyHolder {
+                name: id.node_id.to_string(),
+                generation: id.generation_id,
+                alive: live.contains(id),
+                ids: state.get(KEYS_KEY).and_then(|v| KeyIds::decode(v).ok()),
+            };
+            match newest.get(&holder.name) {
+                Some(h) if h.generation > holder.generation => {}
+                _ => {
+                    newest.insert(holder.name.clone(), holder);
+                }
+            }
+        }
+        newest.into_values().collect()
     }
 
     /// This node's chitchat identity.
@@ -151,9 +258,41 @@ impl Cluster {
                 Some(*self.dead_since.entry(id.clone()).or_insert(now_ms))
             };
             let record = match state.get(RECORD_KEY) {
-                Some(value) => NodeRecord::decode(value)
-                    .and_then(|r| r.validate().map(|()| r))
-                    .map_err(|e| e.to_string()),
+                Some(value) => {
+                    let checked = NodeRecord::decode(value)
+                        .and_then(|r| {
+                            r.validate_at(now_ms, crate::lease::MAX_CLOCK_SKEW_MS)
+                                .map(|()| r)
+                        })
+                        .map_err(|e| (e.reason(), e.to_string()))
+                        .and_then(|r| {
+                            if *r.node_name == *id.node_id {
+                                Ok(r)
+                            } else {
+                                Err((
+                                    "name_mismatch",
+                                    format!(
+                                        "record names {:?} but gossips as {:?}",
+                                        r.node_name, id.node_id
+                                    ),
+                                ))
+                            }
+                        });
+                    match checked {
+                        Ok(r) => {
+                            self.rejected.remove(id);
+                            Ok(r)
+                        }
+                        Err((reason, why)) => {
+                            if self.rejected.get(id).map(String::as_str) != Some(value) {
+                                self.rejects.count(reason);
+                                self.rejected.insert(id.clone(), value.to_string());
+                                tracing::warn!(peer = %id.node_id, reason, error = %why, op = "record", "peer record rejected");
+                            }
+                            Err(why)
+                        }
+                    }
+                }
                 None => Err("no record yet".to_string()),
             };
             if record.is_err() {
@@ -174,6 +313,7 @@ impl Cluster {
         }
         drop(guard);
         self.dead_since.retain(|id, _| known.contains(id));
+        self.rejected.retain(|id, _| known.contains(id));
         (members, counts)
     }
 

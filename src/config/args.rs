@@ -140,6 +140,16 @@ pub struct RunArgs {
     #[arg(long, env = "WEFT_DRY_RUN", value_parser = BoolishValueParser::new())]
     pub dry_run: bool,
 
+    /// Shift this agent's clock by this many milliseconds (tests of clock skew only)
+    #[arg(
+        long,
+        env = "WEFT_CLOCK_OFFSET_MS",
+        value_name = "MS",
+        hide = true,
+        allow_negative_numbers = true
+    )]
+    pub clock_offset_ms: Option<i64>,
+
     /// Validate the configuration, print it, and exit
     #[arg(long, env = "WEFT_CHECK_CONFIG", value_parser = BoolishValueParser::new())]
     pub check_config: bool,

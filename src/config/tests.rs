@@ -193,6 +193,7 @@ fn all_flags_parse() {
         check_config: false,
         cluster_key_file: None,
         dry_run: false,
+        clock_offset_ms: None,
     });
     assert_eq!(c.node_name, "a.b_c-D9");
     assert_eq!(c.underlay, UnderlaySelect::Iface("eth1".into()));
