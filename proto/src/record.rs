@@ -115,6 +115,15 @@ fn field(field: &'static str, why: &'static str) -> RecordError {
     RecordError::Field { field, why }
 }
 
+/// Where a record's underlay address may point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// A real network: loopback addresses are refused.
+    Network,
+    /// Every agent on one machine's loopback (only when this agent's own address is loopback).
+    Loopback,
+}
+
 /// Why `ip` cannot be a peer's underlay address (unspecified, multicast, broadcast, loopback),
 /// if it cannot.
 pub fn bad_underlay_ip(ip: IpAddr) -> Option<&'static str> {
@@ -240,14 +249,23 @@ impl NodeRecord {
     /// Checks that need no context (no peer view, no configuration). Errors are
     /// [`RecordError::Field`], naming the field.
     pub fn validate(&self) -> Result<(), RecordError> {
+        self.validate_in(Scope::Network)
+    }
+
+    /// [`NodeRecord::validate`], where `scope` says whether loopback underlay addresses are
+    /// acceptable: only in a mesh whose every agent shares one machine's loopback (the
+    /// simulator and `--dry-run` test meshes), never on a real network.
+    pub fn validate_in(&self, scope: Scope) -> Result<(), RecordError> {
         if !is_valid_node_name(&self.node_name) {
             return Err(field(
                 "node_name",
                 "must be 1..=253 bytes of [A-Za-z0-9._-]",
             ));
         }
-        if let Some(why) = bad_underlay_ip(self.underlay_ip) {
-            return Err(field("underlay_ip", why));
+        match bad_underlay_ip(self.underlay_ip) {
+            Some(_) if scope == Scope::Loopback && self.underlay_ip.is_loopback() => {}
+            Some(why) => return Err(field("underlay_ip", why)),
+            None => {}
         }
         if self.network.len > 32 {
             return Err(field("network", "prefix length over 32"));
@@ -282,8 +300,13 @@ impl NodeRecord {
 
     /// Checks against this node's clock: a claim time more than `max_skew_ms` ahead of `now_ms`
     /// is refused (it would win every contest until the clocks caught up).
-    pub fn validate_at(&self, now_ms: u64, max_skew_ms: u64) -> Result<(), RecordError> {
-        self.validate()?;
+    pub fn validate_at(
+        &self,
+        now_ms: u64,
+        max_skew_ms: u64,
+        scope: Scope,
+    ) -> Result<(), RecordError> {
+        self.validate_in(scope)?;
         if self.subnet.is_some() && self.claim_time_ms > now_ms.saturating_add(max_skew_ms) {
             return Err(field("claim_time", "too far in the future"));
         }
@@ -424,7 +447,7 @@ pub(crate) mod tests {
         let reason = |f: &dyn Fn(&mut NodeRecord)| {
             let mut r = sample();
             f(&mut r);
-            r.validate_at(1_700_000_000_000, 60_000)
+            r.validate_at(1_700_000_000_000, 60_000, Scope::Network)
                 .err()
                 .map(|e| e.reason())
         };
@@ -435,6 +458,12 @@ pub(crate) mod tests {
             Some("underlay_ip")
         );
         assert_eq!(reason(&|r| r.network.len = 40), Some("network"));
+        // A loopback mesh (every agent on one machine) accepts loopback peers, nothing else.
+        let mut r = sample();
+        r.underlay_ip = "127.77.0.2".parse().unwrap();
+        assert!(r.validate_in(Scope::Loopback).is_ok());
+        r.underlay_ip = "0.0.0.0".parse().unwrap();
+        assert!(r.validate_in(Scope::Loopback).is_err());
         assert_eq!(
             reason(&|r| r.subnet = Some(Ipv4Cidr {
                 addr: Ipv4Addr::new(10, 244, 3, 7),

@@ -245,6 +245,12 @@ impl Cluster {
         let mut members = Vec::with_capacity(guard.node_states().len());
         let mut counts = MeshCounts::default();
         let mut known = HashSet::with_capacity(guard.node_states().len());
+        // Peers on loopback make sense only to an agent that is itself on loopback.
+        let scope = if self.self_id.gossip_advertise_addr.ip().is_loopback() {
+            weft_proto::record::Scope::Loopback
+        } else {
+            weft_proto::record::Scope::Network
+        };
         for (id, state) in guard.node_states() {
             if *id == self.self_id {
                 continue;
@@ -261,7 +267,7 @@ impl Cluster {
                 Some(value) => {
                     let checked = NodeRecord::decode(value)
                         .and_then(|r| {
-                            r.validate_at(now_ms, crate::lease::MAX_CLOCK_SKEW_MS)
+                            r.validate_at(now_ms, crate::lease::MAX_CLOCK_SKEW_MS, scope)
                                 .map(|()| r)
                         })
                         .map_err(|e| (e.reason(), e.to_string()))
