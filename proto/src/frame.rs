@@ -84,9 +84,7 @@ impl Header {
 /// Parses the header of any bytes. Plain frames also get their inner packet checked
 /// ([`check_packet`]); sealed ones are checked after opening.
 pub fn decode(frame: &[u8]) -> Result<Header, FrameError> {
-    let (head, rest) = frame
-        .split_first_chunk::<4>()
-        .ok_or(FrameError::Short)?;
+    let (head, rest) = frame.split_first_chunk::<4>().ok_or(FrameError::Short)?;
     if head[..2] != MAGIC {
         return Err(FrameError::BadMagic);
     }
@@ -192,14 +190,20 @@ pub fn derive_keys(
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &salt).extract(shared.as_bytes());
     let expand = |dir: u8| -> Result<[u8; 32], FrameError> {
         let info = [KDF_INFO, &[dir][..]];
-        let okm = prk.expand(&info, hkdf::HKDF_SHA256).map_err(|_| FrameError::Key)?;
+        let okm = prk
+            .expand(&info, hkdf::HKDF_SHA256)
+            .map_err(|_| FrameError::Key)?;
         let mut key = [0u8; 32];
         okm.fill(&mut key).map_err(|_| FrameError::Key)?;
         Ok(key)
     };
     let k0 = expand(0)?;
     let k1 = expand(1)?;
-    Ok(if mine < *peer_public { (k0, k1) } else { (k1, k0) })
+    Ok(if mine < *peer_public {
+        (k0, k1)
+    } else {
+        (k1, k0)
+    })
 }
 
 fn aead_key(key: &[u8; 32]) -> Result<LessSafeKey, FrameError> {
@@ -396,7 +400,20 @@ mod tests {
 
     pub(crate) fn packet(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
         let total = 20 + payload.len();
-        let mut p = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 17, 0, 0];
+        let mut p = vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            17,
+            0,
+            0,
+        ];
         p.extend_from_slice(&src);
         p.extend_from_slice(&dst);
         p.extend_from_slice(payload);

@@ -6,6 +6,7 @@
 pub mod files;
 pub mod metrics;
 mod status;
+mod udp;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -135,6 +136,8 @@ impl Agent {
             .map_err(|e| AgentError::Config(e.to_string()))?;
         let gossip = GossipCounters::new();
         let sealing = load_sealing(&config)?;
+        // The udp tunnel touches the kernel only when the data plane is the kernel's.
+        let kernel = dataplane.is_none() && !config.dry_run;
         let dataplane = match dataplane {
             Some(d) => d,
             None if config.dry_run => {
@@ -176,7 +179,8 @@ impl Agent {
             None
         };
 
-        let worker = Worker::new(
+        let udp = udp::UdpPlane::start(&config, &underlay, kernel, metrics.tunnel.clone()).await?;
+        let mut worker = Worker::new(
             config,
             underlay,
             announce_ip,
@@ -185,6 +189,7 @@ impl Agent {
             status_tx,
             clock_offset_ms,
         );
+        worker.udp = udp;
         let loop_cancel = cancel.clone();
         let join = tokio::spawn(async move {
             let result = worker.run(transport, loop_cancel.clone(), leave_rx).await;
@@ -363,6 +368,8 @@ struct Worker {
     ready_since: Option<Instant>,
     view: View,
     counts: MeshCounts,
+    /// The udp backend's tunnel, when that is the backend.
+    udp: Option<udp::UdpPlane>,
 }
 
 impl Worker {
@@ -451,6 +458,7 @@ impl Worker {
             ready_since: None,
             view: View::default(),
             counts: MeshCounts::default(),
+            udp: None,
         };
         worker.handle_events(events);
         worker.publish_status();
@@ -480,8 +488,11 @@ impl Worker {
             } else {
                 [0; 6]
             },
-            tunnel_port: self.config.vxlan_port,
-            public_key: None,
+            tunnel_port: match &self.udp {
+                Some(_) => self.config.udp_port,
+                None => self.config.vxlan_port,
+            },
+            public_key: self.udp.as_ref().map(|u| u.public_key()),
         }
     }
 
@@ -564,6 +575,7 @@ impl Worker {
         self.handle_events(events);
         cluster.publish(&self.record()).await;
         self.reconcile_if_needed().await;
+        self.udp_step().await;
         self.save_state(false);
         self.publish_status();
     }
@@ -645,7 +657,7 @@ impl Worker {
         let env = files::subnet_env(
             self.config.network,
             subnet,
-            self.vxlan_mtu(),
+            self.overlay_mtu(),
             self.config.ip_masq,
         );
         if let Err(e) = files::write_atomic(&self.config.subnet_file, &env) {
@@ -704,6 +716,9 @@ impl Worker {
     }
 
     fn desired(&self) -> State {
+        if let Some(udp) = &self.udp {
+            return self.udp_desired(udp);
+        }
         let Some((subnet, _)) = self.lease.claim() else {
             return State::default();
         };
@@ -832,6 +847,9 @@ impl Worker {
                 }
             }
             Err(e) => failures.push(format!("observe: {e}")),
+        }
+        if let Some(udp) = &mut self.udp {
+            udp.stop();
         }
         for path in [
             self.config.subnet_file.clone(),

@@ -370,6 +370,28 @@ pub(crate) fn build(
     if vxlan_port == 0 {
         return Err(port_raw.invalid("must be in 1..=65535"));
     }
+    let udp_port_raw = pick(
+        "--udp-port",
+        args.udp_port,
+        conf_str(&net_conf, "Backend.Port", |c| {
+            c.port
+                .filter(|_| backend == Backend::Udp)
+                .map(|n| n.to_string())
+        }),
+        defaults::UDP_PORT,
+    );
+    let udp_port: u16 = udp_port_raw.parse()?;
+    if udp_port == 0 {
+        return Err(udp_port_raw.invalid("must be in 1..=65535"));
+    }
+    let udp_encryption = match flag_opt("--udp-encryption", args.udp_encryption) {
+        None => !args.insecure,
+        Some(raw) => match raw.value.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" | "yes" | "1" => true,
+            "off" | "false" | "no" | "0" => false,
+            _ => return Err(raw.invalid("expected on or off")),
+        },
+    };
     let direct_routing = args.direct_routing
         || net_conf
             .as_ref()
@@ -518,6 +540,8 @@ pub(crate) fn build(
         backend,
         vni,
         vxlan_port,
+        udp_port,
+        udp_encryption,
         direct_routing,
         state_dir,
         subnet_file,
@@ -562,8 +586,8 @@ fn parse_backend(raw: &Raw) -> Result<Backend, ConfigError> {
 /// backend lands.
 fn check_implemented(raw: &Raw, backend: Backend) -> Result<(), ConfigError> {
     match backend {
-        Backend::Vxlan => Ok(()),
-        Backend::HostGw | Backend::Udp => Err(ConfigError::NotImplemented {
+        Backend::Vxlan | Backend::Udp => Ok(()),
+        Backend::HostGw => Err(ConfigError::NotImplemented {
             field: raw.field.clone(),
             value: raw.value.trim().to_ascii_lowercase(),
         }),
