@@ -43,6 +43,7 @@ environment:
   WEFT_BIN            the weft binary (default: target/release/weft, then target/debug/weft,
                       under \$CARGO_TARGET_DIR or the repository's target/)
   WEFT_ARGS           extra arguments for every \`weft run\`
+  WEFT_BACKEND        --backend for every \`weft run\` (vxlan, host-gw, udp)
 EOF
 }
 
@@ -179,6 +180,9 @@ start_one() {
         --insecure --gossip-interval 200ms)
     if ((i != 1)); then
         args+=(--seeds "$(host_ip 1):$GOSSIP_PORT")
+    fi
+    if [[ -n ${WEFT_BACKEND:-} ]]; then
+        args+=(--backend "$WEFT_BACKEND")
     fi
     local extra=()
     read -r -a extra <<<"${WEFT_ARGS:-}"

@@ -108,6 +108,12 @@ async fn configure_link(mtu: u32) -> Result<(), AgentError> {
         .build();
     let result = handle.link().set(msg).execute().await;
     task.abort();
+    // No IPv6 on weft0: the tunnel carries IPv4 only (and router solicitations would count as
+    // drops). /proc/sys/net is this network namespace's. Best effort.
+    let _ = std::fs::write(
+        format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", tunnel::DEVICE),
+        "1",
+    );
     result.map_err(|e| AgentError::Underlay(format!("configure {}: {e}", tunnel::DEVICE)))
 }
 
