@@ -21,7 +21,7 @@ fn speed(alg: &'static Algorithm) -> f64 {
                 &mut buf,
             )
             .unwrap();
-        std::hint::black_box(tag);
+        let _ = std::hint::black_box(tag);
     }
     (rounds * 1400 * 8) as f64 / start.elapsed().as_secs_f64() / 1e9
 }

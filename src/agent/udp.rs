@@ -207,14 +207,13 @@ impl Worker {
             udp.peers = peers;
         }
         let own = claim.map(|(s, _)| s);
-        if udp.tunnel.is_some() && own.is_some() && own != udp.addressed {
-            if let Some(subnet) = own {
-                match set_address(subnet).await {
-                    Ok(()) => udp.addressed = Some(subnet),
-                    Err(e) => {
-                        warn!(node = %self.config.node_name, error = %e, "cannot address weft0")
-                    }
-                }
+        if let Some(subnet) = own
+            && udp.tunnel.is_some()
+            && own != udp.addressed
+        {
+            match set_address(subnet).await {
+                Ok(()) => udp.addressed = Some(subnet),
+                Err(e) => warn!(node = %self.config.node_name, error = %e, "cannot address weft0"),
             }
         }
     }
