@@ -219,8 +219,8 @@ mod tests {
                 checked += 1;
             }
         }
-        // 32 flags of `run`, 2 of `status`, 1 of `leave`, 1 of `keygen`.
-        assert_eq!(checked, 36);
+        // 34 flags of `run`, 2 of `status`, 1 of `leave`, 1 of `keygen`.
+        assert_eq!(checked, 38);
     }
 
     #[test]
