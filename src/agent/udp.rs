@@ -103,6 +103,9 @@ async fn configure_link(mtu: u32) -> Result<(), AgentError> {
     let task = tokio::spawn(conn);
     let msg = LinkUnspec::new_with_index(index)
         .mtu(mtu)
+        // The TX thread drains the queue in batches; the default 500 drops under a burst and
+        // TCP then backs off (measured: 2,700 retransmits in 5 s at 500, none at 10,000).
+        .txqueuelen(10_000)
         .alias(LINK_ALIAS)
         .up()
         .build();
