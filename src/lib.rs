@@ -10,5 +10,6 @@ pub mod cluster;
 pub mod config;
 pub mod dataplane;
 pub mod lease;
+pub mod tunnel;
 
 pub use config::Config;

@@ -140,8 +140,8 @@ fn config_errors_exit_2_with_one_line() {
             "weft: invalid --network \"10.0.0.0/33\": prefix length 33 is larger than 32\n",
         ),
         (
-            &[("WEFT_BACKEND", "udp")],
-            "weft: invalid --backend \"udp\": backend udp is not implemented yet (vxlan and host-gw are)\n",
+            &[("WEFT_BACKEND", "udp"), ("WEFT_UDP_ENCRYPTION", "maybe")],
+            "weft: invalid --udp-encryption \"maybe\": expected on or off\n",
         ),
         (
             &[("WEFT_RESERVATION", "2h")],

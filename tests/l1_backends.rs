@@ -59,6 +59,8 @@ fn config(i: usize, dir: &Path, backend: Backend) -> Config {
         insecure: true,
         cluster_key_file: None,
         dry_run: false,
+        udp_port: 8285,
+        udp_encryption: false,
     }
 }
 

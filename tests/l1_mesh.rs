@@ -53,6 +53,8 @@ fn config(i: usize, dir: &Path, seeds: &[usize]) -> Config {
         backend: Backend::Vxlan,
         vni: 1,
         vxlan_port: 8472,
+        udp_port: 8285,
+        udp_encryption: false,
         direct_routing: false,
         state_dir: dir.join(format!("node-{i}/state")),
         subnet_file: dir.join(format!("node-{i}/subnet.env")),

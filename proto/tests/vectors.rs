@@ -201,3 +201,46 @@ fn state_vector() {
     assert_eq!(state.to_json(), json);
     assert_eq!(state.subnet, record_1().subnet.unwrap());
 }
+
+#[test]
+fn tunnel_frame_vectors() {
+    use weft_proto::frame::{self, FrameOpener, FrameSealer, Header};
+    let a: [u8; 32] = std::array::from_fn(|i| i as u8);
+    let b: [u8; 32] = std::array::from_fn(|i| 32 + i as u8);
+    let (pa, pb) = (frame::public_key(&a), frame::public_key(&b));
+    assert_eq!(
+        to_hex(&pa),
+        "8f40c5adb68f25624ae5b214ea767a6ec94d829d3d7b5e1ad1ba6f3e2138285f"
+    );
+    assert_eq!(
+        to_hex(&pb),
+        "358072d6365880d1aeea329adf9121383851ed21a28e3b75e965d0d2cd166254"
+    );
+    let (a_send, a_recv) = frame::derive_keys(&a, &pb).unwrap();
+    assert_eq!(
+        to_hex(&a_send),
+        "a0d8cdf96c336a492f3f017699da0bbf3caf152f87c16bd27987cccae6a259e7"
+    );
+    assert_eq!(
+        to_hex(&a_recv),
+        "54dd25b00c0df6d6832064702a048756ebcc620ad0ab052a788f5cdda9860bc1"
+    );
+    let packet = hex("4500001800004000401100000af401020af4020377656674");
+    let plain = hex("575501004500001800004000401100000af401020af4020377656674");
+    assert_eq!(frame::decode(&plain), Ok(Header::Plain));
+    assert_eq!(&plain[frame::PLAIN_HEADER_LEN..], &packet[..]);
+    let sealed = hex(concat!(
+        "575501018f40c5ad000000000000002a87501850b9832d474a346e3018d4530d17043397a97ff5560360bb",
+        "03513cd9675c69e28cf29505e7"
+    ));
+    let mut sealer = FrameSealer::with_counter(&a_send, frame::key_id(&pa), 42).unwrap();
+    let mut buf = vec![0u8; packet.len() + frame::SEALED_OVERHEAD];
+    buf[frame::SEALED_HEADER_LEN..frame::SEALED_HEADER_LEN + packet.len()].copy_from_slice(&packet);
+    let n = sealer.seal(&mut buf, packet.len()).unwrap();
+    assert_eq!(to_hex(&buf[..n]), to_hex(&sealed));
+    let (_, b_recv) = frame::derive_keys(&b, &pa).unwrap();
+    let mut opener = FrameOpener::new(&b_recv, frame::key_id(&pa)).unwrap();
+    let mut incoming = sealed.clone();
+    let range = opener.open(&mut incoming).unwrap();
+    assert_eq!(&incoming[range], &packet[..]);
+}

@@ -12,6 +12,8 @@ use crate::cluster::transport::GossipCounters;
 pub struct Metrics {
     /// Gossip datagrams, bytes and drops, kept by the sealed transport.
     pub gossip: Arc<GossipCounters>,
+    /// The udp tunnel's packets, bytes and drops (rendered only while a tunnel runs).
+    pub tunnel: Arc<crate::tunnel::TunnelCounters>,
     pub nodes_alive: AtomicU64,
     pub nodes_dead: AtomicU64,
     pub bad_records: AtomicU64,
@@ -218,6 +220,7 @@ impl Metrics {
         for (name, labels, value) in extra {
             let _ = writeln!(out, "{name}{labels} {value}");
         }
+        self.tunnel.render(&mut out);
         out
     }
 }

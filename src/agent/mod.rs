@@ -7,6 +7,7 @@ pub mod files;
 pub mod keys;
 pub mod metrics;
 mod status;
+mod udp;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -158,6 +159,8 @@ impl Agent {
         let sealing = key_store
             .as_ref()
             .map_or(Sealing::Insecure, |store| store.sealing());
+        // The udp tunnel touches the kernel only when the data plane is the kernel's.
+        let kernel = dataplane.is_none() && !config.dry_run;
         let dataplane = match dataplane {
             Some(d) => d,
             None if config.dry_run => {
@@ -202,6 +205,7 @@ impl Agent {
             None
         };
 
+        let udp = udp::UdpPlane::start(&config, &underlay, kernel, metrics.tunnel.clone()).await?;
         let mut worker = Worker::new(
             config,
             underlay,
@@ -214,6 +218,7 @@ impl Agent {
         worker.keys = key_store.clone();
         worker.key_view_tx = Some(key_view_tx);
         worker.rediscover_underlay = discovered;
+        worker.udp = udp;
         let loop_cancel = cancel.clone();
         let join = tokio::spawn(async move {
             let result = worker.run(transport, loop_cancel.clone(), leave_rx).await;
@@ -444,6 +449,8 @@ struct Worker {
     /// Re-read the underlay interface (its MTU) at every periodic reconcile: true when the
     /// agent discovered it itself rather than being handed one.
     rediscover_underlay: bool,
+    /// The udp backend's tunnel, when that is the backend.
+    udp: Option<udp::UdpPlane>,
 }
 
 impl Worker {
@@ -539,6 +546,7 @@ impl Worker {
             keys: None,
             key_view_tx: None,
             rediscover_underlay: false,
+            udp: None,
         };
         worker.handle_events(events);
         worker.publish_status();
@@ -568,8 +576,11 @@ impl Worker {
             } else {
                 [0; 6]
             },
-            tunnel_port: self.config.vxlan_port,
-            public_key: None,
+            tunnel_port: match &self.udp {
+                Some(_) => self.config.udp_port,
+                None => self.config.vxlan_port,
+            },
+            public_key: self.udp.as_ref().map(|u| u.public_key()),
         }
     }
 
@@ -656,6 +667,7 @@ impl Worker {
         self.refresh_onlink().await;
         self.publish_keys(cluster).await;
         self.reconcile_if_needed().await;
+        self.udp_step().await;
         self.save_state(false);
         self.publish_status();
     }
@@ -783,8 +795,12 @@ impl Worker {
     }
 
     /// The MTU containers get (FLANNEL_MTU, the bridge): host-gw adds no encapsulation; vxlan
-    /// (also with DirectRouting, where a peer may move off-link) pays its overhead.
+    /// (also with DirectRouting, where a peer may move off-link) pays its overhead; udp the
+    /// tunnel's frame overhead.
     fn overlay_mtu(&self) -> u32 {
+        if let Some(udp) = &self.udp {
+            return udp.mtu;
+        }
         match self.config.backend {
             Backend::HostGw => self.underlay.mtu,
             _ => self.vxlan_mtu(),
@@ -854,6 +870,9 @@ impl Worker {
     }
 
     fn desired(&self) -> State {
+        if let Some(udp) = &self.udp {
+            return self.udp_desired(udp);
+        }
         self.selection().state
     }
 
@@ -1078,6 +1097,9 @@ impl Worker {
                 }
             }
             Err(e) => failures.push(format!("observe: {e}")),
+        }
+        if let Some(udp) = &mut self.udp {
+            udp.stop();
         }
         for path in [
             self.config.subnet_file.clone(),

@@ -225,8 +225,8 @@ mod tests {
                 checked += 1;
             }
         }
-        // 33 flags of `run`, 2 of `status`, 1 of `leave`, 1 of `keygen`.
-        assert_eq!(checked, 37);
+        // 35 flags of `run`, 2 of `status`, 1 of `leave`, 1 of `keygen`.
+        assert_eq!(checked, 39);
     }
 
     #[test]

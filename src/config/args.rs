@@ -75,6 +75,15 @@ pub struct RunArgs {
     #[arg(long, env = "WEFT_VXLAN_PORT", value_name = "PORT")]
     pub vxlan_port: Option<String>,
 
+    /// UDP port of the udp backend's tunnel [default: 8285, or Backend.Port with Type udp]
+    #[arg(long, env = "WEFT_UDP_PORT", value_name = "PORT")]
+    pub udp_port: Option<String>,
+
+    /// Encrypt the udp backend's tunnel (X25519 keys, AES-256-GCM) [default: on with a cluster
+    /// key, off with --insecure]
+    #[arg(long, env = "WEFT_UDP_ENCRYPTION", value_name = "on|off")]
+    pub udp_encryption: Option<String>,
+
     /// Plain routes via the underlay to peers on the same L2 segment [or Backend.DirectRouting]
     #[arg(long, env = "WEFT_DIRECT_ROUTING", value_parser = BoolishValueParser::new())]
     pub direct_routing: bool,

@@ -34,11 +34,6 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
-    /// A backend weft knows but does not implement yet.
-    #[error(
-        "invalid {field} {value:?}: backend {value} is not implemented yet (vxlan and host-gw are)"
-    )]
-    NotImplemented { field: String, value: String },
     #[error("cannot read --net-conf {path:?}: {source}")]
     NetConfRead {
         path: PathBuf,
@@ -62,9 +57,7 @@ impl ConfigError {
     /// The flag or net-conf key the error is about.
     pub fn field(&self) -> &str {
         match self {
-            ConfigError::Parse { field, .. }
-            | ConfigError::Invalid { field, .. }
-            | ConfigError::NotImplemented { field, .. } => field,
+            ConfigError::Parse { field, .. } | ConfigError::Invalid { field, .. } => field,
             ConfigError::NetConfRead { .. } | ConfigError::NetConfSyntax { .. } => "--net-conf",
             ConfigError::Hostname { .. } => "--node-name",
         }

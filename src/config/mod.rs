@@ -34,6 +34,7 @@ pub mod defaults {
     pub const BACKEND: &str = "vxlan";
     pub const VNI: &str = "1";
     pub const VXLAN_PORT: &str = "8472";
+    pub const UDP_PORT: &str = "8285";
     pub const STATE_DIR: &str = "/var/lib/weft";
     pub const SUBNET_FILE: &str = "/run/weft/subnet.env";
     pub const API: &str = "127.0.0.1:7948";
@@ -96,6 +97,10 @@ pub struct Config {
     pub backend: Backend,
     pub vni: u32,
     pub vxlan_port: u16,
+    /// UDP port of the udp backend's tunnel (default 8285).
+    pub udp_port: u16,
+    /// Seal the udp backend's frames (default: on unless `insecure`).
+    pub udp_encryption: bool,
     pub direct_routing: bool,
     pub state_dir: PathBuf,
     pub subnet_file: PathBuf,

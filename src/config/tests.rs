@@ -176,6 +176,8 @@ fn all_flags_parse() {
         backend: Some("VXLAN".into()),
         vni: Some("16777215".into()),
         vxlan_port: Some("4789".into()),
+        udp_port: Some("9285".into()),
+        udp_encryption: Some("ON".into()),
         direct_routing: true,
         state_dir: Some("/tmp/s".into()),
         subnet_file: Some("/tmp/s/subnet.env".into()),
@@ -212,6 +214,8 @@ fn all_flags_parse() {
     assert_eq!(c.backend, Backend::Vxlan);
     assert_eq!(c.vni, 16_777_215);
     assert_eq!(c.vxlan_port, 4789);
+    assert_eq!(c.udp_port, 9285);
+    assert!(c.udp_encryption, "explicit on wins over --insecure");
     assert!(c.direct_routing);
     assert_eq!(c.state_dir, PathBuf::from("/tmp/s"));
     assert_eq!(c.subnet_file, PathBuf::from("/tmp/s/subnet.env"));
@@ -406,17 +410,22 @@ fn backend_rules() {
     assert_eq!(ok(with("vxlan")).backend, Backend::Vxlan);
     assert_eq!(ok(with("host-gw")).backend, Backend::HostGw);
     assert_eq!(ok(with("HOST-GW")).backend, Backend::HostGw);
+    let udp = ok(with("udp"));
+    assert_eq!(udp.backend, Backend::Udp);
+    assert_eq!(udp.udp_port, 8285);
+    assert!(!udp.udp_encryption, "off by default with --insecure");
+    let bad = |v: &str| RunArgs {
+        udp_encryption: Some(v.into()),
+        ..with("udp")
+    };
+    assert!(!ok(bad("off")).udp_encryption);
+    assert_err(bad("maybe"), "--udp-encryption", "on or off");
+    let port0 = RunArgs {
+        udp_port: Some("0".into()),
+        ..with("udp")
+    };
+    assert_err(port0, "--udp-port", "1..=65535");
     assert_err(with("ipsec"), "--backend", "unknown backend");
-    for b in ["udp", "UDP"] {
-        let e = err(with(b));
-        assert!(matches!(e, ConfigError::NotImplemented { .. }), "{e:?}");
-        let lower = b.to_ascii_lowercase();
-        assert!(
-            e.to_string()
-                .contains(&format!("backend {lower} is not implemented yet")),
-            "{e}"
-        );
-    }
 }
 
 #[test]
@@ -802,13 +811,13 @@ fn net_conf_errors_name_file_and_key() {
             "invalid Network in net-conf {path:?} \"10.9.0.0/33\": prefix length 33 is larger than 32"
         )
     );
-    let f = write_conf(r#"{"Backend": {"Type": "udp"}}"#);
+    // flannel's udp backend takes its port from Backend.Port.
+    let f = write_conf(r#"{"Backend": {"Type": "udp", "Port": 9000}}"#);
+    let c = Config::from_run_args(with_conf(f.path())).unwrap();
+    assert_eq!((c.backend, c.udp_port), (Backend::Udp, 9000));
+    let f = write_conf(r#"{"Backend": {"Type": "udp", "Port": 0}}"#);
     let e = Config::from_run_args(with_conf(f.path())).unwrap_err();
-    assert!(
-        e.to_string().contains("backend udp is not implemented yet"),
-        "{e}"
-    );
-    assert!(e.field().starts_with("Backend.Type in net-conf"), "{e}");
+    assert!(e.field().starts_with("Backend.Port in net-conf"), "{e}");
     let f = write_conf(r#"{"Backend": {"VNI": 0}}"#);
     let e = Config::from_run_args(with_conf(f.path())).unwrap_err();
     assert!(e.field().starts_with("Backend.VNI in net-conf"), "{e}");

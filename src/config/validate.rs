@@ -349,7 +349,6 @@ pub(crate) fn build(
         defaults::BACKEND,
     );
     let backend = parse_backend(&backend_raw)?;
-    check_implemented(&backend_raw, backend)?;
     let vni_raw = pick(
         "--vni",
         args.vni,
@@ -370,6 +369,28 @@ pub(crate) fn build(
     if vxlan_port == 0 {
         return Err(port_raw.invalid("must be in 1..=65535"));
     }
+    let udp_port_raw = pick(
+        "--udp-port",
+        args.udp_port,
+        conf_str(&net_conf, "Backend.Port", |c| {
+            c.port
+                .filter(|_| backend == Backend::Udp)
+                .map(|n| n.to_string())
+        }),
+        defaults::UDP_PORT,
+    );
+    let udp_port: u16 = udp_port_raw.parse()?;
+    if udp_port == 0 {
+        return Err(udp_port_raw.invalid("must be in 1..=65535"));
+    }
+    let udp_encryption = match flag_opt("--udp-encryption", args.udp_encryption) {
+        None => !args.insecure,
+        Some(raw) => match raw.value.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" | "yes" | "1" => true,
+            "off" | "false" | "no" | "0" => false,
+            _ => return Err(raw.invalid("expected on or off")),
+        },
+    };
     let direct_routing = args.direct_routing
         || net_conf
             .as_ref()
@@ -518,6 +539,8 @@ pub(crate) fn build(
         backend,
         vni,
         vxlan_port,
+        udp_port,
+        udp_encryption,
         direct_routing,
         state_dir,
         subnet_file,
@@ -555,18 +578,6 @@ fn parse_backend(raw: &Raw) -> Result<Backend, ConfigError> {
         "host-gw" => Ok(Backend::HostGw),
         "udp" => Ok(Backend::Udp),
         _ => Err(raw.invalid("unknown backend (expected vxlan, host-gw or udp)")),
-    }
-}
-
-/// Backends the agent can run today. Parsing accepts all three; this gate goes away as each
-/// backend lands.
-fn check_implemented(raw: &Raw, backend: Backend) -> Result<(), ConfigError> {
-    match backend {
-        Backend::Vxlan | Backend::HostGw => Ok(()),
-        Backend::Udp => Err(ConfigError::NotImplemented {
-            field: raw.field.clone(),
-            value: raw.value.trim().to_ascii_lowercase(),
-        }),
     }
 }
 

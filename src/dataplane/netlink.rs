@@ -318,9 +318,15 @@ fn parse_route(msg: &RouteMessage, links: &HashMap<u32, Link>) -> Option<Route> 
         .and_then(|i| links.get(&i))
         .filter(|l| l.owned())
         .map(|l| l.name.clone());
+    // A route straight to a weft device (the udp backend's weft0) has no gateway.
+    let gateway = match gateway {
+        Some(g) => g,
+        None if device.is_some() => Ipv4Addr::UNSPECIFIED,
+        None => return None,
+    };
     Some(Route {
         dst,
-        gateway: gateway?,
+        gateway,
         device,
         onlink: msg.header.flags.contains(RouteFlags::Onlink),
     })
@@ -620,9 +626,11 @@ impl NetlinkDataplane {
     fn route_message(route: &Route, oif: Option<u32>) -> RouteMessage {
         let mut builder = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(route.dst.network(), route.dst.prefix_len())
-            .gateway(route.gateway)
             .table_id(u32::from(RouteHeader::RT_TABLE_MAIN))
             .protocol(RouteProtocol::from(RTPROT_WEFT));
+        if !route.gateway.is_unspecified() {
+            builder = builder.gateway(route.gateway);
+        }
         if let Some(oif) = oif {
             builder = builder.output_interface(oif);
         }

@@ -1,0 +1,535 @@
+//! The `udp` backend's userspace tunnel (Linux): a TUN device (`weft0`) the overlay network is
+//! routed to, and a UDP socket (`--udp-port`, 8285). Two blocking threads, outside tokio, one per
+//! direction: TUN → frame (and seal) → sendmmsg, and recvmmsg → filter (and open) → TUN. Buffers
+//! are allocated once; nothing is allocated per packet. The agent replaces the peer table as the
+//! mesh changes ([`Tunnel::set_peers`]).
+
+mod peers;
+mod sys;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use weft_proto::frame::{self, PLAIN_HEADER_LEN, SEALED_HEADER_LEN, SEALED_OVERHEAD, TAG_LEN};
+
+pub use peers::{PeerSpec, PeerTable, accept};
+
+/// The TUN device's name.
+pub const DEVICE: &str = "weft0";
+/// Default UDP port.
+pub const DEFAULT_PORT: u16 = 8285;
+/// Datagrams per recvmmsg/sendmmsg.
+const BATCH: usize = 64;
+/// How often the blocking loops look at the stop flag.
+const WAKE: Duration = Duration::from_millis(200);
+
+/// Why a packet was dropped; `label()` is the `reason` of `weft_tunnel_drops_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Not a frame (bad magic/version/type, truncated, inner packet not IPv4).
+    Garbage,
+    /// From an address:port that is not a live peer's.
+    UnknownSource,
+    /// Inner source address outside the sending peer's subnet.
+    Spoofed,
+    /// Sealed counter already seen or too old.
+    Replay,
+    /// Failed authentication, wrong key, or a plain frame where sealed ones are expected (or
+    /// the reverse).
+    Auth,
+    /// Outgoing packet to an address no peer owns (or a peer without a key).
+    NoRoute,
+    /// A send or TUN write failed.
+    Error,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 7] = [
+        DropReason::Garbage,
+        DropReason::UnknownSource,
+        DropReason::Spoofed,
+        DropReason::Replay,
+        DropReason::Auth,
+        DropReason::NoRoute,
+        DropReason::Error,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Garbage => "garbage",
+            DropReason::UnknownSource => "unknown_source",
+            DropReason::Spoofed => "spoofed_source",
+            DropReason::Replay => "replay",
+            DropReason::Auth => "auth",
+            DropReason::NoRoute => "no_route",
+            DropReason::Error => "error",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Packet, byte and drop counters (`rx`: underlay → TUN, `tx`: TUN → underlay).
+#[derive(Debug, Default)]
+pub struct TunnelCounters {
+    /// Set while a tunnel runs; /metrics shows the tunnel rows only then.
+    pub enabled: AtomicBool,
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    drops: [AtomicU64; 7],
+}
+
+impl TunnelCounters {
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops
+            .get(reason.index())
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    fn flush(&self, local: &mut Local, rx: bool) {
+        let (p, b) = if rx {
+            (&self.rx_packets, &self.rx_bytes)
+        } else {
+            (&self.tx_packets, &self.tx_bytes)
+        };
+        if local.packets > 0 {
+            p.fetch_add(local.packets, Ordering::Relaxed);
+            b.fetch_add(local.bytes, Ordering::Relaxed);
+        }
+        for (c, n) in self.drops.iter().zip(local.drops.iter_mut()) {
+            if *n > 0 {
+                c.fetch_add(*n, Ordering::Relaxed);
+                *n = 0;
+            }
+        }
+        local.packets = 0;
+        local.bytes = 0;
+    }
+
+    /// Prometheus text rows.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        if !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# TYPE weft_tunnel_packets_total counter");
+        let _ = writeln!(
+            out,
+            "weft_tunnel_packets_total{{dir=\"rx\"}} {}",
+            g(&self.rx_packets)
+        );
+        let _ = writeln!(
+            out,
+            "weft_tunnel_packets_total{{dir=\"tx\"}} {}",
+            g(&self.tx_packets)
+        );
+        let _ = writeln!(out, "# TYPE weft_tunnel_bytes_total counter");
+        let _ = writeln!(
+            out,
+            "weft_tunnel_bytes_total{{dir=\"rx\"}} {}",
+            g(&self.rx_bytes)
+        );
+        let _ = writeln!(
+            out,
+            "weft_tunnel_bytes_total{{dir=\"tx\"}} {}",
+            g(&self.tx_bytes)
+        );
+        let _ = writeln!(out, "# TYPE weft_tunnel_drops_total counter");
+        for r in DropReason::ALL {
+            let _ = writeln!(
+                out,
+                "weft_tunnel_drops_total{{reason=\"{}\"}} {}",
+                r.label(),
+                self.drops(r)
+            );
+        }
+    }
+}
+
+/// Per-thread counts, flushed to the shared counters once per batch.
+#[derive(Default)]
+struct Local {
+    packets: u64,
+    bytes: u64,
+    drops: [u64; 7],
+}
+
+impl Local {
+    fn drop(&mut self, r: DropReason) {
+        if let Some(n) = self.drops.get_mut(r.index()) {
+            *n += 1;
+        }
+    }
+}
+
+/// Bytes a frame adds to an inner packet.
+pub fn frame_overhead(encrypted: bool) -> u32 {
+    if encrypted {
+        SEALED_OVERHEAD as u32
+    } else {
+        frame::PLAIN_OVERHEAD as u32
+    }
+}
+
+/// The TUN MTU: underlay MTU − IP header (20, or 40 for IPv6) − UDP (8) − frame overhead.
+pub fn tunnel_mtu(underlay_mtu: u32, underlay_v6: bool, encrypted: bool) -> u32 {
+    let ip = if underlay_v6 { 40 } else { 20 };
+    underlay_mtu.saturating_sub(ip + 8 + frame_overhead(encrypted))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    #[error("TUN device {name}: {source}")]
+    Tun {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("UDP socket {addr}: {source}")]
+    Socket {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// What the tunnel needs to start.
+#[derive(Clone, Debug)]
+pub struct TunnelConfig {
+    pub device: String,
+    /// Local UDP address (underlay IP, tunnel port).
+    pub bind: SocketAddr,
+    /// TUN MTU (see [`tunnel_mtu`]).
+    pub mtu: u32,
+    /// This node's X25519 private key when sealing, `None` for plain frames.
+    pub private_key: Option<[u8; 32]>,
+}
+
+struct Shared {
+    table: RwLock<Arc<PeerTable>>,
+    generation: AtomicU64,
+    stop: AtomicBool,
+    counters: Arc<TunnelCounters>,
+    encrypted: bool,
+}
+
+/// A running tunnel. Dropping it stops both threads and closes the TUN device (which removes
+/// `weft0` and its routes).
+pub struct Tunnel {
+    shared: Arc<Shared>,
+    private_key: Option<[u8; 32]>,
+    threads: Vec<JoinHandle<()>>,
+    local_addr: SocketAddr,
+}
+
+impl Tunnel {
+    /// Creates the TUN device (the caller sets its MTU, alias and state through netlink) and binds
+    /// the socket, then starts the two threads.
+    pub fn start(cfg: TunnelConfig, counters: Arc<TunnelCounters>) -> Result<Tunnel, TunnelError> {
+        let tun = sys::open_tun(&cfg.device).map_err(|source| TunnelError::Tun {
+            name: cfg.device.clone(),
+            source,
+        })?;
+        let socket = UdpSocket::bind(cfg.bind).map_err(|source| TunnelError::Socket {
+            addr: cfg.bind,
+            source,
+        })?;
+        let local_addr = socket.local_addr().unwrap_or(cfg.bind);
+        let sock_err = |source| TunnelError::Socket {
+            addr: cfg.bind,
+            source,
+        };
+        socket.set_read_timeout(Some(WAKE)).map_err(sock_err)?;
+        let fd = socket.as_raw_fd();
+        for (force, plain) in [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        ] {
+            if sys::setsockopt_int(fd, libc::SOL_SOCKET, force, 4 << 20).is_err() {
+                let _ = sys::setsockopt_int(fd, libc::SOL_SOCKET, plain, 4 << 20);
+            }
+        }
+        // Frames must not be fragmented by this host: the TUN MTU accounts for the overhead.
+        let _ = sys::setsockopt_int(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DONT,
+        );
+        let shared = Arc::new(Shared {
+            table: RwLock::new(Arc::new(PeerTable::default())),
+            generation: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            counters,
+            encrypted: cfg.private_key.is_some(),
+        });
+        let buf_len = (cfg.mtu as usize + SEALED_OVERHEAD + 64).max(2048);
+        let socket = Arc::new(socket);
+        let tun = Arc::new(tun);
+        let mut threads = Vec::new();
+        let (s, k, t) = (shared.clone(), socket.clone(), tun.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name("weft-tun-tx".into())
+                .spawn(move || tx_loop(&s, &k, &t, buf_len))
+                .map_err(TunnelError::Thread)?,
+        );
+        let s = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("weft-tun-rx".into())
+            .spawn(move || rx_loop(&s, &socket, &tun, buf_len));
+        match spawned {
+            Ok(h) => threads.push(h),
+            Err(e) => {
+                shared.stop.store(true, Ordering::Relaxed);
+                for h in threads.drain(..) {
+                    let _ = h.join();
+                }
+                return Err(TunnelError::Thread(e));
+            }
+        }
+        shared.counters.enabled.store(true, Ordering::Relaxed);
+        Ok(Tunnel {
+            shared,
+            private_key: cfg.private_key,
+            threads,
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn counters(&self) -> Arc<TunnelCounters> {
+        self.shared.counters.clone()
+    }
+
+    /// Replaces the peer table (keys are derived here, not on the packet path).
+    pub fn set_peers(&self, peers: Vec<PeerSpec>) {
+        let table = Arc::new(PeerTable::new(peers, self.private_key.as_ref()));
+        if let Ok(mut t) = self.shared.table.write() {
+            *t = table;
+        }
+        self.shared.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Stops the threads and closes the device.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for h in self.threads.drain(..) {
+            let _ = h.join();
+        }
+        self.shared.counters.enabled.store(false, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// A thread's view of the peer table, refreshed when the agent replaced it.
+struct View {
+    generation: u64,
+    table: Arc<PeerTable>,
+    crypto: peers::PeerCrypto,
+}
+
+impl View {
+    fn new() -> View {
+        View {
+            generation: u64::MAX,
+            table: Arc::new(PeerTable::default()),
+            crypto: peers::PeerCrypto::default(),
+        }
+    }
+
+    fn refresh(&mut self, shared: &Shared, seal: bool) {
+        let g = shared.generation.load(Ordering::Acquire);
+        if g == self.generation {
+            return;
+        }
+        if let Ok(t) = shared.table.read() {
+            self.table = t.clone();
+        }
+        self.crypto.refresh(&self.table, seal);
+        self.generation = g;
+    }
+}
+
+fn tx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, buf_len: usize) {
+    let mut batch = sys::Batch::new(BATCH, buf_len);
+    let mut view = View::new();
+    let mut local = Local::default();
+    let (tun_fd, sock_fd) = (tun.as_raw_fd(), socket.as_raw_fd());
+    let room = buf_len - SEALED_HEADER_LEN - TAG_LEN;
+    while !shared.stop.load(Ordering::Relaxed) {
+        match sys::poll_in(tun_fd, WAKE.as_millis() as i32) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "tunnel: poll on the TUN device failed; stopping");
+                break;
+            }
+        }
+        view.refresh(shared, true);
+        let mut n = 0;
+        let mut dead = false;
+        while n < batch.slots() {
+            let Some(buf) = batch.buf_mut(n) else { break };
+            let len = match sys::read(
+                tun_fd,
+                &mut buf[SEALED_HEADER_LEN..SEALED_HEADER_LEN + room],
+            ) {
+                Ok(Some(len)) => len,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tunnel: TUN read failed; stopping");
+                    dead = true;
+                    break;
+                }
+            };
+            let packet = &buf[SEALED_HEADER_LEN..SEALED_HEADER_LEN + len];
+            let Ok((_, dst)) = frame::check_packet(packet) else {
+                // IPv6 or malformed from the local stack: nothing to send it to.
+                local.drop(DropReason::NoRoute);
+                continue;
+            };
+            let Some(i) = view.table.route(dst) else {
+                local.drop(DropReason::NoRoute);
+                continue;
+            };
+            let Some(peer) = view.table.peers.get(i) else {
+                local.drop(DropReason::NoRoute);
+                continue;
+            };
+            let to = peer.spec.addr;
+            let framed = if shared.encrypted {
+                match view.crypto.sealers.get_mut(i).and_then(Option::as_mut) {
+                    Some(sealer) => sealer.seal(buf, len).ok().map(|total| (0, total)),
+                    None => None,
+                }
+            } else {
+                let off = SEALED_HEADER_LEN - PLAIN_HEADER_LEN;
+                buf.get_mut(off..)
+                    .and_then(|b| frame::write_plain_header(b).ok())
+                    .map(|()| (off, PLAIN_HEADER_LEN + len))
+            };
+            let Some((off, total)) = framed else {
+                local.drop(DropReason::NoRoute);
+                continue;
+            };
+            local.bytes += len as u64;
+            batch.set(n, off, total, &to);
+            n += 1;
+        }
+        if n > 0 {
+            let (sent, failed) = batch.send(sock_fd, n);
+            local.packets += sent as u64;
+            for _ in 0..failed {
+                local.drop(DropReason::Error);
+            }
+        }
+        shared.counters.flush(&mut local, false);
+        if dead {
+            break;
+        }
+    }
+}
+
+fn rx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, buf_len: usize) {
+    let mut batch = sys::Batch::new(BATCH, buf_len);
+    let mut view = View::new();
+    let mut local = Local::default();
+    let (tun_fd, sock_fd) = (tun.as_raw_fd(), socket.as_raw_fd());
+    while !shared.stop.load(Ordering::Relaxed) {
+        let n = match batch.recv(sock_fd) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "tunnel: receive failed");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if n == 0 {
+            continue;
+        }
+        view.refresh(shared, false);
+        for i in 0..n {
+            let Some((frame, from, truncated)) = batch.received(i) else {
+                continue;
+            };
+            if truncated {
+                local.drop(DropReason::Garbage);
+                continue;
+            }
+            match accept(&view.table, &mut view.crypto, shared.encrypted, from, frame) {
+                Ok(range) => {
+                    let Some(packet) = frame.get(range) else {
+                        continue;
+                    };
+                    match sys::write(tun_fd, packet) {
+                        Ok(_) => {
+                            local.packets += 1;
+                            local.bytes += packet.len() as u64;
+                        }
+                        Err(_) => local.drop(DropReason::Error),
+                    }
+                }
+                Err(r) => local.drop(r),
+            }
+        }
+        shared.counters.flush(&mut local, true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtu_arithmetic() {
+        assert_eq!(tunnel_mtu(1500, false, false), 1468);
+        assert_eq!(tunnel_mtu(1500, false, true), 1440);
+        assert_eq!(tunnel_mtu(1500, true, true), 1420);
+        assert_eq!(tunnel_mtu(9000, false, true), 8940);
+        assert_eq!(tunnel_mtu(10, false, true), 0);
+    }
+
+    #[test]
+    fn metrics_rows() {
+        let c = TunnelCounters::default();
+        let mut out = String::new();
+        c.render(&mut out);
+        assert!(out.is_empty(), "nothing while no tunnel runs");
+        c.enabled.store(true, Ordering::Relaxed);
+        let mut l = Local::default();
+        l.drop(DropReason::Spoofed);
+        l.drop(DropReason::Spoofed);
+        l.packets = 3;
+        l.bytes = 300;
+        c.flush(&mut l, true);
+        c.render(&mut out);
+        assert!(out.contains("weft_tunnel_drops_total{reason=\"spoofed_source\"} 2\n"));
+        assert!(out.contains("weft_tunnel_packets_total{dir=\"rx\"} 3\n"));
+        assert!(out.contains("weft_tunnel_bytes_total{dir=\"rx\"} 300\n"));
+        assert!(out.contains("weft_tunnel_drops_total{reason=\"garbage\"} 0\n"));
+    }
+}

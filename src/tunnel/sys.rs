@@ -1,0 +1,320 @@
+//! The few raw syscalls the tunnel needs: opening a TUN device, poll, and batched UDP I/O
+//! (recvmmsg/sendmmsg) over preallocated buffers. Every unsafe block is here.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// `_IOW('T', 202, int)`.
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const IFF_TUN: libc::c_short = 0x0001;
+const IFF_NO_PI: libc::c_short = 0x1000;
+
+/// Opens `/dev/net/tun` and attaches (creating if needed) the TUN device `name` (no packet
+/// info header, non-blocking). The device lives as long as the returned fd.
+pub fn open_tun(name: &str) -> io::Result<OwnedFd> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
+    }
+    // SAFETY: plain open(2) of a constant NUL-terminated path; the fd is owned right away.
+    let raw = unsafe {
+        libc::open(
+            c"/dev/net/tun".as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ifreq is plain old data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = IFF_TUN | IFF_NO_PI;
+    // SAFETY: TUNSETIFF reads and writes one ifreq, which lives across the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Waits until `fd` is readable or `timeout_ms` passes. Ok(true) when readable.
+pub fn poll_in(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let rc = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(false)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(rc > 0 && p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0)
+}
+
+/// read(2) into `buf`. Ok(None) on EAGAIN.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: the pointer and length describe `buf`.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(n as usize))
+}
+
+/// write(2) of one whole packet.
+pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: the pointer and length describe `buf`.
+    let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Sets an integer socket option (best effort callers ignore the error).
+pub fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: the option value is one c_int living across the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn to_storage(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+            let sin =
+                unsafe { &mut *(out as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
+            };
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
+            let sin6 =
+                unsafe { &mut *(out as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = 0;
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(s.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this is a sockaddr_in.
+            let sin = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this is a sockaddr_in6.
+            let sin6 =
+                unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            // A v4-mapped source is the IPv4 peer.
+            if let Some(v4) = ip.to_ipv4_mapped() {
+                return Some(SocketAddr::new(
+                    IpAddr::V4(v4),
+                    u16::from_be(sin6.sin6_port),
+                ));
+            }
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                0,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// `count` packet buffers with their mmsghdr/iovec/address arrays, allocated once.
+pub struct Batch {
+    bufs: Vec<Box<[u8]>>,
+    /// Per slot: (offset, length) of the datagram inside its buffer.
+    spans: Vec<(usize, usize)>,
+    addrs: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the raw pointers in iovs/hdrs only ever point into this Batch's own buffers and are
+// rebuilt before every syscall; the Batch is used by one thread at a time.
+unsafe impl Send for Batch {}
+
+impl Batch {
+    pub fn new(count: usize, buf_len: usize) -> Batch {
+        // SAFETY: these libc structs are plain old data; zeroed is valid.
+        let zero_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        Batch {
+            bufs: (0..count)
+                .map(|_| vec![0u8; buf_len].into_boxed_slice())
+                .collect(),
+            spans: vec![(0, 0); count],
+            addrs: vec![zero_addr; count],
+            iovs: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                count
+            ],
+            hdrs: vec![zero_hdr; count],
+        }
+    }
+
+    pub fn slots(&self) -> usize {
+        self.bufs.len()
+    }
+
+    pub fn buf_mut(&mut self, i: usize) -> Option<&mut [u8]> {
+        self.bufs.get_mut(i).map(|b| &mut b[..])
+    }
+
+    /// Marks slot `i` as the datagram `buf[offset..offset + len]` to `to`.
+    pub fn set(&mut self, i: usize, offset: usize, len: usize, to: &SocketAddr) {
+        if let (Some(span), Some(addr)) = (self.spans.get_mut(i), self.addrs.get_mut(i)) {
+            *span = (offset, len);
+            let alen = to_storage(to, addr);
+            if let Some(h) = self.hdrs.get_mut(i) {
+                h.msg_hdr.msg_namelen = alen;
+            }
+        }
+    }
+
+    /// The datagram received in slot `i`: its bytes (mutable, for in-place opening), source.
+    pub fn received(&mut self, i: usize) -> Option<(&mut [u8], Option<SocketAddr>, bool)> {
+        let h = self.hdrs.get(i)?;
+        let len = h.msg_len as usize;
+        let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        let from = from_storage(self.addrs.get(i)?);
+        let buf = self.bufs.get_mut(i)?;
+        Some((buf.get_mut(..len)?, from, truncated))
+    }
+
+    fn prepare(&mut self, n: usize, recv: bool) {
+        for i in 0..n.min(self.bufs.len()) {
+            let (off, len) = if recv {
+                (0, self.bufs[i].len())
+            } else {
+                self.spans[i]
+            };
+            self.iovs[i] = libc::iovec {
+                iov_base: self.bufs[i][off..].as_mut_ptr().cast(),
+                iov_len: len,
+            };
+            let h = &mut self.hdrs[i];
+            h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            if recv {
+                h.msg_hdr.msg_namelen =
+                    std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            }
+            h.msg_hdr.msg_iov = &mut self.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = std::ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+    }
+
+    /// recvmmsg into all slots; blocks until at least one datagram (or the socket's receive
+    /// timeout: Ok(0)).
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        let n = self.bufs.len();
+        self.prepare(n, true);
+        // SAFETY: hdrs[..n] point at this batch's buffers/addresses, prepared just above.
+        let rc = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(e),
+            };
+        }
+        Ok(rc as usize)
+    }
+
+    /// sendmmsg of slots `0..n` (set with [`Batch::set`]). Returns how many were sent, and the
+    /// number that failed (skipped after an error).
+    pub fn send(&mut self, fd: RawFd, n: usize) -> (usize, usize) {
+        let n = n.min(self.bufs.len());
+        self.prepare(n, false);
+        let (mut sent, mut failed, mut at) = (0, 0, 0);
+        while at < n {
+            // SAFETY: hdrs[at..n] point at this batch's buffers/addresses, prepared above.
+            let rc = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.hdrs[at..].as_mut_ptr(),
+                    (n - at) as libc::c_uint,
+                    0,
+                )
+            };
+            if rc <= 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // The first message failed: skip it.
+                failed += 1;
+                at += 1;
+            } else {
+                sent += rc as usize;
+                at += rc as usize;
+            }
+        }
+        (sent, failed)
+    }
+}

@@ -1,0 +1,378 @@
+//! L3: the udp backend with real `weft` processes in network namespaces (testnet/netns.sh), plain
+//! and encrypted. Three hosts: every container pings every other, a 20 MB TCP transfer arrives
+//! intact, the path MTU is exactly FLANNEL_MTU, and hostile datagrams (garbage, from an unknown
+//! source, with a spoofed inner source, forged seals) injected from an attacker namespace on the
+//! underlay bridge are dropped and counted while real traffic keeps flowing. `weft leave` removes
+//! weft0. Needs root; skips with a reason otherwise (fails with WEFT_REQUIRE_NETNS=1).
+
+#[path = "common/netns.rs"]
+mod netns;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use netns::{NetnsGuard, netns_available};
+
+const API: &str = "127.0.0.1:7948";
+
+fn tools_available(test: &str) -> bool {
+    if !netns_available(test) {
+        return false;
+    }
+    for tool in ["ping", "python3"] {
+        if Command::new(tool).arg("-V").output().is_err() {
+            if std::env::var("WEFT_REQUIRE_NETNS").as_deref() == Ok("1") {
+                panic!("{test}: `{tool}` is missing and WEFT_REQUIRE_NETNS=1");
+            }
+            eprintln!("SKIPPED {test}: `{tool}` is missing");
+            return false;
+        }
+    }
+    true
+}
+
+/// A testnet with a unique prefix, torn down on drop (also when the test fails).
+struct Testnet {
+    prefix: String,
+    state: PathBuf,
+    args: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Testnet {
+    fn new(tag: &str, args: &str) -> Testnet {
+        let dir = tempfile::tempdir().unwrap();
+        Testnet {
+            prefix: format!("{tag}{}", std::process::id() % 100_000),
+            state: dir.path().join("state"),
+            args: args.into(),
+            _dir: dir,
+        }
+    }
+
+    fn script(&self, args: &[&str]) -> Output {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testnet/netns.sh");
+        Command::new("bash")
+            .arg(script)
+            .args(args)
+            .env("WEFT_TESTNET", &self.prefix)
+            .env("WEFT_TESTNET_STATE", &self.state)
+            .env("WEFT_BIN", env!("CARGO_BIN_EXE_weft"))
+            .env("WEFT_BACKEND", "udp")
+            .env("WEFT_ARGS", &self.args)
+            .output()
+            .expect("run netns.sh")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.script(args);
+        let logs: String = (1..=3)
+            .map(|i| {
+                std::fs::read_to_string(self.state.join(format!("h{i}/weft.log")))
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert!(
+            out.status.success(),
+            "netns.sh {args:?} failed:\nstdout: {}\nstderr: {}\nlogs:\n{logs}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn ns(&self, suffix: &str) -> String {
+        format!("{}-{suffix}", self.prefix)
+    }
+
+    fn env_value(&self, host: usize, key: &str) -> String {
+        let text = std::fs::read_to_string(self.state.join(format!("h{host}/subnet.env"))).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in h{host}'s subnet.env"))
+            .to_string()
+    }
+
+    /// Container I's address: the subnet's .2 (see `wire-containers`), and the subnet's prefix.
+    fn container(&self, host: usize) -> (String, String) {
+        let subnet = self.env_value(host, "FLANNEL_SUBNET");
+        let base = subnet.split('/').next().unwrap();
+        let (prefix, _) = base.rsplit_once('.').unwrap();
+        (format!("{prefix}.2"), prefix.to_string())
+    }
+
+    fn exec(&self, ns: &str, argv: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(argv)
+            .output()
+            .unwrap()
+    }
+
+    fn ping(&self, from: usize, to: &str, size: Option<usize>) -> bool {
+        let mut argv = vec!["ping", "-n", "-c", "1", "-W", "2"];
+        let s;
+        if let Some(size) = size {
+            s = size.to_string();
+            argv.extend(["-M", "do", "-s", &s]);
+        }
+        argv.push(to);
+        self.exec(&self.ns(&format!("c{from}")), &argv)
+            .status
+            .success()
+    }
+
+    fn ping_until(&self, from: usize, to: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.ping(from, to, None) {
+            assert!(Instant::now() < deadline, "c{from} cannot ping {to}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn metric(&self, host: usize, line_start: &str) -> u64 {
+        let script = format!(
+            "import urllib.request;print(urllib.request.urlopen('http://{API}/metrics').read().decode())"
+        );
+        let out = self.exec(&self.ns(&format!("h{host}")), &["python3", "-c", &script]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix(line_start))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in h{host}'s metrics:\n{text}"))
+    }
+
+    fn drops(&self, host: usize, reason: &str) -> u64 {
+        self.metric(
+            host,
+            &format!("weft_tunnel_drops_total{{reason=\"{reason}\"}}"),
+        )
+    }
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        let _ = self.script(&["down"]);
+    }
+}
+
+const SERVER: &str = r#"
+import socket, hashlib
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 5001)); s.listen(1); s.settimeout(60)
+c, _ = s.accept(); c.settimeout(60); h = hashlib.sha256(); n = 0
+while True:
+    d = c.recv(65536)
+    if not d: break
+    h.update(d); n += len(d)
+print(n, h.hexdigest(), flush=True)
+"#;
+
+const CLIENT: &str = r#"
+import socket, hashlib, random, sys, time
+data = random.Random(7).randbytes(20 * 1024 * 1024)
+for _ in range(100):
+    try:
+        s = socket.create_connection((sys.argv[1], 5001), timeout=10); break
+    except OSError:
+        time.sleep(0.1)
+s.settimeout(60); s.sendall(data); s.shutdown(socket.SHUT_WR); s.recv(1); s.close()
+print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
+"#;
+
+/// Sends hand-made UDP datagrams with any source (raw socket): argv = src sport dst dport hex.
+const FORGE: &str = r#"
+import socket, struct, sys
+src, sport, dst, dport, payload = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), bytes.fromhex(sys.argv[5])
+udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, socket.inet_aton(src), socket.inet_aton(dst))
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for _ in range(5):
+    s.sendto(ip + udp, (dst, 0))
+"#;
+
+/// An inner IPv4/UDP packet from `src` to `dst`, as hex.
+fn inner_packet(src: &str, dst: &str) -> String {
+    let ip = |s: &str| -> Vec<u8> { s.split('.').map(|o| o.parse::<u8>().unwrap()).collect() };
+    let payload = b"forged";
+    let total = 28 + payload.len();
+    let mut p = vec![0x45, 0, 0, total as u8, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    p.extend(ip(src));
+    p.extend(ip(dst));
+    p.extend([0x13, 0x88, 0x13, 0x88, 0, (8 + payload.len()) as u8, 0, 0]);
+    p.extend(payload);
+    p.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn run(tag: &str, encrypted: bool) {
+    let args = if encrypted {
+        "--udp-encryption on"
+    } else {
+        "--udp-encryption off"
+    };
+    let net = Testnet::new(tag, args);
+    net.ok(&["up", "3"]);
+    net.ok(&["start"]);
+    net.ok(&["wait-ready", "60"]);
+    net.ok(&["wire-containers"]);
+    let c: Vec<(String, String)> = (1..=3).map(|i| net.container(i)).collect();
+
+    // Every container reaches every other.
+    for i in 1..=3 {
+        for j in 1..=3 {
+            if i != j {
+                net.ping_until(i, &c[j - 1].0);
+            }
+        }
+    }
+
+    // 20 MB over TCP, byte for byte.
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &net.ns("c2"), "python3", "-c", SERVER])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = net.exec(&net.ns("c1"), &["python3", "-c", CLIENT, &c[1].0]);
+    let server_out = {
+        let _ = server.wait();
+        let mut s = String::new();
+        use std::io::Read;
+        server
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        s
+    };
+    let sent = String::from_utf8_lossy(&client.stdout).trim().to_string();
+    assert!(client.status.success(), "client: {client:?}");
+    assert!(sent.starts_with("20971520 "), "client sent: {sent}");
+    assert_eq!(server_out.trim(), sent, "the transfer arrived altered");
+
+    // The path MTU is exactly FLANNEL_MTU.
+    let mtu: usize = net.env_value(1, "FLANNEL_MTU").parse().unwrap();
+    let expected = if encrypted {
+        1500 - 28 - 32
+    } else {
+        1500 - 28 - 4
+    };
+    assert_eq!(mtu, expected);
+    assert!(
+        net.ping(1, &c[1].0, Some(mtu - 28)),
+        "a DF packet of FLANNEL_MTU bytes is lost"
+    );
+    assert!(
+        !net.ping(1, &c[1].0, Some(mtu - 27)),
+        "a DF packet above FLANNEL_MTU passes"
+    );
+
+    // An attacker on the underlay bridge.
+    let attacker = NetnsGuard::new(&format!("{tag}x")).unwrap();
+    let ul = net.ns("ul");
+    let st = Command::new("ip")
+        .args([
+            "-n", &ul, "link", "add", "xa", "type", "veth", "peer", "name", "x0",
+        ])
+        .args(["netns", attacker.name()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(
+        Command::new("ip")
+            .args(["-n", &ul, "link", "set", "xa", "master", "br0", "up"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    attacker
+        .ip(&["addr", "add", "172.31.250.99/24", "dev", "x0"])
+        .unwrap();
+    attacker.ip(&["link", "set", "x0", "up"]).unwrap();
+    let (h1, h2) = ("172.31.250.11", "172.31.250.12");
+    let forge = |src: &str, payload: &str| {
+        let out = net.exec(
+            attacker.name(),
+            &["python3", "-c", FORGE, src, "8285", h1, "8285", payload],
+        );
+        assert!(out.status.success(), "forge: {out:?}");
+    };
+    let before = |r: &str| net.drops(1, r);
+    let (garbage0, unknown0, spoofed0, auth0) = (
+        before("garbage"),
+        before("unknown_source"),
+        before("spoofed_source"),
+        before("auth"),
+    );
+    let plain_frame = |src: &str| format!("57550100{}", inner_packet(src, &c[0].0));
+    // Garbage from a real peer's address and port.
+    forge(h2, "00112233445566778899aabbccddeeff00112233445566778899");
+    // A well-formed frame from an address that is no peer.
+    forge("172.31.250.99", &plain_frame(&format!("{}.5", c[1].1)));
+    // From h2's address, claiming to come from h3's subnet.
+    forge(h2, &plain_frame(&format!("{}.5", c[2].1)));
+    // A forged sealed frame from h2's address.
+    let mut sealed = String::from("5755010112345678000000000000abcd");
+    sealed.push_str(&"ab".repeat(60));
+    forge(h2, &sealed);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(before("garbage") >= garbage0 + 5, "garbage not counted");
+    assert!(
+        before("unknown_source") >= unknown0 + 5,
+        "unknown source not counted"
+    );
+    if encrypted {
+        // The plain spoofed frame and the forged seal both fail authentication.
+        assert!(
+            before("auth") >= auth0 + 10,
+            "forgeries not counted as auth failures"
+        );
+        assert_eq!(before("spoofed_source"), spoofed0);
+    } else {
+        assert!(
+            before("spoofed_source") >= spoofed0 + 5,
+            "spoofed inner source not counted"
+        );
+        assert!(
+            before("auth") >= auth0 + 5,
+            "a sealed frame at a plain receiver must be refused"
+        );
+    }
+    assert!(net.metric(1, "weft_tunnel_packets_total{dir=\"rx\"}") > 1000);
+    // Real traffic still flows.
+    for j in [2, 3] {
+        net.ping_until(1, &c[j - 1].0);
+    }
+
+    // `weft leave` removes weft0 and its route.
+    let out = net.exec(
+        &net.ns("h3"),
+        &[env!("CARGO_BIN_EXE_weft"), "leave", "--api", API],
+    );
+    assert!(out.status.success(), "leave: {out:?}");
+    let link = Command::new("ip")
+        .args(["-n", &net.ns("h3"), "link", "show", "weft0"])
+        .output()
+        .unwrap();
+    assert!(!link.status.success(), "weft0 is still there after leave");
+    let routes = Command::new("ip")
+        .args(["-n", &net.ns("h3"), "route", "show", "proto", "87"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&routes.stdout).trim(), "");
+}
+
+#[test]
+fn udp_plain_three_hosts() {
+    if tools_available("udp_plain_three_hosts") {
+        run("up", false);
+    }
+}
+
+#[test]
+fn udp_encrypted_three_hosts() {
+    if tools_available("udp_encrypted_three_hosts") {
+        run("ue", true);
+    }
+}
