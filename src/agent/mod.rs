@@ -870,14 +870,17 @@ impl Worker {
     }
 
     fn desired(&self) -> State {
-        if let Some(udp) = &self.udp {
-            return self.udp_desired(udp);
-        }
         self.selection().state
     }
 
     /// The desired state and each peer's fate (programmed, and how; or skipped, and why).
     fn selection(&self) -> Selection {
+        if let Some(udp) = &self.udp {
+            return Selection {
+                state: self.udp_desired(udp),
+                ..Selection::default()
+            };
+        }
         let Some((subnet, _)) = self.lease.claim() else {
             return Selection::default();
         };
