@@ -18,7 +18,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(*args),
+        Command::Status(args) if args.watch.is_some() => client(weft::cli::status_watch(&args)),
         Command::Status(args) => client(weft::cli::status(&args)),
+        Command::DockerOpts(args) => match weft::cli::docker_opts(&args) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("weft: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Leave(args) => client(weft::cli::leave(&args)),
         Command::Keys(cmd) => client(weft::cli::keys::run(&cmd)),
         Command::Keygen(args) => match weft::cli::keygen(&args) {

@@ -56,6 +56,7 @@ pub fn load_state(state_dir: &Path) -> Result<Option<PersistedState>, String> {
     }
 }
 
+/// Writes the persisted state to `<state-dir>/state.json` atomically.
 pub fn save_state(state_dir: &Path, state: &PersistedState) -> std::io::Result<()> {
     write_atomic(&state_path(state_dir), &state.to_json())
 }

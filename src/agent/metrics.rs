@@ -1,226 +1,331 @@
-//! Counters the agent keeps and `/metrics` exposes in Prometheus text format.
+//! Counters the agent keeps and `/metrics` exposes in the Prometheus/OpenMetrics text format
+//! (encoded by the `prometheus-client` crate).
+//!
+//! The handle is [`Metrics`]: plain atomics that the agent loop bumps with [`Metrics::add`] and
+//! [`Metrics::set`], labelled families for what has a label (reconcile operations by kind, nodes
+//! by liveness and state), the gossip transport's [`GossipCounters`], the UDP tunnel's
+//! [`TunnelCounters`] and the rejected-record counts. [`Metrics::render`] builds the exposition at
+//! scrape time.
 
-use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
+
 use crate::cluster::RecordRejects;
 use crate::cluster::transport::GossipCounters;
+use crate::tunnel::{DropReason, TunnelCounters};
+
+/// Label set of a family: `(name, value)` pairs.
+pub type Labels = Vec<(&'static str, String)>;
 
 /// Monotonic counters and gauges, shared between the agent loop and the API.
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Gossip datagrams, bytes and drops, kept by the sealed transport.
     pub gossip: Arc<GossipCounters>,
-    /// The udp tunnel's packets, bytes and drops (rendered only while a tunnel runs).
-    pub tunnel: Arc<crate::tunnel::TunnelCounters>,
+    /// UDP tunnel packets, bytes and drops (filled by the udp backend).
+    pub tunnel: Arc<TunnelCounters>,
+    /// Live nodes, this one included.
     pub nodes_alive: AtomicU64,
+    /// Nodes chitchat considers dead but still remembers.
     pub nodes_dead: AtomicU64,
+    /// Node records that failed to decode or validate.
     pub bad_records: AtomicU64,
+    /// Subnet claims this node made.
     pub claims: AtomicU64,
+    /// Claims lost to an earlier claim while settling.
     pub claims_lost: AtomicU64,
+    /// Active subnets lost to an older claim (after a partition healed).
     pub active_claims_lost: AtomicU64,
+    /// Identity conflicts detected (same name, or same underlay IP).
     pub identity_conflicts: AtomicU64,
+    /// Reconcile passes.
     pub reconciles: AtomicU64,
+    /// Data-plane operations applied.
     pub reconcile_ops: AtomicU64,
+    /// Data-plane operations that failed (and failed observations).
     pub reconcile_failures: AtomicU64,
+    /// Peers whose routes are programmed.
     pub peers_programmed: AtomicU64,
+    /// 1 once ready.
     pub ready: AtomicU64,
     /// Milliseconds from start to ready (0 until ready).
     pub time_to_ready_ms: AtomicU64,
     /// Peer records rejected before use, by reason.
     pub records_rejected: Arc<RecordRejects>,
-    /// Keyring reloads (SIGHUP, `weft keys reload`) that succeeded and failed.
+    /// Keyring reloads (SIGHUP, `weft keys reload`) that succeeded.
     pub key_reloads: AtomicU64,
+    /// Keyring reloads that failed (the keys in use stayed).
     pub key_reload_failures: AtomicU64,
+    /// Data-plane operations by `kind` (and `result`: `ok` | `failed`).
+    pub reconcile_ops_by_kind: Family<Labels, Counter>,
+    /// Nodes by `liveness` and `state`, as of the last status.
+    pub nodes_by_state: Family<Labels, Gauge>,
 }
 
 impl Metrics {
+    /// Adds `n` to a counter.
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Sets a gauge.
     pub fn set(c: &AtomicU64, n: u64) {
         c.store(n, Ordering::Relaxed);
     }
 
-    /// Prometheus text exposition.
+    /// Counts one data-plane operation of `kind`.
+    pub fn op(&self, kind: &str, ok: bool) {
+        let labels = vec![
+            ("kind", kind.to_string()),
+            ("result", if ok { "ok" } else { "failed" }.to_string()),
+        ];
+        self.reconcile_ops_by_kind.get_or_create(&labels).inc();
+    }
+
+    /// Replaces the node counts by liveness and state.
+    pub fn set_nodes<'a>(&self, nodes: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        self.nodes_by_state.clear();
+        for (liveness, state) in nodes {
+            let labels = vec![
+                ("liveness", liveness.to_string()),
+                ("state", state.to_string()),
+            ];
+            self.nodes_by_state.get_or_create(&labels).inc();
+        }
+    }
+
+    /// The exposition (OpenMetrics text, which Prometheus reads). `extra` rows are appended as
+    /// untyped samples `(name, labels, value)` with labels written `{k="v"}` or empty.
     pub fn render(&self, extra: &[(&str, &str, u64)]) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 13] = [
-            (
-                "weft_nodes",
-                "gauge",
-                "{liveness=\"alive\"}",
-                g(&self.nodes_alive),
-            ),
-            (
-                "weft_nodes",
-                "gauge",
-                "{liveness=\"dead\"}",
-                g(&self.nodes_dead),
-            ),
-            ("weft_bad_records", "gauge", "", g(&self.bad_records)),
-            ("weft_claims_total", "counter", "", g(&self.claims)),
-            (
-                "weft_claims_lost_total",
-                "counter",
-                "{was_active=\"false\"}",
-                g(&self.claims_lost),
-            ),
-            (
-                "weft_claims_lost_total",
-                "counter",
-                "{was_active=\"true\"}",
-                g(&self.active_claims_lost),
-            ),
-            (
-                "weft_identity_conflicts_total",
-                "counter",
-                "",
-                g(&self.identity_conflicts),
-            ),
-            ("weft_reconciles_total", "counter", "", g(&self.reconciles)),
-            (
-                "weft_reconcile_ops_total",
-                "counter",
-                "",
-                g(&self.reconcile_ops),
-            ),
-            (
-                "weft_reconcile_failures_total",
-                "counter",
-                "",
-                g(&self.reconcile_failures),
-            ),
-            (
-                "weft_peers_programmed",
-                "gauge",
-                "",
-                g(&self.peers_programmed),
-            ),
-            ("weft_ready", "gauge", "", g(&self.ready)),
-            (
-                "weft_time_to_ready_seconds",
-                "gauge",
-                "",
-                g(&self.time_to_ready_ms) / 1000,
-            ),
-        ];
-        let mut out = String::new();
-        let mut last = "";
-        for (name, kind, labels, value) in rows {
-            if name != last {
-                let _ = writeln!(out, "# TYPE {name} {kind}");
-                last = name;
+        let mut reg = Registry::with_prefix("weft");
+        let counter = |reg: &mut Registry, name: &str, help: &str, v: u64| {
+            reg.register(name, help, ConstCounter::new(v));
+        };
+        let gauge = |reg: &mut Registry, name: &str, help: &str, v: i64| {
+            reg.register(name, help, ConstGauge::new(v));
+        };
+        let labelled = |pairs: &[(&[(&'static str, &str)], u64)]| {
+            let fam = Family::<Labels, Counter>::default();
+            for (labels, v) in pairs {
+                let labels: Labels = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
+                fam.get_or_create(&labels).inc_by(*v);
             }
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
+            fam
+        };
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+
+        let nodes = Family::<Labels, Gauge>::default();
+        nodes
+            .get_or_create(&vec![("liveness", "alive".to_string())])
+            .set(as_i64(g(&self.nodes_alive)));
+        nodes
+            .get_or_create(&vec![("liveness", "dead".to_string())])
+            .set(as_i64(g(&self.nodes_dead)));
+        reg.register("nodes", "Known nodes by liveness", nodes);
+        reg.register(
+            "nodes_by_state",
+            "Known nodes by liveness and claim state",
+            self.nodes_by_state.clone(),
+        );
+        gauge(
+            &mut reg,
+            "bad_records",
+            "Node records that failed to decode or validate",
+            as_i64(g(&self.bad_records)),
+        );
+        counter(&mut reg, "claims", "Subnet claims made", g(&self.claims));
+        reg.register(
+            "claims_lost",
+            "Claims lost to an earlier claim",
+            labelled(&[
+                (&[("was_active", "false")], g(&self.claims_lost)),
+                (&[("was_active", "true")], g(&self.active_claims_lost)),
+            ]),
+        );
+        counter(
+            &mut reg,
+            "identity_conflicts",
+            "Identity conflicts detected",
+            g(&self.identity_conflicts),
+        );
+        counter(
+            &mut reg,
+            "reconciles",
+            "Reconcile passes",
+            g(&self.reconciles),
+        );
+        counter(
+            &mut reg,
+            "reconcile_ops",
+            "Data-plane operations applied",
+            g(&self.reconcile_ops),
+        );
+        counter(
+            &mut reg,
+            "reconcile_failures",
+            "Data-plane operations or observations that failed",
+            g(&self.reconcile_failures),
+        );
+        reg.register(
+            "reconcile_ops_by_kind",
+            "Data-plane operations by kind and result",
+            self.reconcile_ops_by_kind.clone(),
+        );
+        gauge(
+            &mut reg,
+            "peers_programmed",
+            "Peers whose routes are programmed",
+            as_i64(g(&self.peers_programmed)),
+        );
+        gauge(&mut reg, "ready", "1 once ready", as_i64(g(&self.ready)));
+        reg.register(
+            "time_to_ready_seconds",
+            "Seconds from start to ready (0 until ready)",
+            ConstGauge::new(g(&self.time_to_ready_ms) as f64 / 1000.0),
+        );
+
         let s = self.gossip.snapshot();
-        let gossip: [(&str, &str, &str, u64); 13] = [
-            (
-                "weft_gossip_datagrams_total",
-                "counter",
-                "{direction=\"in\"}",
-                s.datagrams_in,
-            ),
-            (
-                "weft_gossip_datagrams_total",
-                "counter",
-                "{direction=\"out\"}",
-                s.datagrams_out,
-            ),
-            (
-                "weft_gossip_bytes_total",
-                "counter",
-                "{direction=\"in\"}",
-                s.bytes_in,
-            ),
-            (
-                "weft_gossip_bytes_total",
-                "counter",
-                "{direction=\"out\"}",
-                s.bytes_out,
-            ),
-            (
-                "weft_gossip_dropped_total",
-                "counter",
-                "{reason=\"malformed\"}",
-                s.drop_malformed,
-            ),
-            (
-                "weft_gossip_dropped_total",
-                "counter",
-                "{reason=\"unknown_key\"}",
-                s.drop_unknown_key,
-            ),
-            (
-                "weft_gossip_dropped_total",
-                "counter",
-                "{reason=\"auth\"}",
-                s.drop_auth,
-            ),
-            (
-                "weft_gossip_dropped_total",
-                "counter",
-                "{reason=\"replay\"}",
-                s.drop_replay,
-            ),
-            (
-                "weft_gossip_dropped_total",
-                "counter",
-                "{reason=\"plaintext\"}",
-                s.drop_plaintext,
-            ),
-            (
-                "weft_gossip_dropped_total",
-                "counter",
-                "{reason=\"oversized\"}",
-                s.drop_oversized,
-            ),
-            (
-                "weft_gossip_send_errors_total",
-                "counter",
-                "",
-                s.send_errors,
-            ),
-            (
-                "weft_gossip_relays_evicted_total",
-                "counter",
-                "",
-                s.relays_evicted,
-            ),
-            ("weft_up", "gauge", "", 1),
-        ];
-        for (name, kind, labels, value) in gossip {
-            if name != last {
-                let _ = writeln!(out, "# TYPE {name} {kind}");
-                last = name;
-            }
-            let _ = writeln!(out, "{name}{labels} {value}");
+        reg.register(
+            "gossip_datagrams",
+            "Gossip datagrams on the underlay socket",
+            labelled(&[
+                (&[("direction", "in")], s.datagrams_in),
+                (&[("direction", "out")], s.datagrams_out),
+            ]),
+        );
+        reg.register(
+            "gossip_bytes",
+            "Gossip bytes on the underlay socket",
+            labelled(&[
+                (&[("direction", "in")], s.bytes_in),
+                (&[("direction", "out")], s.bytes_out),
+            ]),
+        );
+        reg.register(
+            "gossip_dropped",
+            "Gossip datagrams rejected, by reason",
+            labelled(&[
+                (&[("reason", "malformed")], s.drop_malformed),
+                (&[("reason", "unknown_key")], s.drop_unknown_key),
+                (&[("reason", "auth")], s.drop_auth),
+                (&[("reason", "replay")], s.drop_replay),
+                (&[("reason", "plaintext")], s.drop_plaintext),
+                (&[("reason", "oversized")], s.drop_oversized),
+            ]),
+        );
+        counter(
+            &mut reg,
+            "gossip_send_errors",
+            "Underlay gossip sends that failed",
+            s.send_errors,
+        );
+        counter(
+            &mut reg,
+            "gossip_relays_evicted",
+            "Gossip relay sockets evicted",
+            s.relays_evicted,
+        );
+
+        let t = &self.tunnel;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        reg.register(
+            "tunnel_packets",
+            "UDP tunnel frames",
+            labelled(&[
+                (&[("dir", "rx")], load(&t.rx_packets)),
+                (&[("dir", "tx")], load(&t.tx_packets)),
+            ]),
+        );
+        reg.register(
+            "tunnel_bytes",
+            "UDP tunnel bytes",
+            labelled(&[
+                (&[("dir", "rx")], load(&t.rx_bytes)),
+                (&[("dir", "tx")], load(&t.tx_bytes)),
+            ]),
+        );
+        let drops = Family::<Labels, Counter>::default();
+        for r in DropReason::ALL {
+            drops
+                .get_or_create(&vec![("reason", r.label().to_string())])
+                .inc_by(t.drops(r));
         }
-        let _ = writeln!(out, "# TYPE weft_records_rejected_total counter");
+        reg.register(
+            "tunnel_drops",
+            "UDP tunnel packets dropped, by reason",
+            drops,
+        );
+
+        let rejected = Family::<Labels, Counter>::default();
         for (reason, n) in self.records_rejected.snapshot() {
-            let _ = writeln!(
-                out,
-                "weft_records_rejected_total{{reason=\"{reason}\"}} {n}"
-            );
+            rejected
+                .get_or_create(&vec![("reason", reason.to_string())])
+                .inc_by(n);
         }
-        let _ = writeln!(out, "# TYPE weft_key_reloads_total counter");
-        let _ = writeln!(
-            out,
-            "weft_key_reloads_total{{result=\"ok\"}} {}",
-            g(&self.key_reloads)
+        reg.register(
+            "records_rejected",
+            "Peer records ignored because they failed a check, by reason",
+            rejected,
         );
-        let _ = writeln!(
-            out,
-            "weft_key_reloads_total{{result=\"error\"}} {}",
-            g(&self.key_reload_failures)
+        reg.register(
+            "key_reloads",
+            "Keyring reloads (SIGHUP, weft keys reload), by result",
+            labelled(&[
+                (&[("result", "ok")], g(&self.key_reloads)),
+                (&[("result", "error")], g(&self.key_reload_failures)),
+            ]),
         );
+        gauge(&mut reg, "up", "1 while the agent runs", 1);
+
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &reg);
         for (name, labels, value) in extra {
-            let _ = writeln!(out, "{name}{labels} {value}");
+            out.push_str(&format!("{name}{labels} {value}\n"));
         }
-        self.tunnel.render(&mut out);
+        let _ = prometheus_client::encoding::text::encode_eof(&mut out);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_shows_counters_and_families() {
+        let m = Metrics::default();
+        Metrics::add(&m.claims, 2);
+        Metrics::set(&m.nodes_alive, 3);
+        m.op("add_route", true);
+        m.op("add_route", false);
+        m.set_nodes([
+            ("alive", "active"),
+            ("alive", "active"),
+            ("dead", "claimed"),
+        ]);
+        m.tunnel.rx_bytes.store(100, Ordering::Relaxed);
+        let text = m.render(&[]);
+        for line in [
+            "weft_claims_total 2",
+            "weft_nodes{liveness=\"alive\"} 3",
+            "weft_reconcile_ops_by_kind_total{kind=\"add_route\",result=\"ok\"} 1",
+            "weft_reconcile_ops_by_kind_total{kind=\"add_route\",result=\"failed\"} 1",
+            "weft_nodes_by_state{liveness=\"alive\",state=\"active\"} 2",
+            "weft_nodes_by_state{liveness=\"dead\",state=\"claimed\"} 1",
+            "weft_tunnel_bytes_total{dir=\"rx\"} 100",
+            "weft_tunnel_drops_total{reason=\"spoofed_source\"} 0",
+            "weft_records_rejected_total{reason=\"underlay_ip\"} 0",
+            "weft_gossip_dropped_total{reason=\"auth\"} 0",
+            "# TYPE weft_claims counter",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -4,12 +4,14 @@
 //! API; [`run`] is what `weft run` calls.
 
 pub mod files;
+#[allow(missing_docs)]
 pub mod keys;
+pub mod masq;
 pub mod metrics;
 mod status;
 mod udp;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -35,30 +37,42 @@ pub use metrics::Metrics;
 /// The underlay as the agent uses it: where VXLAN packets leave, and its MTU.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnderlayInfo {
+    /// Underlay interface name.
     pub ifname: String,
+    /// Underlay interface index.
     pub ifindex: u32,
     /// Local underlay address (VXLAN source).
     pub ip: IpAddr,
+    /// Underlay interface MTU.
     pub mtu: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why an agent could not start or stopped with an error.
 pub enum AgentError {
     #[error("{0}")]
+    /// The configuration is unusable (exit code 2).
     Config(String),
     #[error("underlay: {0}")]
+    /// The underlay interface or address could not be found.
     Underlay(String),
     #[error(transparent)]
+    /// Gossip could not start.
     Cluster(#[from] ClusterError),
     #[error("data plane: {0}")]
+    /// The data plane could not be opened.
     Dataplane(#[from] DataplaneError),
     #[error("local API on {addr}: {source}")]
+    /// The local API could not listen.
     Api {
+        /// The address it tried.
         addr: SocketAddr,
         #[source]
+        /// Why it failed.
         source: std::io::Error,
     },
     #[error("agent task failed: {0}")]
+    /// The agent task panicked or was cancelled.
     Join(String),
 }
 
@@ -74,6 +88,7 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// A builder for `config`; by default it discovers the underlay, programs the kernel and serves the API.
     pub fn new(config: Config) -> Agent {
         Agent {
             config,
@@ -256,6 +271,7 @@ impl AgentHandle {
         self.status.clone()
     }
 
+    /// The counters behind `/metrics`.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
     }
@@ -274,6 +290,36 @@ impl AgentHandle {
                 Ok(false)
             }
         }
+    }
+
+    /// This node's subnet once claimed (settling or active), `None` before.
+    pub fn subnet(&self) -> Option<Ipv4Net> {
+        self.status.borrow().subnet.as_deref()?.parse().ok()
+    }
+
+    /// Every other node this agent knows, as of now (watch [`AgentHandle::status`] for changes).
+    pub fn peers(&self) -> Vec<crate::api::NodeStatus> {
+        self.status
+            .borrow()
+            .nodes
+            .iter()
+            .filter(|n| !n.is_self)
+            .cloned()
+            .collect()
+    }
+
+    /// Whether the subnet is active and the data plane programmed.
+    pub fn is_ready(&self) -> bool {
+        self.status.borrow().ready
+    }
+
+    /// Waits until the agent is ready and returns its status then; fails if it stops first.
+    pub async fn ready(&self) -> Result<StatusReport, AgentError> {
+        let mut rx = self.status.clone();
+        rx.wait_for(|s| s.ready)
+            .await
+            .map(|s| s.clone())
+            .map_err(|_| AgentError::Join("the agent stopped before it was ready".into()))
     }
 
     /// Stops like SIGTERM: the claim, routes and devices stay for a restart.
@@ -451,6 +497,9 @@ struct Worker {
     rediscover_underlay: bool,
     /// The udp backend's tunnel, when that is the backend.
     udp: Option<udp::UdpPlane>,
+    /// Live peers as last logged (one line per peer joining or leaving).
+    alive_peers: BTreeSet<String>,
+    masq: masq::IpMasq,
 }
 
 impl Worker {
@@ -547,6 +596,8 @@ impl Worker {
             key_view_tx: None,
             rediscover_underlay: false,
             udp: None,
+            alive_peers: BTreeSet::new(),
+            masq: masq::IpMasq::default(),
         };
         worker.handle_events(events);
         worker.publish_status();
@@ -660,6 +711,7 @@ impl Worker {
             reservation_ms: self.config.reservation.as_millis() as u64,
         };
         self.view = lease::resolve(&self.identity, members, now_ms, limits);
+        self.log_peer_changes();
         let events = self.lease.step(now_ms, &self.view);
         self.handle_events(events);
         cluster.publish(&self.record()).await;
@@ -719,6 +771,31 @@ impl Worker {
                 true
             }
         });
+    }
+
+    /// One line per peer that comes alive in the view or stops being alive.
+    fn log_peer_changes(&mut self) {
+        let alive: BTreeSet<String> = self
+            .view
+            .members
+            .iter()
+            .filter(|r| r.member.alive && r.member.name != self.config.node_name)
+            .map(|r| r.member.name.clone())
+            .collect();
+        let node = &self.config.node_name;
+        for name in alive.difference(&self.alive_peers) {
+            let record = self
+                .view
+                .members
+                .iter()
+                .find(|r| &r.member.name == name)
+                .and_then(|r| r.record());
+            info!(node = %node, peer = %name, underlay = ?record.map(|r| r.underlay_ip), peers = alive.len(), "peer joined");
+        }
+        for name in self.alive_peers.difference(&alive) {
+            info!(node = %node, peer = %name, peers = alive.len(), "peer gone (left or unreachable)");
+        }
+        self.alive_peers = alive;
     }
 
     fn note_liveness(&mut self, counts: MeshCounts) {
@@ -973,8 +1050,10 @@ impl Worker {
         }
     }
 
-    /// Re-reads the underlay interface; when its MTU changed, the overlay MTU follows (device,
-    /// bridge and subnet.env). Returns whether anything changed.
+    /// Re-reads the underlay interface before each reconcile: when it was re-created (a new
+    /// index, e.g. a container's network reconnected) the VXLAN device is rebuilt on it; when
+    /// its MTU changed, the overlay MTU follows (device, bridge and subnet.env). Returns whether
+    /// anything changed.
     async fn refresh_underlay(&mut self) -> bool {
         if !self.rediscover_underlay {
             return false;
@@ -982,16 +1061,30 @@ impl Worker {
         let fresh = match default_underlay(&self.config).await {
             Ok(u) => u,
             Err(e) => {
-                warn!(node = %self.config.node_name, error = %e, "cannot re-read the underlay interface");
+                debug!(node = %self.config.node_name, error = %e, "underlay not found");
                 return false;
             }
         };
-        if fresh.mtu == self.underlay.mtu || fresh.ip != self.underlay.ip {
+        if fresh == self.underlay {
             return false;
         }
-        info!(node = %self.config.node_name, from = self.underlay.mtu, to = fresh.mtu, "underlay MTU changed; overlay MTU follows");
-        self.underlay.mtu = fresh.mtu;
-        if let Some(active) = self.lease.active_subnet() {
+        let node = &self.config.node_name;
+        if fresh.ip != self.underlay.ip {
+            // The announced address is in every peer's FDB: keep sourcing from it.
+            warn!(node = %node, old = %self.underlay.ip, new = %fresh.ip, "underlay address changed; weft keeps the announced one until restart");
+        }
+        if fresh.ifindex != self.underlay.ifindex || fresh.ifname != self.underlay.ifname {
+            info!(node = %node, iface = %fresh.ifname, ifindex = fresh.ifindex, "underlay interface changed; rebuilding the data plane on it");
+        }
+        let mtu_changed = fresh.mtu != self.underlay.mtu;
+        if mtu_changed {
+            info!(node = %node, from = self.underlay.mtu, to = fresh.mtu, "underlay MTU changed; overlay MTU follows");
+        }
+        self.underlay = UnderlayInfo {
+            ip: self.underlay.ip,
+            ..fresh
+        };
+        if mtu_changed && let Some(active) = self.lease.active_subnet() {
             self.write_subnet_env(active);
         }
         true
@@ -1031,6 +1124,12 @@ impl Worker {
             Ok(report) => {
                 Metrics::add(&self.metrics.reconcile_ops, report.applied.len() as u64);
                 Metrics::add(&self.metrics.reconcile_failures, report.failed.len() as u64);
+                for kind in &report.applied {
+                    self.metrics.op(kind, true);
+                }
+                for (kind, _) in &report.failed {
+                    self.metrics.op(kind, false);
+                }
                 if !report.applied.is_empty() {
                     debug!(node = %self.config.node_name, ops = ?report.applied, "reconciled");
                 }
@@ -1069,9 +1168,32 @@ impl Worker {
         if ok {
             self.paths = selection.paths;
         }
+        self.ensure_masq().await;
         self.programmed = now_programmed;
         self.applied = Some((desired, ok));
         self.last_reconcile = Some(Instant::now());
+    }
+
+    /// `--ip-masq`: the masquerade rules follow the active subnet.
+    async fn ensure_masq(&mut self) {
+        if !self.config.ip_masq || self.config.dry_run {
+            return;
+        }
+        let Some(active) = self.lease.active_subnet() else {
+            return;
+        };
+        match self.masq.ensure(self.config.network, active).await {
+            Ok(true) => {
+                self.metrics.op("ip_masq", true);
+                info!(node = %self.config.node_name, subnet = %active, op = "ip_masq", "masquerade rules installed (nftables table ip weft)");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                self.metrics.op("ip_masq", false);
+                Metrics::add(&self.metrics.reconcile_failures, 1);
+                warn!(node = %self.config.node_name, error = %e, op = "ip_masq", "cannot install masquerade rules");
+            }
+        }
     }
 
     async fn leave(&mut self, cluster: &mut Cluster) -> String {
@@ -1103,6 +1225,12 @@ impl Worker {
         }
         if let Some(udp) = &mut self.udp {
             udp.stop();
+        }
+        if self.config.ip_masq
+            && !self.config.dry_run
+            && let Err(e) = self.masq.remove().await
+        {
+            failures.push(format!("ip-masq: {e}"));
         }
         for path in [
             self.config.subnet_file.clone(),
@@ -1140,6 +1268,12 @@ impl Worker {
             info!(node = %self.config.node_name, subnet = ?report.subnet, "ready");
         }
         Metrics::set(&self.metrics.ready, u64::from(ready));
+        self.metrics.set_nodes(
+            report
+                .nodes
+                .iter()
+                .map(|n| (n.liveness.as_str(), n.state.as_str())),
+        );
         self.status_tx.send_replace(report);
     }
 }

@@ -7,10 +7,15 @@ use serde::{Deserialize, Serialize};
 /// What `GET /v1/status` returns and `weft status` renders.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReport {
+    /// This node's name.
     pub node_name: String,
+    /// This agent's gossip generation (start time in ns).
     pub generation: u64,
+    /// Underlay address announced to peers.
     pub underlay_ip: String,
+    /// `vxlan` | `host-gw` | `udp`.
     pub backend: String,
+    /// The overlay network.
     pub network: String,
     /// This node's subnet, once claimed.
     pub subnet: Option<String>,
@@ -31,14 +36,19 @@ pub struct StatusReport {
 /// One row of `weft status`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
+    /// Node name.
     pub name: String,
+    /// Gossip generation.
     pub generation: u64,
+    /// Underlay address.
     pub underlay_ip: String,
+    /// Subnet the node claims, if any.
     pub subnet: Option<String>,
     /// `claimed` | `active` | `leaving` | `none`.
     pub state: String,
     /// `alive` | `dead`.
     pub liveness: String,
+    /// Whether this row is the agent itself.
     pub is_self: bool,
     /// Whether this agent has programmed the node's routes.
     pub programmed: bool,
@@ -46,6 +56,7 @@ pub struct NodeStatus {
     pub reason: Option<String>,
 }
 
+#[allow(missing_docs)]
 mod keys;
 mod server;
 pub use keys::{KeyRequest, KeysReport, NodeKeys};

@@ -16,7 +16,9 @@ use crate::agent::Metrics;
 /// What the handlers read and send.
 #[derive(Clone)]
 pub struct ApiState {
+    /// The agent's latest status.
     pub status: watch::Receiver<StatusReport>,
+    /// The agent's counters (`/metrics`).
     pub metrics: Arc<Metrics>,
     /// A leave request carries the channel its answer comes back on.
     pub leave: mpsc::Sender<oneshot::Sender<String>>,
@@ -71,7 +73,7 @@ async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         s.metrics.render(&[]),
     )

@@ -1,6 +1,7 @@
 //! The `weft` command line: the clap tree (every flag also a `WEFT_*` variable) and the client
 //! commands `status`, `leave` and `version`, which talk to a running agent's local API.
 
+pub mod docker_opts;
 pub mod http;
 pub mod keys;
 pub mod table;
@@ -13,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::api::StatusReport;
 use crate::config::{RunArgs, defaults};
 
+pub use docker_opts::{DockerOptsArgs, docker_opts};
 pub use table::render_status;
 
 /// How long `weft status` waits for the API.
@@ -43,6 +45,8 @@ pub enum Command {
     /// Manage the cluster keyring of the running agent (rotation without downtime).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Print docker daemon options (--bip, --mtu) from subnet.env, like flannel's mk-docker-opts.sh.
+    DockerOpts(DockerOptsArgs),
 }
 
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
@@ -87,6 +91,9 @@ pub struct StatusArgs {
     /// Print the raw status report as JSON
     #[arg(long, env = "WEFT_JSON", value_parser = BoolishValueParser::new())]
     pub json: bool,
+    /// Redraw every SECS seconds (default 2) until interrupted
+    #[arg(long, env = "WEFT_WATCH", value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<u64>,
 }
 
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
@@ -146,6 +153,34 @@ pub async fn status(args: &StatusArgs) -> Result<String, CliError> {
     }
     let report: StatusReport = serde_json::from_slice(&response.body).map_err(decode)?;
     Ok(render_status(&report))
+}
+
+/// `weft status --watch`: redraws the status (or the error reaching the agent) every `watch`
+/// seconds until the process is interrupted.
+pub async fn status_watch(args: &StatusArgs) -> Result<String, CliError> {
+    use std::io::Write;
+    let every = Duration::from_secs(args.watch.unwrap_or(2).max(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let body = match status(args).await {
+            Ok(text) => text,
+            Err(e) => format!("{e}\n"),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let frame = format!(
+            "\x1b[H\x1b[2JEvery {}s: weft status ({})    unix time {now}\n\n{body}",
+            every.as_secs(),
+            args.api
+        );
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(frame.as_bytes());
+        let _ = out.flush();
+    }
 }
 
 /// `weft leave`: the agent's answer.
@@ -225,8 +260,8 @@ mod tests {
                 checked += 1;
             }
         }
-        // 35 flags of `run`, 2 of `status`, 1 of `leave`, 1 of `keygen`.
-        assert_eq!(checked, 39);
+        // 35 flags of `run`, 3 of `status`, 1 of `leave`, 1 of `keygen`, 4 of `docker-opts`.
+        assert_eq!(checked, 44);
     }
 
     #[test]
@@ -289,13 +324,25 @@ mod tests {
     async fn status_renders_table_and_json() {
         const BODY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"node_name\":\"h1\",\"generation\":7,\"underlay_ip\":\"192.0.2.1\",\"backend\":\"vxlan\",\"network\":\"10.244.0.0/16\",\"subnet\":\"10.244.1.0/24\",\"state\":\"active\",\"ready\":true,\"ready_reason\":null,\"insecure\":false,\"warnings\":[],\"nodes\":[{\"name\":\"h1\",\"generation\":7,\"underlay_ip\":\"192.0.2.1\",\"subnet\":\"10.244.1.0/24\",\"state\":\"active\",\"liveness\":\"alive\",\"is_self\":true,\"programmed\":false,\"reason\":null}]}";
         let api = serve_once(BODY).await;
-        let text = status(&StatusArgs { api, json: false }).await.unwrap();
+        let text = status(&StatusArgs {
+            api,
+            json: false,
+            watch: None,
+        })
+        .await
+        .unwrap();
         assert!(
             text.contains("h1    192.0.2.1  10.244.1.0/24  active  alive     self"),
             "{text}"
         );
         let api = serve_once(BODY).await;
-        let text = status(&StatusArgs { api, json: true }).await.unwrap();
+        let text = status(&StatusArgs {
+            api,
+            json: true,
+            watch: None,
+        })
+        .await
+        .unwrap();
         assert!(text.contains("\n  \"ready\": true,\n"), "{text}");
     }
 
@@ -304,10 +351,22 @@ mod tests {
         let api =
             serve_once(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5\r\n\r\noops\n")
                 .await;
-        let e = status(&StatusArgs { api, json: false }).await.unwrap_err();
+        let e = status(&StatusArgs {
+            api,
+            json: false,
+            watch: None,
+        })
+        .await
+        .unwrap_err();
         assert!(e.to_string().ends_with("answered 500: oops"), "{e}");
         let api = serve_once(b"HTTP/1.1 200 OK\r\n\r\n{\"nodes\": 1}").await;
-        let e = status(&StatusArgs { api, json: false }).await.unwrap_err();
+        let e = status(&StatusArgs {
+            api,
+            json: false,
+            watch: None,
+        })
+        .await
+        .unwrap_err();
         assert!(matches!(e, CliError::Decode { .. }), "{e}");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let api = listener.local_addr().unwrap().to_string();

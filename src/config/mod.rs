@@ -10,8 +10,11 @@ use ipnet::Ipv4Net;
 pub use weft_proto::Backend;
 
 mod args;
+#[allow(missing_docs)]
 mod duration;
+#[allow(missing_docs)]
 mod error;
+#[allow(missing_docs)]
 mod netconf;
 #[cfg(test)]
 mod tests;
@@ -28,20 +31,35 @@ pub use validate::{
 
 /// Defaults of `weft run`, as the flags spell them.
 pub mod defaults {
+    /// `--listen`.
     pub const LISTEN: &str = "0.0.0.0:7947";
+    /// `--network`.
     pub const NETWORK: &str = "10.244.0.0/16";
+    /// `--subnet-len`.
     pub const SUBNET_LEN: &str = "24";
+    /// `--backend`.
     pub const BACKEND: &str = "vxlan";
+    /// `--vni`.
     pub const VNI: &str = "1";
+    /// `--vxlan-port`.
     pub const VXLAN_PORT: &str = "8472";
+    /// `--udp-port`.
     pub const UDP_PORT: &str = "8285";
+    /// `--state-dir`.
     pub const STATE_DIR: &str = "/var/lib/weft";
+    /// `--subnet-file`.
     pub const SUBNET_FILE: &str = "/run/weft/subnet.env";
+    /// `--api`.
     pub const API: &str = "127.0.0.1:7948";
+    /// `--gossip-interval`.
     pub const GOSSIP_INTERVAL: &str = "1s";
+    /// `--reservation`.
     pub const RESERVATION: &str = "1h";
+    /// `--dead-node-grace`.
     pub const DEAD_NODE_GRACE: &str = "2h";
+    /// `--reconcile-interval`.
     pub const RECONCILE_INTERVAL: &str = "10s";
+    /// `--cluster-id`.
     pub const CLUSTER_ID: &str = "weft";
 }
 
@@ -57,8 +75,11 @@ pub enum UnderlaySelect {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `--log-format`.
 pub enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
@@ -77,7 +98,9 @@ impl LogFormat {
 /// net-conf.json, or by hand when embedding.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// This node's name, unique in the cluster (`--node-name`).
     pub node_name: String,
+    /// How the underlay interface is chosen (`--iface`).
     pub underlay: UnderlaySelect,
     /// Address announced to peers (`--public-ip`); default: the underlay interface's address.
     pub public_ip: Option<IpAddr>,
@@ -87,26 +110,37 @@ pub struct Config {
     pub advertise: Option<SocketAddr>,
     /// `HOST:PORT` seeds; empty: first node, a mesh of one.
     pub seeds: Vec<String>,
+    /// The overlay network (`--network`).
     pub network: Ipv4Net,
+    /// Prefix length of each node's subnet (`--subnet-len`).
     pub subnet_len: u8,
     /// First and last subnet that may be claimed (flannel's SubnetMin/SubnetMax).
     pub subnet_min: Ipv4Addr,
+    /// Last subnet that may be claimed.
     pub subnet_max: Ipv4Addr,
     /// `--subnet`: a static claim.
     pub static_subnet: Option<Ipv4Net>,
+    /// `vxlan`, `host-gw` or `udp` (`--backend`).
     pub backend: Backend,
+    /// VXLAN network identifier (`--vni`).
     pub vni: u32,
+    /// VXLAN UDP port (`--vxlan-port`).
     pub vxlan_port: u16,
     /// UDP port of the udp backend's tunnel (default 8285).
     pub udp_port: u16,
     /// Seal the udp backend's frames (default: on unless `insecure`).
     pub udp_encryption: bool,
+    /// Plain routes to peers on the same L2 segment (`--direct-routing`).
     pub direct_routing: bool,
+    /// Where the state file lives (`--state-dir`).
     pub state_dir: PathBuf,
+    /// flannel-format subnet.env (`--subnet-file`).
     pub subnet_file: PathBuf,
+    /// Bridge to create holding the subnet's first address (`--bridge`).
     pub bridge: Option<String>,
     /// Local API (`--api`, default 127.0.0.1:7948).
     pub api: SocketAddr,
+    /// Gossip round period (`--gossip-interval`).
     pub gossip_interval: Duration,
     /// Settle period before a claim becomes active (default 10 gossip intervals, at least 5 s).
     pub settle: Duration,
@@ -116,7 +150,9 @@ pub struct Config {
     pub dead_node_grace: Duration,
     /// Full reconcile period (default 10 s).
     pub reconcile_interval: Duration,
+    /// Masquerade traffic leaving the overlay (`--ip-masq`, nftables `table ip weft`).
     pub ip_masq: bool,
+    /// `--log-format`.
     pub log_format: LogFormat,
     /// Gossip name-space: agents with another cluster id ignore each other.
     pub cluster_id: String,

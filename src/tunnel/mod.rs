@@ -113,46 +113,6 @@ impl TunnelCounters {
         local.packets = 0;
         local.bytes = 0;
     }
-
-    /// Prometheus text rows.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        if !self.enabled.load(Ordering::Relaxed) {
-            return;
-        }
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let _ = writeln!(out, "# TYPE weft_tunnel_packets_total counter");
-        let _ = writeln!(
-            out,
-            "weft_tunnel_packets_total{{dir=\"rx\"}} {}",
-            g(&self.rx_packets)
-        );
-        let _ = writeln!(
-            out,
-            "weft_tunnel_packets_total{{dir=\"tx\"}} {}",
-            g(&self.tx_packets)
-        );
-        let _ = writeln!(out, "# TYPE weft_tunnel_bytes_total counter");
-        let _ = writeln!(
-            out,
-            "weft_tunnel_bytes_total{{dir=\"rx\"}} {}",
-            g(&self.rx_bytes)
-        );
-        let _ = writeln!(
-            out,
-            "weft_tunnel_bytes_total{{dir=\"tx\"}} {}",
-            g(&self.tx_bytes)
-        );
-        let _ = writeln!(out, "# TYPE weft_tunnel_drops_total counter");
-        for r in DropReason::ALL {
-            let _ = writeln!(
-                out,
-                "weft_tunnel_drops_total{{reason=\"{}\"}} {}",
-                r.label(),
-                self.drops(r)
-            );
-        }
-    }
 }
 
 /// Per-thread counts, flushed to the shared counters once per batch.
@@ -511,25 +471,5 @@ mod tests {
         assert_eq!(tunnel_mtu(1500, true, true), 1420);
         assert_eq!(tunnel_mtu(9000, false, true), 8940);
         assert_eq!(tunnel_mtu(10, false, true), 0);
-    }
-
-    #[test]
-    fn metrics_rows() {
-        let c = TunnelCounters::default();
-        let mut out = String::new();
-        c.render(&mut out);
-        assert!(out.is_empty(), "nothing while no tunnel runs");
-        c.enabled.store(true, Ordering::Relaxed);
-        let mut l = Local::default();
-        l.drop(DropReason::Spoofed);
-        l.drop(DropReason::Spoofed);
-        l.packets = 3;
-        l.bytes = 300;
-        c.flush(&mut l, true);
-        c.render(&mut out);
-        assert!(out.contains("weft_tunnel_drops_total{reason=\"spoofed_source\"} 2\n"));
-        assert!(out.contains("weft_tunnel_packets_total{dir=\"rx\"} 3\n"));
-        assert!(out.contains("weft_tunnel_bytes_total{dir=\"rx\"} 300\n"));
-        assert!(out.contains("weft_tunnel_drops_total{reason=\"garbage\"} 0\n"));
     }
 }

@@ -1,0 +1,159 @@
+//! `weft docker-opts`: docker daemon options from subnet.env, like flannel's `mk-docker-opts.sh`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use clap::builder::BoolishValueParser;
+
+use crate::config::defaults;
+
+/// Flags of `weft docker-opts`.
+#[derive(Args, Clone, Debug, PartialEq, Eq)]
+pub struct DockerOptsArgs {
+    /// The subnet file `weft run` writes
+    #[arg(long, short = 'f', env = "WEFT_SUBNET_FILE", value_name = "FILE", default_value = defaults::SUBNET_FILE)]
+    pub subnet_file: PathBuf,
+    /// Print `KEY="..."` (an environment file for docker's systemd unit) instead of bare flags
+    #[arg(long, env = "WEFT_ENV", value_parser = BoolishValueParser::new())]
+    pub env: bool,
+    /// The variable name of the environment form (implies --env)
+    #[arg(long, short = 'k', env = "WEFT_KEY", value_name = "NAME")]
+    pub key: Option<String>,
+    /// Write the output to this file (atomically) instead of standard output (implies --env)
+    #[arg(long, short = 'd', env = "WEFT_DEST", value_name = "FILE")]
+    pub dest: Option<PathBuf>,
+}
+
+/// What subnet.env says, as far as docker cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubnetEnv {
+    /// `FLANNEL_SUBNET`: the bridge address with the subnet's prefix length, e.g. `10.244.3.1/24`.
+    pub subnet: String,
+    /// `FLANNEL_MTU`.
+    pub mtu: u32,
+    /// `FLANNEL_IPMASQ`: weft masquerades, so docker must not.
+    pub ip_masq: bool,
+}
+
+/// Parses flannel's subnet.env (`KEY=value` lines; unknown keys ignored).
+pub fn parse_subnet_env(text: &str) -> Result<SubnetEnv, String> {
+    let mut subnet = None;
+    let mut mtu = None;
+    let mut ip_masq = false;
+    for line in text.lines() {
+        let Some((key, value)) = line.trim().split_once('=') else {
+            continue;
+        };
+        let value = value.trim().trim_matches('"');
+        match key.trim() {
+            "FLANNEL_SUBNET" => {
+                value
+                    .parse::<ipnet::Ipv4Net>()
+                    .map_err(|e| format!("FLANNEL_SUBNET={value}: {e}"))?;
+                subnet = Some(value.to_string());
+            }
+            "FLANNEL_MTU" => {
+                mtu = Some(
+                    value
+                        .parse::<u32>()
+                        .map_err(|e| format!("FLANNEL_MTU={value}: {e}"))?,
+                )
+            }
+            "FLANNEL_IPMASQ" => ip_masq = value == "true",
+            _ => {}
+        }
+    }
+    Ok(SubnetEnv {
+        subnet: subnet.ok_or("no FLANNEL_SUBNET")?,
+        mtu: mtu.ok_or("no FLANNEL_MTU")?,
+        ip_masq,
+    })
+}
+
+/// The docker flags: `--bip=<first host>/<len> --mtu=<mtu>` (and `--ip-masq=false` when weft
+/// masquerades).
+pub fn docker_flags(env: &SubnetEnv) -> String {
+    let mut flags = format!("--bip={} --mtu={}", env.subnet, env.mtu);
+    if env.ip_masq {
+        flags.push_str(" --ip-masq=false");
+    }
+    flags
+}
+
+/// `weft docker-opts`: the text to print (empty when written to `--dest`).
+pub fn docker_opts(args: &DockerOptsArgs) -> Result<String, String> {
+    let text = std::fs::read_to_string(&args.subnet_file)
+        .map_err(|e| format!("{}: {e} (is `weft run` ready?)", args.subnet_file.display()))?;
+    let env =
+        parse_subnet_env(&text).map_err(|e| format!("{}: {e}", args.subnet_file.display()))?;
+    let flags = docker_flags(&env);
+    let env_form = args.env || args.key.is_some() || args.dest.is_some();
+    let out = if env_form {
+        let key = args.key.as_deref().unwrap_or("DOCKER_OPTS");
+        format!("{key}=\"{flags}\"\n")
+    } else {
+        format!("{flags}\n")
+    };
+    match &args.dest {
+        Some(path) => {
+            crate::agent::files::write_atomic(path, &out)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(String::new())
+        }
+        None => Ok(out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_from_subnet_env() {
+        let env = parse_subnet_env(
+            "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+        )
+        .unwrap();
+        assert_eq!(docker_flags(&env), "--bip=10.244.3.1/24 --mtu=1450");
+        let env = parse_subnet_env(
+            "FLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1400\nFLANNEL_IPMASQ=true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            docker_flags(&env),
+            "--bip=10.244.3.1/24 --mtu=1400 --ip-masq=false"
+        );
+        assert!(parse_subnet_env("FLANNEL_MTU=1450\n").is_err());
+        assert!(parse_subnet_env("FLANNEL_SUBNET=bogus\nFLANNEL_MTU=1\n").is_err());
+    }
+
+    #[test]
+    fn env_form_and_dest() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("subnet.env");
+        std::fs::write(&file, "FLANNEL_SUBNET=10.244.9.1/24\nFLANNEL_MTU=1450\n").unwrap();
+        let mut args = DockerOptsArgs {
+            subnet_file: file,
+            env: false,
+            key: None,
+            dest: None,
+        };
+        assert_eq!(
+            docker_opts(&args).unwrap(),
+            "--bip=10.244.9.1/24 --mtu=1450\n"
+        );
+        args.key = Some("DOCKER_NETWORK_OPTIONS".into());
+        assert_eq!(
+            docker_opts(&args).unwrap(),
+            "DOCKER_NETWORK_OPTIONS=\"--bip=10.244.9.1/24 --mtu=1450\"\n"
+        );
+        let dest = dir.path().join("docker_opts.env");
+        args.dest = Some(dest.clone());
+        assert_eq!(docker_opts(&args).unwrap(), "");
+        assert!(
+            std::fs::read_to_string(dest)
+                .unwrap()
+                .starts_with("DOCKER_NETWORK_OPTIONS=")
+        );
+    }
+}
