@@ -10,5 +10,6 @@ pub mod cluster;
 pub mod config;
 pub mod dataplane;
 pub mod lease;
+pub mod sim;
 
 pub use config::Config;
