@@ -107,7 +107,10 @@ fn main() -> ExitCode {
         work_dir: args.work_dir,
         poll: args.poll,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("weft-sim: {e}");

@@ -62,7 +62,10 @@ impl Faults {
 
     /// Removes the partition.
     pub fn heal(&self) {
-        self.sides.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.sides
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     fn cut(&self, a: SocketAddr, b: SocketAddr) -> bool {

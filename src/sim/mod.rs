@@ -14,6 +14,7 @@
 
 pub mod link;
 mod process;
+mod serf;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -33,6 +34,7 @@ use crate::config::Config;
 use crate::dataplane::fake::FakeDataplane;
 use link::{Faults, FaultyTransport, LinkCounters};
 use process::Proc;
+use serf::Serf;
 
 /// How the simulated agents talk to each other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -41,6 +43,8 @@ pub enum LinkKind {
     Channel,
     Udp,
     Process,
+    /// HashiCorp Serf agents (one process each), for comparison.
+    Serf,
 }
 
 impl LinkKind {
@@ -49,6 +53,7 @@ impl LinkKind {
             "channel" => Some(LinkKind::Channel),
             "udp" => Some(LinkKind::Udp),
             "process" => Some(LinkKind::Process),
+            "serf" => Some(LinkKind::Serf),
             _ => None,
         }
     }
@@ -144,6 +149,8 @@ impl SimConfig {
         self.poll.unwrap_or(match (self.link, self.nodes) {
             (LinkKind::Process, n) if n > 100 => Duration::from_millis(500),
             (LinkKind::Process, _) => Duration::from_millis(200),
+            (LinkKind::Serf, n) if n > 10 => Duration::from_millis(500),
+            (LinkKind::Serf, _) => Duration::from_millis(200),
             (_, n) if n > 300 => Duration::from_millis(500),
             (_, n) if n > 100 => Duration::from_millis(250),
             _ => Duration::from_millis(100),
@@ -221,7 +228,8 @@ pub struct Idle {
     pub window_s: f64,
     /// Gossip bytes per second per agent, in + out (sealed bytes on the UDP and process links,
     /// chitchat's serialized bytes on the channel link).
-    pub bytes_per_s: Spread,
+    /// `None` when the link has no byte counters (serf).
+    pub bytes_per_s: Option<Spread>,
     /// CPU seconds per agent per minute (process CPU / N in one process).
     pub cpu_s_per_min: Spread,
     /// Resident memory per agent in MB (process RSS / N in one process).
@@ -247,6 +255,8 @@ pub struct Report {
     pub join: Option<Timing>,
     /// Same, from the moment the newcomer announced its claim.
     pub join_after_announce: Option<Timing>,
+    /// Serf link: a tag change on one agent seen by every other.
+    pub tag: Option<Timing>,
     pub kill: Option<Timing>,
     pub leave: Option<Timing>,
     pub partition_heal: Option<Timing>,
@@ -259,7 +269,7 @@ pub struct Report {
 impl Report {
     /// The markdown table header matching [`Report::markdown_row`].
     pub fn markdown_header() -> &'static str {
-        "| N | link | loss | gossip | cold start (median / p99 s) | join | join after announce | kill seen dead | leave seen | partition heal | bytes/s/agent (median) | CPU-s/min/agent | RSS MB/agent | max msg B | false deaths |\n\
+        "| N | link | loss | gossip | cold start (median / p99 s) | join | record/tag to all | kill seen dead | leave seen | partition heal | bytes/s/agent (median) | CPU-s/min/agent | RSS MB/agent | max msg B | false deaths |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     }
 
@@ -267,7 +277,10 @@ impl Report {
         let t = |t: &Option<Timing>| t.as_ref().map(Timing::cell).unwrap_or_else(|| "-".into());
         let (bytes, cpu, rss, max_msg, false_deaths) = match &self.idle {
             Some(i) => (
-                format!("{:.0}", i.bytes_per_s.median),
+                i.bytes_per_s
+                    .as_ref()
+                    .map(|b| format!("{:.0}", b.median))
+                    .unwrap_or_else(|| "n/a".into()),
                 format!("{:.3}", i.cpu_s_per_min.median),
                 format!("{:.1}", i.rss_mb.median),
                 i.max_message_bytes
@@ -278,14 +291,22 @@ impl Report {
             None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
         };
         format!(
-            "| {} | {} | {:.0}% | {}s | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0}% | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             self.nodes,
             self.link,
             self.loss * 100.0,
-            self.gossip_interval_s,
+            if self.link == "serf" {
+                "lan".to_string()
+            } else {
+                format!("{}s", self.gossip_interval_s)
+            },
             t(&self.cold),
             t(&self.join),
-            t(&self.join_after_announce),
+            t(if self.tag.is_some() {
+                &self.tag
+            } else {
+                &self.join_after_announce
+            }),
             t(&self.kill),
             t(&self.leave),
             t(&self.partition_heal),
@@ -309,12 +330,7 @@ pub enum SimError {
 /// The gossip address of agent `i` (127.77.0.0/16 is only used by the simulator).
 pub fn gossip_addr(i: usize) -> SocketAddr {
     SocketAddr::new(
-        IpAddr::V4(Ipv4Addr::new(
-            127,
-            77,
-            (i / 250) as u8,
-            (i % 250 + 1) as u8,
-        )),
+        IpAddr::V4(Ipv4Addr::new(127, 77, (i / 250) as u8, (i % 250 + 1) as u8)),
         7947,
     )
 }
@@ -337,6 +353,7 @@ enum Runner {
         gossip: Arc<GossipCounters>,
     },
     Proc(Proc),
+    Serf(Serf),
 }
 
 struct Member {
@@ -359,6 +376,9 @@ struct Fleet {
     members: Vec<Member>,
     background: Vec<tokio::task::JoinHandle<()>>,
     notes: Vec<String>,
+    /// Serf link: agents already done in the current measurement are not polled again (each
+    /// poll is a process).
+    frozen: HashSet<usize>,
 }
 
 impl Fleet {
@@ -380,11 +400,8 @@ impl Fleet {
         let key = weft_proto::envelope::generate_key(&rng)
             .map_err(|e| SimError::Setup(format!("cluster key: {e}")))?;
         let key_file = dir.join("cluster.key");
-        crate::agent::files::write_atomic(
-            &key_file,
-            &weft_proto::envelope::encode_key(&key),
-        )
-        .map_err(|e| SimError::Setup(format!("{}: {e}", key_file.display())))?;
+        crate::agent::files::write_atomic(&key_file, &weft_proto::envelope::encode_key(&key))
+            .map_err(|e| SimError::Setup(format!("{}: {e}", key_file.display())))?;
         let ring = Keyring::new(key).map_err(|e| SimError::Setup(format!("keyring: {e}")))?;
         let faults = Arc::new(Faults::default());
         faults.set_loss(cfg.loss);
@@ -397,8 +414,10 @@ impl Fleet {
             _ => None,
         };
         let mut notes = Vec::new();
-        if cfg.link == LinkKind::Process && (cfg.loss > 0.0 || !cfg.delay.is_zero()) {
-            notes.push("loss/delay are not injected on the process link".to_string());
+        if matches!(cfg.link, LinkKind::Process | LinkKind::Serf)
+            && (cfg.loss > 0.0 || !cfg.delay.is_zero())
+        {
+            notes.push("loss/delay are not injected on the process and serf links".to_string());
         }
         Ok(Fleet {
             cfg,
@@ -411,6 +430,7 @@ impl Fleet {
             members: Vec::new(),
             background: Vec::new(),
             notes,
+            frozen: HashSet::new(),
         })
     }
 
@@ -422,7 +442,9 @@ impl Fleet {
         c.listen = addr;
         c.advertise = Some(addr);
         c.seeds = self.seeds_for(i);
-        c.network = "10.0.0.0/8".parse().map_err(|_| SimError::Setup("network".into()))?;
+        c.network = "10.0.0.0/8"
+            .parse()
+            .map_err(|_| SimError::Setup("network".into()))?;
         c.subnet_len = 24;
         c.subnet_min = Ipv4Addr::new(10, 0, 1, 0);
         c.subnet_max = Ipv4Addr::new(10, 255, 255, 0);
@@ -461,6 +483,18 @@ impl Fleet {
             error,
         };
         let runner = match self.cfg.link {
+            LinkKind::Serf => {
+                let joins: Vec<usize> = (0..self.cfg.seeds.max(1)).filter(|s| *s < i).collect();
+                let tag = format!("10.{}.{}.0/24", i / 250, i % 250);
+                let mut serf = Serf::spawn(&name, i, &tag, &joins, &self.dir)
+                    .await
+                    .map_err(agent_err)?;
+                // Seeds answer before anyone joins them.
+                if i < self.cfg.seeds.max(1) && !serf.wait_rpc(Duration::from_secs(10)).await {
+                    return Err(agent_err("serf agent does not answer RPC".into()));
+                }
+                Runner::Serf(serf)
+            }
             LinkKind::Process => {
                 let bin = match &self.cfg.weft_bin {
                     Some(b) => b.clone(),
@@ -533,6 +567,7 @@ impl Fleet {
                 }
             }
             Runner::Proc(p) => p.kill().await,
+            Runner::Serf(s) => s.kill().await,
         }
     }
 
@@ -551,10 +586,17 @@ impl Fleet {
                 }
             }
             Runner::Proc(p) => {
-                if let Err(e) = p.leave().await {
-                    self.notes.push(format!("leave {}: {e}", m.name));
-                }
+                let task = p.leave();
+                let name = m.name.clone();
+                self.background.push(tokio::spawn(async move {
+                    match task.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!(node = %name, error = %e, "leave failed"),
+                        Err(e) => tracing::warn!(node = %name, error = %e, "leave task failed"),
+                    }
+                }));
             }
+            Runner::Serf(s) => self.background.push(s.leave()),
         }
     }
 
@@ -570,6 +612,18 @@ impl Fleet {
             })
             .collect();
         process::refresh_all(procs).await;
+        let frozen = &self.frozen;
+        let serfs: Vec<&mut Serf> = self
+            .members
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, m)| m.running && !frozen.contains(i))
+            .filter_map(|(_, m)| match &mut m.runner {
+                Runner::Serf(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        serf::refresh_all(serfs).await;
     }
 
     /// Calls `f` with each running agent's index and latest status.
@@ -585,6 +639,11 @@ impl Fleet {
                         f(i, s);
                     }
                 }
+                Runner::Serf(p) => {
+                    if let Some(s) = &p.status {
+                        f(i, s);
+                    }
+                }
             }
         }
     }
@@ -593,6 +652,7 @@ impl Fleet {
         match &self.members.get(i)?.runner {
             Runner::InProc { status, .. } => status.borrow().subnet.clone(),
             Runner::Proc(p) => p.status.as_ref()?.subnet.clone(),
+            Runner::Serf(p) => p.status.as_ref()?.subnet.clone(),
         }
     }
 
@@ -630,7 +690,12 @@ impl Fleet {
         let mut since: HashMap<usize, Instant> = HashMap::new();
         let wanted: HashSet<usize> = agents.iter().copied().collect();
         let mut all_polls = 0;
+        let freeze = self.cfg.link == LinkKind::Serf;
+        self.frozen.clear();
         loop {
+            if freeze {
+                self.frozen = since.keys().copied().collect();
+            }
             self.refresh().await;
             let (subnets, duplicates) = self.subnets();
             let ctx = Ctx {
@@ -672,6 +737,7 @@ impl Fleet {
             }
             tokio::time::sleep(poll).await;
         }
+        self.frozen.clear();
         let times = since
             .values()
             .map(|t| t.saturating_duration_since(t0).as_secs_f64())
@@ -702,6 +768,7 @@ impl Fleet {
                         out.push((i, b, 0));
                     }
                 }
+                Runner::Serf(_) => {}
             }
         }
         out
@@ -710,9 +777,12 @@ impl Fleet {
     fn cpu_and_rss(&self) -> Vec<(usize, f64, f64)> {
         let mut out = Vec::new();
         for (i, m) in self.members.iter().enumerate() {
-            if let (true, Runner::Proc(p)) = (m.running, &m.runner)
-                && let Some((cpu, rss)) = p.cpu_and_rss()
-            {
+            let pid = match (&m.runner, m.running) {
+                (Runner::Proc(p), true) => p.pid,
+                (Runner::Serf(s), true) => s.pid,
+                _ => None,
+            };
+            if let Some((cpu, rss)) = pid.and_then(process::cpu_and_rss) {
                 out.push((i, cpu, rss));
             }
         }
@@ -723,7 +793,7 @@ impl Fleet {
     fn fake_routes(&self, i: usize) -> Option<usize> {
         match &self.members.get(i)?.runner {
             Runner::InProc { dp, .. } => Some(dp.snapshot().routes.len()),
-            Runner::Proc(_) => None,
+            Runner::Proc(_) | Runner::Serf(_) => None,
         }
     }
 
@@ -737,6 +807,7 @@ impl Fleet {
                     }
                 }
                 Runner::Proc(p) => p.kill().await,
+                Runner::Serf(s) => s.kill().await,
             }
         }
         for b in self.background.drain(..) {
@@ -969,6 +1040,9 @@ async fn run_scenarios(
         // Let the newcomer settle before the next scenario.
         let running = fleet.running();
         let _ = fleet.measure(Instant::now(), &running, complete).await;
+        if fleet.cfg.link == LinkKind::Serf {
+            report.tag = Some(serf_tag_change(fleet).await);
+        }
     }
 
     if scenario.runs(Scenario::Kill) {
@@ -994,10 +1068,10 @@ async fn run_scenarios(
     }
 
     if scenario.runs(Scenario::Partition) {
-        if fleet.cfg.link == LinkKind::Process {
+        if matches!(fleet.cfg.link, LinkKind::Process | LinkKind::Serf) {
             report
                 .notes
-                .push("partition is not simulated on the process link".into());
+                .push("partition is not simulated on the process and serf links".into());
         } else {
             let running = fleet.running();
             let half = running.len() / 2;
@@ -1016,6 +1090,22 @@ async fn run_scenarios(
         }
     }
     Ok(())
+}
+
+/// Serf: agent 0 changes its tag; time until every other agent sees the new value.
+async fn serf_tag_change(fleet: &mut Fleet) -> Timing {
+    let name = fleet.members[0].name.clone();
+    let value = "changed".to_string();
+    let t0 = Instant::now();
+    if let Runner::Serf(s) = &fleet.members[0].runner
+        && let Err(e) = s.set_tag(&value).await
+    {
+        fleet.notes.push(e);
+    }
+    let others: Vec<usize> = fleet.running().into_iter().filter(|i| *i != 0).collect();
+    fleet
+        .measure(t0, &others, |s, _| has_routes_of(s, &name, &value))
+        .await
 }
 
 async fn measure_idle(fleet: &mut Fleet, rss_before: f64) -> Idle {
@@ -1064,7 +1154,7 @@ async fn measure_idle(fleet: &mut Fleet, rss_before: f64) -> Idle {
         .iter()
         .filter_map(|(i, b, _)| Some(b.saturating_sub(*bytes0.get(i)?) as f64 / secs))
         .collect();
-    let (cpu, rss) = if fleet.cfg.link == LinkKind::Process {
+    let (cpu, rss) = if matches!(fleet.cfg.link, LinkKind::Process | LinkKind::Serf) {
         let now = fleet.cpu_and_rss();
         let cpu = now
             .iter()
@@ -1079,7 +1169,7 @@ async fn measure_idle(fleet: &mut Fleet, rss_before: f64) -> Idle {
     };
     Idle {
         window_s: secs,
-        bytes_per_s: Spread::of(bytes),
+        bytes_per_s: (!bytes.is_empty()).then(|| Spread::of(bytes)),
         cpu_s_per_min: Spread::of(cpu),
         rss_mb: Spread::of(rss),
         max_message_bytes: max_message,

@@ -15,7 +15,7 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(super) struct Proc {
     child: Option<tokio::process::Child>,
-    pid: Option<u32>,
+    pub pid: Option<u32>,
     api: String,
     /// Latest `/v1/status`, if the last poll answered.
     pub status: Option<StatusReport>,
@@ -79,9 +79,7 @@ impl Proc {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("{}: {e}", bin.display()))?;
+        let child = cmd.spawn().map_err(|e| format!("{}: {e}", bin.display()))?;
         Ok(Proc {
             pid: child.id(),
             child: Some(child),
@@ -97,14 +95,18 @@ impl Proc {
         self.status = None;
     }
 
-    pub async fn leave(&mut self) -> Result<(), String> {
-        let r = http::post(&self.api, "/v1/leave", b"{}", HTTP_TIMEOUT)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !r.is_success() {
-            return Err(format!("HTTP {}", r.status));
-        }
-        Ok(())
+    /// `POST /v1/leave`, in the background: the answer comes once the leave has spread.
+    pub fn leave(&mut self) -> tokio::task::JoinHandle<Result<(), String>> {
+        let api = self.api.clone();
+        tokio::spawn(async move {
+            let r = http::post(&api, "/v1/leave", b"{}", Duration::from_secs(60))
+                .await
+                .map_err(|e| e.to_string())?;
+            if !r.is_success() {
+                return Err(format!("HTTP {}", r.status));
+            }
+            Ok(())
+        })
     }
 
     async fn refresh(&mut self) {
@@ -125,10 +127,11 @@ impl Proc {
             .sum();
         Some(sum)
     }
+}
 
-    /// CPU seconds used so far and RSS in MB, from /proc.
-    pub fn cpu_and_rss(&self) -> Option<(f64, f64)> {
-        let pid = self.pid?;
+/// CPU seconds used so far by process `pid` and its RSS in MB, from /proc.
+pub(super) fn cpu_and_rss(pid: u32) -> Option<(f64, f64)> {
+    {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // Fields after the command name (which may contain spaces) start after ") ".
         let rest = stat.rsplit_once(") ")?.1;
