@@ -267,6 +267,17 @@ pub struct Report {
 }
 
 impl Report {
+    fn for_config(cfg: &SimConfig) -> Report {
+        Report {
+            nodes: cfg.nodes,
+            link: format!("{:?}", cfg.link).to_lowercase(),
+            loss: cfg.loss,
+            gossip_interval_s: cfg.gossip_interval.as_secs_f64(),
+            poll_s: cfg.poll_period().as_secs_f64(),
+            ..Report::default()
+        }
+    }
+
     /// The markdown table header matching [`Report::markdown_row`].
     pub fn markdown_header() -> &'static str {
         "| N | link | loss | gossip | cold start (median / p99 s) | join | record/tag to all | kill seen dead | leave seen | partition heal | bytes/s/agent (median) | CPU-s/min/agent | RSS MB/agent | max msg B | false deaths |\n\
@@ -934,14 +945,7 @@ pub fn raise_fd_limit() -> u64 {
 
 /// Runs one simulation and returns what it measured.
 pub async fn run(cfg: SimConfig) -> Result<Report, SimError> {
-    let mut report = Report {
-        nodes: cfg.nodes,
-        link: format!("{:?}", cfg.link).to_lowercase(),
-        loss: cfg.loss,
-        gossip_interval_s: cfg.gossip_interval.as_secs_f64(),
-        poll_s: cfg.poll_period().as_secs_f64(),
-        ..Report::default()
-    };
+    let mut report = Report::for_config(&cfg);
     if cfg.nodes < 2 {
         return Err(SimError::Setup("at least 2 nodes".into()));
     }
@@ -1177,18 +1181,19 @@ async fn measure_idle(fleet: &mut Fleet, rss_before: f64) -> Idle {
     }
 }
 
-/// A small in-process run for tests: starts `n` agents on the channel link, checks the cold
-/// start, a kill and a leave, and returns the report plus the route count of each survivor's
+/// A small in-process run for tests: starts the agents, runs every scenario, and returns the report plus the route count of each survivor's
 /// fake kernel (so a test can assert what was programmed, not just what was reported).
-pub async fn smoke(cfg: SimConfig) -> Result<(Report, Vec<usize>), SimError> {
-    let n = cfg.nodes;
-    let mut report = Report {
-        nodes: n,
-        link: format!("{:?}", cfg.link).to_lowercase(),
-        ..Report::default()
-    };
+pub async fn smoke(mut cfg: SimConfig) -> Result<(Report, Vec<usize>), SimError> {
+    cfg.scenario = Scenario::All;
+    smoke_scenario(cfg).await
+}
+
+/// Like [`smoke`], for the scenario `cfg` names.
+pub async fn smoke_scenario(cfg: SimConfig) -> Result<(Report, Vec<usize>), SimError> {
+    let scenario = cfg.scenario;
+    let mut report = Report::for_config(&cfg);
     let mut fleet = Fleet::new(cfg)?;
-    let result = run_scenarios(&mut fleet, &mut report, Scenario::All, 0.0).await;
+    let result = run_scenarios(&mut fleet, &mut report, scenario, 0.0).await;
     let routes = fleet
         .running()
         .into_iter()
