@@ -23,6 +23,8 @@ pub mod dataplane;
 #[allow(missing_docs)]
 pub mod lease;
 #[allow(missing_docs)]
+pub mod sim;
+#[allow(missing_docs)]
 pub mod tunnel;
 
 pub use config::Config;

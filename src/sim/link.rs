@@ -1,0 +1,203 @@
+//! Fault injection for the simulator: a chitchat [`Transport`] wrapper that drops received
+//! messages at random (loss), drops messages between the two sides of a partition, optionally
+//! delays delivery, and counts each socket's traffic. It wraps any transport, so the same faults
+//! apply to chitchat's in-memory `ChannelTransport` and to weft's sealed UDP transport.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chitchat::ChitchatEnvelope;
+use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
+
+/// Traffic of one socket, as chitchat counts it (serialized envelope bytes).
+#[derive(Debug, Default)]
+pub struct LinkCounters {
+    pub messages_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    /// Received messages dropped by the injected loss or partition.
+    pub dropped: AtomicU64,
+    /// Largest message sent.
+    pub max_message: AtomicU64,
+}
+
+impl LinkCounters {
+    /// Bytes in plus bytes out.
+    pub fn bytes(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed) + self.bytes_out.load(Ordering::Relaxed)
+    }
+}
+
+/// Faults shared by every socket of a [`FaultyTransport`]; change them while the mesh runs.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Probability in [0, 1] that a received message is dropped, in millionths.
+    loss_ppm: AtomicU64,
+    /// Delay added before a received message is handed to chitchat, in microseconds.
+    delay_us: AtomicU64,
+    /// Partition side of each address; messages between different sides are dropped.
+    sides: RwLock<HashMap<SocketAddr, u8>>,
+}
+
+impl Faults {
+    pub fn set_loss(&self, loss: f64) {
+        let ppm = (loss.clamp(0.0, 1.0) * 1_000_000.0) as u64;
+        self.loss_ppm.store(ppm, Ordering::Relaxed);
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_us
+            .store(delay.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Puts each address on a side; addresses not named are on side 0.
+    pub fn partition(&self, sides: HashMap<SocketAddr, u8>) {
+        *self.sides.write().unwrap_or_else(|e| e.into_inner()) = sides;
+    }
+
+    /// Removes the partition.
+    pub fn heal(&self) {
+        self.sides
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    fn cut(&self, a: SocketAddr, b: SocketAddr) -> bool {
+        let sides = self.sides.read().unwrap_or_else(|e| e.into_inner());
+        if sides.is_empty() {
+            return false;
+        }
+        sides.get(&a).copied().unwrap_or(0) != sides.get(&b).copied().unwrap_or(0)
+    }
+}
+
+/// A transport that applies [`Faults`] to every socket it opens and counts their traffic.
+#[derive(Clone)]
+pub struct FaultyTransport {
+    inner: Arc<dyn Transport>,
+    faults: Arc<Faults>,
+    counters: Arc<Mutex<HashMap<SocketAddr, Arc<LinkCounters>>>>,
+}
+
+impl FaultyTransport {
+    pub fn new(inner: Arc<dyn Transport>, faults: Arc<Faults>) -> FaultyTransport {
+        FaultyTransport {
+            inner,
+            faults,
+            counters: Arc::default(),
+        }
+    }
+
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
+    }
+
+    /// The counters of the socket bound on `addr` (created on first use).
+    pub fn counters(&self, addr: SocketAddr) -> Arc<LinkCounters> {
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(addr)
+            .or_default()
+            .clone()
+    }
+}
+
+#[async_trait]
+impl Transport for FaultyTransport {
+    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        let inner = self.inner.open(listen_addr).await?;
+        let addr = inner.local_addr()?;
+        Ok(Box::new(FaultySocket {
+            inner,
+            addr,
+            faults: self.faults.clone(),
+            counters: self.counters(addr),
+            rng: Rng::new(addr),
+        }))
+    }
+}
+
+struct FaultySocket {
+    inner: Box<dyn Socket>,
+    addr: SocketAddr,
+    faults: Arc<Faults>,
+    counters: Arc<LinkCounters>,
+    rng: Rng,
+}
+
+#[async_trait]
+impl Socket for FaultySocket {
+    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    async fn send(
+        &mut self,
+        to: SocketAddr,
+        envelope: ChitchatEnvelope,
+    ) -> anyhow::Result<SendOutcome> {
+        let outcome = self.inner.send(to, envelope).await?;
+        let n = outcome.num_bytes_sent as u64;
+        self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_out.fetch_add(n, Ordering::Relaxed);
+        self.counters.max_message.fetch_max(n, Ordering::Relaxed);
+        Ok(outcome)
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
+        loop {
+            let outcome = self.inner.recv().await?;
+            let loss = self.faults.loss_ppm.load(Ordering::Relaxed);
+            let lost = loss > 0 && self.rng.below(1_000_000) < loss;
+            if lost || self.faults.cut(outcome.from_addr, self.addr) {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .bytes_in
+                .fetch_add(outcome.num_bytes_received as u64, Ordering::Relaxed);
+            let delay = self.faults.delay_us.load(Ordering::Relaxed);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_micros(delay)).await;
+            }
+            return Ok(outcome);
+        }
+    }
+}
+
+/// splitmix64: enough randomness for dropping messages, seeded per socket.
+struct Rng(u64);
+
+impl Rng {
+    fn new(addr: SocketAddr) -> Rng {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let mut h = nanos;
+        for b in addr.to_string().bytes() {
+            h = h.rotate_left(5) ^ u64::from(b);
+        }
+        Rng(h)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
