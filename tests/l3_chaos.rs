@@ -557,8 +557,15 @@ fn keyless_attacker_changes_nothing_and_keys_rotate_live() {
     });
     assert!(all_hold.is_some(), "not every node announced key {k2_id}");
     for i in 1..=3 {
-        let (ok, text) = weft(&net, i, &["keys", "use", &k2_id, "--api", API]);
-        assert!(ok, "use on h{i}: {text}");
+        // h1 saw every node announce the key; h{i}'s own view may be a gossip round behind,
+        // and `use` is refused until it sees that too.
+        let mut last = String::new();
+        let used = net.wait_for(Duration::from_secs(10), || {
+            let (ok, text) = weft(&net, i, &["keys", "use", &k2_id, "--api", API]);
+            last = text;
+            ok
+        });
+        assert!(used.is_some(), "use on h{i}: {last}");
     }
     assert_eq!(net.ping(1, 3, 3, "0.2").received, 3);
     let switched = net.wait_for(Duration::from_secs(10), || {

@@ -145,7 +145,19 @@ fn metrics_move_and_ip_masq_follows_the_agent() {
     net.ok(&["wait-ready", "90"], "");
 
     // /metrics: the agent's state and counters.
-    let first = net.metrics(1);
+    // Every node ready means each has seen the others active; h1's gauges follow within a
+    // status refresh.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let m = net.metrics(1);
+        let settled = m
+            .lines()
+            .any(|l| l == "weft_nodes_by_state{liveness=\"alive\",state=\"active\"} 2");
+        if settled || Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(must(&first, "weft_ready"), 1.0);
     assert_eq!(must(&first, "weft_nodes{liveness=\"alive\"}"), 2.0);
     assert_eq!(
