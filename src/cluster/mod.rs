@@ -135,7 +135,9 @@ impl Cluster {
             seed_nodes: cfg.seeds.clone(),
             failure_detector_config: FailureDetectorConfig {
                 phi_threshold: 8.0,
-                sampling_window_size: 1_000,
+                // 100 heartbeat intervals are plenty for phi; chitchat preallocates the window per peer
+                // (1,000 samples = 8 KB per peer per agent).
+                sampling_window_size: 100,
                 max_interval: Duration::from_secs(10).max(cfg.gossip_interval * 10),
                 initial_interval: cfg.gossip_interval,
                 dead_node_grace_period: cfg.dead_node_grace,
