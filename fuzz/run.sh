@@ -6,10 +6,7 @@ set -euo pipefail
 SECS=${1:-60}
 [[ $SECS =~ ^[0-9]+$ ]] || { echo "usage: $0 SECONDS" >&2; exit 2; }
 cd "$(dirname "${BASH_SOURCE[0]}")"
-# Targets in this crate. The tunnel-frame decoder (proto/src/frame.rs, udp backend) gets a target
-# `frame_decode` once that module is on main: add it here and in Cargo.toml.
-TARGETS=(record_decode envelope_open keyring_parse state_decode)
-[[ -f fuzz_targets/frame_decode.rs ]] && TARGETS+=(frame_decode)
+TARGETS=(record_decode envelope_open keyring_parse state_decode frame_decode)
 mkdir -p logs
 cargo +nightly fuzz build -O >/dev/null
 status=0
