@@ -402,6 +402,23 @@ async fn default_underlay(config: &Config) -> Result<UnderlayInfo, AgentError> {
     })
 }
 
+/// The interface holding `ip` (the address in use), when the configured selector finds nothing.
+async fn underlay_by_address(config: &Config, ip: IpAddr) -> Option<UnderlayInfo> {
+    if matches!(config.underlay, crate::config::UnderlaySelect::Addr(_)) {
+        return None;
+    }
+    let select = crate::config::UnderlaySelect::Addr(ip);
+    let u = dataplane::netlink::discover_underlay(&select, None)
+        .await
+        .ok()?;
+    Some(UnderlayInfo {
+        ifname: u.ifname,
+        ifindex: u.ifindex,
+        ip: u.ip,
+        mtu: u.mtu,
+    })
+}
+
 async fn default_dataplane() -> Result<Box<dyn Dataplane>, AgentError> {
     Ok(Box::new(dataplane::netlink::NetlinkDataplane::new().await?))
 }
@@ -1060,10 +1077,15 @@ impl Worker {
         }
         let fresh = match default_underlay(&self.config).await {
             Ok(u) => u,
-            Err(e) => {
-                debug!(node = %self.config.node_name, error = %e, "underlay not found");
-                return false;
-            }
+            // The configured interface is gone (renamed, or re-created under another name, as a
+            // container's network reconnected as eth1): follow the announced address.
+            Err(e) => match underlay_by_address(&self.config, self.underlay.ip).await {
+                Some(u) => u,
+                None => {
+                    debug!(node = %self.config.node_name, error = %e, "underlay not found");
+                    return false;
+                }
+            },
         };
         if fresh == self.underlay {
             return false;
