@@ -185,10 +185,12 @@ struct Shared {
     encrypted: bool,
 }
 
-/// A running tunnel. Dropping it stops both threads and closes the TUN device (which removes
-/// `weft0` and its routes).
+/// A running tunnel. The TUN device is persistent while the tunnel runs: dropping the tunnel
+/// (SIGTERM) stops both threads but leaves `weft0`, its address and routes in place, so a
+/// restarted agent re-attaches to it and traffic resumes; [`Tunnel::remove`] deletes it.
 pub struct Tunnel {
     shared: Arc<Shared>,
+    tun: Arc<OwnedFd>,
     private_key: Option<[u8; 32]>,
     threads: Vec<JoinHandle<()>>,
     local_addr: SocketAddr,
@@ -203,6 +205,7 @@ impl Tunnel {
             source,
         };
         let tun = sys::open_tun(&cfg.device).map_err(tun_err)?;
+        sys::set_persist(tun.as_raw_fd(), true).map_err(tun_err)?;
         let socket = UdpSocket::bind(cfg.bind).map_err(|source| TunnelError::Socket {
             addr: cfg.bind,
             source,
@@ -265,6 +268,7 @@ impl Tunnel {
         shared.counters.enabled.store(true, Ordering::Relaxed);
         Ok(Tunnel {
             shared,
+            tun,
             private_key: cfg.private_key,
             threads,
             local_addr,
@@ -288,9 +292,18 @@ impl Tunnel {
         self.shared.generation.fetch_add(1, Ordering::Release);
     }
 
-    /// Stops the threads and closes the device.
+    /// Stops the threads; the device stays (see [`Tunnel`]).
     pub fn stop(mut self) {
         self.halt();
+    }
+
+    /// Stops the threads and deletes the device (with its address and routes): `weft leave`.
+    pub fn remove(mut self) {
+        self.halt();
+        if let Err(e) = sys::set_persist(self.tun.as_raw_fd(), false) {
+            tracing::warn!(error = %e, "tunnel: cannot clear the TUN device's persist flag");
+        }
+        // The threads are joined: this is the last fd, and closing it deletes the device.
     }
 
     fn halt(&mut self) {

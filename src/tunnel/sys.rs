@@ -7,6 +7,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// `_IOW('T', 202, int)`.
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+/// `_IOW('T', 203, int)`.
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 /// `_IOW('T', 208, unsigned int)`.
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const IFF_TUN: libc::c_short = 0x0001;
@@ -15,7 +17,8 @@ const IFF_VNET_HDR: libc::c_short = 0x4000;
 const TUN_F_CSUM: libc::c_uint = 0x01;
 const TUN_F_TSO4: libc::c_uint = 0x02;
 
-/// Opens `/dev/net/tun` and attaches to the TUN device `name`, creating it unless it exists. No packet info header, a
+/// Opens `/dev/net/tun` and attaches to the TUN device `name`, creating it unless it exists (a
+/// persistent one left by a previous run is re-attached). No packet info header, a
 /// `virtio_net_hdr` before every packet both ways, checksum and TCP/IPv4 segmentation offloaded
 /// to the reader, non-blocking.
 pub fn open_tun(name: &str) -> io::Result<OwnedFd> {
@@ -60,6 +63,16 @@ pub fn open_tun(name: &str) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     Ok(fd)
+}
+
+/// Makes the device behind `fd` outlive the fd (`true`) or die with its last fd (`false`).
+pub fn set_persist(fd: RawFd, persist: bool) -> io::Result<()> {
+    // SAFETY: TUNSETPERSIST takes its argument by value.
+    let rc = unsafe { libc::ioctl(fd, TUNSETPERSIST as _, libc::c_ulong::from(persist)) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Waits until `fd` is readable or `timeout_ms` passes. Ok(true) when readable.
