@@ -339,7 +339,8 @@ fn run(tag: &str, encrypted: bool) {
             "a sealed frame at a plain receiver must be refused"
         );
     }
-    assert!(net.metric(1, "weft_tunnel_packets_total{dir=\"rx\"}") > 1000);
+    // h2 received the 20 MB: counted per inner segment, also when coalesced into one TUN write.
+    assert!(net.metric(2, "weft_tunnel_packets_total{dir=\"rx\"}") > 14_000);
     // Real traffic still flows.
     for j in [2, 3] {
         net.ping_until(1, &c[j - 1].0);
@@ -374,5 +375,94 @@ fn udp_plain_three_hosts() {
 fn udp_encrypted_three_hosts() {
     if tools_available("udp_encrypted_three_hosts") {
         run("ue", true);
+    }
+}
+
+/// A plain restart (SIGTERM, start) of h2's agent: weft0 and its route stay, the new agent
+/// re-attaches to the persistent device, and a ping every 100 ms from c1 to c2 resumes by
+/// itself (it loses those sent while no agent serves the device or knows its peers).
+fn restart(tag: &str, encrypted: bool) {
+    let args = if encrypted {
+        "--udp-encryption on"
+    } else {
+        "--udp-encryption off"
+    };
+    let net = Testnet::new(tag, args);
+    net.ok(&["up", "2"]);
+    net.ok(&["start"]);
+    net.ok(&["wait-ready", "60"]);
+    net.ok(&["wire-containers"]);
+    let c2 = net.container(2).0;
+    net.ping_until(1, &c2);
+    let ping = Command::new("ip")
+        .args(["netns", "exec", &net.ns("c1")])
+        .args(["ping", "-n", "-i", "0.1", "-W", "1", "-w", "12", &c2])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let t0 = Instant::now();
+    net.ok(&["stop", "2"]);
+    let stopped = t0.elapsed();
+    let link = Command::new("ip")
+        .args(["-n", &net.ns("h2"), "link", "show", "weft0"])
+        .output()
+        .unwrap();
+    assert!(link.status.success(), "weft0 vanished with the agent");
+    let routes = Command::new("ip")
+        .args([
+            "-n",
+            &net.ns("h2"),
+            "route",
+            "show",
+            "proto",
+            "87",
+            "dev",
+            "weft0",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&routes.stdout).trim().is_empty(),
+        "weft0's route vanished with the agent"
+    );
+    net.ok(&["start", "2"]);
+    let started = t0.elapsed();
+    // Until the restarted agent knows its peers again, frames from them are unknown sources.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !net.ping(1, &c2, None) && Instant::now() < deadline {}
+    eprintln!(
+        "{tag}: stopped after {stopped:?}, started after {started:?}, c2 reachable after {:?}",
+        t0.elapsed()
+    );
+    let out = ping.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no ping summary: {text}"));
+    let nums: Vec<u64> = line
+        .split(|ch: char| !ch.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (sent, received) = (nums[0], nums[1]);
+    eprintln!("{tag}: restart of h2: {sent} pings sent, {received} answered");
+    assert!(sent >= 100, "ping: {line}");
+    // Measured: ~23 lost (~2 s for the old agent to exit after SIGTERM, ~2 s for the new one
+    // to learn its peers from gossip; the device and route are there all along). The bound
+    // catches traffic that does not come back on its own.
+    assert!(
+        sent - received <= 50,
+        "a restart lost {} of {sent} pings: {line}",
+        sent - received
+    );
+    // Still flowing after the restart.
+    net.ping_until(1, &c2);
+}
+
+#[test]
+fn udp_plain_restart_keeps_traffic() {
+    if tools_available("udp_plain_restart_keeps_traffic") {
+        restart("ur", false);
     }
 }

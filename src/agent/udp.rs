@@ -86,10 +86,11 @@ impl UdpPlane {
         self.public_key
     }
 
-    /// Stops the tunnel: closing the TUN device removes `weft0` and its routes (`weft leave`).
+    /// Stops the tunnel and deletes `weft0` with its address and routes (`weft leave`). A plain
+    /// shutdown only drops the tunnel, which leaves the persistent device for the next start.
     pub(super) fn stop(&mut self) {
         if let Some(t) = self.tunnel.take() {
-            t.stop();
+            t.remove();
         }
     }
 }

@@ -4,6 +4,7 @@
 //! are allocated once; nothing is allocated per packet. The agent replaces the peer table as the
 //! mesh changes ([`Tunnel::set_peers`]).
 
+mod offload;
 mod peers;
 mod sys;
 
@@ -184,10 +185,12 @@ struct Shared {
     encrypted: bool,
 }
 
-/// A running tunnel. Dropping it stops both threads and closes the TUN device (which removes
-/// `weft0` and its routes).
+/// A running tunnel. The TUN device is persistent while the tunnel runs: dropping the tunnel
+/// (SIGTERM) stops both threads but leaves `weft0`, its address and routes in place, so a
+/// restarted agent re-attaches to it and traffic resumes; [`Tunnel::remove`] deletes it.
 pub struct Tunnel {
     shared: Arc<Shared>,
+    tun: Arc<OwnedFd>,
     private_key: Option<[u8; 32]>,
     threads: Vec<JoinHandle<()>>,
     local_addr: SocketAddr,
@@ -197,10 +200,12 @@ impl Tunnel {
     /// Creates the TUN device (the caller sets its MTU, alias and state through netlink) and binds
     /// the socket, then starts the two threads.
     pub fn start(cfg: TunnelConfig, counters: Arc<TunnelCounters>) -> Result<Tunnel, TunnelError> {
-        let tun = sys::open_tun(&cfg.device).map_err(|source| TunnelError::Tun {
+        let tun_err = |source| TunnelError::Tun {
             name: cfg.device.clone(),
             source,
-        })?;
+        };
+        let tun = sys::open_tun(&cfg.device).map_err(tun_err)?;
+        sys::set_persist(tun.as_raw_fd(), true).map_err(tun_err)?;
         let socket = UdpSocket::bind(cfg.bind).map_err(|source| TunnelError::Socket {
             addr: cfg.bind,
             source,
@@ -239,6 +244,7 @@ impl Tunnel {
         let tun = Arc::new(tun);
         let mut threads = Vec::new();
         let (s, k, t) = (shared.clone(), socket.clone(), tun.clone());
+        let tun_rx = tun.clone();
         threads.push(
             std::thread::Builder::new()
                 .name("weft-tun-tx".into())
@@ -248,7 +254,7 @@ impl Tunnel {
         let s = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("weft-tun-rx".into())
-            .spawn(move || rx_loop(&s, &socket, &tun, buf_len));
+            .spawn(move || rx_loop(&s, &socket, &tun_rx, buf_len));
         match spawned {
             Ok(h) => threads.push(h),
             Err(e) => {
@@ -262,6 +268,7 @@ impl Tunnel {
         shared.counters.enabled.store(true, Ordering::Relaxed);
         Ok(Tunnel {
             shared,
+            tun,
             private_key: cfg.private_key,
             threads,
             local_addr,
@@ -285,9 +292,18 @@ impl Tunnel {
         self.shared.generation.fetch_add(1, Ordering::Release);
     }
 
-    /// Stops the threads and closes the device.
+    /// Stops the threads; the device stays (see [`Tunnel`]).
     pub fn stop(mut self) {
         self.halt();
+    }
+
+    /// Stops the threads and deletes the device (with its address and routes): `weft leave`.
+    pub fn remove(mut self) {
+        self.halt();
+        if let Err(e) = sys::set_persist(self.tun.as_raw_fd(), false) {
+            tracing::warn!(error = %e, "tunnel: cannot clear the TUN device's persist flag");
+        }
+        // The threads are joined: this is the last fd, and closing it deletes the device.
     }
 
     fn halt(&mut self) {
@@ -334,8 +350,12 @@ impl View {
     }
 }
 
+/// Largest read from the TUN device: a 64 KB super-segment behind its vnet header.
+const TUN_READ_LEN: usize = offload::VNET_HDR_LEN + 65_536;
+
 fn tx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, buf_len: usize) {
     let mut batch = sys::Batch::new(BATCH, buf_len);
+    let mut big = vec![0u8; TUN_READ_LEN].into_boxed_slice();
     let mut view = View::new();
     let mut local = Local::default();
     let (tun_fd, sock_fd) = (tun.as_raw_fd(), socket.as_raw_fd());
@@ -352,12 +372,8 @@ fn tx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, buf_len: usize) {
         view.refresh(shared, true);
         let mut n = 0;
         let mut dead = false;
-        while n < batch.slots() {
-            let Some(buf) = batch.buf_mut(n) else { break };
-            let len = match sys::read(
-                tun_fd,
-                &mut buf[SEALED_HEADER_LEN..SEALED_HEADER_LEN + room],
-            ) {
+        for _ in 0..BATCH {
+            let len = match sys::read(tun_fd, &mut big) {
                 Ok(Some(len)) => len,
                 Ok(None) => break,
                 Err(e) => {
@@ -366,9 +382,28 @@ fn tx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, buf_len: usize) {
                     break;
                 }
             };
-            let packet = &buf[SEALED_HEADER_LEN..SEALED_HEADER_LEN + len];
-            let Ok((_, dst)) = frame::check_packet(packet) else {
-                // IPv6 or malformed from the local stack: nothing to send it to.
+            let Some((head, packet)) = big
+                .get_mut(..len)
+                .and_then(|b| b.split_at_mut_checked(offload::VNET_HDR_LEN))
+            else {
+                local.drop(DropReason::NoRoute);
+                continue;
+            };
+            let Some(hdr) = offload::VnetHdr::parse(head) else {
+                local.drop(DropReason::NoRoute);
+                continue;
+            };
+            // IPv6 or malformed from the local stack, or an offload we did not ask for: nothing
+            // to send it to.
+            let Ok(plan) = offload::prepare(&hdr, packet) else {
+                local.drop(DropReason::NoRoute);
+                continue;
+            };
+            let Some(dst) = packet
+                .first_chunk::<20>()
+                .filter(|h| h[0] >> 4 == 4)
+                .map(|h| frame::packet_addrs(h).1)
+            else {
                 local.drop(DropReason::NoRoute);
                 continue;
             };
@@ -376,36 +411,61 @@ fn tx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, buf_len: usize) {
                 local.drop(DropReason::NoRoute);
                 continue;
             };
-            let Some(peer) = view.table.peers.get(i) else {
+            let Some(to) = view.table.peers.get(i).map(|p| p.spec.addr) else {
                 local.drop(DropReason::NoRoute);
                 continue;
             };
-            let to = peer.spec.addr;
-            let framed = if shared.encrypted {
-                match view.crypto.sealers.get_mut(i).and_then(Option::as_mut) {
-                    Some(sealer) => sealer.seal(buf, len).ok().map(|total| (0, total)),
-                    None => None,
+            let count = match plan {
+                offload::Plan::One => 1,
+                offload::Plan::Tcp4 { count, .. } => count,
+            };
+            for k in 0..count {
+                if n == batch.slots() {
+                    send_batch(&mut batch, sock_fd, n, &mut local);
+                    n = 0;
                 }
-            } else {
-                let off = SEALED_HEADER_LEN - PLAIN_HEADER_LEN;
-                buf.get_mut(off..)
-                    .and_then(|b| frame::write_plain_header(b).ok())
-                    .map(|()| (off, PLAIN_HEADER_LEN + len))
-            };
-            let Some((off, total)) = framed else {
-                local.drop(DropReason::NoRoute);
-                continue;
-            };
-            local.bytes += len as u64;
-            batch.set(n, off, total, &to);
-            n += 1;
+                let Some(buf) = batch.buf_mut(n) else { break };
+                let Some(out) = buf.get_mut(SEALED_HEADER_LEN..SEALED_HEADER_LEN + room) else {
+                    break;
+                };
+                let written = match plan {
+                    offload::Plan::One => out.get_mut(..packet.len()).map(|o| {
+                        o.copy_from_slice(packet);
+                        packet.len()
+                    }),
+                    offload::Plan::Tcp4 { hl, mss, .. } => {
+                        offload::write_segment(packet, hl, mss, k, out)
+                    }
+                };
+                let Some(seg_len) = written
+                    .filter(|&l| out.get(..l).is_some_and(|p| frame::check_packet(p).is_ok()))
+                else {
+                    // Larger than the MTU allows, or malformed.
+                    local.drop(DropReason::NoRoute);
+                    continue;
+                };
+                let framed = if shared.encrypted {
+                    match view.crypto.sealers.get_mut(i).and_then(Option::as_mut) {
+                        Some(sealer) => sealer.seal(buf, seg_len).ok().map(|total| (0, total)),
+                        None => None,
+                    }
+                } else {
+                    let off = SEALED_HEADER_LEN - PLAIN_HEADER_LEN;
+                    buf.get_mut(off..)
+                        .and_then(|b| frame::write_plain_header(b).ok())
+                        .map(|()| (off, PLAIN_HEADER_LEN + seg_len))
+                };
+                let Some((off, total)) = framed else {
+                    local.drop(DropReason::NoRoute);
+                    continue;
+                };
+                local.bytes += seg_len as u64;
+                batch.set(n, off, total, &to);
+                n += 1;
+            }
         }
         if n > 0 {
-            let (sent, failed) = batch.send(sock_fd, n);
-            local.packets += sent as u64;
-            for _ in 0..failed {
-                local.drop(DropReason::Error);
-            }
+            send_batch(&mut batch, sock_fd, n, &mut local);
         }
         shared.counters.flush(&mut local, false);
         if dead {
@@ -414,8 +474,35 @@ fn tx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, buf_len: usize) {
     }
 }
 
+fn send_batch(batch: &mut sys::Batch, sock_fd: i32, n: usize, local: &mut Local) {
+    let (sent, failed) = batch.send(sock_fd, n);
+    local.packets += sent as u64;
+    for _ in 0..failed {
+        local.drop(DropReason::Error);
+    }
+}
+
+/// Writes the held GRO run (if any) to the TUN device.
+fn gro_flush(gro: &mut offload::Gro, tun_fd: i32, local: &mut Local) {
+    let count = gro.count() as u64;
+    if let Some((head, packet, bytes)) = gro.take() {
+        match sys::write2(tun_fd, &head, packet) {
+            Ok(_) => {
+                local.packets += count;
+                local.bytes += bytes as u64;
+            }
+            Err(_) => {
+                for _ in 0..count {
+                    local.drop(DropReason::Error);
+                }
+            }
+        }
+    }
+}
+
 fn rx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, buf_len: usize) {
     let mut batch = sys::Batch::new(BATCH, buf_len);
+    let mut gro = offload::Gro::default();
     let mut view = View::new();
     let mut local = Local::default();
     let (tun_fd, sock_fd) = (tun.as_raw_fd(), socket.as_raw_fd());
@@ -445,17 +532,26 @@ fn rx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, buf_len: usize) {
                     let Some(packet) = frame.get(range) else {
                         continue;
                     };
-                    match sys::write(tun_fd, packet) {
-                        Ok(_) => {
-                            local.packets += 1;
-                            local.bytes += packet.len() as u64;
+                    if !gro.push(packet) {
+                        gro_flush(&mut gro, tun_fd, &mut local);
+                        if !gro.push(packet) {
+                            match sys::write2(tun_fd, &[0u8; offload::VNET_HDR_LEN], packet) {
+                                Ok(_) => {
+                                    local.packets += 1;
+                                    local.bytes += packet.len() as u64;
+                                }
+                                Err(_) => local.drop(DropReason::Error),
+                            }
                         }
-                        Err(_) => local.drop(DropReason::Error),
+                    }
+                    if gro.closed() {
+                        gro_flush(&mut gro, tun_fd, &mut local);
                     }
                 }
                 Err(r) => local.drop(r),
             }
         }
+        gro_flush(&mut gro, tun_fd, &mut local);
         shared.counters.flush(&mut local, true);
     }
 }
