@@ -291,6 +291,35 @@ fn route_v4(addr: &RouteAddress) -> Option<Ipv4Addr> {
     }
 }
 
+/// An IPv4 unicast route of the main table (the only routes weft reads to choose or check paths).
+fn is_main_v4_unicast(msg: &RouteMessage) -> bool {
+    msg.header.address_family == AddressFamily::Inet
+        && msg.header.kind == RouteType::Unicast
+        && route_table(msg) == u32::from(RouteHeader::RT_TABLE_MAIN)
+}
+
+/// A route's IPv4 destination (0.0.0.0 when absent: the default route).
+fn route_dst_v4(msg: &RouteMessage) -> Ipv4Addr {
+    msg.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Destination(d) => route_v4(d),
+            _ => None,
+        })
+        .unwrap_or(Ipv4Addr::UNSPECIFIED)
+}
+
+/// A route's metric (0 when absent).
+fn route_priority(msg: &RouteMessage) -> u32 {
+    msg.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Priority(p) => Some(*p),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
 fn is_weft_main(msg: &RouteMessage) -> bool {
     msg.header.protocol == RouteProtocol::from(RTPROT_WEFT)
         && route_table(msg) == u32::from(RouteHeader::RT_TABLE_MAIN)
@@ -646,20 +675,11 @@ impl NetlinkDataplane {
             .await?
             .into_iter()
             .find(|msg| {
-                let d = msg.attributes.iter().find_map(|a| match a {
-                    RouteAttribute::Destination(a) => route_v4(a),
-                    _ => None,
-                });
-                let priority = msg.attributes.iter().find_map(|a| match a {
-                    RouteAttribute::Priority(p) => Some(*p),
-                    _ => None,
-                });
-                route_table(msg) == u32::from(RouteHeader::RT_TABLE_MAIN)
+                is_main_v4_unicast(msg)
                     && msg.header.destination_prefix_length == dst.prefix_len()
-                    && d.unwrap_or(Ipv4Addr::UNSPECIFIED) == dst.network()
+                    && route_dst_v4(msg) == dst.network()
                     && msg.header.tos == 0
-                    && priority.unwrap_or(0) == 0
-                    && msg.header.kind == RouteType::Unicast
+                    && route_priority(msg) == 0
             }))
     }
 
@@ -942,21 +962,9 @@ pub struct Underlay {
 fn default_route_oif(routes: &[RouteMessage]) -> Option<u32> {
     routes
         .iter()
-        .filter(|m| {
-            m.header.address_family == AddressFamily::Inet
-                && m.header.destination_prefix_length == 0
-                && m.header.kind == RouteType::Unicast
-                && route_table(m) == u32::from(RouteHeader::RT_TABLE_MAIN)
-        })
+        .filter(|m| is_main_v4_unicast(m) && m.header.destination_prefix_length == 0)
         .filter_map(|m| {
-            let priority = m
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    RouteAttribute::Priority(p) => Some(*p),
-                    _ => None,
-                })
-                .unwrap_or(0);
+            let priority = route_priority(m);
             let oif = m.attributes.iter().find_map(|a| match a {
                 RouteAttribute::Oif(i) => Some(*i),
                 RouteAttribute::MultiPath(hops) => hops.first().map(|h| h.interface_index),
@@ -1086,33 +1094,13 @@ fn onlink_by_routes(routes: &[RouteMessage], addrs: &[Addr], ip: IpAddr) -> bool
     };
     let best = routes
         .iter()
-        .filter(|m| {
-            m.header.address_family == AddressFamily::Inet
-                && m.header.kind == RouteType::Unicast
-                && route_table(m) == u32::from(RouteHeader::RT_TABLE_MAIN)
-        })
+        .filter(|m| is_main_v4_unicast(m))
         .filter_map(|m| {
-            let dst = m
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    RouteAttribute::Destination(d) => route_v4(d),
-                    _ => None,
-                })
-                .unwrap_or(Ipv4Addr::UNSPECIFIED);
-            let net = Ipv4Net::new(dst, m.header.destination_prefix_length).ok()?;
+            let net = Ipv4Net::new(route_dst_v4(m), m.header.destination_prefix_length).ok()?;
             if !net.contains(&v4) {
                 return None;
             }
-            let priority = m
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    RouteAttribute::Priority(p) => Some(*p),
-                    _ => None,
-                })
-                .unwrap_or(0);
-            Some((std::cmp::Reverse(net.prefix_len()), priority, m))
+            Some((std::cmp::Reverse(net.prefix_len()), route_priority(m), m))
         })
         .min_by_key(|(len, prio, _)| (*len, *prio));
     best.is_some_and(|(_, _, m)| {
