@@ -15,16 +15,25 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// Whether an L3 test can run here: root, `ip` and `ping`. Prints why not and returns false,
 /// or panics when `WEFT_REQUIRE_NETNS=1` (CI must not skip).
 pub fn l3_available(test: &str) -> bool {
+    l3_available_with(test, &[])
+}
+
+/// [`l3_available`], plus extra tools: `(command, Debian package)`, each probed with `--version`.
+pub fn l3_available_with(test: &str, tools: &[(&str, &str)]) -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
+    let runs = |cmd: &str, arg: &str| Command::new(cmd).arg(arg).output().is_ok();
     let missing = if euid != 0 {
-        Some("not running as root")
-    } else if Command::new("ip").arg("-V").output().is_err() {
-        Some("the `ip` tool (iproute2) is not installed")
-    } else if Command::new("ping").arg("-V").output().is_err() {
-        Some("`ping` is not installed (apt-get install iputils-ping)")
+        Some("not running as root".to_string())
+    } else if !runs("ip", "-V") {
+        Some("the `ip` tool (iproute2) is not installed".to_string())
+    } else if !runs("ping", "-V") {
+        Some("`ping` is not installed (apt-get install iputils-ping)".to_string())
     } else {
-        None
+        tools
+            .iter()
+            .find(|(cmd, _)| !runs(cmd, "--version"))
+            .map(|(cmd, pkg)| format!("`{cmd}` is not installed (apt-get install {pkg})"))
     };
     match missing {
         None => true,
@@ -240,6 +249,26 @@ impl Testnet {
         );
         assert!(out.status.success(), "weft status on h{i}: {}", text(&out));
         serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    /// Host I's `/metrics` exposition, fetched with curl inside its namespace.
+    pub fn metrics(&self, i: usize) -> String {
+        let out = self.exec(
+            &format!("h{i}"),
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                "http://127.0.0.1:7948/metrics",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "curl /metrics on h{i}: {}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Host I's routes with weft's protocol id (87), one line each.
