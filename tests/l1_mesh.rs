@@ -98,6 +98,21 @@ async fn start(transport: &ChannelTransport, config: Config, i: usize, dp: FakeD
     }
 }
 
+/// Starts N agents with fake kernels: agent 0 has no seeds, every other one has SEEDS.
+async fn start_mesh(
+    transport: &ChannelTransport,
+    dir: &Path,
+    n: usize,
+    seeds: &[usize],
+) -> Vec<Node> {
+    let mut nodes = Vec::with_capacity(n);
+    for i in 0..n {
+        let seeds = if i == 0 { &[][..] } else { seeds };
+        nodes.push(start(transport, config(i, dir, seeds), i, FakeDataplane::new()).await);
+    }
+    nodes
+}
+
 fn subnet_of(n: &Node) -> Option<String> {
     n.handle.as_ref()?.status().borrow().subnet.clone()
 }
@@ -171,19 +186,7 @@ async fn stop_all(nodes: &mut [Node]) {
 async fn twenty_agents_started_together_claim_distinct_subnets_and_program_all_peers() {
     let dir = tempfile::tempdir().unwrap();
     let transport = ChannelTransport::default();
-    let mut nodes = Vec::new();
-    for i in 0..20 {
-        let seeds: Vec<usize> = if i == 0 { vec![] } else { vec![0, 1] };
-        nodes.push(
-            start(
-                &transport,
-                config(i, dir.path(), &seeds),
-                i,
-                FakeDataplane::new(),
-            )
-            .await,
-        );
-    }
+    let mut nodes = start_mesh(&transport, dir.path(), 20, &[0, 1]).await;
     assert_converges(&nodes, Duration::from_secs(60)).await;
     // Each fake kernel holds the full VXLAN picture: device, 19 neighbours, 19 FDB entries.
     for n in &nodes {
@@ -275,19 +278,7 @@ async fn two_agents_preloaded_with_the_same_subnet_end_with_one_owner() {
 async fn restarted_agent_keeps_its_subnet_and_its_peers_routes() {
     let dir = tempfile::tempdir().unwrap();
     let transport = ChannelTransport::default();
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let seeds: Vec<usize> = if i == 0 { vec![] } else { vec![0] };
-        nodes.push(
-            start(
-                &transport,
-                config(i, dir.path(), &seeds),
-                i,
-                FakeDataplane::new(),
-            )
-            .await,
-        );
-    }
+    let mut nodes = start_mesh(&transport, dir.path(), 3, &[0]).await;
     assert_converges(&nodes, Duration::from_secs(60)).await;
     let before = subnet_of(&nodes[2]).unwrap();
     let kernel_before = nodes[2].dp.snapshot();
@@ -308,19 +299,7 @@ async fn restarted_agent_keeps_its_subnet_and_its_peers_routes() {
 async fn agent_with_wiped_state_dir_gets_its_subnet_back_from_the_mesh() {
     let dir = tempfile::tempdir().unwrap();
     let transport = ChannelTransport::default();
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let seeds: Vec<usize> = if i == 0 { vec![] } else { vec![0] };
-        nodes.push(
-            start(
-                &transport,
-                config(i, dir.path(), &seeds),
-                i,
-                FakeDataplane::new(),
-            )
-            .await,
-        );
-    }
+    let mut nodes = start_mesh(&transport, dir.path(), 3, &[0]).await;
     assert_converges(&nodes, Duration::from_secs(60)).await;
     let before = subnet_of(&nodes[2]).unwrap();
     nodes[2].handle.take().unwrap().shutdown().await.unwrap();
@@ -389,19 +368,7 @@ async fn partition_during_joins_then_heal_ends_with_no_duplicate_subnet() {
 async fn leave_frees_the_subnet_and_peers_remove_its_routes() {
     let dir = tempfile::tempdir().unwrap();
     let transport = ChannelTransport::default();
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let seeds: Vec<usize> = if i == 0 { vec![] } else { vec![0] };
-        nodes.push(
-            start(
-                &transport,
-                config(i, dir.path(), &seeds),
-                i,
-                FakeDataplane::new(),
-            )
-            .await,
-        );
-    }
+    let mut nodes = start_mesh(&transport, dir.path(), 3, &[0]).await;
     assert_converges(&nodes, Duration::from_secs(60)).await;
     let gone: Ipv4Net = subnet_of(&nodes[2]).unwrap().parse().unwrap();
     let answer = nodes[2].handle.take().unwrap().leave().await.unwrap();
@@ -425,19 +392,7 @@ async fn leave_frees_the_subnet_and_peers_remove_its_routes() {
 async fn killed_agent_stays_programmed_during_the_reservation() {
     let dir = tempfile::tempdir().unwrap();
     let transport = ChannelTransport::default();
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let seeds: Vec<usize> = if i == 0 { vec![] } else { vec![0] };
-        nodes.push(
-            start(
-                &transport,
-                config(i, dir.path(), &seeds),
-                i,
-                FakeDataplane::new(),
-            )
-            .await,
-        );
-    }
+    let mut nodes = start_mesh(&transport, dir.path(), 3, &[0]).await;
     assert_converges(&nodes, Duration::from_secs(60)).await;
     let gone: Ipv4Net = subnet_of(&nodes[2]).unwrap().parse().unwrap();
     // Abrupt stop: the agent task ends without leaving (like kill -9 for its peers).

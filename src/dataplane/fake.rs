@@ -355,14 +355,8 @@ mod tests {
 
     fn dev() -> VxlanDevice {
         VxlanDevice {
-            name: "weft.1".into(),
-            vni: 1,
-            port: 8472,
-            local_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
             underlay_ifindex: None,
-            mac: [2, 0, 0, 0, 0, 1],
-            mtu: 1450,
-            addr: Ipv4Addr::new(10, 244, 3, 0),
+            ..VxlanDevice::for_test()
         }
     }
 

@@ -42,6 +42,24 @@ pub struct VxlanDevice {
     pub addr: Ipv4Addr,
 }
 
+#[cfg(test)]
+impl VxlanDevice {
+    /// The device the unit tests share: `weft.1`, VNI 1 on port 8472 from 192.0.2.1 over
+    /// ifindex 3, MTU 1450, subnet 10.244.3.0/24.
+    pub(crate) fn for_test() -> VxlanDevice {
+        VxlanDevice {
+            name: "weft.1".into(),
+            vni: 1,
+            port: 8472,
+            local_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            underlay_ifindex: Some(3),
+            mac: [0x02, 0, 0, 0, 0, 1],
+            mtu: 1450,
+            addr: Ipv4Addr::new(10, 244, 3, 0),
+        }
+    }
+}
+
 /// A bridge weft owns, holding the subnet's first address (`--bridge`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Bridge {

@@ -164,14 +164,8 @@ mod tests {
 
     fn dev() -> VxlanDevice {
         VxlanDevice {
-            name: "weft.1".into(),
-            vni: 1,
-            port: 8472,
-            local_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
             underlay_ifindex: Some(2),
-            mac: [0x02, 0, 0, 0, 0, 1],
-            mtu: 1450,
-            addr: Ipv4Addr::new(10, 244, 3, 0),
+            ..VxlanDevice::for_test()
         }
     }
 

@@ -158,13 +158,9 @@ mod tests {
     fn device() -> VxlanDevice {
         VxlanDevice {
             name: vxlan_device_name(1),
-            vni: 1,
             port: VXLAN_PORT,
-            local_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
-            underlay_ifindex: Some(3),
             mac: vtep_mac("a"),
-            mtu: 1450,
-            addr: Ipv4Addr::new(10, 244, 3, 0),
+            ..VxlanDevice::for_test()
         }
     }
 
