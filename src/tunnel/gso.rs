@@ -250,11 +250,15 @@ mod tests {
         let v: Vec<_> = split(3000, Some(1400)).collect();
         assert_eq!(v, [0..1400, 1400..2800, 2800..3000]);
         assert_eq!(split(2800, Some(1400)).count(), 2);
-        assert_eq!(split(100, None).collect::<Vec<_>>(), [0..100]);
+        let one = |seg| {
+            let v: Vec<_> = split(100, seg).collect();
+            v.len() == 1 && v[0] == (0..100)
+        };
+        assert!(one(None));
         // Bogus sizes: one frame, never a panic or an endless loop.
-        assert_eq!(split(100, Some(0)).collect::<Vec<_>>(), [0..100]);
-        assert_eq!(split(100, Some(100)).collect::<Vec<_>>(), [0..100]);
-        assert_eq!(split(100, Some(usize::MAX)).collect::<Vec<_>>(), [0..100]);
+        assert!(one(Some(0)));
+        assert!(one(Some(100)));
+        assert!(one(Some(usize::MAX)));
         assert_eq!(split(0, Some(5)).count(), 0);
         assert_eq!(split(5, Some(1)).count(), 5);
     }

@@ -561,7 +561,13 @@ fn rx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, (slots, buf_len):
         }
         view.refresh(shared, false);
         for i in 0..n {
-            let Some((data, from, truncated, seg)) = batch.received(i) else {
+            let Some(sys::Received {
+                data,
+                from,
+                truncated,
+                seg,
+            }) = batch.received(i)
+            else {
                 continue;
             };
             if truncated {

@@ -245,6 +245,17 @@ fn gro_size(h: &libc::msghdr) -> Option<usize> {
     None
 }
 
+/// A datagram in a [`Batch`] slot.
+pub struct Received<'a> {
+    /// Its bytes (mutable, for in-place opening).
+    pub data: &'a mut [u8],
+    pub from: Option<SocketAddr>,
+    /// Longer than the buffer, or its control data was.
+    pub truncated: bool,
+    /// The GRO segment size when the kernel coalesced several datagrams into this one.
+    pub seg: Option<usize>,
+}
+
 /// `count` receive buffers with their mmsghdr/iovec/address/control arrays, allocated once.
 pub struct Batch {
     bufs: Vec<Box<[u8]>>,
@@ -280,19 +291,20 @@ impl Batch {
         }
     }
 
-    /// The datagram received in slot `i`: its bytes (mutable, for in-place opening), source,
-    /// whether it was truncated, and its GRO segment size when the kernel coalesced it.
-    pub fn received(
-        &mut self,
-        i: usize,
-    ) -> Option<(&mut [u8], Option<SocketAddr>, bool, Option<usize>)> {
+    /// The datagram received in slot `i`.
+    pub fn received(&mut self, i: usize) -> Option<Received<'_>> {
         let h = self.hdrs.get(i)?;
         let len = h.msg_len as usize;
         let truncated = h.msg_hdr.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
         let seg = gro_size(&h.msg_hdr);
         let from = from_storage(self.addrs.get(i)?);
         let buf = self.bufs.get_mut(i)?;
-        Some((buf.get_mut(..len)?, from, truncated, seg))
+        Some(Received {
+            data: buf.get_mut(..len)?,
+            from,
+            truncated,
+            seg,
+        })
     }
 
     /// recvmmsg into all slots; blocks until at least one datagram (or the socket's receive
