@@ -502,3 +502,105 @@ fn send_to(fd: RawFd, buf: &[u8], to: &SocketAddr) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Loopback sockets, no root: the kernel's side of GSO/GRO and the fallback.
+    use super::*;
+    use std::net::UdpSocket;
+    use std::time::Duration;
+
+    /// `SO_NO_CHECK` (asm-generic/socket.h): no UDP checksums, which the kernel refuses to
+    /// combine with GSO (EINVAL): a portable way to see the fallback.
+    const SO_NO_CHECK: libc::c_int = 11;
+
+    fn pair() -> (UdpSocket, UdpSocket) {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        (tx, rx)
+    }
+
+    fn batch_of(to: SocketAddr, lens: &[usize]) -> SendBatch {
+        let mut b = SendBatch::new(8, 1500, 64 * 1024);
+        for (k, &len) in lens.iter().enumerate() {
+            let f = b.next_frame().unwrap();
+            f[..len].fill(k as u8);
+            assert!(b.commit(len, to));
+        }
+        b
+    }
+
+    /// Every frame received, in order, as (length, fill byte).
+    fn drain(rx: &UdpSocket, gro: bool, want: usize) -> (Vec<(usize, u8)>, usize) {
+        let mut batch = Batch::new(4, 65_536);
+        let (mut frames, mut datagrams) = (Vec::new(), 0);
+        while frames.len() < want {
+            let n = batch.recv(rx.as_raw_fd()).unwrap();
+            assert!(n > 0, "timed out after {frames:?}");
+            for i in 0..n {
+                let r = batch.received(i).unwrap();
+                assert!(!r.truncated);
+                assert!(gro || r.seg.is_none());
+                datagrams += 1;
+                for f in super::super::gso::split(r.data.len(), r.seg) {
+                    frames.push((f.len(), r.data[f.start]));
+                }
+            }
+        }
+        (frames, datagrams)
+    }
+
+    #[test]
+    fn gso_send_arrives_as_frames_and_gro_coalesces_them() {
+        let want = vec![(1000, 0), (1000, 1), (1000, 2), (300, 3)];
+        for gro in [false, true] {
+            let (tx, rx) = pair();
+            if gro {
+                enable_gro(rx.as_raw_fd()).unwrap();
+            }
+            let b = batch_of(rx.local_addr().unwrap(), &[1000, 1000, 1000, 300]);
+            assert_eq!(b.msgs().len(), 1);
+            let sent = Sender::new(8).send(tx.as_raw_fd(), &b);
+            assert_eq!(
+                sent,
+                Sent {
+                    frames: 4,
+                    failed: 0,
+                    gso_refused: None
+                }
+            );
+            let (frames, datagrams) = drain(&rx, gro, 4);
+            assert_eq!(frames, want, "gro {gro}");
+            if gro {
+                assert_eq!(datagrams, 1, "one coalesced datagram");
+            } else {
+                assert_eq!(datagrams, 4);
+            }
+        }
+    }
+
+    #[test]
+    fn refused_gso_falls_back_to_one_datagram_per_frame() {
+        let (tx, rx) = pair();
+        setsockopt_int(tx.as_raw_fd(), libc::SOL_SOCKET, SO_NO_CHECK, 1).unwrap();
+        let to = rx.local_addr().unwrap();
+        let b = batch_of(to, &[800, 800, 500]);
+        let sent = Sender::new(8).send(tx.as_raw_fd(), &b);
+        assert_eq!((sent.frames, sent.failed), (3, 0));
+        assert!(sent.gso_refused.is_some(), "{sent:?}");
+        let (frames, _) = drain(&rx, false, 3);
+        assert_eq!(frames, vec![(800, 0), (800, 1), (500, 2)]);
+        // A single frame needs no GSO and goes out as it is.
+        let b = batch_of(to, &[200]);
+        let sent = Sender::new(8).send(tx.as_raw_fd(), &b);
+        assert_eq!(
+            sent,
+            Sent {
+                frames: 1,
+                failed: 0,
+                gso_refused: None
+            }
+        );
+    }
+}
