@@ -237,7 +237,9 @@ stop_one() {
         return
     fi
     kill "-$signal" "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do
+    # Until it has exited: an exited agent nobody has reaped yet (a zombie, state Z) counts as
+    # stopped (PID 1 of a container may reap late, which once made every restart 2 s longer).
+    while kill -0 "$pid" 2>/dev/null && [[ $(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -c1) != Z ]]; do
         if ((waited >= 100)); then
             log "h$i: weft (pid $pid) still runs 10 s after SIG$signal: SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true

@@ -8,7 +8,7 @@
 //! scrape time.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -249,6 +249,20 @@ impl Metrics {
                 (&[("dir", "rx")], load(&t.rx_bytes)),
                 (&[("dir", "tx")], load(&t.tx_bytes)),
             ]),
+        );
+        let on = |b: &AtomicBool| i64::from(b.load(Ordering::Relaxed));
+        let running = on(&t.enabled);
+        gauge(
+            &mut reg,
+            "tunnel_udp_gso",
+            "1 while the udp tunnel sends runs of frames with UDP GSO (0 once the kernel refused it)",
+            running * (1 - on(&t.gso_refused)),
+        );
+        gauge(
+            &mut reg,
+            "tunnel_udp_gro",
+            "1 while the udp tunnel's socket receives with UDP GRO",
+            running * on(&t.gro),
         );
         let drops = Family::<Labels, Counter>::default();
         for r in DropReason::ALL {

@@ -1,9 +1,13 @@
 //! The `udp` backend in the agent: starts the tunnel ([`crate::tunnel`]), labels and sizes its
 //! TUN device, publishes the tunnel port and public key, feeds the peer table from the peer view,
-//! and contributes the desired state (one route for the whole overlay network to `weft0`).
+//! and contributes the desired state (one route for the whole overlay network to `weft0`). With
+//! plain frames it keeps the last peer table in the state directory (`udp-peers`), so a restarted
+//! agent forwards at once instead of after gossip has refilled the table.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use ring::rand::SecureRandom;
@@ -26,6 +30,94 @@ pub(super) struct UdpPlane {
     peers: Vec<PeerSpec>,
     /// The subnet whose `.0` address weft0 holds.
     addressed: Option<Ipv4Net>,
+    /// The peers file, with plain frames (sealed ones need the peers' current keys, which only
+    /// gossip carries).
+    peers_file: Option<PathBuf>,
+    /// Peers restored from the peers file are kept until gossip names any peer, or this
+    /// instant passes.
+    restored_until: Option<Instant>,
+}
+
+/// The peers file's name in the state directory.
+pub(super) const PEERS_FILE: &str = "udp-peers";
+/// Largest peers file read, in bytes.
+const MAX_PEERS_FILE: u64 = 1 << 20;
+/// How long restored peers stand in while gossip names none.
+const RESTORED_TRUST: Duration = Duration::from_secs(30);
+const PEERS_HEADER: &str = "# weft udp peers v1: name subnet address:port";
+
+/// The peers file's content: a header line, then `name subnet address:port` per peer.
+fn peers_text(peers: &[PeerSpec]) -> String {
+    let mut s = String::from(PEERS_HEADER);
+    s.push('\n');
+    for p in peers {
+        s.push_str(&format!("{} {} {}\n", p.name, p.subnet, p.addr));
+    }
+    s
+}
+
+/// Parses a peers file (hostile: a line that does not parse is skipped, and counted in the
+/// second value). No file of another version is read at all. Restored peers count as live and
+/// carry no key.
+fn parse_peers(text: &str) -> (Vec<PeerSpec>, usize) {
+    let mut lines = text.lines();
+    if lines.next() != Some(PEERS_HEADER) {
+        return (Vec::new(), usize::from(!text.is_empty()));
+    }
+    let mut bad = 0;
+    let mut peers = Vec::new();
+    for line in lines {
+        let mut w = line.split(' ');
+        let parsed = match (w.next(), w.next(), w.next(), w.next()) {
+            (Some(name), Some(subnet), Some(addr), None)
+                if !name.is_empty()
+                    && name.len() <= 253
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
+            {
+                match (subnet.parse::<Ipv4Net>(), addr.parse::<SocketAddr>()) {
+                    (Ok(subnet), Ok(addr)) if subnet == subnet.trunc() => Some(PeerSpec {
+                        name: name.to_string(),
+                        subnet,
+                        addr,
+                        public_key: None,
+                        live: true,
+                    }),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        match parsed {
+            Some(p) => peers.push(p),
+            None => bad += 1,
+        }
+    }
+    peers.sort_by(|a, b| (a.subnet, &a.name).cmp(&(b.subnet, &b.name)));
+    (peers, bad)
+}
+
+/// Reads the peers file; missing or unreadable is no peers (logged when unreadable).
+fn load_peers(path: &Path) -> Vec<PeerSpec> {
+    use std::io::Read;
+    let mut text = String::new();
+    let read =
+        std::fs::File::open(path).and_then(|f| f.take(MAX_PEERS_FILE).read_to_string(&mut text));
+    match read {
+        Ok(_) => {
+            let (peers, bad) = parse_peers(&text);
+            if bad > 0 {
+                warn!(path = %path.display(), bad, "peers file: lines that do not parse were skipped");
+            }
+            peers
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "peers file unreadable; waiting for gossip");
+            Vec::new()
+        }
+    }
 }
 
 impl UdpPlane {
@@ -68,6 +160,18 @@ impl UdpPlane {
         } else {
             None
         };
+        let peers_file =
+            (!encrypted && tunnel.is_some()).then(|| config.state_dir.join(PEERS_FILE));
+        let mut peers = Vec::new();
+        let mut restored_until = None;
+        if let (Some(path), Some(t)) = (&peers_file, &tunnel) {
+            peers = load_peers(path);
+            if !peers.is_empty() {
+                info!(node = %config.node_name, peers = peers.len(), "udp tunnel: last known peers restored until gossip speaks");
+                t.set_peers(peers.clone());
+                restored_until = Some(Instant::now() + RESTORED_TRUST);
+            }
+        }
         info!(node = %config.node_name, port = config.udp_port, mtu, encrypted, "udp tunnel started");
         if !encrypted {
             warn!(node = %config.node_name, "udp tunnel frames are NOT encrypted (--udp-encryption off)");
@@ -77,8 +181,10 @@ impl UdpPlane {
             public_key,
             encrypted,
             mtu,
-            peers: Vec::new(),
+            peers,
             addressed: None,
+            peers_file,
+            restored_until,
         }))
     }
 
@@ -91,6 +197,12 @@ impl UdpPlane {
     pub(super) fn stop(&mut self) {
         if let Some(t) = self.tunnel.take() {
             t.remove();
+        }
+        if let Some(path) = &self.peers_file
+            && let Err(e) = std::fs::remove_file(path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(path = %path.display(), error = %e, "cannot remove the peers file");
         }
     }
 }
@@ -191,7 +303,14 @@ impl Worker {
             Vec::new()
         };
         peers.sort_by(|a, b| (a.subnet, &a.name).cmp(&(b.subnet, &b.name)));
-        if peers != udp.peers {
+        // Restored peers stand in until gossip names a peer (or for RESTORED_TRUST at most).
+        let keep_restored = udp
+            .restored_until
+            .is_some_and(|until| peers.is_empty() && Instant::now() < until);
+        if !keep_restored {
+            udp.restored_until = None;
+        }
+        if !keep_restored && peers != udp.peers {
             if udp.encrypted {
                 for p in peers.iter().filter(|p| p.public_key.is_none()) {
                     warn!(node = %self.config.node_name, peer = %p.name, "peer publishes no tunnel key; its traffic is dropped");
@@ -199,6 +318,11 @@ impl Worker {
             }
             if let Some(t) = &udp.tunnel {
                 t.set_peers(peers.clone());
+            }
+            if let Some(path) = &udp.peers_file
+                && let Err(e) = files::write_atomic(path, &peers_text(&peers))
+            {
+                warn!(node = %self.config.node_name, error = %e, "cannot save the peers file");
             }
             udp.peers = peers;
         }
@@ -218,6 +342,46 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peers_file_round_trip_and_hostile_lines() {
+        let peers = vec![
+            PeerSpec {
+                name: "h1".into(),
+                subnet: "10.244.1.0/24".parse().unwrap(),
+                addr: "192.0.2.1:8285".parse().unwrap(),
+                public_key: Some([7; 32]),
+                live: false,
+            },
+            PeerSpec {
+                name: "h-2.x_y".into(),
+                subnet: "10.244.2.0/24".parse().unwrap(),
+                addr: "[2001:db8::2]:8285".parse().unwrap(),
+                public_key: None,
+                live: true,
+            },
+        ];
+        let text = peers_text(&peers);
+        let (back, bad) = parse_peers(&text);
+        assert_eq!(bad, 0);
+        assert_eq!(back.len(), 2);
+        for (a, b) in back.iter().zip(&peers) {
+            assert_eq!((&a.name, a.subnet, a.addr), (&b.name, b.subnet, b.addr));
+            assert!(a.live && a.public_key.is_none(), "restored: live, no key");
+        }
+        let hostile = format!(
+            "{text}\nh3 10.244.3.1/24 192.0.2.3:1\nh 4 10.244.4.0/24 192.0.2.4:1\nh5 x 192.0.2.5:1\n\
+             h6 10.244.6.0/24 nope\nh7 10.244.7.0/24 192.0.2.7:1 extra\n\u{e9} 10.0.0.0/8 1.2.3.4:5\n"
+        );
+        let (back, bad) = parse_peers(&hostile);
+        assert_eq!((back.len(), bad), (2, 7));
+        assert_eq!(parse_peers(""), (Vec::new(), 0));
+        assert_eq!(
+            parse_peers("h1 10.244.1.0/24 192.0.2.1:8285\n").0,
+            Vec::new(),
+            "no header"
+        );
+    }
 
     #[tokio::test]
     async fn plane_without_kernel() {

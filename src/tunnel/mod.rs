@@ -1,9 +1,12 @@
 //! The `udp` backend's userspace tunnel (Linux): a TUN device (`weft0`) the overlay network is
 //! routed to, and a UDP socket (`--udp-port`, 8285). Two blocking threads, outside tokio, one per
-//! direction: TUN → frame (and seal) → sendmmsg, and recvmmsg → filter (and open) → TUN. Buffers
-//! are allocated once; nothing is allocated per packet. The agent replaces the peer table as the
+//! direction: TUN → frame (and seal) → sendmmsg, and recvmmsg → filter (and open) → TUN. The
+//! kernel's UDP segmentation offload carries runs of frames as one packet where it can (GSO on
+//! send, GRO on receive; [`gso`]), and the TUN device's offloads do the same for the inner TCP
+//! ([`offload`]). Buffers are allocated once; nothing is allocated per packet. The agent replaces the peer table as the
 //! mesh changes ([`Tunnel::set_peers`]).
 
+mod gso;
 mod offload;
 mod peers;
 mod sys;
@@ -23,8 +26,14 @@ pub use peers::{PeerSpec, PeerTable, accept};
 pub const DEVICE: &str = "weft0";
 /// Default UDP port.
 pub const DEFAULT_PORT: u16 = 8285;
-/// Datagrams per recvmmsg/sendmmsg.
+/// TUN reads per round, datagrams per recvmmsg (without GRO), messages per sendmmsg.
 const BATCH: usize = 64;
+/// Receive slots with GRO on: each holds up to 64 KB of coalesced frames.
+const GRO_SLOTS: usize = 16;
+/// Largest coalesced datagram the kernel delivers.
+const GRO_BUF_LEN: usize = 65_536;
+/// Bytes of frames the sender gathers before one sendmmsg.
+const SEND_ARENA: usize = 512 * 1024;
 /// How often the blocking loops look at the stop flag.
 const WAKE: Duration = Duration::from_millis(200);
 
@@ -85,6 +94,10 @@ pub struct TunnelCounters {
     pub rx_bytes: AtomicU64,
     pub tx_packets: AtomicU64,
     pub tx_bytes: AtomicU64,
+    /// Set once the kernel refused UDP GSO (frames then go out one per datagram).
+    pub gso_refused: AtomicBool,
+    /// Set while the socket delivers GRO-coalesced datagrams.
+    pub gro: AtomicBool,
     drops: [AtomicU64; 7],
 }
 
@@ -232,6 +245,14 @@ impl Tunnel {
             libc::IP_MTU_DISCOVER,
             libc::IP_PMTUDISC_DONT,
         );
+        let gro = match sys::enable_gro(fd) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::info!(error = %e, "tunnel: no UDP GRO on this kernel; receiving frame by frame");
+                false
+            }
+        };
+        counters.gro.store(gro, Ordering::Relaxed);
         let shared = Arc::new(Shared {
             table: RwLock::new(Arc::new(PeerTable::default())),
             generation: AtomicU64::new(0),
@@ -239,7 +260,12 @@ impl Tunnel {
             counters,
             encrypted: cfg.private_key.is_some(),
         });
-        let buf_len = (cfg.mtu as usize + SEALED_OVERHEAD + 64).max(2048);
+        let mtu = cfg.mtu as usize;
+        let rx_slots = if gro {
+            (GRO_SLOTS, GRO_BUF_LEN)
+        } else {
+            (BATCH, (mtu + SEALED_OVERHEAD + 64).max(2048))
+        };
         let socket = Arc::new(socket);
         let tun = Arc::new(tun);
         let mut threads = Vec::new();
@@ -248,13 +274,13 @@ impl Tunnel {
         threads.push(
             std::thread::Builder::new()
                 .name("weft-tun-tx".into())
-                .spawn(move || tx_loop(&s, &k, &t, buf_len))
+                .spawn(move || tx_loop(&s, &k, &t, mtu))
                 .map_err(TunnelError::Thread)?,
         );
         let s = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("weft-tun-rx".into())
-            .spawn(move || rx_loop(&s, &socket, &tun_rx, buf_len));
+            .spawn(move || rx_loop(&s, &socket, &tun_rx, rx_slots));
         match spawned {
             Ok(h) => threads.push(h),
             Err(e) => {
@@ -353,13 +379,18 @@ impl View {
 /// Largest read from the TUN device: a 64 KB super-segment behind its vnet header.
 const TUN_READ_LEN: usize = offload::VNET_HDR_LEN + 65_536;
 
-fn tx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, buf_len: usize) {
-    let mut batch = sys::Batch::new(BATCH, buf_len);
+fn tx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, mtu: usize) {
+    let (head_len, tail_len) = if shared.encrypted {
+        (SEALED_HEADER_LEN, TAG_LEN)
+    } else {
+        (PLAIN_HEADER_LEN, 0)
+    };
+    let mut batch = gso::SendBatch::new(BATCH, head_len + mtu + tail_len, SEND_ARENA);
+    let mut sender = sys::Sender::new(BATCH);
     let mut big = vec![0u8; TUN_READ_LEN].into_boxed_slice();
     let mut view = View::new();
     let mut local = Local::default();
     let (tun_fd, sock_fd) = (tun.as_raw_fd(), socket.as_raw_fd());
-    let room = buf_len - SEALED_HEADER_LEN - TAG_LEN;
     while !shared.stop.load(Ordering::Relaxed) {
         match sys::poll_in(tun_fd, WAKE.as_millis() as i32) {
             Ok(true) => {}
@@ -370,7 +401,6 @@ fn tx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, buf_len: usize) {
             }
         }
         view.refresh(shared, true);
-        let mut n = 0;
         let mut dead = false;
         for _ in 0..BATCH {
             let len = match sys::read(tun_fd, &mut big) {
@@ -420,12 +450,11 @@ fn tx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, buf_len: usize) {
                 offload::Plan::Tcp4 { count, .. } => count,
             };
             for k in 0..count {
-                if n == batch.slots() {
-                    send_batch(&mut batch, sock_fd, n, &mut local);
-                    n = 0;
+                if batch.next_frame().is_none() {
+                    send_batch(shared, &mut batch, &mut sender, sock_fd, &mut local);
                 }
-                let Some(buf) = batch.buf_mut(n) else { break };
-                let Some(out) = buf.get_mut(SEALED_HEADER_LEN..SEALED_HEADER_LEN + room) else {
+                let Some(buf) = batch.next_frame() else { break };
+                let Some(out) = buf.get_mut(head_len..head_len + mtu) else {
                     break;
                 };
                 let written = match plan {
@@ -444,28 +473,25 @@ fn tx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, buf_len: usize) {
                     local.drop(DropReason::NoRoute);
                     continue;
                 };
-                let framed = if shared.encrypted {
+                let total = if shared.encrypted {
                     match view.crypto.sealers.get_mut(i).and_then(Option::as_mut) {
-                        Some(sealer) => sealer.seal(buf, seg_len).ok().map(|total| (0, total)),
+                        Some(sealer) => sealer.seal(buf, seg_len).ok(),
                         None => None,
                     }
                 } else {
-                    let off = SEALED_HEADER_LEN - PLAIN_HEADER_LEN;
-                    buf.get_mut(off..)
-                        .and_then(|b| frame::write_plain_header(b).ok())
-                        .map(|()| (off, PLAIN_HEADER_LEN + seg_len))
+                    frame::write_plain_header(buf)
+                        .ok()
+                        .map(|()| PLAIN_HEADER_LEN + seg_len)
                 };
-                let Some((off, total)) = framed else {
+                if total.is_some_and(|t| batch.commit(t, to)) {
+                    local.bytes += seg_len as u64;
+                } else {
                     local.drop(DropReason::NoRoute);
-                    continue;
-                };
-                local.bytes += seg_len as u64;
-                batch.set(n, off, total, &to);
-                n += 1;
+                }
             }
         }
-        if n > 0 {
-            send_batch(&mut batch, sock_fd, n, &mut local);
+        if !batch.is_empty() {
+            send_batch(shared, &mut batch, &mut sender, sock_fd, &mut local);
         }
         shared.counters.flush(&mut local, false);
         if dead {
@@ -474,12 +500,27 @@ fn tx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, buf_len: usize) {
     }
 }
 
-fn send_batch(batch: &mut sys::Batch, sock_fd: i32, n: usize, local: &mut Local) {
-    let (sent, failed) = batch.send(sock_fd, n);
-    local.packets += sent as u64;
-    for _ in 0..failed {
+/// Sends and empties `batch`; turns GSO off (once, logged) when the kernel refuses it.
+fn send_batch(
+    shared: &Shared,
+    batch: &mut gso::SendBatch,
+    sender: &mut sys::Sender,
+    sock_fd: i32,
+    local: &mut Local,
+) {
+    let sent = sender.send(sock_fd, batch);
+    local.packets += sent.frames as u64;
+    for _ in 0..sent.failed {
         local.drop(DropReason::Error);
     }
+    if let Some(kind) = sent.gso_refused
+        && batch.gso()
+    {
+        batch.set_gso(false);
+        shared.counters.gso_refused.store(true, Ordering::Relaxed);
+        tracing::warn!(error = %kind, "tunnel: the kernel refuses UDP GSO; sending frame by frame");
+    }
+    batch.clear();
 }
 
 /// Writes the held GRO run (if any) to the TUN device.
@@ -500,8 +541,8 @@ fn gro_flush(gro: &mut offload::Gro, tun_fd: i32, local: &mut Local) {
     }
 }
 
-fn rx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, buf_len: usize) {
-    let mut batch = sys::Batch::new(BATCH, buf_len);
+fn rx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, (slots, buf_len): (usize, usize)) {
+    let mut batch = sys::Batch::new(slots, buf_len);
     let mut gro = offload::Gro::default();
     let mut view = View::new();
     let mut local = Local::default();
@@ -520,39 +561,61 @@ fn rx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, buf_len: usize) {
         }
         view.refresh(shared, false);
         for i in 0..n {
-            let Some((frame, from, truncated)) = batch.received(i) else {
+            let Some(sys::Received {
+                data,
+                from,
+                truncated,
+                seg,
+            }) = batch.received(i)
+            else {
                 continue;
             };
             if truncated {
                 local.drop(DropReason::Garbage);
                 continue;
             }
-            match accept(&view.table, &mut view.crypto, shared.encrypted, from, frame) {
-                Ok(range) => {
-                    let Some(packet) = frame.get(range) else {
-                        continue;
-                    };
-                    if !gro.push(packet) {
-                        gro_flush(&mut gro, tun_fd, &mut local);
-                        if !gro.push(packet) {
-                            match sys::write2(tun_fd, &[0u8; offload::VNET_HDR_LEN], packet) {
-                                Ok(_) => {
-                                    local.packets += 1;
-                                    local.bytes += packet.len() as u64;
-                                }
-                                Err(_) => local.drop(DropReason::Error),
-                            }
-                        }
-                    }
-                    if gro.closed() {
-                        gro_flush(&mut gro, tun_fd, &mut local);
-                    }
-                }
-                Err(r) => local.drop(r),
+            for r in gso::split(data.len(), seg) {
+                let Some(frame) = data.get_mut(r) else { break };
+                rx_frame(shared, &mut view, &mut gro, tun_fd, &mut local, from, frame);
             }
         }
         gro_flush(&mut gro, tun_fd, &mut local);
         shared.counters.flush(&mut local, true);
+    }
+}
+
+/// One received frame: filter (and open), then coalesce into `gro` or write to the TUN device.
+fn rx_frame(
+    shared: &Shared,
+    view: &mut View,
+    gro: &mut offload::Gro,
+    tun_fd: i32,
+    local: &mut Local,
+    from: Option<SocketAddr>,
+    frame: &mut [u8],
+) {
+    match accept(&view.table, &mut view.crypto, shared.encrypted, from, frame) {
+        Ok(range) => {
+            let Some(packet) = frame.get(range) else {
+                return;
+            };
+            if !gro.push(packet) {
+                gro_flush(gro, tun_fd, local);
+                if !gro.push(packet) {
+                    match sys::write2(tun_fd, &[0u8; offload::VNET_HDR_LEN], packet) {
+                        Ok(_) => {
+                            local.packets += 1;
+                            local.bytes += packet.len() as u64;
+                        }
+                        Err(_) => local.drop(DropReason::Error),
+                    }
+                }
+            }
+            if gro.closed() {
+                gro_flush(gro, tun_fd, local);
+            }
+        }
+        Err(r) => local.drop(r),
     }
 }
 

@@ -328,12 +328,19 @@ impl Gro {
     }
 }
 
-/// One's complement sum (unfolded) of `data` as big-endian 16-bit words, added to `acc`.
+/// One's complement sum (unfolded) of `data` as big-endian 16-bit words, added to `acc`. The
+/// bulk is summed eight bytes at a time in native order (the one's complement sum commutes with
+/// swapping the bytes of every word), then swapped once.
 fn sum(data: &[u8], mut acc: u64) -> u64 {
-    let mut chunks = data.chunks_exact(4);
+    let mut chunks = data.chunks_exact(8);
+    let mut native = 0u64;
     for c in &mut chunks {
-        acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+        let Some(w) = c.first_chunk::<8>().map(|b| u64::from_ne_bytes(*b)) else {
+            break;
+        };
+        native += (w & 0xffff_ffff) + (w >> 32);
     }
+    acc += u64::from(u16::from_be(fold(native)));
     let mut rest = chunks.remainder().chunks_exact(2);
     for c in &mut rest {
         acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
@@ -390,6 +397,27 @@ mod tests {
     fn valid_tcp(p: &[u8]) -> bool {
         let pseudo = sum(&p[12..20], 6 + (p.len() - 20) as u64);
         fold(sum(&p[20..], pseudo)) == 0xffff
+    }
+
+    #[test]
+    fn sum_matches_the_word_by_word_definition() {
+        fn naive(d: &[u8]) -> u16 {
+            let mut acc = 0u64;
+            for c in d.chunks(2) {
+                acc += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+            }
+            fold(acc)
+        }
+        let data: Vec<u8> = (0..3000u32).map(|i| (i * 151 + 7) as u8 ^ 0xa5).collect();
+        for len in [0, 1, 2, 7, 8, 9, 15, 16, 17, 63, 1499, 3000] {
+            assert_eq!(fold(sum(&data[..len], 0)), naive(&data[..len]), "len {len}");
+        }
+        let ones = vec![0xffu8; 2001];
+        assert_eq!(fold(sum(&ones, 0)), naive(&ones));
+        assert_eq!(
+            fold(sum(&data[..100], 0x1234)),
+            fold(0x1234 + u64::from(naive(&data[..100])))
+        );
     }
 
     #[test]

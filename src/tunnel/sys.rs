@@ -1,9 +1,11 @@
 //! The few raw syscalls the tunnel needs: opening a TUN device, poll, and batched UDP I/O
-//! (recvmmsg/sendmmsg) over preallocated buffers. Every unsafe block is here.
+//! (recvmmsg/sendmmsg, with UDP GRO/GSO control messages) over preallocated buffers. Every unsafe block is here.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use super::gso::SendBatch;
 
 /// `_IOW('T', 202, int)`.
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
@@ -210,13 +212,56 @@ fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// `count` packet buffers with their mmsghdr/iovec/address arrays, allocated once.
+/// `SOL_UDP` options (linux/udp.h), not in the libc crate for every target.
+const UDP_SEGMENT: libc::c_int = 103;
+const UDP_GRO: libc::c_int = 104;
+
+/// Room for one control message carrying an int (or less), 8-byte aligned.
+type Ctrl = [u64; 4];
+
+/// Asks the kernel to deliver coalesced UDP datagrams with their segment size (UDP GRO).
+pub fn enable_gro(fd: RawFd) -> io::Result<()> {
+    setsockopt_int(fd, libc::SOL_UDP, UDP_GRO, 1)
+}
+
+/// The GRO segment size of a received message's control data, if any.
+fn gro_size(h: &libc::msghdr) -> Option<usize> {
+    // SAFETY: the control buffer and its length were set by us and filled by the kernel; the
+    // CMSG_* macros walk it within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP
+                && (*c).cmsg_type == UDP_GRO
+                && (*c).cmsg_len as usize
+                    >= libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as usize
+            {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>());
+                return usize::try_from(v).ok();
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    None
+}
+
+/// A datagram in a [`Batch`] slot.
+pub struct Received<'a> {
+    /// Its bytes (mutable, for in-place opening).
+    pub data: &'a mut [u8],
+    pub from: Option<SocketAddr>,
+    /// Longer than the buffer, or its control data was.
+    pub truncated: bool,
+    /// The GRO segment size when the kernel coalesced several datagrams into this one.
+    pub seg: Option<usize>,
+}
+
+/// `count` receive buffers with their mmsghdr/iovec/address/control arrays, allocated once.
 pub struct Batch {
     bufs: Vec<Box<[u8]>>,
-    /// Per slot: (offset, length) of the datagram inside its buffer.
-    spans: Vec<(usize, usize)>,
     addrs: Vec<libc::sockaddr_storage>,
     iovs: Vec<libc::iovec>,
+    ctrls: Vec<Ctrl>,
     hdrs: Vec<libc::mmsghdr>,
 }
 
@@ -233,7 +278,6 @@ impl Batch {
             bufs: (0..count)
                 .map(|_| vec![0u8; buf_len].into_boxed_slice())
                 .collect(),
-            spans: vec![(0, 0); count],
             addrs: vec![zero_addr; count],
             iovs: vec![
                 libc::iovec {
@@ -242,71 +286,48 @@ impl Batch {
                 };
                 count
             ],
+            ctrls: vec![[0; 4]; count],
             hdrs: vec![zero_hdr; count],
         }
     }
 
-    pub fn slots(&self) -> usize {
-        self.bufs.len()
-    }
-
-    pub fn buf_mut(&mut self, i: usize) -> Option<&mut [u8]> {
-        self.bufs.get_mut(i).map(|b| &mut b[..])
-    }
-
-    /// Marks slot `i` as the datagram `buf[offset..offset + len]` to `to`.
-    pub fn set(&mut self, i: usize, offset: usize, len: usize, to: &SocketAddr) {
-        if let (Some(span), Some(addr)) = (self.spans.get_mut(i), self.addrs.get_mut(i)) {
-            *span = (offset, len);
-            let alen = to_storage(to, addr);
-            if let Some(h) = self.hdrs.get_mut(i) {
-                h.msg_hdr.msg_namelen = alen;
-            }
-        }
-    }
-
-    /// The datagram received in slot `i`: its bytes (mutable, for in-place opening), source.
-    pub fn received(&mut self, i: usize) -> Option<(&mut [u8], Option<SocketAddr>, bool)> {
+    /// The datagram received in slot `i`.
+    pub fn received(&mut self, i: usize) -> Option<Received<'_>> {
         let h = self.hdrs.get(i)?;
         let len = h.msg_len as usize;
-        let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        let truncated = h.msg_hdr.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
+        let seg = gro_size(&h.msg_hdr);
         let from = from_storage(self.addrs.get(i)?);
         let buf = self.bufs.get_mut(i)?;
-        Some((buf.get_mut(..len)?, from, truncated))
-    }
-
-    fn prepare(&mut self, n: usize, recv: bool) {
-        for i in 0..n.min(self.bufs.len()) {
-            let (off, len) = if recv {
-                (0, self.bufs[i].len())
-            } else {
-                self.spans[i]
-            };
-            self.iovs[i] = libc::iovec {
-                iov_base: self.bufs[i][off..].as_mut_ptr().cast(),
-                iov_len: len,
-            };
-            let h = &mut self.hdrs[i];
-            h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            if recv {
-                h.msg_hdr.msg_namelen =
-                    std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            }
-            h.msg_hdr.msg_iov = &mut self.iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
-            h.msg_hdr.msg_flags = 0;
-            h.msg_len = 0;
-        }
+        Some(Received {
+            data: buf.get_mut(..len)?,
+            from,
+            truncated,
+            seg,
+        })
     }
 
     /// recvmmsg into all slots; blocks until at least one datagram (or the socket's receive
     /// timeout: Ok(0)).
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         let n = self.bufs.len();
-        self.prepare(n, true);
-        // SAFETY: hdrs[..n] point at this batch's buffers/addresses, prepared just above.
+        for i in 0..n {
+            self.iovs[i] = libc::iovec {
+                iov_base: self.bufs[i].as_mut_ptr().cast(),
+                iov_len: self.bufs[i].len(),
+            };
+            let h = &mut self.hdrs[i];
+            h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_iov = &mut self.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = self.ctrls[i].as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = std::mem::size_of::<Ctrl>() as _;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: hdrs[..n] point at this batch's buffers/addresses/controls, set just above.
         let rc = unsafe {
             libc::recvmmsg(
                 fd,
@@ -325,36 +346,261 @@ impl Batch {
         }
         Ok(rc as usize)
     }
+}
 
-    /// sendmmsg of slots `0..n` (set with [`Batch::set`]). Returns how many were sent, and the
-    /// number that failed (skipped after an error).
-    pub fn send(&mut self, fd: RawFd, n: usize) -> (usize, usize) {
-        let n = n.min(self.bufs.len());
-        self.prepare(n, false);
-        let (mut sent, mut failed, mut at) = (0, 0, 0);
+/// What a [`Sender::send`] did, in frames.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Sent {
+    pub frames: usize,
+    pub failed: usize,
+    /// The kernel refused a segmented send (no UDP GSO here): its frames went out one by one;
+    /// the caller should stop asking for GSO.
+    pub gso_refused: Option<io::ErrorKind>,
+}
+
+/// sendmmsg of a [`SendBatch`]'s messages, each with a `UDP_SEGMENT` size when it holds more than
+/// one frame. The header arrays are allocated once.
+pub struct Sender {
+    addrs: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    ctrls: Vec<Ctrl>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: as for Batch: the pointers are rebuilt before every syscall and only point into
+// memory borrowed for that call.
+unsafe impl Send for Sender {}
+
+impl Sender {
+    pub fn new(count: usize) -> Sender {
+        // SAFETY: plain old data; zeroed is valid.
+        let zero_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let zero_hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        Sender {
+            addrs: vec![zero_addr; count],
+            iovs: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                count
+            ],
+            ctrls: vec![[0; 4]; count],
+            hdrs: vec![zero_hdr; count],
+        }
+    }
+
+    /// Sends every message of `batch` (at most as many as this sender has slots).
+    pub fn send(&mut self, fd: RawFd, batch: &SendBatch) -> Sent {
+        let arena = batch.arena();
+        let msgs = batch.msgs();
+        let n = msgs.len().min(self.hdrs.len());
+        let mut out = Sent::default();
+        for (i, m) in msgs.iter().take(n).enumerate() {
+            let Some(bytes) = arena.get(m.start..m.start + m.len) else {
+                // Cannot happen (the batch built it); counted, not sent.
+                out.failed += m.count;
+                self.iovs[i].iov_len = 0;
+                continue;
+            };
+            let alen = to_storage(&m.to, &mut self.addrs[i]);
+            self.iovs[i] = libc::iovec {
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
+            };
+            let h = &mut self.hdrs[i];
+            h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen = alen;
+            h.msg_hdr.msg_iov = &mut self.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+            if m.count > 1 {
+                let ctrl = &mut self.ctrls[i];
+                h.msg_hdr.msg_control = ctrl.as_mut_ptr().cast();
+                // SAFETY: CMSG_SPACE of a u16 is 24 bytes, within the 32-byte aligned buffer;
+                // the header and data are written through the CMSG_* macros inside it.
+                unsafe {
+                    h.msg_hdr.msg_controllen =
+                        libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as _;
+                    let c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+                    (*c).cmsg_level = libc::SOL_UDP;
+                    (*c).cmsg_type = UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), m.seg as u16);
+                }
+            } else {
+                h.msg_hdr.msg_control = std::ptr::null_mut();
+                h.msg_hdr.msg_controllen = 0;
+            }
+        }
+        let mut at = 0;
         while at < n {
-            // SAFETY: hdrs[at..n] point at this batch's buffers/addresses, prepared above.
+            // SAFETY: hdrs[at..n] point at this sender's addresses/controls and at `arena`,
+            // which is borrowed for the whole call.
             let rc = unsafe {
                 libc::sendmmsg(
                     fd,
-                    self.hdrs[at..].as_mut_ptr(),
+                    self.hdrs[at..n].as_mut_ptr(),
                     (n - at) as libc::c_uint,
                     0,
                 )
             };
-            if rc <= 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            if rc > 0 {
+                for m in &msgs[at..at + rc as usize] {
+                    out.frames += m.count;
                 }
-                // The first message failed: skip it.
-                failed += 1;
-                at += 1;
-            } else {
-                sent += rc as usize;
                 at += rc as usize;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // The message at `at` failed. A segmented one the kernel cannot segment goes out
+            // frame by frame; anything else is dropped.
+            let m = &msgs[at];
+            let refused = matches!(
+                e.raw_os_error(),
+                Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+            );
+            if m.count > 1 && refused {
+                out.gso_refused = Some(e.kind());
+                for r in m.frames() {
+                    match arena.get(r).map(|f| send_to(fd, f, &m.to)) {
+                        Some(Ok(())) => out.frames += 1,
+                        _ => out.failed += 1,
+                    }
+                }
+            } else {
+                out.failed += m.count;
+            }
+            at += 1;
+        }
+        out
+    }
+}
+
+/// sendto(2) of one datagram.
+fn send_to(fd: RawFd, buf: &[u8], to: &SocketAddr) -> io::Result<()> {
+    // SAFETY: plain old data; zeroed is valid.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let alen = to_storage(to, &mut addr);
+    // SAFETY: the buffer and address live across the call.
+    let rc = unsafe {
+        libc::sendto(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            0,
+            (&addr as *const libc::sockaddr_storage).cast(),
+            alen,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Loopback sockets, no root: the kernel's side of GSO/GRO and the fallback.
+    use super::*;
+    use std::net::UdpSocket;
+    use std::time::Duration;
+
+    /// `SO_NO_CHECK` (asm-generic/socket.h): no UDP checksums, which the kernel refuses to
+    /// combine with GSO (EINVAL): a portable way to see the fallback.
+    const SO_NO_CHECK: libc::c_int = 11;
+
+    fn pair() -> (UdpSocket, UdpSocket) {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        (tx, rx)
+    }
+
+    fn batch_of(to: SocketAddr, lens: &[usize]) -> SendBatch {
+        let mut b = SendBatch::new(8, 1500, 64 * 1024);
+        for (k, &len) in lens.iter().enumerate() {
+            let f = b.next_frame().unwrap();
+            f[..len].fill(k as u8);
+            assert!(b.commit(len, to));
+        }
+        b
+    }
+
+    /// Every frame received, in order, as (length, fill byte).
+    fn drain(rx: &UdpSocket, gro: bool, want: usize) -> (Vec<(usize, u8)>, usize) {
+        let mut batch = Batch::new(4, 65_536);
+        let (mut frames, mut datagrams) = (Vec::new(), 0);
+        while frames.len() < want {
+            let n = batch.recv(rx.as_raw_fd()).unwrap();
+            assert!(n > 0, "timed out after {frames:?}");
+            for i in 0..n {
+                let r = batch.received(i).unwrap();
+                assert!(!r.truncated);
+                assert!(gro || r.seg.is_none());
+                datagrams += 1;
+                for f in super::super::gso::split(r.data.len(), r.seg) {
+                    frames.push((f.len(), r.data[f.start]));
+                }
             }
         }
-        (sent, failed)
+        (frames, datagrams)
+    }
+
+    #[test]
+    fn gso_send_arrives_as_frames_and_gro_coalesces_them() {
+        let want = vec![(1000, 0), (1000, 1), (1000, 2), (300, 3)];
+        for gro in [false, true] {
+            let (tx, rx) = pair();
+            if gro {
+                enable_gro(rx.as_raw_fd()).unwrap();
+            }
+            let b = batch_of(rx.local_addr().unwrap(), &[1000, 1000, 1000, 300]);
+            assert_eq!(b.msgs().len(), 1);
+            let sent = Sender::new(8).send(tx.as_raw_fd(), &b);
+            assert_eq!(
+                sent,
+                Sent {
+                    frames: 4,
+                    failed: 0,
+                    gso_refused: None
+                }
+            );
+            let (frames, datagrams) = drain(&rx, gro, 4);
+            assert_eq!(frames, want, "gro {gro}");
+            if gro {
+                assert_eq!(datagrams, 1, "one coalesced datagram");
+            } else {
+                assert_eq!(datagrams, 4);
+            }
+        }
+    }
+
+    #[test]
+    fn refused_gso_falls_back_to_one_datagram_per_frame() {
+        let (tx, rx) = pair();
+        setsockopt_int(tx.as_raw_fd(), libc::SOL_SOCKET, SO_NO_CHECK, 1).unwrap();
+        let to = rx.local_addr().unwrap();
+        let b = batch_of(to, &[800, 800, 500]);
+        let sent = Sender::new(8).send(tx.as_raw_fd(), &b);
+        assert_eq!((sent.frames, sent.failed), (3, 0));
+        assert!(sent.gso_refused.is_some(), "{sent:?}");
+        let (frames, _) = drain(&rx, false, 3);
+        assert_eq!(frames, vec![(800, 0), (800, 1), (500, 2)]);
+        // A single frame needs no GSO and goes out as it is.
+        let b = batch_of(to, &[200]);
+        let sent = Sender::new(8).send(tx.as_raw_fd(), &b);
+        assert_eq!(
+            sent,
+            Sent {
+                frames: 1,
+                failed: 0,
+                gso_refused: None
+            }
+        );
     }
 }
