@@ -7,154 +7,80 @@
 
 #[path = "common/netns.rs"]
 mod netns;
+#[path = "common/testnet.rs"]
+mod testnet;
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use netns::{NetnsGuard, netns_available};
+use netns::NetnsGuard;
+use testnet::{Testnet, l3_available_with, parse_ping};
 
 const API: &str = "127.0.0.1:7948";
 
 fn tools_available(test: &str) -> bool {
-    if !netns_available(test) {
-        return false;
-    }
-    for tool in ["ping", "python3"] {
-        if Command::new(tool).arg("-V").output().is_err() {
-            if std::env::var("WEFT_REQUIRE_NETNS").as_deref() == Ok("1") {
-                panic!("{test}: `{tool}` is missing and WEFT_REQUIRE_NETNS=1");
-            }
-            eprintln!("SKIPPED {test}: `{tool}` is missing");
-            return false;
-        }
-    }
-    true
+    l3_available_with(test, &[("python3", "python3"), ("curl", "curl")])
 }
 
-/// A testnet with a unique prefix, torn down on drop (also when the test fails).
-struct Testnet {
-    prefix: String,
-    state: PathBuf,
-    args: String,
-    _dir: tempfile::TempDir,
+/// A udp testnet (`WEFT_BACKEND=udp`) whose agents get ARGS.
+fn udp_testnet(tag: &str, args: &str) -> Testnet {
+    Testnet::new(tag)
+        .with_env("WEFT_BACKEND", "udp")
+        .with_env("WEFT_ARGS", args)
 }
 
-impl Testnet {
-    fn new(tag: &str, args: &str) -> Testnet {
-        let dir = tempfile::tempdir().unwrap();
-        Testnet {
-            prefix: format!("{tag}{}", std::process::id() % 100_000),
-            state: dir.path().join("state"),
-            args: args.into(),
-            _dir: dir,
-        }
-    }
+/// Runs a command in namespace NS (a full name).
+fn exec_in(ns: &str, argv: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(argv)
+        .output()
+        .unwrap()
+}
 
-    fn script(&self, args: &[&str]) -> Output {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testnet/netns.sh");
-        Command::new("bash")
-            .arg(script)
-            .args(args)
-            .env("WEFT_TESTNET", &self.prefix)
-            .env("WEFT_TESTNET_STATE", &self.state)
-            .env("WEFT_BIN", env!("CARGO_BIN_EXE_weft"))
-            .env("WEFT_BACKEND", "udp")
-            .env("WEFT_ARGS", &self.args)
-            .output()
-            .expect("run netns.sh")
-    }
+/// Container I's address (the subnet's .2, see `wire-containers`) and its subnet's first
+/// three octets.
+fn container(net: &Testnet, i: usize) -> (String, String) {
+    let ip = net.container_ip(i);
+    let prefix = ip.rsplit_once('.').unwrap().0.to_string();
+    (ip, prefix)
+}
 
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.script(args);
-        let logs: String = (1..=3)
-            .map(|i| {
-                std::fs::read_to_string(self.state.join(format!("h{i}/weft.log")))
-                    .unwrap_or_default()
-            })
-            .collect();
-        assert!(
-            out.status.success(),
-            "netns.sh {args:?} failed:\nstdout: {}\nstderr: {}\nlogs:\n{logs}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+/// One ping from container FROM to TO; with SIZE, a DF ping of that payload size.
+fn ping(net: &Testnet, from: usize, to: &str, size: Option<usize>) -> bool {
+    let mut argv = vec!["ping", "-n", "-c", "1", "-W", "2"];
+    let s;
+    if let Some(size) = size {
+        s = size.to_string();
+        argv.extend(["-M", "do", "-s", &s]);
     }
+    argv.push(to);
+    net.exec(&format!("c{from}"), &argv).status.success()
+}
 
-    fn ns(&self, suffix: &str) -> String {
-        format!("{}-{suffix}", self.prefix)
-    }
-
-    fn env_value(&self, host: usize, key: &str) -> String {
-        let text = std::fs::read_to_string(self.state.join(format!("h{host}/subnet.env"))).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .unwrap_or_else(|| panic!("no {key} in h{host}'s subnet.env"))
-            .to_string()
-    }
-
-    /// Container I's address: the subnet's .2 (see `wire-containers`), and the subnet's prefix.
-    fn container(&self, host: usize) -> (String, String) {
-        let subnet = self.env_value(host, "FLANNEL_SUBNET");
-        let base = subnet.split('/').next().unwrap();
-        let (prefix, _) = base.rsplit_once('.').unwrap();
-        (format!("{prefix}.2"), prefix.to_string())
-    }
-
-    fn exec(&self, ns: &str, argv: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(argv)
-            .output()
-            .unwrap()
-    }
-
-    fn ping(&self, from: usize, to: &str, size: Option<usize>) -> bool {
-        let mut argv = vec!["ping", "-n", "-c", "1", "-W", "2"];
-        let s;
-        if let Some(size) = size {
-            s = size.to_string();
-            argv.extend(["-M", "do", "-s", &s]);
-        }
-        argv.push(to);
-        self.exec(&self.ns(&format!("c{from}")), &argv)
-            .status
-            .success()
-    }
-
-    fn ping_until(&self, from: usize, to: &str) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !self.ping(from, to, None) {
-            assert!(Instant::now() < deadline, "c{from} cannot ping {to}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn metric(&self, host: usize, line_start: &str) -> u64 {
-        let script = format!(
-            "import urllib.request;print(urllib.request.urlopen('http://{API}/metrics').read().decode())"
-        );
-        let out = self.exec(&self.ns(&format!("h{host}")), &["python3", "-c", &script]);
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .find_map(|l| l.strip_prefix(line_start))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {line_start} in h{host}'s metrics:\n{text}"))
-    }
-
-    fn drops(&self, host: usize, reason: &str) -> u64 {
-        self.metric(
-            host,
-            &format!("weft_tunnel_drops_total{{reason=\"{reason}\"}}"),
-        )
+fn ping_until(net: &Testnet, from: usize, to: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !ping(net, from, to, None) {
+        assert!(Instant::now() < deadline, "c{from} cannot ping {to}");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
-impl Drop for Testnet {
-    fn drop(&mut self) {
-        let _ = self.script(&["down"]);
-    }
+/// The value of the /metrics sample starting with LINE_START on host HOST.
+fn metric(net: &Testnet, host: usize, line_start: &str) -> u64 {
+    let text = net.metrics(host);
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in h{host}'s metrics:\n{text}"))
+}
+
+fn drops(net: &Testnet, host: usize, reason: &str) -> u64 {
+    metric(
+        net,
+        host,
+        &format!("weft_tunnel_drops_total{{reason=\"{reason}\"}}"),
+    )
 }
 
 const SERVER: &str = r#"
@@ -211,18 +137,15 @@ fn run(tag: &str, encrypted: bool) {
     } else {
         "--udp-encryption off"
     };
-    let net = Testnet::new(tag, args);
-    net.ok(&["up", "3"]);
-    net.ok(&["start"]);
-    net.ok(&["wait-ready", "60"]);
-    net.ok(&["wire-containers"]);
-    let c: Vec<(String, String)> = (1..=3).map(|i| net.container(i)).collect();
+    let net = udp_testnet(tag, args);
+    net.up_and_ready(3);
+    let c: Vec<(String, String)> = (1..=3).map(|i| container(&net, i)).collect();
 
     // Every container reaches every other.
     for i in 1..=3 {
         for j in 1..=3 {
             if i != j {
-                net.ping_until(i, &c[j - 1].0);
+                ping_until(&net, i, &c[j - 1].0);
             }
         }
     }
@@ -233,7 +156,7 @@ fn run(tag: &str, encrypted: bool) {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let client = net.exec(&net.ns("c1"), &["python3", "-c", CLIENT, &c[1].0]);
+    let client = net.exec("c1", &["python3", "-c", CLIENT, &c[1].0]);
     let server_out = {
         let _ = server.wait();
         let mut s = String::new();
@@ -252,7 +175,7 @@ fn run(tag: &str, encrypted: bool) {
     assert_eq!(server_out.trim(), sent, "the transfer arrived altered");
 
     // The path MTU is exactly FLANNEL_MTU.
-    let mtu: usize = net.env_value(1, "FLANNEL_MTU").parse().unwrap();
+    let mtu: usize = net.subnet_env(1, "FLANNEL_MTU").unwrap().parse().unwrap();
     let expected = if encrypted {
         1500 - 28 - 32
     } else {
@@ -260,11 +183,11 @@ fn run(tag: &str, encrypted: bool) {
     };
     assert_eq!(mtu, expected);
     assert!(
-        net.ping(1, &c[1].0, Some(mtu - 28)),
+        ping(&net, 1, &c[1].0, Some(mtu - 28)),
         "a DF packet of FLANNEL_MTU bytes is lost"
     );
     assert!(
-        !net.ping(1, &c[1].0, Some(mtu - 27)),
+        !ping(&net, 1, &c[1].0, Some(mtu - 27)),
         "a DF packet above FLANNEL_MTU passes"
     );
 
@@ -292,13 +215,13 @@ fn run(tag: &str, encrypted: bool) {
     attacker.ip(&["link", "set", "x0", "up"]).unwrap();
     let (h1, h2) = ("172.31.250.11", "172.31.250.12");
     let forge = |src: &str, payload: &str| {
-        let out = net.exec(
+        let out = exec_in(
             attacker.name(),
             &["python3", "-c", FORGE, src, "8285", h1, "8285", payload],
         );
         assert!(out.status.success(), "forge: {out:?}");
     };
-    let before = |r: &str| net.drops(1, r);
+    let before = |r: &str| drops(&net, 1, r);
     let (garbage0, unknown0, spoofed0, auth0) = (
         before("garbage"),
         before("unknown_source"),
@@ -340,28 +263,18 @@ fn run(tag: &str, encrypted: bool) {
         );
     }
     // h2 received the 20 MB: counted per inner segment, also when coalesced into one TUN write.
-    assert!(net.metric(2, "weft_tunnel_packets_total{dir=\"rx\"}") > 14_000);
+    assert!(metric(&net, 2, "weft_tunnel_packets_total{dir=\"rx\"}") > 14_000);
     // Real traffic still flows.
     for j in [2, 3] {
-        net.ping_until(1, &c[j - 1].0);
+        ping_until(&net, 1, &c[j - 1].0);
     }
 
     // `weft leave` removes weft0 and its route.
-    let out = net.exec(
-        &net.ns("h3"),
-        &[env!("CARGO_BIN_EXE_weft"), "leave", "--api", API],
-    );
+    let out = net.exec("h3", &[Testnet::bin(), "leave", "--api", API]);
     assert!(out.status.success(), "leave: {out:?}");
-    let link = Command::new("ip")
-        .args(["-n", &net.ns("h3"), "link", "show", "weft0"])
-        .output()
-        .unwrap();
+    let link = net.exec("h3", &["ip", "link", "show", "weft0"]);
     assert!(!link.status.success(), "weft0 is still there after leave");
-    let routes = Command::new("ip")
-        .args(["-n", &net.ns("h3"), "route", "show", "proto", "87"])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&routes.stdout).trim(), "");
+    assert_eq!(net.weft_routes(3), Vec::<String>::new());
 }
 
 #[test]
@@ -387,14 +300,11 @@ fn restart(tag: &str, encrypted: bool) {
     } else {
         "--udp-encryption off"
     };
-    let net = Testnet::new(tag, args);
-    net.ok(&["up", "2"]);
-    net.ok(&["start"]);
-    net.ok(&["wait-ready", "60"]);
-    net.ok(&["wire-containers"]);
-    let c2 = net.container(2).0;
-    net.ping_until(1, &c2);
-    let ping = Command::new("ip")
+    let net = udp_testnet(tag, args);
+    net.up_and_ready(2);
+    let c2 = net.container_ip(2);
+    ping_until(&net, 1, &c2);
+    let pinger = Command::new("ip")
         .args(["netns", "exec", &net.ns("c1")])
         .args(["ping", "-n", "-i", "0.1", "-W", "1", "-w", "12", &c2])
         .stdout(Stdio::piped())
@@ -404,48 +314,26 @@ fn restart(tag: &str, encrypted: bool) {
     let t0 = Instant::now();
     net.ok(&["stop", "2"]);
     let stopped = t0.elapsed();
-    let link = Command::new("ip")
-        .args(["-n", &net.ns("h2"), "link", "show", "weft0"])
-        .output()
-        .unwrap();
+    let link = net.exec("h2", &["ip", "link", "show", "weft0"]);
     assert!(link.status.success(), "weft0 vanished with the agent");
-    let routes = Command::new("ip")
-        .args([
-            "-n",
-            &net.ns("h2"),
-            "route",
-            "show",
-            "proto",
-            "87",
-            "dev",
-            "weft0",
-        ])
-        .output()
-        .unwrap();
     assert!(
-        !String::from_utf8_lossy(&routes.stdout).trim().is_empty(),
+        net.weft_routes(2).iter().any(|r| r.contains("dev weft0")),
         "weft0's route vanished with the agent"
     );
     net.ok(&["start", "2"]);
     let started = t0.elapsed();
     // Until the restarted agent knows its peers again, frames from them are unknown sources.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !net.ping(1, &c2, None) && Instant::now() < deadline {}
+    while !ping(&net, 1, &c2, None) && Instant::now() < deadline {}
     eprintln!(
         "{tag}: stopped after {stopped:?}, started after {started:?}, c2 reachable after {:?}",
         t0.elapsed()
     );
-    let out = ping.wait_with_output().unwrap();
+    let out = pinger.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_else(|| panic!("no ping summary: {text}"));
-    let nums: Vec<u64> = line
-        .split(|ch: char| !ch.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    let (sent, received) = (nums[0], nums[1]);
+    let summary = parse_ping(&text).unwrap_or_else(|| panic!("no ping summary: {text}"));
+    let (sent, received) = (summary.transmitted, summary.received);
+    let line = format!("{summary:?}");
     eprintln!("{tag}: restart of h2: {sent} pings sent, {received} answered");
     assert!(sent >= 100, "ping: {line}");
     // Measured: 4 lost (the old agent exits ~120 ms after SIGTERM; the new one forwards at once
@@ -458,7 +346,7 @@ fn restart(tag: &str, encrypted: bool) {
         sent - received
     );
     // Still flowing after the restart.
-    net.ping_until(1, &c2);
+    ping_until(&net, 1, &c2);
 }
 
 #[test]
