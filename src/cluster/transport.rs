@@ -204,6 +204,7 @@ impl SealedTransport {
             cancel: cancel.clone(),
             failed: CancellationToken::new(),
             failure: Mutex::new(None),
+            scratch: Mutex::new(Vec::new()),
         });
         tokio::spawn(inbound_loop(
             Arc::clone(&shared),
@@ -318,7 +319,20 @@ struct Shared {
     /// Cancelled when the underlay socket cannot receive anymore.
     failed: CancellationToken,
     failure: Mutex<Option<String>>,
+    /// Receive and sealing buffers lent to relays while they forward one datagram: a relay
+    /// waits for readiness without holding one, so an agent keeps a handful of 64 KB buffers
+    /// rather than one per peer.
+    scratch: Mutex<Vec<Scratch>>,
 }
+
+/// One relay's working buffers while it forwards a datagram.
+struct Scratch {
+    buf: Vec<u8>,
+    frags: Vec<Vec<u8>>,
+}
+
+/// Buffers kept for reuse; more are allocated while more relays forward at once.
+const SCRATCH_KEPT: usize = 4;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here is a few non-panicking map operations; a poisoned lock's
@@ -399,6 +413,20 @@ impl Shared {
         }
     }
 
+    fn take_scratch(&self) -> Scratch {
+        lock(&self.scratch).pop().unwrap_or_else(|| Scratch {
+            buf: vec![0u8; RECV_BUF_LEN],
+            frags: Vec::new(),
+        })
+    }
+
+    fn give_scratch(&self, scratch: Scratch) {
+        let mut kept = lock(&self.scratch);
+        if kept.len() < SCRATCH_KEPT {
+            kept.push(scratch);
+        }
+    }
+
     fn fail(&self, err: &io::Error) {
         warn!(error = %err, op = "gossip-recv", "gossip underlay socket failed");
         *lock(&self.failure) = Some(err.to_string());
@@ -424,29 +452,35 @@ async fn outbound_loop(
     peer: SocketAddr,
     cancel: CancellationToken,
 ) {
-    let mut buf = vec![0u8; RECV_BUF_LEN];
-    let mut frags = Vec::new();
     loop {
-        let received = tokio::select! {
+        let ready = tokio::select! {
             () = cancel.cancelled() => return,
-            r = relay.recv_from(&mut buf) => r,
+            r = relay.readable() => r,
         };
-        let (n, from) = match received {
-            Ok(r) => r,
-            Err(err) if is_transient(&err) => continue,
+        if let Err(err) = ready {
+            warn!(peer = %peer, error = %err, op = "relay", "gossip relay socket failed");
+            return;
+        }
+        let mut scratch = shared.take_scratch();
+        let received = relay.try_recv_from(&mut scratch.buf);
+        match received {
+            Ok((n, from)) if from == shared.inner_addr => {
+                if let Some(plaintext) = scratch.buf.get(..n) {
+                    shared
+                        .seal_and_send(plaintext, peer, &mut scratch.frags)
+                        .await;
+                }
+            }
+            Ok((_, from)) => {
+                debug!(from = %from, op = "relay", "relay datagram not from the inner socket, dropped");
+            }
+            Err(err) if is_transient(&err) => {}
             Err(err) => {
                 warn!(peer = %peer, error = %err, op = "relay", "gossip relay socket failed");
                 return;
             }
-        };
-        if from != shared.inner_addr {
-            debug!(from = %from, op = "relay", "relay datagram not from the inner socket, dropped");
-            continue;
         }
-        let Some(plaintext) = buf.get(..n) else {
-            continue;
-        };
-        shared.seal_and_send(plaintext, peer, &mut frags).await;
+        shared.give_scratch(scratch);
     }
 }
 
