@@ -183,7 +183,8 @@ impl SealedTransport {
             .await
             .with_context(|| format!("failed to bind gossip socket {listen_addr}/udp"))?;
         let underlay_addr = underlay.local_addr()?;
-        let inner = ChitchatUdp::open((Ipv4Addr::LOCALHOST, 0).into()).await?;
+        let loopback = relay_ip(underlay_addr);
+        let inner = ChitchatUdp::open((loopback, 0).into()).await?;
         let inner_addr = inner.local_addr()?;
         let salt = envelope::generate_salt(&ring::rand::SystemRandom::new())
             .context("failed to draw the gossip salt")?;
@@ -351,7 +352,7 @@ impl Shared {
         if let Some(relay) = table.by_peer.get(&peer) {
             return Ok((Arc::clone(&relay.socket), relay.addr));
         }
-        let std_socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let std_socket = std::net::UdpSocket::bind((self.inner_addr.ip(), 0))?;
         std_socket.set_nonblocking(true)?;
         let socket = Arc::new(UdpSocket::from_std(std_socket)?);
         let addr = socket.local_addr()?;
@@ -431,6 +432,17 @@ impl Shared {
         warn!(error = %err, op = "gossip-recv", "gossip underlay socket failed");
         *lock(&self.failure) = Some(err.to_string());
         self.failed.cancel();
+    }
+}
+
+/// The loopback address of the inner socket and the relays: the gossip address itself when it
+/// is an IPv4 loopback address (many agents on one host, as the simulator runs them: each agent's
+/// relays then have their own address's ports, instead of all agents sharing the ephemeral ports
+/// of 127.0.0.1, which 200 agents x 200 peers exhaust), 127.0.0.1 otherwise.
+fn relay_ip(underlay: SocketAddr) -> Ipv4Addr {
+    match underlay.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_loopback() => ip,
+        _ => Ipv4Addr::LOCALHOST,
     }
 }
 
