@@ -14,11 +14,12 @@
 //!  P ──▶ underlay socket ──open──▶ relay socket of P ──plaintext──▶ inner socket ──▶ chitchat
 //! ```
 //!
-//! One loopback relay socket per peer gives an exact two-way mapping between a peer's underlay
-//! address and a loopback address, so `recv` can report the real peer address. Relays are
-//! bounded (least recently used evicted). Relays accept datagrams only from the inner socket,
-//! and the wrapper only accepts datagrams arriving from a known relay, so other local processes
-//! cannot inject gossip through the loopback sockets.
+//! (The loopback address is the gossip address itself when that is a loopback address, see
+//! `relay_ip`.) One loopback relay socket per peer gives an exact two-way mapping between a
+//! peer's underlay address and a loopback address, so `recv` can report the real peer address.
+//! Relays are bounded (least recently used evicted). Relays accept datagrams only from the inner
+//! socket, and the wrapper only accepts datagrams arriving from a known relay, so other local
+//! processes cannot inject gossip through the loopback sockets.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
