@@ -137,8 +137,17 @@ fn client(request: impl Future<Output = Result<String, weft::cli::CliError>>) ->
     }
 }
 
+/// The agent's control plane (gossip, lease, API) is light and runs on one thread: a
+/// multi-thread runtime only added idle wake-ups, thread stacks and malloc arenas (the udp
+/// tunnel's packet loops have their own threads). glibc gets at most two arenas for the same
+/// reason (it would otherwise create one per thread that ever allocated, up to 8 per core).
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("weft")
         .build()

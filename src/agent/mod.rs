@@ -445,6 +445,9 @@ fn load_key_store(config: &Config) -> Result<Option<Arc<keys::KeyStore>>, AgentE
     Ok(Some(Arc::new(store)))
 }
 
+/// The longest an idle agent goes without a full step (reservations expire, state is saved).
+const FULL_STEP_EVERY: Duration = Duration::from_secs(10);
+
 /// Wall-clock milliseconds derived from a monotonic clock (tokio's, so tests can pause time).
 #[derive(Clone, Copy, Debug)]
 struct Clock {
@@ -569,6 +572,10 @@ impl Worker {
             settle_ms: config.settle.as_millis() as u64,
             reservation_ms: config.reservation.as_millis() as u64,
             warmup_ms: warmup.as_millis() as u64,
+            // Settle once nothing new was heard for 3 gossip rounds (a fleet starting at once
+            // keeps learning claims for longer than the settle period), at most 6 settle periods.
+            quiet_ms: (config.gossip_interval * 3).as_millis() as u64,
+            settle_max_ms: (config.settle * 6).as_millis() as u64,
         };
         let (lease, events) = Lease::new(lease_cfg, restored, now_ms);
         let identity = Identity {
@@ -686,20 +693,40 @@ impl Worker {
             warn!(node = %self.config.node_name, "gossip is NOT sealed (--insecure): anyone who can reach the gossip port can join or forge records");
         }
         let mut watcher = cluster.watcher().await;
+        let changed = Arc::new(tokio::sync::Notify::new());
+        cluster.notify_on_change(changed.clone()).await;
         let mut tick =
             tokio::time::interval(self.config.gossip_interval.min(Duration::from_secs(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A full step reads and resolves every record and rebuilds the status: it runs when the
+        // mesh changed (a key changed, a node came or went), while something waits on time, and
+        // at least every FULL_STEP_EVERY; an idle settled mesh costs almost nothing per tick.
+        let mut dirty = true;
+        let mut last_step = Instant::now();
         let leave_reply = loop {
             tokio::select! {
                 _ = cancel.cancelled() => break None,
                 reply = leave_rx.recv() => if let Some(reply) = reply { break Some(reply) },
-                changed = watcher.changed() => if changed.is_err() {
-                    error!(node = %self.config.node_name, "gossip stopped");
-                    break None;
+                res = watcher.changed() => {
+                    if res.is_err() {
+                        error!(node = %self.config.node_name, "gossip stopped");
+                        break None;
+                    }
+                    dirty = true;
                 },
+                _ = changed.notified() => dirty = true,
                 _ = tick.tick() => {},
             }
-            self.step(&mut cluster).await;
+            if dirty || self.step_due(last_step) {
+                dirty = false;
+                self.step(&mut cluster).await;
+                last_step = Instant::now();
+            } else {
+                // A reloaded keyring is announced at once (its change makes the next step full).
+                if let Some(ids) = self.keys.as_ref().map(|k| k.ids()) {
+                    cluster.publish_keys(&ids).await;
+                }
+            }
         };
         match leave_reply {
             Some(reply) => {
@@ -713,6 +740,17 @@ impl Worker {
         }
         cluster.shutdown().await;
         Ok(())
+    }
+
+    /// Whether a tick must run a full step although the mesh did not change: something waits
+    /// on time (warm-up, settle, a failed apply, the view warming up, on-link routes that only a
+    /// netlink read can tell), or the periodic pass is due.
+    fn step_due(&self, last_step: Instant) -> bool {
+        !matches!(self.lease.phase(), Phase::Active { .. })
+            || !self.applied.as_ref().is_some_and(|(_, ok)| *ok)
+            || !self.view_is_warm()
+            || routing::needs_onlink(self.config.backend, self.config.direct_routing)
+            || last_step.elapsed() >= self.config.reconcile_interval.min(FULL_STEP_EVERY)
     }
 
     /// One pass: read the mesh, advance the lease, publish, reconcile, report.
@@ -1223,7 +1261,9 @@ impl Worker {
         let released = self.lease.claim().map(|(s, _)| s);
         self.lease.leave();
         cluster.publish(&self.record()).await;
-        info!(node = %node, subnet = ?released, "leaving: subnet released, telling the mesh");
+        // Every live peer hears it in one round trip rather than after a few gossip rounds.
+        let asked = cluster.push_to_live_peers().await;
+        info!(node = %node, subnet = ?released, peers = asked, "leaving: subnet released, telling the mesh");
         self.publish_status();
         // Let the leaving record spread before going quiet.
         let spread = (self.config.gossip_interval * 5)

@@ -117,6 +117,8 @@ pub struct Cluster {
     rejects: Arc<RecordRejects>,
     /// The last rejected record value of each node, so each bad value counts once.
     rejected: HashMap<ChitchatId, String>,
+    /// Keeps the change listener subscribed.
+    _listener: Option<chitchat::ListenerHandle>,
 }
 
 impl Cluster {
@@ -166,6 +168,7 @@ impl Cluster {
             published_keys: None,
             rejects: Arc::default(),
             rejected: HashMap::new(),
+            _listener: None,
         })
     }
 
@@ -237,6 +240,43 @@ impl Cluster {
     ) -> tokio::sync::watch::Receiver<std::collections::BTreeMap<ChitchatId, chitchat::NodeState>>
     {
         self.handle.with_chitchat(|c| c.live_nodes_watcher()).await
+    }
+
+    /// Calls `notify` whenever a key of any node changes (a delta applied, or this node's own
+    /// record): the agent steps at once instead of at its next tick. The listener lives as long
+    /// as the cluster.
+    pub async fn notify_on_change(&mut self, notify: Arc<tokio::sync::Notify>) {
+        let handle = self
+            .handle
+            .with_chitchat(|c| {
+                let notify = notify.clone();
+                c.subscribe_event("", move |_| notify.notify_one())
+            })
+            .await;
+        self._listener = Some(handle);
+    }
+
+    /// Starts a gossip exchange with every live peer now (a SYN each; the SYN-ACK's digest
+    /// tells what they lack and our ACK carries it): how a leaving record reaches everyone in
+    /// one round trip instead of several gossip rounds. Returns how many were asked.
+    pub async fn push_to_live_peers(&self) -> usize {
+        let addrs: Vec<SocketAddr> = self
+            .handle
+            .with_chitchat(|c| {
+                c.live_nodes()
+                    .filter(|id| **id != self.self_id)
+                    .map(|id| id.gossip_advertise_addr)
+                    .collect()
+            })
+            .await;
+        let mut asked = 0;
+        for addr in addrs {
+            match self.handle.gossip(addr) {
+                Ok(()) => asked += 1,
+                Err(e) => tracing::debug!(%addr, error = %e, "cannot start a gossip exchange"),
+            }
+        }
+        asked
     }
 
     /// Every other known generation with its liveness and decoded record.

@@ -14,11 +14,12 @@
 //!  P ──▶ underlay socket ──open──▶ relay socket of P ──plaintext──▶ inner socket ──▶ chitchat
 //! ```
 //!
-//! One loopback relay socket per peer gives an exact two-way mapping between a peer's underlay
-//! address and a loopback address, so `recv` can report the real peer address. Relays are
-//! bounded (least recently used evicted). Relays accept datagrams only from the inner socket,
-//! and the wrapper only accepts datagrams arriving from a known relay, so other local processes
-//! cannot inject gossip through the loopback sockets.
+//! (The loopback address is the gossip address itself when that is a loopback address, see
+//! `relay_ip`.) One loopback relay socket per peer gives an exact two-way mapping between a
+//! peer's underlay address and a loopback address, so `recv` can report the real peer address.
+//! Relays are bounded (least recently used evicted). Relays accept datagrams only from the inner
+//! socket, and the wrapper only accepts datagrams arriving from a known relay, so other local
+//! processes cannot inject gossip through the loopback sockets.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -183,7 +184,8 @@ impl SealedTransport {
             .await
             .with_context(|| format!("failed to bind gossip socket {listen_addr}/udp"))?;
         let underlay_addr = underlay.local_addr()?;
-        let inner = ChitchatUdp::open((Ipv4Addr::LOCALHOST, 0).into()).await?;
+        let loopback = relay_ip(underlay_addr);
+        let inner = ChitchatUdp::open((loopback, 0).into()).await?;
         let inner_addr = inner.local_addr()?;
         let salt = envelope::generate_salt(&ring::rand::SystemRandom::new())
             .context("failed to draw the gossip salt")?;
@@ -204,6 +206,7 @@ impl SealedTransport {
             cancel: cancel.clone(),
             failed: CancellationToken::new(),
             failure: Mutex::new(None),
+            scratch: Mutex::new(Vec::new()),
         });
         tokio::spawn(inbound_loop(
             Arc::clone(&shared),
@@ -318,7 +321,20 @@ struct Shared {
     /// Cancelled when the underlay socket cannot receive anymore.
     failed: CancellationToken,
     failure: Mutex<Option<String>>,
+    /// Receive and sealing buffers lent to relays while they forward one datagram: a relay
+    /// waits for readiness without holding one, so an agent keeps a handful of 64 KB buffers
+    /// rather than one per peer.
+    scratch: Mutex<Vec<Scratch>>,
 }
+
+/// One relay's working buffers while it forwards a datagram.
+struct Scratch {
+    buf: Vec<u8>,
+    frags: Vec<Vec<u8>>,
+}
+
+/// Buffers kept for reuse; more are allocated while more relays forward at once.
+const SCRATCH_KEPT: usize = 4;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here is a few non-panicking map operations; a poisoned lock's
@@ -337,7 +353,7 @@ impl Shared {
         if let Some(relay) = table.by_peer.get(&peer) {
             return Ok((Arc::clone(&relay.socket), relay.addr));
         }
-        let std_socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let std_socket = std::net::UdpSocket::bind((self.inner_addr.ip(), 0))?;
         std_socket.set_nonblocking(true)?;
         let socket = Arc::new(UdpSocket::from_std(std_socket)?);
         let addr = socket.local_addr()?;
@@ -399,10 +415,35 @@ impl Shared {
         }
     }
 
+    fn take_scratch(&self) -> Scratch {
+        lock(&self.scratch).pop().unwrap_or_else(|| Scratch {
+            buf: vec![0u8; RECV_BUF_LEN],
+            frags: Vec::new(),
+        })
+    }
+
+    fn give_scratch(&self, scratch: Scratch) {
+        let mut kept = lock(&self.scratch);
+        if kept.len() < SCRATCH_KEPT {
+            kept.push(scratch);
+        }
+    }
+
     fn fail(&self, err: &io::Error) {
         warn!(error = %err, op = "gossip-recv", "gossip underlay socket failed");
         *lock(&self.failure) = Some(err.to_string());
         self.failed.cancel();
+    }
+}
+
+/// The loopback address of the inner socket and the relays: the gossip address itself when it
+/// is an IPv4 loopback address (many agents on one host, as the simulator runs them: each agent's
+/// relays then have their own address's ports, instead of all agents sharing the ephemeral ports
+/// of 127.0.0.1, which 200 agents x 200 peers exhaust), 127.0.0.1 otherwise.
+fn relay_ip(underlay: SocketAddr) -> Ipv4Addr {
+    match underlay.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_loopback() => ip,
+        _ => Ipv4Addr::LOCALHOST,
     }
 }
 
@@ -424,29 +465,35 @@ async fn outbound_loop(
     peer: SocketAddr,
     cancel: CancellationToken,
 ) {
-    let mut buf = vec![0u8; RECV_BUF_LEN];
-    let mut frags = Vec::new();
     loop {
-        let received = tokio::select! {
+        let ready = tokio::select! {
             () = cancel.cancelled() => return,
-            r = relay.recv_from(&mut buf) => r,
+            r = relay.readable() => r,
         };
-        let (n, from) = match received {
-            Ok(r) => r,
-            Err(err) if is_transient(&err) => continue,
+        if let Err(err) = ready {
+            warn!(peer = %peer, error = %err, op = "relay", "gossip relay socket failed");
+            return;
+        }
+        let mut scratch = shared.take_scratch();
+        let received = relay.try_recv_from(&mut scratch.buf);
+        match received {
+            Ok((n, from)) if from == shared.inner_addr => {
+                if let Some(plaintext) = scratch.buf.get(..n) {
+                    shared
+                        .seal_and_send(plaintext, peer, &mut scratch.frags)
+                        .await;
+                }
+            }
+            Ok((_, from)) => {
+                debug!(from = %from, op = "relay", "relay datagram not from the inner socket, dropped");
+            }
+            Err(err) if is_transient(&err) => {}
             Err(err) => {
                 warn!(peer = %peer, error = %err, op = "relay", "gossip relay socket failed");
                 return;
             }
-        };
-        if from != shared.inner_addr {
-            debug!(from = %from, op = "relay", "relay datagram not from the inner socket, dropped");
-            continue;
         }
-        let Some(plaintext) = buf.get(..n) else {
-            continue;
-        };
-        shared.seal_and_send(plaintext, peer, &mut frags).await;
+        shared.give_scratch(scratch);
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! The rules (DESIGN.md, "Subnet claims"): candidates are ordered by a rendezvous hash of
 //! (node name, subnet); a contested subnet goes to the smallest (claim time, node name); a claim
-//! settles for a settle period before it is `active`; a dead node's subnet stays reserved for the
+//! settles for a settle period, and until the view stopped changing (bounded), before it is
+//! `active`; a dead node's subnet stays reserved for the
 //! reservation period; a restart inside that period keeps its subnet and original claim time.
 
 pub mod view;
@@ -47,6 +48,12 @@ pub struct LeaseConfig {
     /// How long to listen to the mesh before a first claim without persisted state (so a node
     /// whose state dir was wiped finds its old record). Zero for the first node (no seeds).
     pub warmup_ms: u64,
+    /// A claim settles only once the view stopped changing (members known, claims seen) for
+    /// this long, so a fleet starting at once hears every claim before any settles. Zero: the
+    /// settle period alone.
+    pub quiet_ms: u64,
+    /// The longest a claim waits for a quiet view before it settles anyway.
+    pub settle_max_ms: u64,
 }
 
 /// The claim a restart brings back from the state file.
@@ -112,6 +119,9 @@ pub struct Lease {
     cfg: LeaseConfig,
     phase: Phase,
     last_exhausted: Option<String>,
+    /// (members known, claims seen) at the last step, and when that last changed.
+    view_size: (usize, usize),
+    view_changed_ms: u64,
 }
 
 impl Lease {
@@ -157,6 +167,8 @@ impl Lease {
                 cfg,
                 phase,
                 last_exhausted: None,
+                view_size: (0, 0),
+                view_changed_ms: now_ms,
             },
             events,
         )
@@ -224,6 +236,14 @@ impl Lease {
         if matches!(self.phase, Phase::Leaving { .. }) {
             return events;
         }
+        let size = (
+            view.members.len(),
+            view.members.iter().filter(|r| r.holds.is_some()).count(),
+        );
+        if size != self.view_size {
+            self.view_size = size;
+            self.view_changed_ms = now_ms;
+        }
         if let Some(reason) = &view.self_refused {
             if !matches!(&self.phase, Phase::Refused { reason: r } if r == reason) {
                 events.push(LeaseEvent::Refused {
@@ -274,7 +294,11 @@ impl Lease {
                 claim_time_ms,
                 since_ms,
             } => {
-                if now_ms.saturating_sub(since_ms) >= self.cfg.settle_ms {
+                let waited = now_ms.saturating_sub(since_ms);
+                let quiet = now_ms.saturating_sub(self.view_changed_ms) >= self.cfg.quiet_ms;
+                if waited >= self.cfg.settle_ms
+                    && (quiet || waited >= self.cfg.settle_max_ms.max(self.cfg.settle_ms))
+                {
                     self.phase = Phase::Active {
                         subnet,
                         claim_time_ms,

@@ -24,6 +24,8 @@ fn cfg(name: &str) -> LeaseConfig {
         settle_ms: 5_000,
         reservation_ms: R,
         warmup_ms: 0,
+        quiet_ms: 0,
+        settle_max_ms: 0,
     }
 }
 
@@ -133,6 +135,58 @@ fn fresh_node_claims_then_settles() {
         vec![LeaseEvent::Activated { subnet }]
     );
     assert_eq!(lease.active_subnet(), Some(subnet));
+}
+
+#[test]
+fn a_growing_view_delays_settling_up_to_the_bound() {
+    let id = me("a", 1, 1);
+    let mut c = cfg("a");
+    c.quiet_ms = 3_000;
+    c.settle_max_ms = 20_000;
+    let (mut lease, _) = Lease::new(c, None, 0);
+    let mut members = Vec::new();
+    let v = view(&id, members.clone(), 0);
+    assert!(matches!(lease.step(0, &v)[0], LeaseEvent::Claimed { .. }));
+    // A peer appears every 2 s until 10 s: the view is never quiet for 3 s before 13 s.
+    for (i, t) in (2_000..=10_000).step_by(2_000).enumerate() {
+        members.push(member(
+            1,
+            true,
+            record(&format!("p{i}"), 10 + i as u8, None, 0, ClaimState::Claimed),
+        ));
+        let v = view(&id, members.clone(), t);
+        assert!(lease.step(t, &v).is_empty(), "settled at {t}");
+    }
+    let v = view(&id, members.clone(), 12_999);
+    assert!(lease.step(12_999, &v).is_empty());
+    assert!(matches!(
+        lease.step(13_000, &v)[..],
+        [LeaseEvent::Activated { .. }]
+    ));
+
+    // A view that never stops changing settles at the bound.
+    let mut c = cfg("b");
+    c.quiet_ms = 3_000;
+    c.settle_max_ms = 20_000;
+    let id = me("b", 1, 2);
+    let (mut lease, _) = Lease::new(c, None, 0);
+    let mut members = Vec::new();
+    assert!(matches!(
+        lease.step(0, &view(&id, vec![], 0))[0],
+        LeaseEvent::Claimed { .. }
+    ));
+    for (i, t) in (1_000..20_000).step_by(1_000).enumerate() {
+        members.push(member(
+            1,
+            true,
+            record(&format!("q{i}"), 10 + i as u8, None, 0, ClaimState::Claimed),
+        ));
+        assert!(lease.step(t, &view(&id, members.clone(), t)).is_empty());
+    }
+    assert!(matches!(
+        lease.step(20_000, &view(&id, members.clone(), 20_000))[..],
+        [LeaseEvent::Activated { .. }]
+    ));
 }
 
 #[test]
