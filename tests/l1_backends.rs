@@ -2,16 +2,19 @@
 //! follows the on-link view (and changes when the underlay does), and mixed clusters are refused
 //! with the reason in the status.
 
+#[path = "common/l1config.rs"]
+mod l1config;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
 use chitchat::transport::ChannelTransport;
 use ipnet::Ipv4Net;
+use l1config::node_config;
 use weft::Config;
 use weft::agent::{Agent, AgentHandle, UnderlayInfo};
 use weft::api::NodeStatus;
-use weft::config::{LogFormat, UnderlaySelect};
 use weft::dataplane::fake::FakeDataplane;
 use weft_proto::Backend;
 
@@ -24,43 +27,10 @@ fn underlay_ip(i: usize) -> IpAddr {
 }
 
 fn config(i: usize, dir: &Path, backend: Backend) -> Config {
+    let seeds = if i == 0 { vec![] } else { vec![gossip_addr(0)] };
     Config {
-        node_name: format!("node-{i:02}"),
-        underlay: UnderlaySelect::DefaultRoute,
-        public_ip: None,
-        listen: gossip_addr(i),
-        advertise: Some(gossip_addr(i)),
-        seeds: if i == 0 {
-            vec![]
-        } else {
-            vec![gossip_addr(0).to_string()]
-        },
-        network: "10.244.0.0/16".parse().unwrap(),
-        subnet_len: 24,
-        subnet_min: "10.244.1.0".parse().unwrap(),
-        subnet_max: "10.244.255.0".parse().unwrap(),
-        static_subnet: None,
         backend,
-        vni: 1,
-        vxlan_port: 8472,
-        direct_routing: false,
-        state_dir: dir.join(format!("node-{i}/state")),
-        subnet_file: dir.join(format!("node-{i}/subnet.env")),
-        bridge: Some("cni0".into()),
-        api: "127.0.0.1:0".parse().unwrap(),
-        gossip_interval: Duration::from_secs(1),
-        settle: Duration::from_secs(5),
-        reservation: Duration::from_secs(3600),
-        dead_node_grace: Duration::from_secs(7200),
-        reconcile_interval: Duration::from_secs(10),
-        ip_masq: false,
-        log_format: LogFormat::Text,
-        cluster_id: "l1b".into(),
-        insecure: true,
-        cluster_key_file: None,
-        dry_run: false,
-        udp_port: 8285,
-        udp_encryption: false,
+        ..node_config(i, dir, gossip_addr(i), &seeds, "l1b")
     }
 }
 

@@ -2,6 +2,9 @@
 //! can cut links), each with the fake data plane; tokio's clock is paused so the runs are fast
 //! and repeatable.
 
+#[path = "common/l1config.rs"]
+mod l1config;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -9,11 +12,11 @@ use std::time::Duration;
 
 use chitchat::transport::ChannelTransport;
 use ipnet::Ipv4Net;
+use l1config::node_config;
 use weft::Config;
 use weft::agent::{Agent, AgentHandle, UnderlayInfo};
-use weft::config::{LogFormat, UnderlaySelect};
 use weft::dataplane::fake::FakeDataplane;
-use weft_proto::{Backend, Ipv4Cidr, PersistedState};
+use weft_proto::{Ipv4Cidr, PersistedState};
 
 fn gossip_addr(i: usize) -> SocketAddr {
     SocketAddr::new(
@@ -37,41 +40,8 @@ fn underlay(i: usize) -> UnderlayInfo {
 }
 
 fn config(i: usize, dir: &Path, seeds: &[usize]) -> Config {
-    let network: Ipv4Net = "10.244.0.0/16".parse().unwrap();
-    Config {
-        node_name: format!("node-{i:02}"),
-        underlay: UnderlaySelect::DefaultRoute,
-        public_ip: None,
-        listen: gossip_addr(i),
-        advertise: Some(gossip_addr(i)),
-        seeds: seeds.iter().map(|s| gossip_addr(*s).to_string()).collect(),
-        network,
-        subnet_len: 24,
-        subnet_min: "10.244.1.0".parse().unwrap(),
-        subnet_max: "10.244.255.0".parse().unwrap(),
-        static_subnet: None,
-        backend: Backend::Vxlan,
-        vni: 1,
-        vxlan_port: 8472,
-        udp_port: 8285,
-        udp_encryption: false,
-        direct_routing: false,
-        state_dir: dir.join(format!("node-{i}/state")),
-        subnet_file: dir.join(format!("node-{i}/subnet.env")),
-        bridge: Some("cni0".into()),
-        api: "127.0.0.1:0".parse().unwrap(),
-        gossip_interval: Duration::from_secs(1),
-        settle: Duration::from_secs(5),
-        reservation: Duration::from_secs(3600),
-        dead_node_grace: Duration::from_secs(7200),
-        reconcile_interval: Duration::from_secs(10),
-        ip_masq: false,
-        log_format: LogFormat::Text,
-        cluster_id: "l1".into(),
-        insecure: true,
-        cluster_key_file: None,
-        dry_run: false,
-    }
+    let seeds: Vec<SocketAddr> = seeds.iter().map(|s| gossip_addr(*s)).collect();
+    node_config(i, dir, gossip_addr(i), &seeds, "l1")
 }
 
 struct Node {

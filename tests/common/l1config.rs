@@ -1,0 +1,57 @@
+//! Test helper for L1 tests: the `Config` of in-process agent I (fake data plane, paused time),
+//! vxlan on 10.244.0.0/16 with /24 subnets, 1 s gossip, its state under DIR.
+//!
+//! Use from an integration test with `#[path = "common/l1config.rs"] mod l1config;`.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use weft::Config;
+use weft::config::{LogFormat, UnderlaySelect};
+use weft_proto::Backend;
+
+/// Agent I gossiping on LISTEN, joining through SEEDS, in cluster CLUSTER_ID.
+pub fn node_config(
+    i: usize,
+    dir: &Path,
+    listen: SocketAddr,
+    seeds: &[SocketAddr],
+    cluster_id: &str,
+) -> Config {
+    Config {
+        node_name: format!("node-{i:02}"),
+        underlay: UnderlaySelect::DefaultRoute,
+        public_ip: None,
+        listen,
+        advertise: Some(listen),
+        seeds: seeds.iter().map(|s| s.to_string()).collect(),
+        network: "10.244.0.0/16".parse().unwrap(),
+        subnet_len: 24,
+        subnet_min: "10.244.1.0".parse().unwrap(),
+        subnet_max: "10.244.255.0".parse().unwrap(),
+        static_subnet: None,
+        backend: Backend::Vxlan,
+        vni: 1,
+        vxlan_port: 8472,
+        udp_port: 8285,
+        udp_encryption: false,
+        direct_routing: false,
+        state_dir: dir.join(format!("node-{i}/state")),
+        subnet_file: dir.join(format!("node-{i}/subnet.env")),
+        bridge: Some("cni0".into()),
+        api: "127.0.0.1:0".parse().unwrap(),
+        gossip_interval: Duration::from_secs(1),
+        settle: Duration::from_secs(5),
+        reservation: Duration::from_secs(3600),
+        dead_node_grace: Duration::from_secs(7200),
+        reconcile_interval: Duration::from_secs(10),
+        ip_masq: false,
+        log_format: LogFormat::Text,
+        cluster_id: cluster_id.into(),
+        insecure: true,
+        cluster_key_file: None,
+        dry_run: false,
+    }
+}
