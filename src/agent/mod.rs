@@ -448,6 +448,22 @@ fn load_key_store(config: &Config) -> Result<Option<Arc<keys::KeyStore>>, AgentE
 /// The longest an idle agent goes without a full step (reservations expire, state is saved).
 const FULL_STEP_EVERY: Duration = Duration::from_secs(10);
 
+/// The longest pause between a mesh change and the step that reads it (less at short gossip
+/// intervals: a fifth of the interval).
+const MAX_STEP_GAP: Duration = Duration::from_millis(200);
+
+/// Random live peers a node pushes news to at once (see `Cluster::spread`). With each newly
+/// told node doing the same, about 94% of the mesh hears a change within a few round trips
+/// (the fraction s with s = 1 - e^(-3s)); the regular gossip rounds reach the rest.
+const NEWS_FANOUT: usize = 3;
+
+/// FNV-1a of a node name: seeds this node's choice of peers.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Wall-clock milliseconds derived from a monotonic clock (tokio's, so tests can pause time).
 #[derive(Clone, Copy, Debug)]
 struct Clock {
@@ -677,6 +693,7 @@ impl Worker {
             seeds: self.config.seeds.clone(),
             cluster_id: self.config.cluster_id.clone(),
             gossip_interval: self.config.gossip_interval,
+            gossip_fanout: self.config.gossip_fanout,
             dead_node_grace: self.config.dead_node_grace,
         };
         let mut cluster = Cluster::start(&cluster_cfg, transport.as_ref(), &self.record()).await?;
@@ -703,7 +720,19 @@ impl Worker {
         // at least every FULL_STEP_EVERY; an idle settled mesh costs almost nothing per tick.
         let mut dirty = true;
         let mut last_step = Instant::now();
+        // Steps are at least STEP_GAP apart, so that a mesh where something changes all the
+        // time (a thousand agents starting) does not make every agent re-read it per message.
+        let step_gap = (self.config.gossip_interval / 5).min(MAX_STEP_GAP);
+        // News (a key changed here, or arrived here) is pushed to NEWS_FANOUT random live peers
+        // at once, at most once per gossip interval; the regular rounds carry the rest.
+        let mut news = false;
+        let mut last_spread: Option<Instant> = None;
+        let mut spread_seed = self.generation ^ name_hash(&self.config.node_name);
         let leave_reply = loop {
+            let step_at = last_step + step_gap;
+            let spread_at = last_spread
+                .map(|t| t + self.config.gossip_interval)
+                .unwrap_or(last_step);
             tokio::select! {
                 _ = cancel.cancelled() => break None,
                 reply = leave_rx.recv() => if let Some(reply) = reply { break Some(reply) },
@@ -714,10 +743,22 @@ impl Worker {
                     }
                     dirty = true;
                 },
-                _ = changed.notified() => dirty = true,
+                _ = changed.notified() => {
+                    dirty = true;
+                    news = true;
+                },
                 _ = tick.tick() => {},
+                _ = tokio::time::sleep_until(step_at), if dirty => {},
+                _ = tokio::time::sleep_until(spread_at), if news => {},
             }
-            if dirty || self.step_due(last_step) {
+            let now = Instant::now();
+            if news && now >= spread_at {
+                news = false;
+                last_spread = Some(now);
+                spread_seed = spread_seed.wrapping_add(1);
+                cluster.spread(NEWS_FANOUT, spread_seed).await;
+            }
+            if (dirty && now >= step_at) || self.step_due(last_step) {
                 dirty = false;
                 self.step(&mut cluster).await;
                 last_step = Instant::now();

@@ -30,6 +30,9 @@ struct Args {
     scenario: Scenario,
     #[arg(long, default_value = "1s", value_parser = dur)]
     gossip_interval: Duration,
+    /// Live peers per gossip round [default: weft's]
+    #[arg(long)]
+    gossip_fanout: Option<usize>,
     /// Claim settle period [default: weft's, max(10 x gossip interval, 5s)]
     #[arg(long, value_parser = dur)]
     settle: Option<Duration>,
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         link: args.link,
         scenario: args.scenario,
         gossip_interval: args.gossip_interval,
+        gossip_fanout: args.gossip_fanout,
         settle: args.settle,
         dead_node_grace: args.dead_node_grace,
         idle: args.idle,

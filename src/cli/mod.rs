@@ -260,8 +260,8 @@ mod tests {
                 checked += 1;
             }
         }
-        // 35 flags of `run`, 3 of `status`, 1 of `leave`, 1 of `keygen`, 4 of `docker-opts`.
-        assert_eq!(checked, 44);
+        // 36 flags of `run`, 3 of `status`, 1 of `leave`, 1 of `keygen`, 4 of `docker-opts`.
+        assert_eq!(checked, 45);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! atomic key and reads every known generation back as lease [`Member`]s, tracking when each was
 //! first seen dead (chitchat has no leave message and does not say when a node died).
 
+pub mod fanout;
 pub mod transport;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -19,6 +20,7 @@ use weft_proto::keyfile::{KEYS_KEY, KeyIds};
 use weft_proto::record::RECORD_KEY;
 
 use crate::lease::Member;
+use fanout::FanoutGate;
 
 /// How this node joins the mesh.
 #[derive(Clone, Debug)]
@@ -31,6 +33,8 @@ pub struct ClusterConfig {
     pub seeds: Vec<String>,
     pub cluster_id: String,
     pub gossip_interval: Duration,
+    /// Live peers each gossip round starts an exchange with (chitchat's own is 3).
+    pub gossip_fanout: usize,
     pub dead_node_grace: Duration,
 }
 
@@ -97,6 +101,14 @@ impl RecordRejects {
     }
 }
 
+/// splitmix64's step: cheap, well-mixed numbers for picking peers.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// The key ids a node announced under `weft/keys`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyHolder {
@@ -110,6 +122,7 @@ pub struct KeyHolder {
 /// A running chitchat instance with this node's record.
 pub struct Cluster {
     handle: ChitchatHandle,
+    gate: Arc<FanoutGate>,
     self_id: ChitchatId,
     dead_since: HashMap<ChitchatId, u64>,
     published: Option<String>,
@@ -150,18 +163,24 @@ impl Cluster {
             protocol_version: ProtocolVersion::V1,
         };
         let encoded = record.encode();
+        let start_error = |source| ClusterError::Start {
+            listen: cfg.listen,
+            source,
+        };
+        let socket = transport.open(cfg.listen).await.map_err(start_error)?;
+        let gate = Arc::new(FanoutGate::default());
+        let socket = fanout::wrap(socket, cfg.gossip_fanout, cfg.gossip_interval, gate.clone());
         let handle = spawn_chitchat(
             chitchat_config,
             vec![(RECORD_KEY.to_string(), encoded.clone())],
-            transport,
+            &fanout::Opened::new(socket),
         )
         .await
-        .map_err(|source| ClusterError::Start {
-            listen: cfg.listen,
-            source,
-        })?;
+        .map_err(start_error)?;
+        gate.attach(handle.chitchat());
         Ok(Cluster {
             handle,
+            gate,
             self_id,
             dead_since: HashMap::new(),
             published: Some(encoded),
@@ -256,6 +275,44 @@ impl Cluster {
         self._listener = Some(handle);
     }
 
+    /// Starts a gossip exchange with up to `k` random live peers now: how news (a key that
+    /// changed here or arrived here) spreads at network speed rather than one gossip round per
+    /// hop, while an idle mesh only pays for the regular rounds. Returns how many were asked.
+    pub async fn spread(&self, k: usize, seed: u64) -> usize {
+        let mut addrs: Vec<SocketAddr> = self
+            .handle
+            .with_chitchat(|c| {
+                c.live_nodes()
+                    .filter(|id| **id != self.self_id)
+                    .map(|id| id.gossip_advertise_addr)
+                    .collect()
+            })
+            .await;
+        // A partial Fisher-Yates shuffle: the first k are a uniform sample.
+        let mut x = seed;
+        let k = k.min(addrs.len());
+        for i in 0..k {
+            x = splitmix64(x);
+            let j = i + (x % (addrs.len() - i) as u64) as usize;
+            addrs.swap(i, j);
+        }
+        addrs.truncate(k);
+        self.gate.grant(k as u64);
+        let mut asked = 0;
+        for addr in addrs {
+            match self.handle.gossip(addr) {
+                Ok(()) => asked += 1,
+                Err(e) => tracing::debug!(%addr, error = %e, "cannot start a gossip exchange"),
+            }
+        }
+        asked
+    }
+
+    /// Gossip SYNs the fan-out held back (chitchat wanted to send them).
+    pub fn syns_skipped(&self) -> u64 {
+        self.gate.skipped()
+    }
+
     /// Starts a gossip exchange with every live peer now (a SYN each; the SYN-ACK's digest
     /// tells what they lack and our ACK carries it): how a leaving record reaches everyone in
     /// one round trip instead of several gossip rounds. Returns how many were asked.
@@ -270,6 +327,7 @@ impl Cluster {
             })
             .await;
         let mut asked = 0;
+        self.gate.grant(addrs.len() as u64);
         for addr in addrs {
             match self.handle.gossip(addr) {
                 Ok(()) => asked += 1,

@@ -108,6 +108,10 @@ pub struct RunArgs {
     #[arg(long, env = "WEFT_GOSSIP_INTERVAL", value_name = "DURATION")]
     pub gossip_interval: Option<String>,
 
+    /// Live peers each gossip round talks to, 1 to 3 (fewer: fewer bytes, slower failure detection) [default: 2]
+    #[arg(long, env = "WEFT_GOSSIP_FANOUT", value_name = "N")]
+    pub gossip_fanout: Option<String>,
+
     /// How long a claim waits before it becomes active [default: max(10 x gossip interval, 5s)]
     #[arg(long, env = "WEFT_SETTLE", value_name = "DURATION")]
     pub settle: Option<String>,

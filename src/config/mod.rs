@@ -53,6 +53,8 @@ pub mod defaults {
     pub const API: &str = "127.0.0.1:7948";
     /// `--gossip-interval`.
     pub const GOSSIP_INTERVAL: &str = "1s";
+    /// `--gossip-fanout`.
+    pub const GOSSIP_FANOUT: &str = "2";
     /// `--reservation`.
     pub const RESERVATION: &str = "1h";
     /// `--dead-node-grace`.
@@ -142,6 +144,8 @@ pub struct Config {
     pub api: SocketAddr,
     /// Gossip round period (`--gossip-interval`).
     pub gossip_interval: Duration,
+    /// Live peers per gossip round (`--gossip-fanout`, 1 to 3).
+    pub gossip_fanout: usize,
     /// Settle period before a claim becomes active (default 10 gossip intervals, at least 5 s).
     pub settle: Duration,
     /// How long a dead node's subnet stays reserved and its routes programmed (default 1 h).

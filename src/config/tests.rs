@@ -184,6 +184,7 @@ fn all_flags_parse() {
         bridge: Some("cni0".into()),
         api: Some("127.0.0.1:9000".into()),
         gossip_interval: Some("200ms".into()),
+        gossip_fanout: Some("3".into()),
         settle: Some("1s".into()),
         reservation: Some("10m".into()),
         dead_node_grace: Some("20m".into()),
@@ -492,6 +493,21 @@ fn node_name_rules() {
     assert_err(with("node 1".into()), "--node-name", "' '");
     assert_err(with("nöde".into()), "--node-name", "'ö'");
     assert_err(with("a/b".into()), "--node-name", "'/'");
+}
+
+#[test]
+fn gossip_fanout_is_one_to_three() {
+    assert_eq!(ok(args()).gossip_fanout, 2);
+    for bad in ["0", "4"] {
+        assert_err(
+            RunArgs {
+                gossip_fanout: Some(bad.into()),
+                ..args()
+            },
+            "--gossip-fanout",
+            "must be 1 to 3",
+        );
+    }
 }
 
 #[test]

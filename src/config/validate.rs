@@ -15,6 +15,8 @@ use super::{Backend, Config, LogFormat, UnderlaySelect, defaults};
 
 /// The smallest gossip interval accepted.
 pub const MIN_GOSSIP_INTERVAL: Duration = Duration::from_millis(10);
+/// chitchat picks 3 live peers per round; weft can only ask for fewer.
+pub const MAX_GOSSIP_FANOUT: usize = crate::cluster::fanout::CHITCHAT_FANOUT;
 /// The largest node subnet prefix length (a /30 leaves two usable addresses).
 pub const MAX_SUBNET_LEN: u8 = 30;
 /// The largest VXLAN network identifier (24 bits).
@@ -470,6 +472,11 @@ pub(crate) fn build(
         defaults::GOSSIP_INTERVAL,
     )
     .duration_at_least(MIN_GOSSIP_INTERVAL)?;
+    let fanout_raw = flag("--gossip-fanout", args.gossip_fanout, defaults::GOSSIP_FANOUT);
+    let gossip_fanout: usize = fanout_raw.parse()?;
+    if !(1..=MAX_GOSSIP_FANOUT).contains(&gossip_fanout) {
+        return Err(fanout_raw.invalid(format!("must be 1 to {MAX_GOSSIP_FANOUT}")));
+    }
     let settle = match flag_opt("--settle", args.settle) {
         Some(raw) => raw.duration()?,
         None => default_settle(gossip_interval),
@@ -547,6 +554,7 @@ pub(crate) fn build(
         bridge,
         api,
         gossip_interval,
+        gossip_fanout,
         settle,
         reservation,
         dead_node_grace,

@@ -102,6 +102,8 @@ pub struct SimConfig {
     pub link: LinkKind,
     pub scenario: Scenario,
     pub gossip_interval: Duration,
+    /// Live peers per gossip round; `None`: weft's default.
+    pub gossip_fanout: Option<usize>,
     /// Settle period of claims; `None`: weft's default (10 gossip intervals, at least 5 s).
     pub settle: Option<Duration>,
     pub dead_node_grace: Duration,
@@ -132,6 +134,7 @@ impl SimConfig {
             link,
             scenario,
             gossip_interval: Duration::from_secs(1),
+            gossip_fanout: None,
             settle: None,
             dead_node_grace: Duration::from_secs(7200),
             idle: Duration::from_secs(60),
@@ -463,6 +466,9 @@ impl Fleet {
         c.subnet_file = self.dir.join(&name).join("subnet.env");
         c.bridge = None;
         c.gossip_interval = self.cfg.gossip_interval;
+        if let Some(f) = self.cfg.gossip_fanout {
+            c.gossip_fanout = f;
+        }
         if let Some(s) = self.cfg.settle {
             c.settle = s;
         } else {

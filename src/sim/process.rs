@@ -49,6 +49,7 @@ impl Proc {
             .arg("--subnet-file")
             .arg(&c.subnet_file)
             .args(["--gossip-interval", &format_duration(c.gossip_interval)])
+            .args(["--gossip-fanout", &c.gossip_fanout.to_string()])
             .args(["--dead-node-grace", &format_duration(c.dead_node_grace)])
             .args(["--reservation", &format_duration(c.reservation)])
             .args(["--cluster-id", &c.cluster_id]);

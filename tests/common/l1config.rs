@@ -43,6 +43,7 @@ pub fn node_config(
         bridge: Some("cni0".into()),
         api: "127.0.0.1:0".parse().unwrap(),
         gossip_interval: Duration::from_secs(1),
+        gossip_fanout: 2,
         settle: Duration::from_secs(5),
         reservation: Duration::from_secs(3600),
         dead_node_grace: Duration::from_secs(7200),
