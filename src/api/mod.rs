@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub struct StatusReport {
     /// This node's name.
     pub node_name: String,
-    /// This agent's gossip generation (start time in ns).
+    /// This agent's gossip generation (2^62 + start time in ms; grows at every start).
     pub generation: u64,
     /// Underlay address announced to peers.
     pub underlay_ip: String,

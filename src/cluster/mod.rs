@@ -26,7 +26,7 @@ use fanout::FanoutGate;
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
     pub node_name: String,
-    /// Increases at every start (start time in ns): peers drop the previous generation.
+    /// Increases at every start (2^62 + start time in ms): peers drop the previous generation.
     pub generation: u64,
     pub listen: SocketAddr,
     pub advertise: SocketAddr,
