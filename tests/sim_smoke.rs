@@ -23,6 +23,7 @@ async fn five_agents_on_the_channel_link_go_through_every_scenario() {
     let (report, routes) = sim::smoke(cfg).await.expect("simulation runs");
 
     // Cold start: every agent active with a distinct subnet and every other's routes.
+    assert_all("all see all alive", &report.members);
     assert_all("cold start", &report.cold);
     assert_eq!(report.cold.as_ref().unwrap().agents, 5);
     // The newcomer's routes reached all five others.

@@ -730,9 +730,12 @@ impl Worker {
         // at least every FULL_STEP_EVERY; an idle settled mesh costs almost nothing per tick.
         let mut dirty = true;
         let mut last_step = Instant::now();
-        // Steps are at least STEP_GAP apart, so that a mesh where something changes all the
-        // time (a thousand agents starting) does not make every agent re-read it per message.
-        let step_gap = (self.config.gossip_interval / 5).min(MAX_STEP_GAP);
+        // Steps are at least a fifth of a gossip interval apart (at most MAX_STEP_GAP), and at
+        // least ten times as long as the last step took, so that a mesh where something changes
+        // all the time (a thousand agents starting) does not make every agent re-read it per
+        // message, and a slow step never takes more than a tenth of the time.
+        let base_gap = (self.config.gossip_interval / 5).min(MAX_STEP_GAP);
+        let mut step_gap = base_gap;
         // News (a key changed here, or arrived here) is pushed to NEWS_FANOUT random live peers
         // at once, at most once per gossip interval; the regular rounds carry the rest.
         let mut news = false;
@@ -768,10 +771,11 @@ impl Worker {
                 spread_seed = spread_seed.wrapping_add(1);
                 cluster.spread(NEWS_FANOUT, spread_seed).await;
             }
-            if (dirty && now >= step_at) || self.step_due(last_step) {
+            if now >= step_at && (dirty || self.step_due(last_step)) {
                 dirty = false;
                 self.step(&mut cluster).await;
                 last_step = Instant::now();
+                step_gap = base_gap.max(last_step.duration_since(now) * 10);
             } else {
                 // A reloaded keyring is announced at once (its change makes the next step full).
                 if let Some(ids) = self.keys.as_ref().map(|k| k.ids()) {

@@ -24,9 +24,24 @@ pub struct LinkCounters {
     pub dropped: AtomicU64,
     /// Largest message sent.
     pub max_message: AtomicU64,
+    /// Messages sent to this socket and not yet received (see `RECV_QUEUE`).
+    queued: AtomicU64,
+    /// Messages to this socket dropped because its queue was full.
+    pub overflow: AtomicU64,
 }
 
+/// How many messages may wait for one socket, like a UDP socket's receive buffer: an agent that
+/// falls behind loses messages (counted in `overflow`) instead of queueing without bound.
+/// (chitchat's in-memory transport queues 100 decoded messages per socket; at N = 1,000 each
+/// holds a 1,000-entry digest, and agents that fell behind held gigabytes.)
+pub const RECV_QUEUE: u64 = 8;
+
 impl LinkCounters {
+    /// Messages dropped because this socket's queue was full.
+    pub fn overflowed(&self) -> u64 {
+        self.overflow.load(Ordering::Relaxed)
+    }
+
     /// Bytes in plus bytes out.
     pub fn bytes(&self) -> u64 {
         self.bytes_in.load(Ordering::Relaxed) + self.bytes_out.load(Ordering::Relaxed)
@@ -83,6 +98,8 @@ pub struct FaultyTransport {
     inner: Arc<dyn Transport>,
     faults: Arc<Faults>,
     counters: Arc<Mutex<HashMap<SocketAddr, Arc<LinkCounters>>>>,
+    /// Bound each socket's queue to `RECV_QUEUE` (see `bound_queues`).
+    bounded: bool,
 }
 
 impl FaultyTransport {
@@ -91,7 +108,16 @@ impl FaultyTransport {
             inner,
             faults,
             counters: Arc::default(),
+            bounded: false,
         }
+    }
+
+    /// Lets at most `RECV_QUEUE` messages wait for each socket. Only for an in-memory inner
+    /// transport whose sockets all come from this one `FaultyTransport` (a kernel socket bounds
+    /// its own buffer, and drops there would never be seen leaving the queue).
+    pub fn bound_queues(mut self) -> FaultyTransport {
+        self.bounded = true;
+        self
     }
 
     pub fn faults(&self) -> &Arc<Faults> {
@@ -114,11 +140,14 @@ impl Transport for FaultyTransport {
     async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
         let inner = self.inner.open(listen_addr).await?;
         let addr = inner.local_addr()?;
+        // A socket re-opened on the address starts with an empty queue.
+        self.counters(addr).queued.store(0, Ordering::Relaxed);
         Ok(Box::new(FaultySocket {
             inner,
             addr,
             faults: self.faults.clone(),
             counters: self.counters(addr),
+            peers: self.clone(),
             rng: Rng::new(addr),
         }))
     }
@@ -129,6 +158,8 @@ struct FaultySocket {
     addr: SocketAddr,
     faults: Arc<Faults>,
     counters: Arc<LinkCounters>,
+    /// The transport, for the counters of the socket a message goes to.
+    peers: FaultyTransport,
     rng: Rng,
 }
 
@@ -143,6 +174,14 @@ impl Socket for FaultySocket {
         to: SocketAddr,
         envelope: ChitchatEnvelope,
     ) -> anyhow::Result<SendOutcome> {
+        if self.peers.bounded {
+            let theirs = self.peers.counters(to);
+            if theirs.queued.fetch_add(1, Ordering::Relaxed) >= RECV_QUEUE {
+                theirs.queued.fetch_sub(1, Ordering::Relaxed);
+                theirs.overflow.fetch_add(1, Ordering::Relaxed);
+                return Ok(SendOutcome { num_bytes_sent: 0 });
+            }
+        }
         let outcome = self.inner.send(to, envelope).await?;
         let n = outcome.num_bytes_sent as u64;
         self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
@@ -154,6 +193,10 @@ impl Socket for FaultySocket {
     async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
         loop {
             let outcome = self.inner.recv().await?;
+            let _ = self
+                .counters
+                .queued
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| q.checked_sub(1));
             let loss = self.faults.loss_ppm.load(Ordering::Relaxed);
             let lost = loss > 0 && self.rng.below(1_000_000) < loss;
             if lost || self.faults.cut(outcome.from_addr, self.addr) {
@@ -199,5 +242,45 @@ impl Rng {
 
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chitchat::transport::ChannelTransport;
+    use chitchat::{ChitchatMessage, ProtocolVersion};
+
+    use super::*;
+
+    fn msg() -> ChitchatEnvelope {
+        ChitchatEnvelope {
+            version: ProtocolVersion::V1,
+            message: ChitchatMessage::BadCluster,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_receive_queue_drops_and_counts() {
+        let t = FaultyTransport::new(Arc::new(ChannelTransport::default()), Arc::default())
+            .bound_queues();
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let mut sa = t.open(a).await.unwrap();
+        let mut sb = t.open(b).await.unwrap();
+        for _ in 0..RECV_QUEUE + 3 {
+            sa.send(b, msg()).await.unwrap();
+        }
+        assert_eq!(t.counters(b).overflowed(), 3);
+        for _ in 0..RECV_QUEUE {
+            sb.recv().await.unwrap();
+        }
+        // Drained: room again.
+        sa.send(b, msg()).await.unwrap();
+        sb.recv().await.unwrap();
+        assert_eq!(t.counters(b).overflowed(), 3);
+        assert_eq!(
+            t.counters(b).messages_in.load(Ordering::Relaxed),
+            RECV_QUEUE + 1
+        );
     }
 }

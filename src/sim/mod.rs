@@ -253,6 +253,8 @@ pub struct Report {
     pub poll_s: f64,
     /// Seconds to start every agent (cold start is timed from the last start).
     pub start_spread_s: f64,
+    /// Every agent sees every other running agent alive (membership only, Serf's "all see all").
+    pub members: Option<Timing>,
     pub cold: Option<Timing>,
     /// Newcomer's routes on every other agent, from its start.
     pub join: Option<Timing>,
@@ -283,8 +285,8 @@ impl Report {
 
     /// The markdown table header matching [`Report::markdown_row`].
     pub fn markdown_header() -> &'static str {
-        "| N | link | loss | gossip | cold start (median / p99 s) | join | record/tag to all | kill seen dead | leave seen | partition heal | bytes/s/agent (median) | CPU-s/min/agent | RSS MB/agent | max msg B | false deaths |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| N | link | loss | gossip | all see all alive (median / p99 s) | cold start | join | record/tag to all | kill seen dead | leave seen | partition heal | bytes/s/agent (median) | CPU-s/min/agent | RSS MB/agent | max msg B | false deaths |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     }
 
     pub fn markdown_row(&self) -> String {
@@ -305,7 +307,7 @@ impl Report {
             None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
         };
         format!(
-            "| {} | {} | {:.0}% | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0}% | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             self.nodes,
             self.link,
             self.loss * 100.0,
@@ -314,6 +316,7 @@ impl Report {
             } else {
                 format!("{}s", self.gossip_interval_s)
             },
+            t(&self.members),
             t(&self.cold),
             t(&self.join),
             t(if self.tag.is_some() {
@@ -421,10 +424,10 @@ impl Fleet {
         faults.set_loss(cfg.loss);
         faults.set_delay(cfg.delay);
         let transport = match cfg.link {
-            LinkKind::Channel => Some(FaultyTransport::new(
-                Arc::new(ChannelTransport::default()),
-                faults.clone(),
-            )),
+            LinkKind::Channel => Some(
+                FaultyTransport::new(Arc::new(ChannelTransport::default()), faults.clone())
+                    .bound_queues(),
+            ),
             _ => None,
         };
         let mut notes = Vec::new();
@@ -703,7 +706,8 @@ impl Fleet {
         mut done: impl FnMut(&StatusReport, &Ctx) -> bool,
     ) -> Timing {
         let poll = self.cfg.poll_period();
-        let deadline = Instant::now() + self.cfg.timeout;
+        // Counted from t0: the membership and route measures of a cold start share one timeout.
+        let deadline = t0 + self.cfg.timeout;
         let mut since: HashMap<usize, Instant> = HashMap::new();
         let wanted: HashSet<usize> = agents.iter().copied().collect();
         let mut all_polls = 0;
@@ -760,6 +764,17 @@ impl Fleet {
             .map(|t| t.saturating_duration_since(t0).as_secs_f64())
             .collect();
         Timing::from_times(wanted.len(), times)
+    }
+
+    /// Messages dropped on full receive queues, all agents (in-process links).
+    fn overflowed(&self) -> u64 {
+        self.members
+            .iter()
+            .map(|m| match &m.runner {
+                Runner::InProc { link, .. } => link.overflowed(),
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Per-agent (bytes in + out, max message) counters of running agents.
@@ -867,6 +882,16 @@ pub fn complete(s: &StatusReport, ctx: &Ctx) -> bool {
     ok + 1 == ctx.running
 }
 
+/// Every other running agent is alive in this agent's view.
+pub fn sees_all_alive(s: &StatusReport, ctx: &Ctx) -> bool {
+    let alive = s
+        .nodes
+        .iter()
+        .filter(|n| !n.is_self && n.liveness == "alive" && ctx.running_names.contains(&n.name))
+        .count();
+    alive + 1 == ctx.running
+}
+
 fn node<'a>(s: &'a StatusReport, name: &str) -> Option<&'a crate::api::NodeStatus> {
     match s.nodes.binary_search_by(|n| n.name.as_str().cmp(name)) {
         Ok(i) => s.nodes.get(i),
@@ -969,6 +994,13 @@ pub async fn run(cfg: SimConfig) -> Result<Report, SimError> {
     let mut fleet = Fleet::new(cfg.clone())?;
     let result = run_scenarios(&mut fleet, &mut report, scenario, rss_before).await;
     report.notes.append(&mut fleet.notes);
+    let overflow = fleet.overflowed();
+    if overflow > 0 {
+        report.notes.push(format!(
+            "{overflow} gossip messages dropped on full receive queues ({} per socket): agents fell behind",
+            link::RECV_QUEUE
+        ));
+    }
     fleet.shutdown().await;
     result.map(|()| report)
 }
@@ -988,6 +1020,8 @@ async fn run_scenarios(
     let t0 = Instant::now();
     report.start_spread_s = t0.duration_since(first).as_secs_f64();
     let all: Vec<usize> = (0..n).collect();
+    // Membership first: it always converges before the routes (which need it).
+    report.members = Some(fleet.measure(t0, &all, sees_all_alive).await);
     let cold = fleet.measure(t0, &all, complete).await;
     let settled = cold.complete();
     report.cold = Some(cold);
