@@ -35,6 +35,8 @@ pub struct Metrics {
     pub nodes_dead: AtomicU64,
     /// Node records that failed to decode or validate.
     pub bad_records: AtomicU64,
+    /// Gossip SYNs the fan-out skipped (chitchat picks 3 peers a round; see `--gossip-fanout`).
+    pub gossip_syns_skipped: AtomicU64,
     /// Subnet claims this node made.
     pub claims: AtomicU64,
     /// Claims lost to an earlier claim while settling.
@@ -224,6 +226,12 @@ impl Metrics {
             "gossip_send_errors",
             "Underlay gossip sends that failed",
             s.send_errors,
+        );
+        counter(
+            &mut reg,
+            "gossip_syns_skipped",
+            "Gossip exchanges chitchat wanted that the fan-out skipped",
+            g(&self.gossip_syns_skipped),
         );
         counter(
             &mut reg,

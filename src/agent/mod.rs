@@ -816,6 +816,7 @@ impl Worker {
         Metrics::set(&self.metrics.nodes_alive, counts.alive as u64 + 1);
         Metrics::set(&self.metrics.nodes_dead, counts.dead as u64);
         Metrics::set(&self.metrics.bad_records, counts.bad_records as u64);
+        Metrics::set(&self.metrics.gossip_syns_skipped, cluster.syns_skipped());
         self.note_liveness(counts);
         let limits = lease::Limits {
             reservation_ms: self.config.reservation.as_millis() as u64,

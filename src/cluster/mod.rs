@@ -279,15 +279,7 @@ impl Cluster {
     /// changed here or arrived here) spreads at network speed rather than one gossip round per
     /// hop, while an idle mesh only pays for the regular rounds. Returns how many were asked.
     pub async fn spread(&self, k: usize, seed: u64) -> usize {
-        let mut addrs: Vec<SocketAddr> = self
-            .handle
-            .with_chitchat(|c| {
-                c.live_nodes()
-                    .filter(|id| **id != self.self_id)
-                    .map(|id| id.gossip_advertise_addr)
-                    .collect()
-            })
-            .await;
+        let mut addrs = self.live_peer_addrs().await;
         // A partial Fisher-Yates shuffle: the first k are a uniform sample.
         let mut x = seed;
         let k = k.min(addrs.len());
@@ -297,15 +289,7 @@ impl Cluster {
             addrs.swap(i, j);
         }
         addrs.truncate(k);
-        self.gate.grant(k as u64);
-        let mut asked = 0;
-        for addr in addrs {
-            match self.handle.gossip(addr) {
-                Ok(()) => asked += 1,
-                Err(e) => tracing::debug!(%addr, error = %e, "cannot start a gossip exchange"),
-            }
-        }
-        asked
+        self.start_exchanges(addrs)
     }
 
     /// Gossip SYNs the fan-out held back (chitchat wanted to send them).
@@ -317,17 +301,27 @@ impl Cluster {
     /// tells what they lack and our ACK carries it): how a leaving record reaches everyone in
     /// one round trip instead of several gossip rounds. Returns how many were asked.
     pub async fn push_to_live_peers(&self) -> usize {
-        let addrs: Vec<SocketAddr> = self
-            .handle
+        let addrs = self.live_peer_addrs().await;
+        self.start_exchanges(addrs)
+    }
+
+    /// The gossip addresses of every live peer.
+    async fn live_peer_addrs(&self) -> Vec<SocketAddr> {
+        self.handle
             .with_chitchat(|c| {
                 c.live_nodes()
                     .filter(|id| **id != self.self_id)
                     .map(|id| id.gossip_advertise_addr)
                     .collect()
             })
-            .await;
-        let mut asked = 0;
+            .await
+    }
+
+    /// Asks chitchat to send a SYN to each of `addrs` (past the fan-out). Returns how many were
+    /// asked.
+    fn start_exchanges(&self, addrs: Vec<SocketAddr>) -> usize {
         self.gate.grant(addrs.len() as u64);
+        let mut asked = 0;
         for addr in addrs {
             match self.handle.gossip(addr) {
                 Ok(()) => asked += 1,
