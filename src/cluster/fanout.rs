@@ -170,14 +170,15 @@ impl Socket for FanoutSocket {
         to: SocketAddr,
         envelope: ChitchatEnvelope,
     ) -> anyhow::Result<SendOutcome> {
-        if matches!(envelope.message, ChitchatMessage::Syn { .. }) {
+        // A granted SYN (news, leave) passes without counting against the round.
+        if matches!(envelope.message, ChitchatMessage::Syn { .. }) && !self.gate.take_credit() {
             let live = self.gate.is_live(to).await;
             let admitted = self
                 .policy
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .admits(Instant::now(), live);
-            if !admitted && !self.gate.take_credit() {
+            if !admitted {
                 self.gate.skipped.fetch_add(1, Ordering::Relaxed);
                 return Ok(SendOutcome { num_bytes_sent: 0 });
             }
