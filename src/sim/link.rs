@@ -26,6 +26,9 @@ pub struct LinkCounters {
     pub max_message: AtomicU64,
     /// Messages sent to this socket and not yet received (see `RECV_QUEUE`).
     queued: AtomicU64,
+    /// Whether a socket is open on this address (messages to a closed one are lost anyway and
+    /// do not count against a queue).
+    open: std::sync::atomic::AtomicBool,
     /// Messages to this socket dropped because its queue was full.
     pub overflow: AtomicU64,
 }
@@ -141,7 +144,9 @@ impl Transport for FaultyTransport {
         let inner = self.inner.open(listen_addr).await?;
         let addr = inner.local_addr()?;
         // A socket re-opened on the address starts with an empty queue.
-        self.counters(addr).queued.store(0, Ordering::Relaxed);
+        let counters = self.counters(addr);
+        counters.queued.store(0, Ordering::Relaxed);
+        counters.open.store(true, Ordering::Relaxed);
         Ok(Box::new(FaultySocket {
             inner,
             addr,
@@ -174,8 +179,8 @@ impl Socket for FaultySocket {
         to: SocketAddr,
         envelope: ChitchatEnvelope,
     ) -> anyhow::Result<SendOutcome> {
-        if self.peers.bounded {
-            let theirs = self.peers.counters(to);
+        let theirs = self.peers.bounded.then(|| self.peers.counters(to));
+        if let Some(theirs) = theirs.filter(|t| t.open.load(Ordering::Relaxed)) {
             if theirs.queued.fetch_add(1, Ordering::Relaxed) >= RECV_QUEUE {
                 theirs.queued.fetch_sub(1, Ordering::Relaxed);
                 theirs.overflow.fetch_add(1, Ordering::Relaxed);
@@ -213,6 +218,13 @@ impl Socket for FaultySocket {
             }
             return Ok(outcome);
         }
+    }
+}
+
+impl Drop for FaultySocket {
+    fn drop(&mut self) {
+        self.counters.open.store(false, Ordering::Relaxed);
+        self.counters.queued.store(0, Ordering::Relaxed);
     }
 }
 
@@ -282,5 +294,11 @@ mod tests {
             t.counters(b).messages_in.load(Ordering::Relaxed),
             RECV_QUEUE + 1
         );
+        // Messages to a closed socket are lost, not counted as overflow.
+        drop(sb);
+        for _ in 0..RECV_QUEUE + 3 {
+            sa.send(b, msg()).await.unwrap();
+        }
+        assert_eq!(t.counters(b).overflowed(), 3);
     }
 }
