@@ -33,11 +33,13 @@ pub struct LinkCounters {
     pub overflow: AtomicU64,
 }
 
-/// How many messages may wait for one socket, like a UDP socket's receive buffer: an agent that
-/// falls behind loses messages (counted in `overflow`) instead of queueing without bound.
-/// (chitchat's in-memory transport queues 100 decoded messages per socket; at N = 1,000 each
-/// holds a 1,000-entry digest, and agents that fell behind held gigabytes.)
-pub const RECV_QUEUE: u64 = 8;
+/// How many messages may wait for one socket, like a UDP socket's receive buffer (212,992 bytes
+/// by default on Linux: a few dozen gossip messages of a few KB): an agent that falls behind
+/// loses messages (counted in `overflow`) instead of queueing without bound. (chitchat's
+/// in-memory transport queues 100 decoded messages per socket; at N = 1,000 each holds a
+/// 1,000-entry digest, and agents that fell behind held gigabytes. A bound of 8 dropped bursts
+/// of news at N = 300 that a kernel buffer would have held.)
+pub const RECV_QUEUE: u64 = 32;
 
 impl LinkCounters {
     /// Messages dropped because this socket's queue was full.
