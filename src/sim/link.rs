@@ -182,12 +182,12 @@ impl Socket for FaultySocket {
         envelope: ChitchatEnvelope,
     ) -> anyhow::Result<SendOutcome> {
         let theirs = self.peers.bounded.then(|| self.peers.counters(to));
-        if let Some(theirs) = theirs.filter(|t| t.open.load(Ordering::Relaxed)) {
-            if theirs.queued.fetch_add(1, Ordering::Relaxed) >= RECV_QUEUE {
-                theirs.queued.fetch_sub(1, Ordering::Relaxed);
-                theirs.overflow.fetch_add(1, Ordering::Relaxed);
-                return Ok(SendOutcome { num_bytes_sent: 0 });
-            }
+        if let Some(theirs) = theirs.filter(|t| t.open.load(Ordering::Relaxed))
+            && theirs.queued.fetch_add(1, Ordering::Relaxed) >= RECV_QUEUE
+        {
+            theirs.queued.fetch_sub(1, Ordering::Relaxed);
+            theirs.overflow.fetch_add(1, Ordering::Relaxed);
+            return Ok(SendOutcome { num_bytes_sent: 0 });
         }
         let outcome = self.inner.send(to, envelope).await?;
         let n = outcome.num_bytes_sent as u64;
