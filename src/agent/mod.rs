@@ -1407,7 +1407,10 @@ mod generation_tests {
         assert!(generation_at(now, None) > ns_generation_of_today);
         assert_eq!(generation_at(now, None), GENERATION_BASE + now);
         // The previous run saved its state after this clock's now: the clock went back.
-        assert_eq!(generation_at(now, Some(now + 5_000)), GENERATION_BASE + now + 5_001);
+        assert_eq!(
+            generation_at(now, Some(now + 5_000)),
+            GENERATION_BASE + now + 5_001
+        );
         assert_eq!(generation_at(now, Some(now - 5_000)), GENERATION_BASE + now);
         assert!(generation_at(u64::MAX, Some(u64::MAX)) >= GENERATION_BASE);
     }

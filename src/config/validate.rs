@@ -472,7 +472,11 @@ pub(crate) fn build(
         defaults::GOSSIP_INTERVAL,
     )
     .duration_at_least(MIN_GOSSIP_INTERVAL)?;
-    let fanout_raw = flag("--gossip-fanout", args.gossip_fanout, defaults::GOSSIP_FANOUT);
+    let fanout_raw = flag(
+        "--gossip-fanout",
+        args.gossip_fanout,
+        defaults::GOSSIP_FANOUT,
+    );
     let gossip_fanout: usize = fanout_raw.parse()?;
     if !(1..=MAX_GOSSIP_FANOUT).contains(&gossip_fanout) {
         return Err(fanout_raw.invalid(format!("must be 1 to {MAX_GOSSIP_FANOUT}")));
