@@ -21,6 +21,8 @@ pub mod config;
 #[allow(missing_docs)]
 pub mod dataplane;
 #[allow(missing_docs)]
+pub mod hash;
+#[allow(missing_docs)]
 pub mod lease;
 #[allow(missing_docs)]
 pub mod sim;

@@ -470,13 +470,6 @@ fn generation_at(now_ms: u64, last_alive_ms: Option<u64>) -> u64 {
     GENERATION_BASE.saturating_add(now_ms.max(after))
 }
 
-/// FNV-1a of a node name: seeds this node's choice of peers.
-fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// Wall-clock milliseconds derived from a monotonic clock (tokio's, so tests can pause time).
 #[derive(Clone, Copy, Debug)]
 struct Clock {
@@ -740,7 +733,8 @@ impl Worker {
         // at once, at most once per gossip interval; the regular rounds carry the rest.
         let mut news = false;
         let mut last_spread: Option<Instant> = None;
-        let mut spread_seed = self.generation ^ name_hash(&self.config.node_name);
+        let mut spread_seed =
+            self.generation ^ crate::hash::fnv1a(self.config.node_name.as_bytes());
         let leave_reply = loop {
             let step_at = last_step + step_gap;
             let spread_at = last_spread

@@ -101,14 +101,6 @@ impl RecordRejects {
     }
 }
 
-/// splitmix64's step: cheap, well-mixed numbers for picking peers.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// The key ids a node announced under `weft/keys`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyHolder {
@@ -284,7 +276,7 @@ impl Cluster {
         let mut x = seed;
         let k = k.min(addrs.len());
         for i in 0..k {
-            x = splitmix64(x);
+            x = crate::hash::splitmix64(x);
             let j = i + (x % (addrs.len() - i) as u64) as usize;
             addrs.swap(i, j);
         }

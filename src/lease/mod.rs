@@ -419,20 +419,13 @@ pub fn best_candidate(cfg: &LeaseConfig, taken: impl Fn(Ipv4Net) -> bool) -> Opt
 
 /// Rendezvous (highest random weight) score of (node name, subnet): FNV-1a then a 64-bit mix.
 pub fn rendezvous(node_name: &str, subnet: Ipv4Net) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |b: u8| {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    };
-    node_name.bytes().for_each(&mut eat);
-    eat(0xff);
-    subnet.network().octets().into_iter().for_each(&mut eat);
-    eat(subnet.prefix_len());
-    // splitmix64 finaliser: spreads FNV's weak low bits.
-    let mut z = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    let mut h = crate::hash::Fnv1a::default();
+    h.bytes(node_name.as_bytes());
+    h.byte(0xff);
+    h.bytes(&subnet.network().octets());
+    h.byte(subnet.prefix_len());
+    // splitmix64's mixer spreads FNV's weak low bits.
+    crate::hash::splitmix64(h.finish())
 }
 
 #[cfg(test)]

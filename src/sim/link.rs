@@ -13,6 +13,8 @@ use async_trait::async_trait;
 use chitchat::ChitchatEnvelope;
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
 
+use crate::hash::SplitMix64;
+
 /// Traffic of one socket, as chitchat counts it (serialized envelope bytes).
 #[derive(Debug, Default)]
 pub struct LinkCounters {
@@ -231,7 +233,7 @@ impl Drop for FaultySocket {
 }
 
 /// splitmix64: enough randomness for dropping messages, seeded per socket.
-struct Rng(u64);
+struct Rng(SplitMix64);
 
 impl Rng {
     fn new(addr: SocketAddr) -> Rng {
@@ -243,19 +245,11 @@ impl Rng {
         for b in addr.to_string().bytes() {
             h = h.rotate_left(5) ^ u64::from(b);
         }
-        Rng(h)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        Rng(SplitMix64::new(h))
     }
 
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.next_u64() % n
     }
 }
 
