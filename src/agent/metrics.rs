@@ -239,6 +239,22 @@ impl Metrics {
             "Gossip relay sockets evicted",
             s.relays_evicted,
         );
+        reg.register(
+            "gossip_digests",
+            "Gossip digests sent, with node ids left out (compact) or not (full)",
+            labelled(&[
+                (&[("form", "compact")], s.digests_compact),
+                (&[("form", "full")], s.digests_full),
+            ]),
+        );
+        reg.register(
+            "gossip_digest_nacks",
+            "Compact digests on an id list the receiver did not hold, sent again in full",
+            labelled(&[
+                (&[("direction", "sent")], s.digest_nacks_sent),
+                (&[("direction", "received")], s.digest_nacks_received),
+            ]),
+        );
 
         let t = &self.tunnel;
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);

@@ -2,6 +2,7 @@
 //! atomic key and reads every known generation back as lease [`Member`]s, tracking when each was
 //! first seen dead (chitchat has no leave message and does not say when a node died).
 
+pub mod digest_codec;
 pub mod fanout;
 pub mod transport;
 

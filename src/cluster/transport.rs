@@ -17,7 +17,9 @@
 //! (The loopback address is the gossip address itself when that is a loopback address, see
 //! `relay_ip`.) One loopback relay socket per peer gives an exact two-way mapping between a
 //! peer's underlay address and a loopback address, so `recv` can report the real peer address.
-//! Relays are bounded (least recently used evicted). Relays accept datagrams only from the inner
+//! Between agents that know the same nodes, the digests of chitchat's messages travel without
+//! their node ids (`digest_codec`): the relay re-encodes each message on its way out and puts
+//! the ids back on its way in. Relays are bounded (least recently used evicted). Relays accept datagrams only from the inner
 //! socket, and the wrapper only accepts datagrams arriving from a known relay, so other local
 //! processes cannot inject gossip through the loopback sockets.
 
@@ -37,6 +39,8 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use weft_proto::envelope::{self, MAX_DATAGRAM, OpenError, Opener, SealError, Sealer};
+
+use super::digest_codec::{Codec, Decoded, Encoded, Malformed};
 
 pub use weft_proto::envelope::{Keyring, Sealing};
 
@@ -71,6 +75,13 @@ pub struct GossipCounters {
     pub send_errors: AtomicU64,
     /// Relay sockets evicted to respect the bound.
     pub relays_evicted: AtomicU64,
+    /// Digest messages sent with ids left out, and with ids (see `digest_codec`).
+    pub digests_compact: AtomicU64,
+    pub digests_full: AtomicU64,
+    /// Compact digests this agent could not read and asked again for, and those it was asked
+    /// to send again in full.
+    pub digest_nacks_sent: AtomicU64,
+    pub digest_nacks_received: AtomicU64,
 }
 
 /// A point-in-time copy of [`GossipCounters`].
@@ -88,6 +99,10 @@ pub struct GossipCountersSnapshot {
     pub drop_oversized: u64,
     pub send_errors: u64,
     pub relays_evicted: u64,
+    pub digests_compact: u64,
+    pub digests_full: u64,
+    pub digest_nacks_sent: u64,
+    pub digest_nacks_received: u64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -114,6 +129,10 @@ impl GossipCounters {
             drop_oversized: g(&self.drop_oversized),
             send_errors: g(&self.send_errors),
             relays_evicted: g(&self.relays_evicted),
+            digests_compact: g(&self.digests_compact),
+            digests_full: g(&self.digests_full),
+            digest_nacks_sent: g(&self.digest_nacks_sent),
+            digest_nacks_received: g(&self.digest_nacks_received),
         }
     }
 
@@ -207,6 +226,7 @@ impl SealedTransport {
             failed: CancellationToken::new(),
             failure: Mutex::new(None),
             scratch: Mutex::new(Vec::new()),
+            codec: Mutex::new(Codec::new().context("failed to set up the digest codec")?),
         });
         tokio::spawn(inbound_loop(
             Arc::clone(&shared),
@@ -301,6 +321,11 @@ struct Relay {
     socket: Arc<UdpSocket>,
     addr: SocketAddr,
     cancel: CancellationToken,
+    /// The id list the peer last announced (see `digest_codec`).
+    peer_hash: Option<u64>,
+    /// The last message sent to the peer as a compact digest, until the peer answers: sent
+    /// again in full if the peer cannot read it.
+    pending: Option<Vec<u8>>,
 }
 
 struct RelayTable {
@@ -325,11 +350,14 @@ struct Shared {
     /// waits for readiness without holding one, so an agent keeps a handful of 64 KB buffers
     /// rather than one per peer.
     scratch: Mutex<Vec<Scratch>>,
+    /// Compact digests: this agent's id list and zstd contexts.
+    codec: Mutex<Codec>,
 }
 
 /// One relay's working buffers while it forwards a datagram.
 struct Scratch {
     buf: Vec<u8>,
+    frame: Vec<u8>,
     frags: Vec<Vec<u8>>,
 }
 
@@ -368,6 +396,8 @@ impl Shared {
             socket: Arc::clone(&socket),
             addr,
             cancel,
+            peer_hash: None,
+            pending: None,
         };
         if let Some((old_peer, old)) = table.by_peer.push(peer, relay) {
             // `peer` was absent, so this is the least recently used relay making room.
@@ -415,9 +445,84 @@ impl Shared {
         }
     }
 
+    /// Writes into `frame` what goes to `peer` for chitchat message `message` (see
+    /// `digest_codec`), remembering a compact one until the peer answers.
+    fn encode(&self, message: &[u8], peer: SocketAddr, frame: &mut Vec<u8>) {
+        let peer_hash = self.table().by_peer.peek(&peer).and_then(|r| r.peer_hash);
+        let encoded = lock(&self.codec).encode(message, peer_hash, frame);
+        match encoded {
+            Encoded::Compact => add(&self.counters.digests_compact, 1),
+            Encoded::Full => add(&self.counters.digests_full, 1),
+            Encoded::Raw => {}
+        }
+        if let Some(relay) = self.table().by_peer.peek_mut(&peer) {
+            relay.pending = (encoded == Encoded::Compact).then(|| message.to_vec());
+        }
+    }
+
+    /// Reads one opened frame from `peer`: the chitchat message to forward is left in `out`
+    /// (`true`); NACKs are answered here (`false`).
+    async fn decode(
+        &self,
+        frame: &[u8],
+        peer: SocketAddr,
+        out: &mut Vec<u8>,
+        frags: &mut Vec<Vec<u8>>,
+    ) -> bool {
+        let decoded = lock(&self.codec).decode(frame, out);
+        let decoded = match decoded {
+            Ok(d) => d,
+            Err(Malformed) => {
+                add(&self.counters.drop_malformed, 1);
+                debug!(peer = %peer, op = "gossip-recv", "malformed gossip frame dropped");
+                return false;
+            }
+        };
+        let (peer_hash, pending) = {
+            let mut table = self.table();
+            let relay = table.by_peer.peek_mut(&peer);
+            match (relay, decoded) {
+                (Some(relay), Decoded::Message { peer_hash }) => {
+                    relay.peer_hash = peer_hash.or(relay.peer_hash);
+                    relay.pending = None;
+                    return true;
+                }
+                (Some(relay), Decoded::Unknown { peer_hash } | Decoded::Nack { peer_hash }) => {
+                    relay.peer_hash = Some(peer_hash);
+                    (peer_hash, relay.pending.take())
+                }
+                (None, Decoded::Message { .. }) => return true,
+                (None, Decoded::Unknown { peer_hash } | Decoded::Nack { peer_hash }) => {
+                    (peer_hash, None)
+                }
+            }
+        };
+        match decoded {
+            Decoded::Unknown { .. } => {
+                add(&self.counters.digest_nacks_sent, 1);
+                debug!(peer = %peer, peer_hash, op = "gossip-recv",
+                    "compact digest on an id list not held here, asking again");
+                lock(&self.codec).nack(out);
+                self.seal_and_send(out, peer, frags).await;
+            }
+            Decoded::Nack { .. } => {
+                add(&self.counters.digest_nacks_received, 1);
+                if let Some(message) = pending {
+                    if lock(&self.codec).full(&message, out) == Encoded::Full {
+                        add(&self.counters.digests_full, 1);
+                    }
+                    self.seal_and_send(out, peer, frags).await;
+                }
+            }
+            Decoded::Message { .. } => {}
+        }
+        false
+    }
+
     fn take_scratch(&self) -> Scratch {
         lock(&self.scratch).pop().unwrap_or_else(|| Scratch {
             buf: vec![0u8; RECV_BUF_LEN],
+            frame: Vec::new(),
             frags: Vec::new(),
         })
     }
@@ -478,9 +583,10 @@ async fn outbound_loop(
         let received = relay.try_recv_from(&mut scratch.buf);
         match received {
             Ok((n, from)) if from == shared.inner_addr => {
-                if let Some(plaintext) = scratch.buf.get(..n) {
+                if let Some(message) = scratch.buf.get(..n) {
+                    shared.encode(message, peer, &mut scratch.frame);
                     shared
-                        .seal_and_send(plaintext, peer, &mut scratch.frags)
+                        .seal_and_send(&scratch.frame, peer, &mut scratch.frags)
                         .await;
                 }
             }
@@ -502,6 +608,8 @@ async fn outbound_loop(
 async fn inbound_loop(shared: Arc<Shared>, mut opener: Opener) {
     let mut buf = vec![0u8; RECV_BUF_LEN];
     let mut out = Vec::new();
+    let mut decoded = Vec::new();
+    let mut frags = Vec::new();
     let counters = Arc::clone(&shared.counters);
     loop {
         let received = tokio::select! {
@@ -538,7 +646,10 @@ async fn inbound_loop(shared: Arc<Shared>, mut opener: Opener) {
                 continue;
             }
         };
-        if let Err(err) = relay.send_to(message, shared.inner_addr).await {
+        if !shared.decode(message, from, &mut decoded, &mut frags).await {
+            continue;
+        }
+        if let Err(err) = relay.send_to(&decoded, shared.inner_addr).await {
             debug!(peer = %from, error = %err, op = "relay", "forward to chitchat failed");
         }
     }
