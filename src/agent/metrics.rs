@@ -247,6 +247,12 @@ impl Metrics {
                 (&[("form", "full")], s.digests_full),
             ]),
         );
+        counter(
+            &mut reg,
+            "gossip_empty_acks_skipped",
+            "chitchat ACKs with nothing in them, not sent",
+            s.empty_acks_skipped,
+        );
         reg.register(
             "gossip_digest_nacks",
             "Compact digests on an id list the receiver did not hold, sent again in full",

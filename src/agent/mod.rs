@@ -448,10 +448,6 @@ fn load_key_store(config: &Config) -> Result<Option<Arc<keys::KeyStore>>, AgentE
 /// The longest an idle agent goes without a full step (reservations expire, state is saved).
 const FULL_STEP_EVERY: Duration = Duration::from_secs(10);
 
-/// The longest pause between a mesh change and the step that reads it (less at short gossip
-/// intervals: a fifth of the interval).
-const MAX_STEP_GAP: Duration = Duration::from_millis(200);
-
 /// Random live peers a node pushes news to at once (see `Cluster::spread`). With each newly
 /// told node doing the same, about 94% of the mesh hears a change within a few round trips
 /// (the fraction s with s = 1 - e^(-3s)); the regular gossip rounds reach the rest.
@@ -723,11 +719,11 @@ impl Worker {
         // at least every FULL_STEP_EVERY; an idle settled mesh costs almost nothing per tick.
         let mut dirty = true;
         let mut last_step = Instant::now();
-        // Steps are at least a fifth of a gossip interval apart (at most MAX_STEP_GAP), and at
+        // Steps are at least a fifth of a gossip interval apart (200 ms at the default 1 s), and at
         // least ten times as long as the last step took, so that a mesh where something changes
         // all the time (a thousand agents starting) does not make every agent re-read it per
         // message, and a slow step never takes more than a tenth of the time.
-        let base_gap = (self.config.gossip_interval / 5).min(MAX_STEP_GAP);
+        let base_gap = self.config.gossip_interval / 5;
         let mut step_gap = base_gap;
         // News (a key changed here, or arrived here) is pushed to NEWS_FANOUT random live peers
         // at once, at most once per gossip interval; the regular rounds carry the rest.

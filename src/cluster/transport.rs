@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use weft_proto::envelope::{self, MAX_DATAGRAM, OpenError, Opener, SealError, Sealer};
 
-use super::digest_codec::{Codec, Decoded, Encoded, Malformed};
+use super::digest_codec::{self, Codec, Decoded, Encoded, Malformed};
 
 pub use weft_proto::envelope::{Keyring, Sealing};
 
@@ -82,6 +82,8 @@ pub struct GossipCounters {
     /// to send again in full.
     pub digest_nacks_sent: AtomicU64,
     pub digest_nacks_received: AtomicU64,
+    /// chitchat ACKs with an empty delta, not sent (see `digest_codec::is_empty_ack`).
+    pub empty_acks_skipped: AtomicU64,
 }
 
 /// A point-in-time copy of [`GossipCounters`].
@@ -103,6 +105,7 @@ pub struct GossipCountersSnapshot {
     pub digests_full: u64,
     pub digest_nacks_sent: u64,
     pub digest_nacks_received: u64,
+    pub empty_acks_skipped: u64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -133,6 +136,7 @@ impl GossipCounters {
             digests_full: g(&self.digests_full),
             digest_nacks_sent: g(&self.digest_nacks_sent),
             digest_nacks_received: g(&self.digest_nacks_received),
+            empty_acks_skipped: g(&self.empty_acks_skipped),
         }
     }
 
@@ -584,6 +588,11 @@ async fn outbound_loop(
         match received {
             Ok((n, from)) if from == shared.inner_addr => {
                 if let Some(message) = scratch.buf.get(..n) {
+                    if digest_codec::is_empty_ack(message) {
+                        add(&shared.counters.empty_acks_skipped, 1);
+                        shared.give_scratch(scratch);
+                        continue;
+                    }
                     shared.encode(message, peer, &mut scratch.frame);
                     shared
                         .seal_and_send(&scratch.frame, peer, &mut scratch.frags)
