@@ -3,7 +3,7 @@
 //! refused for an identity conflict, which claims still hold a subnet, and who wins each subnet.
 //! Pure: time comes in as `now_ms`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use ipnet::Ipv4Net;
@@ -114,9 +114,14 @@ pub fn resolve(me: &Identity, members: Vec<Member>, now_ms: u64, limits: Limits)
         .collect();
 
     let mut view = View::default();
+    let live = LiveIndex::new(&members);
+    let verdicts: Vec<Verdict> = (0..members.len())
+        .map(|i| judge(me, i, &members, &live, &newest, now_ms, limits))
+        .collect();
+    view.self_refused = self_refusal(me, &members);
+
     let mut out = Vec::with_capacity(members.len());
-    for m in &members {
-        let verdict = judge(me, m, &members, &newest, now_ms, limits);
+    for (m, verdict) in members.into_iter().zip(verdicts) {
         let holds = match (&verdict, &m.record) {
             (Verdict::Usable, Ok(r)) => r.subnet.map(cidr_to_net),
             _ => None,
@@ -131,14 +136,57 @@ pub fn resolve(me: &Identity, members: Vec<Member>, now_ms: u64, limits: Limits)
             view.previous_self = Some(candidate);
         }
         out.push(Resolved {
-            member: m.clone(),
+            member: m,
             verdict,
             holds,
         });
     }
-    view.self_refused = self_refusal(me, &members);
     view.members = out;
     view
+}
+
+/// The live members with a usable record, by name and by underlay IP: the only members an
+/// identity conflict can involve. Judging each member against every other was O(N²) per step
+/// (a million comparisons at N = 1,000); through the index it is a lookup or two.
+struct LiveIndex {
+    by_name: HashMap<String, Vec<usize>>,
+    by_ip: HashMap<IpAddr, Vec<usize>>,
+}
+
+impl LiveIndex {
+    fn new(all: &[Member]) -> LiveIndex {
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_ip: HashMap<IpAddr, Vec<usize>> = HashMap::new();
+        for (i, m) in all.iter().enumerate().filter(|(_, m)| m.alive) {
+            let Some(ip) = record_ip(m) else { continue };
+            by_name.entry(m.name.clone()).or_default().push(i);
+            by_ip.entry(ip).or_default().push(i);
+        }
+        LiveIndex { by_name, by_ip }
+    }
+
+    /// The live members other than `all[index]` that share its `name` or its underlay `ip`, in
+    /// the order of `all` (so the first conflict reported is the one a full scan would find).
+    fn around<'a>(
+        &self,
+        index: usize,
+        name: &str,
+        ip: IpAddr,
+        all: &'a [Member],
+    ) -> impl Iterator<Item = &'a Member> + use<'a> {
+        let mut near: Vec<usize> = self
+            .by_name
+            .get(name)
+            .into_iter()
+            .chain(self.by_ip.get(&ip))
+            .flatten()
+            .copied()
+            .filter(|i| *i != index)
+            .collect();
+        near.sort_unstable();
+        near.dedup();
+        near.into_iter().map(move |i| &all[i])
+    }
 }
 
 fn record_ip(m: &Member) -> Option<IpAddr> {
@@ -174,12 +222,14 @@ fn self_refusal(me: &Identity, members: &[Member]) -> Option<String> {
 
 fn judge(
     me: &Identity,
-    m: &Member,
+    index: usize,
     all: &[Member],
+    live: &LiveIndex,
     newest: &BTreeMap<String, u64>,
     now_ms: u64,
     limits: Limits,
 ) -> Verdict {
+    let m = &all[index];
     let record = match &m.record {
         Ok(r) => r,
         Err(why) => return Verdict::Invalid(why.clone()),
@@ -213,7 +263,7 @@ fn judge(
                 record.underlay_ip
             ));
         }
-        for other in all.iter().filter(|o| o.alive && !std::ptr::eq(*o, m)) {
+        for other in live.around(index, &m.name, record.underlay_ip, all) {
             let Some(ip) = record_ip(other) else { continue };
             let older = other.generation < m.generation;
             if older && other.name == m.name && ip != record.underlay_ip {
