@@ -461,6 +461,19 @@ const GENERATION_BASE: u64 = 1 << 62;
 /// run of this node saved its state (a clock stepped back must not make a restart look older).
 /// Every digest names every node's generation; in whole milliseconds it compresses far better
 /// than in nanoseconds (an idle mesh of 100 in one process: 9.0 → 6.0 KB/s of gossip per agent).
+/// Above this many live peers, steps space out in proportion to the mesh.
+const STEP_GAP_NODES: usize = 200;
+
+/// The shortest time between two steps with `alive` live peers: a fifth of the gossip interval up
+/// to STEP_GAP_NODES, then growing with the mesh up to one interval (at 1,000 nodes). A step reads
+/// every record, so its cost grows with N; spacing steps out keeps their CPU flat as N grows, and
+/// costs at most one interval of latency in programming a change (gossip spreads it regardless).
+fn min_step_gap(gossip_interval: Duration, alive: usize) -> Duration {
+    let fifth = gossip_interval / 5;
+    let scale = (alive / STEP_GAP_NODES).max(1) as u32;
+    (fifth * scale).min(gossip_interval)
+}
+
 fn generation_at(now_ms: u64, last_alive_ms: Option<u64>) -> u64 {
     let after = last_alive_ms.map_or(0, |t| t.saturating_add(1));
     GENERATION_BASE.saturating_add(now_ms.max(after))
@@ -719,12 +732,11 @@ impl Worker {
         // at least every FULL_STEP_EVERY; an idle settled mesh costs almost nothing per tick.
         let mut dirty = true;
         let mut last_step = Instant::now();
-        // Steps are at least a fifth of a gossip interval apart (200 ms at the default 1 s), and at
-        // least ten times as long as the last step took, so that a mesh where something changes
-        // all the time (a thousand agents starting) does not make every agent re-read it per
-        // message, and a slow step never takes more than a tenth of the time.
-        let base_gap = self.config.gossip_interval / 5;
-        let mut step_gap = base_gap;
+        // Steps are at least min_step_gap() apart (a fifth of a gossip interval up to 200 nodes, more
+        // in larger meshes), and at least ten times as long as the last step took, so that a mesh
+        // where something changes all the time (a thousand agents starting) does not make every
+        // agent re-read it per message, and a slow step never takes more than a tenth of the time.
+        let mut step_gap = min_step_gap(self.config.gossip_interval, 0);
         // News (a key changed here, or arrived here) is pushed to NEWS_FANOUT random live peers
         // at once, at most once per gossip interval; the regular rounds carry the rest.
         let mut news = false;
@@ -765,7 +777,8 @@ impl Worker {
                 dirty = false;
                 self.step(&mut cluster).await;
                 last_step = Instant::now();
-                step_gap = base_gap.max(last_step.duration_since(now) * 10);
+                step_gap = min_step_gap(self.config.gossip_interval, self.counts.alive)
+                    .max(last_step.duration_since(now) * 10);
             } else {
                 // A reloaded keyring is announced at once (its change makes the next step full).
                 if let Some(ids) = self.keys.as_ref().map(|k| k.ids()) {
@@ -1403,5 +1416,24 @@ mod generation_tests {
         );
         assert_eq!(generation_at(now, Some(now - 5_000)), GENERATION_BASE + now);
         assert!(generation_at(u64::MAX, Some(u64::MAX)) >= GENERATION_BASE);
+    }
+}
+
+#[cfg(test)]
+mod step_gap_tests {
+    use super::*;
+
+    #[test]
+    fn steps_space_out_with_the_mesh_up_to_one_interval() {
+        let second = Duration::from_secs(1);
+        assert_eq!(min_step_gap(second, 0), Duration::from_millis(200));
+        assert_eq!(min_step_gap(second, 199), Duration::from_millis(200));
+        assert_eq!(min_step_gap(second, 400), Duration::from_millis(400));
+        assert_eq!(min_step_gap(second, 1_000), second);
+        assert_eq!(min_step_gap(second, 50_000), second);
+        assert_eq!(
+            min_step_gap(Duration::from_secs(10), 100),
+            Duration::from_secs(2)
+        );
     }
 }
