@@ -344,6 +344,9 @@ pub enum SimError {
     Agent { name: String, error: String },
 }
 
+/// How often a long measurement prints where it is (stderr).
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
 /// The gossip address of agent `i` (127.77.0.0/16 is only used by the simulator).
 pub fn gossip_addr(i: usize) -> SocketAddr {
     SocketAddr::new(
@@ -701,11 +704,14 @@ impl Fleet {
     /// until the end), or the timeout. Times are from `t0`.
     async fn measure(
         &mut self,
+        what: &str,
         t0: Instant,
         agents: &[usize],
         mut done: impl FnMut(&StatusReport, &Ctx) -> bool,
     ) -> Timing {
         let poll = self.cfg.poll_period();
+        // A line on stderr every PROGRESS_EVERY, so that a long run (N = 1,000) shows where it is.
+        let mut progress_at = Instant::now() + PROGRESS_EVERY;
         // Counted from t0: the membership and route measures of a cold start share one timeout.
         let deadline = t0 + self.cfg.timeout;
         let mut since: HashMap<usize, Instant> = HashMap::new();
@@ -755,6 +761,24 @@ impl Fleet {
             }
             if now >= deadline {
                 break;
+            }
+            if now >= progress_at {
+                progress_at = now + PROGRESS_EVERY;
+                let mut alive = Vec::new();
+                let mut active = 0;
+                self.each_status(|_, s| {
+                    alive.push(s.nodes.iter().filter(|n| n.liveness == "alive").count());
+                    active += usize::from(s.ready);
+                });
+                alive.sort_unstable();
+                eprintln!(
+                    "weft-sim: {what}: {}/{} agents after {:.0} s ({active} ready; alive peers seen: min {}, median {})",
+                    since.len(),
+                    wanted.len(),
+                    now.duration_since(t0).as_secs_f64(),
+                    alive.first().copied().unwrap_or(0),
+                    alive.get(alive.len() / 2).copied().unwrap_or(0),
+                );
             }
             tokio::time::sleep(poll).await;
         }
@@ -830,18 +854,20 @@ impl Fleet {
     }
 
     async fn shutdown(mut self) {
+        // In-process agents stop together: one by one, the rest of 1,000 agents kept gossiping
+        // on the same 2 cores while each stopped, and stopping them all took minutes.
+        let mut stopping = Vec::new();
         for m in &mut self.members {
             m.running = false;
             match &mut m.runner {
                 Runner::InProc { handle, .. } => {
-                    if let Some(h) = handle.take() {
-                        let _ = h.shutdown().await;
-                    }
+                    stopping.extend(handle.take().map(|h| h.shutdown()))
                 }
                 Runner::Proc(p) => p.kill().await,
                 Runner::Serf(s) => s.kill().await,
             }
         }
+        futures::future::join_all(stopping).await;
         for b in self.background.drain(..) {
             let _ = b.await;
         }
@@ -1021,8 +1047,12 @@ async fn run_scenarios(
     report.start_spread_s = t0.duration_since(first).as_secs_f64();
     let all: Vec<usize> = (0..n).collect();
     // Membership first: it always converges before the routes (which need it).
-    report.members = Some(fleet.measure(t0, &all, sees_all_alive).await);
-    let cold = fleet.measure(t0, &all, complete).await;
+    report.members = Some(
+        fleet
+            .measure("all see all alive", t0, &all, sees_all_alive)
+            .await,
+    );
+    let cold = fleet.measure("cold start", t0, &all, complete).await;
     let settled = cold.complete();
     report.cold = Some(cold);
     if !settled {
@@ -1083,7 +1113,9 @@ async fn run_scenarios(
         report.join_after_announce = announced.map(|a| Timing::from_times(others.len(), from(a)));
         // Let the newcomer settle before the next scenario.
         let running = fleet.running();
-        let _ = fleet.measure(Instant::now(), &running, complete).await;
+        let _ = fleet
+            .measure("settling", Instant::now(), &running, complete)
+            .await;
         if fleet.cfg.link == LinkKind::Serf {
             report.tag = Some(serf_tag_change(fleet).await);
         }
@@ -1095,7 +1127,11 @@ async fn run_scenarios(
         let t0 = Instant::now();
         fleet.kill(victim).await;
         let others = fleet.running();
-        report.kill = Some(fleet.measure(t0, &others, |s, _| sees_dead(s, &name)).await);
+        report.kill = Some(
+            fleet
+                .measure("kill seen dead", t0, &others, |s, _| sees_dead(s, &name))
+                .await,
+        );
     }
 
     if scenario.runs(Scenario::Leave) {
@@ -1106,7 +1142,9 @@ async fn run_scenarios(
         let others = fleet.running();
         report.leave = Some(
             fleet
-                .measure(t0, &others, |s, _| removed_routes_of(s, &name))
+                .measure("leave seen", t0, &others, |s, _| {
+                    removed_routes_of(s, &name)
+                })
                 .await,
         );
     }
@@ -1128,7 +1166,9 @@ async fn run_scenarios(
             tokio::time::sleep(fleet.cfg.partition).await;
             fleet.faults.heal();
             let t0 = Instant::now();
-            let timing = fleet.measure(t0, &running, complete).await;
+            let timing = fleet
+                .measure("partition heal", t0, &running, complete)
+                .await;
             report.duplicate_subnets = fleet.subnets().1;
             report.partition_heal = Some(timing);
         }
@@ -1148,7 +1188,9 @@ async fn serf_tag_change(fleet: &mut Fleet) -> Timing {
     }
     let others: Vec<usize> = fleet.running().into_iter().filter(|i| *i != 0).collect();
     fleet
-        .measure(t0, &others, |s, _| has_routes_of(s, &name, &value))
+        .measure("tag to all", t0, &others, |s, _| {
+            has_routes_of(s, &name, &value)
+        })
         .await
 }
 
