@@ -474,6 +474,15 @@ fn min_step_gap(gossip_interval: Duration, alive: usize) -> Duration {
     (fifth * scale).min(gossip_interval)
 }
 
+/// The shortest time between two news pushes with `alive` live peers: one gossip interval up to
+/// STEP_GAP_NODES, then growing with the mesh (5 intervals at 1,000). When a whole fleet starts,
+/// every agent has news all the time, and the pushes (3 exchanges each) would more than double
+/// the regular rounds' 2; in a large mesh they are budgeted so that the mesh as a whole pushes
+/// about as often as 200 agents would.
+fn min_news_gap(gossip_interval: Duration, alive: usize) -> Duration {
+    gossip_interval * (alive / STEP_GAP_NODES).max(1) as u32
+}
+
 fn generation_at(now_ms: u64, last_alive_ms: Option<u64>) -> u64 {
     let after = last_alive_ms.map_or(0, |t| t.saturating_add(1));
     GENERATION_BASE.saturating_add(now_ms.max(after))
@@ -738,7 +747,8 @@ impl Worker {
         // agent re-read it per message, and a slow step never takes more than a tenth of the time.
         let mut step_gap = min_step_gap(self.config.gossip_interval, 0);
         // News (a key changed here, or arrived here) is pushed to NEWS_FANOUT random live peers
-        // at once, at most once per gossip interval; the regular rounds carry the rest.
+        // at once, at most once per min_news_gap() (a gossip interval up to 200 live peers); the
+        // regular rounds carry the rest.
         let mut news = false;
         let mut last_spread: Option<Instant> = None;
         let mut spread_seed =
@@ -746,7 +756,7 @@ impl Worker {
         let leave_reply = loop {
             let step_at = last_step + step_gap;
             let spread_at = last_spread
-                .map(|t| t + self.config.gossip_interval)
+                .map(|t| t + min_news_gap(self.config.gossip_interval, self.counts.alive))
                 .unwrap_or(last_step);
             tokio::select! {
                 _ = cancel.cancelled() => break None,
@@ -1431,6 +1441,8 @@ mod step_gap_tests {
         assert_eq!(min_step_gap(second, 400), Duration::from_millis(400));
         assert_eq!(min_step_gap(second, 1_000), second);
         assert_eq!(min_step_gap(second, 50_000), second);
+        assert_eq!(min_news_gap(second, 100), second);
+        assert_eq!(min_news_gap(second, 1_000), second * 5);
         assert_eq!(
             min_step_gap(Duration::from_secs(10), 100),
             Duration::from_secs(2)
