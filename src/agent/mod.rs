@@ -457,10 +457,6 @@ const NEWS_FANOUT: usize = 3;
 /// nanoseconds that earlier versions used, so that an upgraded agent's generation is newer.
 const GENERATION_BASE: u64 = 1 << 62;
 
-/// This start's chitchat generation: the start time in ms, and after the last time the previous
-/// run of this node saved its state (a clock stepped back must not make a restart look older).
-/// Every digest names every node's generation; in whole milliseconds it compresses far better
-/// than in nanoseconds (an idle mesh of 100 in one process: 9.0 → 6.0 KB/s of gossip per agent).
 /// Above this many live peers, steps space out in proportion to the mesh.
 const STEP_GAP_NODES: usize = 200;
 
@@ -483,6 +479,10 @@ fn min_news_gap(gossip_interval: Duration, alive: usize) -> Duration {
     gossip_interval * (alive / STEP_GAP_NODES).max(1) as u32
 }
 
+/// This start's chitchat generation: the start time in ms, and after the last time the previous
+/// run of this node saved its state (a clock stepped back must not make a restart look older).
+/// Every digest names every node's generation; in whole milliseconds it compresses far better
+/// than in nanoseconds (an idle mesh of 100 in one process: 9.0 → 6.0 KB/s of gossip per agent).
 fn generation_at(now_ms: u64, last_alive_ms: Option<u64>) -> u64 {
     let after = last_alive_ms.map_or(0, |t| t.saturating_add(1));
     GENERATION_BASE.saturating_add(now_ms.max(after))
