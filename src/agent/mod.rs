@@ -465,9 +465,12 @@ const STEP_GAP_NODES: usize = 200;
 /// every record, so its cost grows with N; spacing steps out keeps their CPU flat as N grows, and
 /// costs at most one interval of latency in programming a change (gossip spreads it regardless).
 fn min_step_gap(gossip_interval: Duration, alive: usize) -> Duration {
-    let fifth = gossip_interval / 5;
-    let scale = (alive / STEP_GAP_NODES).max(1) as u32;
-    (fifth * scale).min(gossip_interval)
+    (gossip_interval / 5 * mesh_scale(alive)).min(gossip_interval)
+}
+
+/// How many times STEP_GAP_NODES the mesh holds (at least 1): the factor both gaps grow by.
+fn mesh_scale(alive: usize) -> u32 {
+    (alive / STEP_GAP_NODES).max(1) as u32
 }
 
 /// The shortest time between two news pushes with `alive` live peers: one gossip interval up to
@@ -476,7 +479,7 @@ fn min_step_gap(gossip_interval: Duration, alive: usize) -> Duration {
 /// the regular rounds' 2; in a large mesh they are budgeted so that the mesh as a whole pushes
 /// about as often as 200 agents would.
 fn min_news_gap(gossip_interval: Duration, alive: usize) -> Duration {
-    gossip_interval * (alive / STEP_GAP_NODES).max(1) as u32
+    gossip_interval * mesh_scale(alive)
 }
 
 /// This start's chitchat generation: the start time in ms, and after the last time the previous
