@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -51,13 +51,11 @@ pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, cancel: C
 }
 
 async fn readyz(State(s): State<ApiState>) -> impl IntoResponse {
-    let report = s.status.borrow().clone();
+    let report = s.status.borrow();
     if report.ready {
         (StatusCode::OK, "ready\n".to_string())
     } else {
-        let why = report
-            .ready_reason
-            .unwrap_or_else(|| "starting".to_string());
+        let why = report.ready_reason.as_deref().unwrap_or("starting");
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
@@ -65,8 +63,18 @@ async fn readyz(State(s): State<ApiState>) -> impl IntoResponse {
     }
 }
 
-async fn status(State(s): State<ApiState>) -> Json<StatusReport> {
-    Json(s.status.borrow().clone())
+/// The report is serialized where it lies (it holds every peer and route: cloning it for each
+/// poll cost more than writing it).
+async fn status(State(s): State<ApiState>) -> axum::response::Response {
+    let body = serde_json::to_vec(&*s.status.borrow());
+    match body {
+        Ok(body) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
 }
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
