@@ -134,20 +134,8 @@ impl Proc {
 /// clock (nanoseconds; /proc's clock ticks of 10 ms put an idle agent's minute on a grid of
 /// 0.01 CPU-s), else from /proc.
 pub(super) fn cpu_and_rss(pid: u32) -> Option<(f64, f64)> {
-    if let Some(cpu) = process_cpu_clock(pid) {
-        return Some((cpu, super::rss_mb(Some(pid))?));
-    }
-    {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the command name (which may contain spaces) start after ") ".
-        let rest = stat.rsplit_once(") ")?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = fields.get(11)?.parse().ok()?;
-        let stime: f64 = fields.get(12)?.parse().ok()?;
-        let hz = clock_ticks();
-        let rss = super::rss_mb(Some(pid))?;
-        Some(((utime + stime) / hz, rss))
-    }
+    let cpu = process_cpu_clock(pid).or_else(|| proc_stat_cpu(pid))?;
+    Some((cpu, super::rss_mb(Some(pid))?))
 }
 
 /// The CPU time of process `pid` (all its threads) in seconds, from its CPU-time clock.
@@ -158,6 +146,10 @@ fn process_cpu_clock(pid: u32) -> Option<f64> {
     if unsafe { libc::clock_getcpuclockid(pid, &mut clock) } != 0 {
         return None;
     }
+    clock_seconds(clock)
+}
+
+fn clock_seconds(clock: libc::clockid_t) -> Option<f64> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -167,6 +159,17 @@ fn process_cpu_clock(pid: u32) -> Option<f64> {
         return None;
     }
     Some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+}
+
+/// The CPU time of process `pid` in seconds from /proc/<pid>/stat (user + system clock ticks).
+fn proc_stat_cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after ") ".
+    let rest = stat.rsplit_once(") ")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
 }
 
 fn clock_ticks() -> f64 {
@@ -189,27 +192,25 @@ mod tests {
     #[test]
     fn the_cpu_clock_counts_this_process_and_agrees_with_proc() {
         let pid = std::process::id();
-        let before = process_cpu_clock(pid).expect("this process's CPU clock");
-        // Burn about 50 ms of CPU.
-        let start = std::time::Instant::now();
+        // Some CPU to count.
         let mut x = 0u64;
-        while start.elapsed() < std::time::Duration::from_millis(50) {
+        for _ in 0..5_000_000 {
             x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
         }
-        let after = process_cpu_clock(pid).expect("this process's CPU clock");
-        assert!(after - before >= 0.04, "{before} → {after}");
-        let (from_cpu_and_rss, rss) = cpu_and_rss(pid).expect("cpu and rss of this process");
-        assert!(from_cpu_and_rss >= after && rss > 0.0);
-        // /proc's ticks, read the other way, lag by less than a tick or two per thread.
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let fields: Vec<&str> = stat
-            .rsplit_once(") ")
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-        let from_proc = ticks / clock_ticks();
-        assert!((from_proc - after).abs() < 0.5, "{from_proc} vs {after}");
+        // Read between two readings of this process's own CPU clock, it lies between them.
+        let low = clock_seconds(libc::CLOCK_PROCESS_CPUTIME_ID).unwrap();
+        let (cpu, rss) = cpu_and_rss(pid).expect("cpu and rss of this process");
+        let high = clock_seconds(libc::CLOCK_PROCESS_CPUTIME_ID).unwrap();
+        assert!(
+            low > 0.0 && low <= cpu && cpu <= high,
+            "{low} ≤ {cpu} ≤ {high}"
+        );
+        assert!(rss > 0.0);
+        // /proc's ticks are the same time, rounded down to ticks per thread.
+        let from_proc = proc_stat_cpu(pid).expect("/proc/self/stat");
+        assert!(
+            from_proc <= high && high - from_proc < 0.5,
+            "{from_proc} vs {high}"
+        );
     }
 }
