@@ -200,14 +200,14 @@ mod tests {
         // Read between two readings of this process's own CPU clock, it lies between them.
         let low = clock_seconds(libc::CLOCK_PROCESS_CPUTIME_ID).unwrap();
         let (cpu, rss) = cpu_and_rss(pid).expect("cpu and rss of this process");
+        let from_proc = proc_stat_cpu(pid).expect("/proc/self/stat");
         let high = clock_seconds(libc::CLOCK_PROCESS_CPUTIME_ID).unwrap();
         assert!(
             low > 0.0 && low <= cpu && cpu <= high,
             "{low} ≤ {cpu} ≤ {high}"
         );
         assert!(rss > 0.0);
-        // /proc's ticks are the same time, rounded down to ticks per thread.
-        let from_proc = proc_stat_cpu(pid).expect("/proc/self/stat");
+        // /proc's ticks count the same time, rounded down to whole ticks (read before `high`).
         assert!(
             from_proc <= high && high - from_proc < 0.5,
             "{from_proc} vs {high}"
