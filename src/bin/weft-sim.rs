@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use weft::config::parse_duration;
+use weft::sim::{self, LinkKind, Report, Scenario, SimConfig};
 
 // A thousand agents in one process allocate and free from two threads all the time; glibc's
-// malloc spent about a third of the simulator's CPU at N = 1,000 (perf). `weft run` keeps glibc.
+// malloc spent about a third of the simulator's CPU at N = 1,000 (perf). `weft run` keeps glibc:
+// with mimalloc an idle agent's RSS went from 11 to 21 MB (BENCHMARKS.md, round 5).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use weft::sim::{self, LinkKind, Report, Scenario, SimConfig};
 
 #[derive(Parser, Debug)]
 #[command(name = "weft-sim", version, about)]
