@@ -386,3 +386,213 @@ async fn killed_agent_stays_programmed_during_the_reservation() {
     }
     stop_all(&mut nodes).await;
 }
+
+/// Starts agent I with its wall clock shifted by OFFSET_MS (an RTC-less box, a VM before NTP).
+async fn start_skewed(
+    transport: &ChannelTransport,
+    config: Config,
+    i: usize,
+    offset_ms: i64,
+    step: std::sync::Arc<std::sync::atomic::AtomicI64>,
+) -> Node {
+    let dp = FakeDataplane::new();
+    let handle = Agent::new(config.clone())
+        .dataplane(Box::new(dp.clone()))
+        .transport(Box::new(transport.clone()))
+        .underlay(underlay(i))
+        .serve_api(false)
+        .clock_offset_ms(offset_ms)
+        .wall_clock_step(step)
+        .start()
+        .await
+        .expect("agent starts");
+    Node {
+        handle: Some(handle),
+        dp,
+        config,
+        i,
+    }
+}
+
+/// A pool of three /24s.
+fn pool_of_three(mut c: Config) -> Config {
+    c.subnet_min = "10.244.1.0".parse().unwrap();
+    c.subnet_max = "10.244.3.0".parse().unwrap();
+    c
+}
+
+/// (subnet, routes) of each node, to compare before and after.
+fn settled(nodes: &[Node]) -> Vec<(Option<String>, BTreeSet<Ipv4Net>)> {
+    nodes.iter().map(|n| (subnet_of(n), routes(n))).collect()
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+#[tokio::test(start_paused = true)]
+async fn a_node_whose_clock_is_behind_joins_a_full_pool_and_takes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport = ChannelTransport::default();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let seeds = if i == 0 { vec![] } else { vec![0] };
+        let c = pool_of_three(config(i, dir.path(), &seeds));
+        nodes.push(start(&transport, c, i, FakeDataplane::new()).await);
+    }
+    assert_converges(&nodes, Duration::from_secs(60)).await;
+    let before = settled(&nodes);
+    // Behind by an hour, a day, and 56 years (booted at 1970).
+    for (k, behind) in [HOUR_MS, 24 * HOUR_MS, 56 * 365 * 24 * HOUR_MS]
+        .into_iter()
+        .enumerate()
+    {
+        let i = 3 + k;
+        let c = pool_of_three(config(i, dir.path(), &[0]));
+        let mut late = start_skewed(&transport, c, i, -behind, Default::default()).await;
+        let full = wait_until(Duration::from_secs(60), || {
+            let st = late.handle.as_ref().unwrap().status().borrow().clone();
+            st.ready_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("no free subnet"))
+        })
+        .await;
+        let st = late.handle.as_ref().unwrap().status().borrow().clone();
+        assert!(full, "behind by {behind} ms: {:?}", st.ready_reason);
+        assert!(!st.ready);
+        assert_eq!(st.subnet, None, "behind by {behind} ms");
+        // Long enough for any contest to play out: nobody lost anything.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(settled(&nodes), before, "behind by {behind} ms");
+        assert_eq!(late.handle.as_ref().unwrap().status().borrow().subnet, None);
+        assert!(routes(&late).is_empty());
+        late.handle.take().unwrap().shutdown().await.unwrap();
+    }
+    stop_all(&mut nodes).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn clocks_off_by_any_amount_and_stepped_while_running_displace_nothing_settled() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport = ChannelTransport::default();
+    let step = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    // Clocks ahead and behind, one of them stepped by NTP while running.
+    let offsets = [0, 5 * HOUR_MS, -56 * 365 * 24 * HOUR_MS, -3 * HOUR_MS];
+    let mut nodes = Vec::new();
+    for (i, off) in offsets.into_iter().enumerate() {
+        let seeds = if i == 0 { vec![] } else { vec![0] };
+        let c = config(i, dir.path(), &seeds);
+        nodes.push(start_skewed(&transport, c, i, off, step.clone()).await);
+    }
+    assert_converges(&nodes, Duration::from_secs(60)).await;
+    let before = settled(&nodes);
+    for jump in [-30 * 24 * HOUR_MS, 10 * HOUR_MS, 0] {
+        step.store(jump, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(settled(&nodes), before, "after a step of {jump} ms");
+    }
+    // A newcomer with a clock 56 years behind takes a free subnet and displaces nobody.
+    let c = config(9, dir.path(), &[0]);
+    nodes.push(
+        start_skewed(
+            &transport,
+            c,
+            9,
+            -56 * 365 * 24 * HOUR_MS,
+            Default::default(),
+        )
+        .await,
+    );
+    assert_converges(&nodes, Duration::from_secs(60)).await;
+    for (n, (subnet, _)) in nodes.iter().zip(&before) {
+        assert_eq!(&subnet_of(n), subnet);
+    }
+    stop_all(&mut nodes).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn observers_restarted_during_and_after_a_reservation_agree_on_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport = ChannelTransport::default();
+    let short = |mut c: Config| {
+        c.reservation = Duration::from_secs(120);
+        pool_of_three(c)
+    };
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let seeds = if i == 0 { vec![] } else { vec![0, 1] };
+        nodes.push(
+            start(
+                &transport,
+                short(config(i, dir.path(), &seeds)),
+                i,
+                FakeDataplane::new(),
+            )
+            .await,
+        );
+    }
+    assert_converges(&nodes, Duration::from_secs(60)).await;
+    let gone: Ipv4Net = subnet_of(&nodes[2]).unwrap().parse().unwrap();
+    // node-02 dies (no leave); the pool is full, so a newcomer waits for its reservation to end.
+    nodes[2].handle.take().unwrap().shutdown().await.unwrap();
+    let mut taker = start(
+        &transport,
+        short(config(3, dir.path(), &[0, 1])),
+        3,
+        FakeDataplane::new(),
+    )
+    .await;
+
+    // An observer restarted during the reservation: it still routes the subnet to the dead node.
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    nodes[1].handle.take().unwrap().shutdown().await.unwrap();
+    nodes[1] = start(&transport, nodes[1].config.clone(), 1, nodes[1].dp.clone()).await;
+    assert!(routes(&nodes[1]).contains(&gone));
+    assert_eq!(subnet_of(&taker), None);
+
+    // The reservation ends (counted from node-00's view of the death): the newcomer takes it over.
+    let took = wait_until(Duration::from_secs(240), || {
+        subnet_of(&taker) == Some(gone.to_string()) && ready(&taker)
+    })
+    .await;
+    assert!(took, "the newcomer never took the expired subnet");
+    let taker_vtep = taker.dp.snapshot().vxlan.expect("vxlan device").mac;
+
+    // An observer restarted after the takeover routes the subnet to the new owner at once, though
+    // it counts the old owner's death from its own start.
+    nodes[0].handle.take().unwrap().shutdown().await.unwrap();
+    nodes[0] = start(&transport, nodes[0].config.clone(), 0, FakeDataplane::new()).await;
+    // Routed through the new owner's VTEP: the neighbour of `<subnet>.0` is its MAC.
+    let to_new_owner = |n: &Node| {
+        let s = n.dp.snapshot();
+        s.routes.iter().any(|r| r.dst == gone)
+            && s.neighbours
+                .iter()
+                .any(|nb| nb.ip == gone.network() && nb.mac == taker_vtep)
+    };
+    let ok = wait_until(Duration::from_secs(20), || to_new_owner(&nodes[0])).await;
+    assert!(
+        ok,
+        "restarted observer: {:?}",
+        nodes[0].dp.snapshot().neighbours
+    );
+    assert!(to_new_owner(&nodes[1]));
+    for n in &nodes[..2] {
+        let st = n.handle.as_ref().unwrap().status().borrow().clone();
+        let holder = st
+            .nodes
+            .iter()
+            .find(|x| x.subnet.as_deref() == Some(&gone.to_string()) && x.programmed)
+            .map(|x| x.name.clone());
+        assert_eq!(holder.as_deref(), Some("node-03"), "node-0{}", n.i);
+    }
+
+    // The new owner restarts well inside its own reservation: it keeps the subnet.
+    taker.handle.take().unwrap().shutdown().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    taker = start(&transport, taker.config.clone(), 3, taker.dp.clone()).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(subnet_of(&taker), Some(gone.to_string()));
+    assert!(ready(&taker));
+    nodes[2] = taker;
+    assert_converges(&nodes, Duration::from_secs(60)).await;
+    stop_all(&mut nodes).await;
+}

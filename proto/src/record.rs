@@ -20,6 +20,12 @@ pub const FORMAT_MAJOR: u8 = 1;
 /// Record format minor version this code writes. Newer minors only append fields to the body.
 pub const FORMAT_MINOR: u8 = 0;
 
+/// Largest claim stamp a record may carry (2^53 − 1 ms, about the year 287,000; also the
+/// largest integer a JSON reader keeps exact). Stamps are hybrid-logical: never below what the
+/// claimant had seen, so one far-future stamp lifts every later one; the bound keeps them from
+/// ever saturating, which would let the node-name tie-break decide contests.
+pub const MAX_CLAIM_TIME_MS: u64 = (1 << 53) - 1;
+
 /// Longest node name, in bytes (a DNS name).
 pub const MAX_NODE_NAME_LEN: usize = 253;
 
@@ -61,7 +67,9 @@ pub struct NodeRecord {
     pub vni: u32,
     /// The claimed subnet; `None` while the node has no claim (searching, refused identity).
     pub subnet: Option<Ipv4Cidr>,
-    /// Unix time in milliseconds at which the claim was first made.
+    /// The claim's stamp: a hybrid logical clock in Unix milliseconds, never below the claimant's
+    /// wall clock nor below any claim it had seen in the mesh when it claimed (at most
+    /// [`MAX_CLAIM_TIME_MS`]).
     pub claim_time_ms: u64,
     pub state: ClaimState,
     /// VTEP MAC (vxlan); all zero for other backends.
@@ -283,6 +291,9 @@ impl NodeRecord {
             if !self.network.contains(subnet) {
                 return Err(field("subnet", "not inside the network"));
             }
+            if self.claim_time_ms > MAX_CLAIM_TIME_MS {
+                return Err(field("claim_time", "beyond 2^53 - 1 ms"));
+            }
         }
         if self.backend == Backend::Vxlan {
             if self.vtep_mac[0] & 1 != 0 {
@@ -294,21 +305,6 @@ impl NodeRecord {
             if self.vni > MAX_VNI {
                 return Err(field("vni", "over 24 bits"));
             }
-        }
-        Ok(())
-    }
-
-    /// Checks against this node's clock: a claim time more than `max_skew_ms` ahead of `now_ms`
-    /// is refused (it would win every contest until the clocks caught up).
-    pub fn validate_at(
-        &self,
-        now_ms: u64,
-        max_skew_ms: u64,
-        scope: Scope,
-    ) -> Result<(), RecordError> {
-        self.validate_in(scope)?;
-        if self.subnet.is_some() && self.claim_time_ms > now_ms.saturating_add(max_skew_ms) {
-            return Err(field("claim_time", "too far in the future"));
         }
         Ok(())
     }
@@ -447,9 +443,7 @@ pub(crate) mod tests {
         let reason = |f: &dyn Fn(&mut NodeRecord)| {
             let mut r = sample();
             f(&mut r);
-            r.validate_at(1_700_000_000_000, 60_000, Scope::Network)
-                .err()
-                .map(|e| e.reason())
+            r.validate_in(Scope::Network).err().map(|e| e.reason())
         };
         assert_eq!(reason(&|_| {}), None);
         assert_eq!(reason(&|r| r.node_name.clear()), Some("node_name"));
@@ -476,11 +470,14 @@ pub(crate) mod tests {
             Some("subnet")
         );
         assert_eq!(reason(&|r| r.vtep_mac = [0xff; 6]), Some("vtep_mac"));
+        // Claim stamps are not judged by the reader's clock (a reader whose clock is behind
+        // would take every settled claim for one "from the future"), only by an absolute bound.
+        assert_eq!(reason(&|r| r.claim_time_ms = 4_000_000_000_000_000), None);
+        assert_eq!(reason(&|r| r.claim_time_ms = MAX_CLAIM_TIME_MS), None);
         assert_eq!(
-            reason(&|r| r.claim_time_ms = 1_700_000_060_001),
+            reason(&|r| r.claim_time_ms = MAX_CLAIM_TIME_MS + 1),
             Some("claim_time")
         );
-        assert_eq!(reason(&|r| r.claim_time_ms = 1_700_000_060_000), None);
         // Without a subnet the claim time means nothing.
         assert_eq!(
             reason(&|r| {

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chitchat::transport::Transport;
@@ -85,6 +86,7 @@ pub struct Agent {
     underlay: Option<UnderlayInfo>,
     serve_api: bool,
     clock_offset_ms: i64,
+    wall_step_ms: Arc<AtomicI64>,
 }
 
 impl Agent {
@@ -97,6 +99,7 @@ impl Agent {
             underlay: None,
             serve_api: true,
             clock_offset_ms: 0,
+            wall_step_ms: Arc::default(),
         }
     }
 
@@ -130,6 +133,13 @@ impl Agent {
         self
     }
 
+    /// A step of the wall clock that can change while the agent runs (tests of NTP stepping
+    /// the clock by hours): it moves the stamps of new claims only, never durations.
+    pub fn wall_clock_step(mut self, step_ms: Arc<AtomicI64>) -> Agent {
+        self.wall_step_ms = step_ms;
+        self
+    }
+
     /// Starts the agent in the background.
     pub async fn start(self) -> Result<AgentHandle, AgentError> {
         let Agent {
@@ -139,6 +149,7 @@ impl Agent {
             underlay,
             serve_api,
             clock_offset_ms,
+            wall_step_ms,
         } = self;
         let discovered = underlay.is_none() && !config.dry_run;
         let underlay = match underlay {
@@ -228,7 +239,7 @@ impl Agent {
             dataplane,
             metrics.clone(),
             status_tx,
-            clock_offset_ms,
+            Clock::new(clock_offset_ms, wall_step_ms),
         );
         worker.keys = key_store.clone();
         worker.key_view_tx = Some(key_view_tx);
@@ -491,16 +502,21 @@ fn generation_at(now_ms: u64, last_alive_ms: Option<u64>) -> u64 {
     GENERATION_BASE.saturating_add(now_ms.max(after))
 }
 
-/// Wall-clock milliseconds derived from a monotonic clock (tokio's, so tests can pause time).
-#[derive(Clone, Copy, Debug)]
+/// The agent's two readings of time. `now_ms`: the wall clock read once at start, then counted
+/// forward by a monotonic clock (tokio's, so tests can pause time); it measures durations
+/// (settle, reservations, warm-up) and never jumps. `wall_ms`: the same plus any step of the wall
+/// clock since (tests inject one); new claims are stamped from it, and their hybrid-logical
+/// stamps keep their order whatever it does.
+#[derive(Clone, Debug)]
 struct Clock {
     base_ms: u64,
     start: Instant,
     offset_ms: i64,
+    step_ms: Arc<AtomicI64>,
 }
 
 impl Clock {
-    fn new(offset_ms: i64) -> Clock {
+    fn new(offset_ms: i64, step_ms: Arc<AtomicI64>) -> Clock {
         let base_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -509,12 +525,18 @@ impl Clock {
             base_ms,
             start: Instant::now(),
             offset_ms,
+            step_ms,
         }
     }
 
     fn now_ms(&self) -> u64 {
         let elapsed = self.start.elapsed().as_millis() as u64;
         (self.base_ms + elapsed).saturating_add_signed(self.offset_ms)
+    }
+
+    fn wall_ms(&self) -> u64 {
+        self.now_ms()
+            .saturating_add_signed(self.step_ms.load(Ordering::Relaxed))
     }
 }
 
@@ -573,9 +595,8 @@ impl Worker {
         dataplane: Box<dyn Dataplane>,
         metrics: Arc<Metrics>,
         status_tx: watch::Sender<StatusReport>,
-        clock_offset_ms: i64,
+        clock: Clock,
     ) -> Worker {
-        let clock = Clock::new(clock_offset_ms);
         let now_ms = clock.now_ms();
         let mut warnings = Vec::new();
         let restored = match files::load_state(&config.state_dir) {
@@ -837,9 +858,15 @@ impl Worker {
         let limits = lease::Limits {
             reservation_ms: self.config.reservation.as_millis() as u64,
         };
-        self.view = lease::resolve(&self.identity, members, now_ms, limits);
+        self.view = lease::resolve(
+            &self.identity,
+            members,
+            now_ms,
+            limits,
+            self.lease.own_claim(),
+        );
         self.log_peer_changes();
-        let events = self.lease.step(now_ms, &self.view);
+        let events = self.lease.step_at(now_ms, self.clock.wall_ms(), &self.view);
         self.handle_events(events);
         cluster.publish(&self.record()).await;
         self.note_refusals();
@@ -1067,7 +1094,7 @@ impl Worker {
             return Vec::new();
         }
         self.view
-            .winners(self.lease.claim(), &self.config.node_name)
+            .winners(self.lease.own_claim(), &self.config.node_name)
             .into_iter()
             .filter_map(|r| Some((r.member.name.clone(), r.holds?, r.record()?.clone())))
             .collect()

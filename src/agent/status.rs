@@ -66,7 +66,7 @@ pub(super) fn build(w: &Worker) -> StatusReport {
                 }
                 Verdict::Usable => match r
                     .holds
-                    .and_then(|s| w.view.held().get(&s).map(|b| b.1.to_string()))
+                    .and_then(|s| w.view.held().get(&s).map(|b| b.name.to_string()))
                 {
                     Some(winner) if winner != r.member.name => format!("subnet held by {winner}"),
                     _ => match w.lease.claim() {

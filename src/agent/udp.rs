@@ -283,7 +283,7 @@ impl Worker {
     /// Hands the current winners to the tunnel and keeps weft0's address on the own subnet.
     pub(super) async fn udp_step(&mut self) {
         let Some(udp) = &mut self.udp else { return };
-        let claim = self.lease.claim();
+        let claim = self.lease.own_claim();
         let mut peers: Vec<PeerSpec> = if claim.is_some() {
             self.view
                 .winners(claim, &self.config.node_name)
@@ -326,7 +326,7 @@ impl Worker {
             }
             udp.peers = peers;
         }
-        let own = claim.map(|(s, _)| s);
+        let own = claim.map(|c| c.subnet);
         if let Some(subnet) = own
             && udp.tunnel.is_some()
             && own != udp.addressed

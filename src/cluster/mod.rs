@@ -353,10 +353,7 @@ impl Cluster {
             let record = match state.get(RECORD_KEY) {
                 Some(value) => {
                     let checked = NodeRecord::decode(value)
-                        .and_then(|r| {
-                            r.validate_at(now_ms, crate::lease::MAX_CLOCK_SKEW_MS, scope)
-                                .map(|()| r)
-                        })
+                        .and_then(|r| r.validate_in(scope).map(|()| r))
                         .map_err(|e| (e.reason(), e.to_string()))
                         .and_then(|r| {
                             if *r.node_name == *id.node_id {

@@ -2,8 +2,10 @@
 //! persisted claim, and the resolved peer [`View`]; outputs: this node's claim to announce and
 //! [`LeaseEvent`]s for the agent to act on (write subnet.env, log, count). No sockets, no clock.
 //!
-//! The rules (DESIGN.md, "Subnet claims"): candidates are ordered by a rendezvous hash of
-//! (node name, subnet); a contested subnet goes to the smallest (claim time, node name); a claim
+//! The rules (DESIGN.md, "Subnet claims"; docs/design.md, "Claims and clocks"): candidates are
+//! ordered by a rendezvous hash of (node name, subnet); a contested subnet goes to a settled claim
+//! over one still settling, then to the smallest (stamp, node name), where a claim's stamp is a
+//! hybrid logical clock, never below any claim its maker had seen; a claim
 //! settles for a settle period, and until the view stopped changing (bounded), before it is
 //! `active`; a dead node's subnet stays reserved for the
 //! reservation period; a restart inside that period keeps its subnet and original claim time.
@@ -13,12 +15,12 @@ pub mod view;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+use weft_proto::record::MAX_CLAIM_TIME_MS;
 use weft_proto::{ClaimState, Ipv4Cidr};
 
-pub use view::{Identity, Limits, Member, Resolved, Verdict, View, resolve};
-
-/// Claims whose time lies further ahead of this node's clock are invalid.
-pub const MAX_CLOCK_SKEW_MS: u64 = 60_000;
+pub use view::{
+    ClaimKey, Identity, Limits, Member, OwnClaim, Resolved, Standing, Verdict, View, resolve,
+};
 
 pub(crate) fn cidr_to_net(c: Ipv4Cidr) -> Ipv4Net {
     // A prefix length above 32 cannot come out of a validated record; clamp rather than panic.
@@ -122,6 +124,10 @@ pub struct Lease {
     /// (members known, claims seen) at the last step, and when that last changed.
     view_size: (usize, usize),
     view_changed_ms: u64,
+    /// This node's wall clock at the current step (claim stamps start from it).
+    wall_ms: u64,
+    /// The last stamp this node issued or restored: stamps only grow.
+    last_stamp_ms: u64,
 }
 
 impl Lease {
@@ -139,7 +145,11 @@ impl Lease {
                 && cfg.static_subnet.is_none_or(|s| s == r.subnet)
         });
         let phase = match usable {
-            Some(r) if now_ms.saturating_sub(r.last_alive_ms) < cfg.reservation_ms => {
+            // A stamp beyond the bound (a corrupt file) could never be announced: claim anew.
+            Some(r)
+                if now_ms.saturating_sub(r.last_alive_ms) < cfg.reservation_ms
+                    && r.claim_time_ms <= MAX_CLAIM_TIME_MS =>
+            {
                 events.push(LeaseEvent::Claimed {
                     subnet: r.subnet,
                     why: "restored",
@@ -162,6 +172,10 @@ impl Lease {
                 preferred: other.map(|r| r.subnet),
             },
         };
+        let last_stamp_ms = usable
+            .map(|r| r.claim_time_ms)
+            .filter(|&t| t <= MAX_CLAIM_TIME_MS)
+            .unwrap_or(0);
         (
             Lease {
                 cfg,
@@ -169,6 +183,8 @@ impl Lease {
                 last_exhausted: None,
                 view_size: (0, 0),
                 view_changed_ms: now_ms,
+                wall_ms: now_ms,
+                last_stamp_ms,
             },
             events,
         )
@@ -210,6 +226,30 @@ impl Lease {
         }
     }
 
+    /// The counting claim with its standing, as contests compare it.
+    pub fn own_claim(&self) -> Option<OwnClaim> {
+        match &self.phase {
+            Phase::Claimed {
+                subnet,
+                claim_time_ms,
+                ..
+            } => Some(OwnClaim {
+                subnet: *subnet,
+                time_ms: *claim_time_ms,
+                standing: Standing::Settling,
+            }),
+            Phase::Active {
+                subnet,
+                claim_time_ms,
+            } => Some(OwnClaim {
+                subnet: *subnet,
+                time_ms: *claim_time_ms,
+                standing: Standing::Settled,
+            }),
+            _ => None,
+        }
+    }
+
     /// The settled subnet, if any.
     pub fn active_subnet(&self) -> Option<Ipv4Net> {
         match &self.phase {
@@ -230,8 +270,16 @@ impl Lease {
         };
     }
 
-    /// Advances the claim against the current view.
+    /// Advances the claim against the current view, with one clock for durations and stamps.
     pub fn step(&mut self, now_ms: u64, view: &View) -> Vec<LeaseEvent> {
+        self.step_at(now_ms, now_ms, view)
+    }
+
+    /// Advances the claim against the current view. `now_ms` measures durations (settle,
+    /// warm-up, quiet view) and must not jump; `wall_ms` is this node's wall clock, which a new
+    /// claim's stamp starts from (a step of it changes no claim already made).
+    pub fn step_at(&mut self, now_ms: u64, wall_ms: u64, view: &View) -> Vec<LeaseEvent> {
+        self.wall_ms = wall_ms;
         let mut events = Vec::new();
         if matches!(self.phase, Phase::Leaving { .. }) {
             return events;
@@ -263,19 +311,20 @@ impl Lease {
             };
         }
 
-        // Defend the current claim: the smallest (claim time, name) wins.
-        if let Some((subnet, claim_time)) = self.claim()
-            && let Some((best_time, best_name)) = view.held().get(&subnet).copied()
-            && (best_time, best_name) < (claim_time, self.cfg.node_name.as_str())
+        // Defend the current claim: the smallest key wins (settled first, then stamp, name).
+        if let Some(own) = self.own_claim()
+            && let Some(best) = view.held().get(&own.subnet).copied()
+            && best < own.key(&self.cfg.node_name)
         {
             let was_active = matches!(self.phase, Phase::Active { .. });
+            let subnet = own.subnet;
             events.push(LeaseEvent::Lost {
                 subnet,
-                winner: best_name.to_string(),
+                winner: best.name.to_string(),
                 was_active,
             });
             self.phase = Phase::Searching {
-                reason: format!("lost {subnet} to {best_name}"),
+                reason: format!("lost {subnet} to {}", best.name),
             };
         }
 
@@ -321,10 +370,15 @@ impl Lease {
         // A wiped state dir: the mesh remembers this name's old claim, with its claim time.
         if let Some((subnet, claim_time_ms)) = view.previous_self {
             let fits = self.cfg.static_subnet.is_none_or(|s| s == subnet) && self.in_range(subnet);
+            let recovered = OwnClaim {
+                subnet,
+                time_ms: claim_time_ms,
+                standing: Standing::Settling,
+            };
             let beaten = view
                 .held()
                 .get(&subnet)
-                .is_some_and(|&best| best < (claim_time_ms, self.cfg.node_name.as_str()));
+                .is_some_and(|&best| best < recovered.key(&self.cfg.node_name));
             if fits && !beaten {
                 self.phase = Phase::Claimed {
                     subnet,
@@ -351,7 +405,7 @@ impl Lease {
         let held = view.held();
         let choice = if let Some(s) = self.cfg.static_subnet {
             match held.get(&s) {
-                Some(&(_, holder)) => Err(format!("static subnet {s} is held by {holder}")),
+                Some(best) => Err(format!("static subnet {s} is held by {}", best.name)),
                 None => Ok((s, "static")),
             }
         } else if let Some(p) = preferred.filter(|p| !held.contains_key(p) && self.in_range(*p)) {
@@ -369,9 +423,10 @@ impl Lease {
         match choice {
             Ok((subnet, why)) => {
                 self.last_exhausted = None;
+                let claim_time_ms = self.stamp(view);
                 self.phase = Phase::Claimed {
                     subnet,
-                    claim_time_ms: now_ms,
+                    claim_time_ms,
                     since_ms: now_ms,
                 };
                 events.push(LeaseEvent::Claimed { subnet, why });
@@ -386,6 +441,20 @@ impl Lease {
                 self.phase = Phase::Searching { reason };
             }
         }
+    }
+
+    /// A new claim's stamp: this node's wall clock, but never at or below a claim it has seen
+    /// in the mesh nor a stamp it issued before (a hybrid logical clock). A node whose clock is
+    /// behind by hours or decades therefore never makes a claim that looks older than one it
+    /// could see; only claims made apart (a partition) compete by their clocks.
+    fn stamp(&mut self, view: &View) -> u64 {
+        let stamp = self
+            .wall_ms
+            .max(view.latest_claim_ms.saturating_add(1))
+            .max(self.last_stamp_ms.saturating_add(1))
+            .min(MAX_CLAIM_TIME_MS);
+        self.last_stamp_ms = stamp;
+        stamp
     }
 
     fn in_range(&self, s: Ipv4Net) -> bool {

@@ -75,7 +75,7 @@ fn member(generation: u64, alive: bool, r: NodeRecord) -> Member {
 }
 
 fn view(id: &Identity, members: Vec<Member>, now: u64) -> View {
-    resolve(id, members, now, Limits { reservation_ms: R })
+    resolve(id, members, now, Limits { reservation_ms: R }, None)
 }
 
 #[test]
@@ -401,17 +401,298 @@ fn leaving_node_frees_its_subnet_and_is_not_programmed() {
 }
 
 #[test]
-fn claim_times_far_in_the_future_are_invalid() {
+fn claims_stamped_ahead_of_this_nodes_clock_still_count() {
+    // A reader whose clock is behind must still see settled claims (it used to take them for
+    // claims "from the future", ignore them, and claim their subnets).
     let id = me("a", 1, 1);
     let ahead = member(
         1,
         true,
         record("b", 2, Some("10.244.3.0/24"), 200_000, ClaimState::Active),
     );
-    let v = view(&id, vec![ahead.clone()], 100_000);
-    assert!(matches!(v.members[0].verdict, Verdict::Invalid(_)));
-    let v = view(&id, vec![ahead], 150_000);
+    let v = view(&id, vec![ahead], 100_000);
     assert_eq!(v.members[0].verdict, Verdict::Usable);
+    assert_eq!(v.latest_claim_ms, 200_000);
+}
+
+/// Today's Unix time in ms, roughly: the settled mesh's clocks.
+const NOW: u64 = 1_764_000_000_000;
+const HOUR: u64 = 3_600_000;
+
+/// A pool of exactly two /24s, both held by settled peers claimed an hour ago.
+fn full_pool(name: &str) -> (LeaseConfig, Vec<Member>) {
+    let mut c = cfg(name);
+    c.subnet_min = "10.244.1.0".parse().unwrap();
+    c.subnet_max = "10.244.2.0".parse().unwrap();
+    let holders = vec![
+        member(
+            1,
+            true,
+            record(
+                "h1",
+                2,
+                Some("10.244.1.0/24"),
+                NOW - HOUR,
+                ClaimState::Active,
+            ),
+        ),
+        member(
+            1,
+            true,
+            record(
+                "h2",
+                3,
+                Some("10.244.2.0/24"),
+                NOW - HOUR + 5,
+                ClaimState::Active,
+            ),
+        ),
+    ];
+    (c, holders)
+}
+
+#[test]
+fn a_node_whose_clock_is_behind_takes_nothing_from_a_full_pool() {
+    for behind in [HOUR, 24 * HOUR, NOW - 1_000 /* booted at 1970 */] {
+        let (c, holders) = full_pool("late");
+        let id = me("late", 9, 9);
+        let local = NOW - behind;
+        let (mut lease, _) = Lease::new(c, None, local);
+        let v = view(&id, holders.clone(), local);
+        assert!(v.members.iter().all(|m| m.verdict == Verdict::Usable));
+        let ev = lease.step(local, &v);
+        assert!(
+            matches!(&ev[..], [LeaseEvent::Exhausted { .. }]),
+            "behind by {behind} ms: {ev:?}"
+        );
+        assert_eq!(lease.claim(), None);
+        // Seen from a holder, the newcomer (no claim) changes nothing.
+        let mut newcomer = record("late", 9, None, 0, ClaimState::Claimed);
+        newcomer.subnet = None;
+        let (mut h1, _) = Lease::new(
+            full_pool("h1").0,
+            Some(Restored {
+                subnet: net("10.244.1.0/24"),
+                claim_time_ms: NOW - HOUR,
+                last_alive_ms: NOW,
+                active: true,
+            }),
+            NOW,
+        );
+        let v = view(
+            &me("h1", 1, 2),
+            vec![holders[1].clone(), member(9, true, newcomer)],
+            NOW,
+        );
+        assert_eq!(h1.step(NOW, &v), vec![]);
+        assert_eq!(h1.active_subnet(), Some(net("10.244.1.0/24")));
+    }
+}
+
+#[test]
+fn a_new_claim_is_stamped_above_every_claim_its_maker_saw() {
+    // A pool with one free subnet; the newcomer's clock reads 1970.
+    let (mut c, holders) = full_pool("late");
+    c.subnet_max = "10.244.3.0".parse().unwrap();
+    let id = me("late", 9, 9);
+    let (mut lease, _) = Lease::new(c, None, 1_000);
+    let v = view(&id, holders, 1_000);
+    let ev = lease.step(1_000, &v);
+    assert!(matches!(&ev[..], [LeaseEvent::Claimed { .. }]), "{ev:?}");
+    let (subnet, stamp) = lease.claim().unwrap();
+    assert_eq!(subnet, net("10.244.3.0/24"));
+    assert_eq!(stamp, NOW - HOUR + 6, "one above the latest claim seen");
+}
+
+#[test]
+fn a_settled_claim_beats_one_still_settling_whatever_their_stamps() {
+    // The newcomer claimed before it heard the owner (clock in 1970, so a tiny stamp). It yields
+    // once it hears the settled owner, and the owner keeps its subnet.
+    let owner_record = record("owner", 1, Some("10.244.3.0/24"), NOW, ClaimState::Active);
+    let mut c = cfg("late");
+    c.static_subnet = Some(net("10.244.3.0/24"));
+    let (mut late, _) = Lease::new(c, None, 1_000);
+    late.step(1_000, &view(&me("late", 9, 9), vec![], 1_000));
+    assert_eq!(late.claim(), Some((net("10.244.3.0/24"), 1_000)));
+    let v = view(
+        &me("late", 9, 9),
+        vec![member(1, true, owner_record)],
+        2_000,
+    );
+    let ev = late.step(2_000, &v);
+    assert!(matches!(&ev[0], LeaseEvent::Lost { .. }), "{ev:?}");
+    assert_eq!(late.claim(), None);
+
+    let late_record = record("late", 9, Some("10.244.3.0/24"), 1_000, ClaimState::Claimed);
+    let mut oc = cfg("owner");
+    oc.static_subnet = Some(net("10.244.3.0/24"));
+    let (mut owner, _) = Lease::new(
+        oc,
+        Some(Restored {
+            subnet: net("10.244.3.0/24"),
+            claim_time_ms: NOW,
+            last_alive_ms: NOW,
+            active: true,
+        }),
+        NOW,
+    );
+    let v = view(&me("owner", 1, 1), vec![member(9, true, late_record)], NOW);
+    assert_eq!(owner.step(NOW, &v), vec![]);
+    assert!(v.winners(owner.own_claim(), "owner").is_empty());
+}
+
+#[test]
+fn a_wall_clock_step_while_running_changes_nothing_settled() {
+    let (c, holders) = full_pool("h1");
+    let restored = Restored {
+        subnet: net("10.244.1.0/24"),
+        claim_time_ms: NOW - HOUR,
+        last_alive_ms: NOW,
+        active: true,
+    };
+    let (mut lease, _) = Lease::new(c, Some(restored), NOW);
+    let v = view(&me("h1", 1, 2), holders[1..].to_vec(), NOW);
+    for (i, step) in [
+        -(56 * 365 * 24 * HOUR as i64),
+        -(3 * HOUR as i64),
+        5 * HOUR as i64,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let now = NOW + 1_000 * i as u64;
+        assert_eq!(
+            lease.step_at(now, now.saturating_add_signed(step), &v),
+            vec![]
+        );
+        assert_eq!(lease.claim(), Some((net("10.244.1.0/24"), NOW - HOUR)));
+        assert_eq!(lease.active_subnet(), Some(net("10.244.1.0/24")));
+    }
+}
+
+#[test]
+fn stamps_only_grow_even_when_the_wall_clock_steps_back() {
+    let mut c = cfg("a");
+    c.subnet_min = "10.244.1.0".parse().unwrap();
+    c.subnet_max = "10.244.1.0".parse().unwrap();
+    let (mut lease, _) = Lease::new(c, None, NOW);
+    let empty = View::default();
+    lease.step_at(NOW, NOW, &empty);
+    let (_, first) = lease.claim().unwrap();
+    assert_eq!(first, NOW);
+    // Lose it to a settled claim, then get it back after the clock stepped back a day.
+    let taker = member(
+        1,
+        true,
+        record("b", 2, Some("10.244.1.0/24"), NOW + 1, ClaimState::Active),
+    );
+    lease.step_at(
+        NOW + 10,
+        NOW + 10,
+        &view(&me("a", 1, 1), vec![taker], NOW + 10),
+    );
+    assert_eq!(lease.claim(), None);
+    lease.step_at(NOW + 20, NOW - 24 * HOUR, &empty);
+    let (_, second) = lease.claim().unwrap();
+    assert!(second > first, "{second} > {first}");
+}
+
+#[test]
+fn a_takeover_ends_the_reservation_for_an_observer_that_just_restarted() {
+    // "dead" died long ago; "new" took its subnet once the reservation ended. An observer started
+    // a minute ago counts the death from its own start, but the takeover tells it the end.
+    let subnet = "10.244.7.0/24";
+    let mut dead = member(
+        1,
+        false,
+        record("dead", 2, Some(subnet), 100, ClaimState::Active),
+    );
+    dead.dead_since_ms = Some(NOW - 60_000);
+    let taker = |state| {
+        member(
+            3,
+            true,
+            record("new", 3, Some(subnet), NOW - 10 * 60_000, state),
+        )
+    };
+    let v = view(
+        &me("obs", 1, 1),
+        vec![dead.clone(), taker(ClaimState::Active)],
+        NOW,
+    );
+    assert_eq!(v.members[0].verdict, Verdict::Expired);
+    let winners: Vec<&str> = v
+        .winners(None, "obs")
+        .iter()
+        .map(|r| r.member.name.as_str())
+        .collect();
+    assert_eq!(winners, vec!["new"]);
+
+    // The new owner restarted: its previous generation is dead, its new one restored the claim.
+    let (mut owner, _) = Lease::new(
+        cfg("new"),
+        Some(Restored {
+            subnet: net(subnet),
+            claim_time_ms: NOW - 10 * 60_000,
+            last_alive_ms: NOW - 5_000,
+            active: true,
+        }),
+        NOW,
+    );
+    let mut old_self = taker(ClaimState::Active);
+    old_self.alive = false;
+    old_self.dead_since_ms = Some(NOW);
+    let v = resolve(
+        &me("new", 4, 3),
+        vec![dead.clone(), old_self],
+        NOW,
+        Limits { reservation_ms: R },
+        owner.own_claim(),
+    );
+    assert_eq!(v.members[0].verdict, Verdict::Expired);
+    assert_eq!(owner.step(NOW, &v), vec![]);
+    assert_eq!(owner.active_subnet(), Some(net(subnet)));
+
+    // A takeover still settling does not end it (bounded by the settle period), nor does a
+    // newer claim end a live node's: a live older claim wins its subnet back.
+    let v = view(
+        &me("obs", 1, 1),
+        vec![dead, taker(ClaimState::Claimed)],
+        NOW,
+    );
+    assert_eq!(v.members[0].verdict, Verdict::Usable);
+    let alive = member(
+        1,
+        true,
+        record("dead", 2, Some(subnet), 100, ClaimState::Active),
+    );
+    let v = view(
+        &me("obs", 1, 1),
+        vec![alive, taker(ClaimState::Active)],
+        NOW,
+    );
+    assert_eq!(v.members[0].verdict, Verdict::Usable);
+    let winners: Vec<&str> = v
+        .winners(None, "obs")
+        .iter()
+        .map(|r| r.member.name.as_str())
+        .collect();
+    assert_eq!(winners, vec!["dead"]);
+}
+
+#[test]
+fn a_restored_stamp_beyond_the_bound_is_claimed_anew() {
+    let restored = Restored {
+        subnet: net("10.244.9.0/24"),
+        claim_time_ms: weft_proto::record::MAX_CLAIM_TIME_MS + 1,
+        last_alive_ms: NOW,
+        active: true,
+    };
+    let (mut lease, ev) = Lease::new(cfg("a"), Some(restored), NOW);
+    assert_eq!(ev, vec![]);
+    assert_eq!(lease.claim(), None);
+    lease.step(NOW, &View::default());
+    assert_eq!(lease.claim(), Some((net("10.244.9.0/24"), NOW)));
 }
 
 #[test]
@@ -557,11 +838,17 @@ fn winners_exclude_peers_beaten_by_own_claim() {
             .collect::<Vec<_>>()
     };
     assert_eq!(names(None), vec!["c"]);
-    assert_eq!(
-        names(Some((net("10.244.3.0/24"), 10))),
-        Vec::<String>::new()
-    );
-    assert_eq!(names(Some((net("10.244.3.0/24"), 45))), vec!["c"]);
+    let own = |time_ms, standing| {
+        Some(OwnClaim {
+            subnet: net("10.244.3.0/24"),
+            time_ms,
+            standing,
+        })
+    };
+    assert_eq!(names(own(10, Standing::Settling)), Vec::<String>::new());
+    assert_eq!(names(own(45, Standing::Settling)), vec!["c"]);
+    // A settled own claim beats claims still settling, whatever their stamps.
+    assert_eq!(names(own(45, Standing::Settled)), Vec::<String>::new());
 }
 
 #[test]

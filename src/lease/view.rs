@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use ipnet::Ipv4Net;
 use weft_proto::{Backend, ClaimState, NodeRecord};
 
-use super::{MAX_CLOCK_SKEW_MS, cidr_to_net};
+use super::cidr_to_net;
 
 /// One chitchat node (one generation of one node name) as the cluster layer sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,7 +17,9 @@ pub struct Member {
     pub name: String,
     pub generation: u64,
     pub alive: bool,
-    /// Local time at which this agent first saw the member dead.
+    /// This agent's (monotonic) time at which it first saw the member dead. Local: an agent
+    /// started after the death counts from its own start; a takeover ends the reservation for
+    /// every observer at once (see [`resolve`]).
     pub dead_since_ms: Option<u64>,
     /// The decoded record, or why it could not be used.
     pub record: Result<NodeRecord, String>,
@@ -46,7 +48,8 @@ pub enum Verdict {
     Refused(String),
     /// The record is missing, undecodable or fails validation.
     Invalid(String),
-    /// Dead for longer than the reservation period: its subnet is free again.
+    /// Dead for longer than the reservation period, or its subnet was taken over by a newer
+    /// settled claim: its subnet is free again.
     Expired,
     /// It announced `weft leave`: its subnet is free, its routes go.
     Leaving,
@@ -61,16 +64,63 @@ pub struct Resolved {
     pub holds: Option<Ipv4Net>,
 }
 
+/// Where a counting claim stands in a contest for its subnet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Standing {
+    /// Settled (`active`): it beats every claim still settling, whatever their stamps.
+    Settled,
+    /// Announced, inside its settle period.
+    Settling,
+}
+
+/// How a contested subnet is decided, the smallest key winning: a settled claim beats one still
+/// settling; between claims of equal standing the smaller stamp (hybrid logical clock, see
+/// docs/design.md) wins; then the smaller node name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClaimKey<'a> {
+    pub standing: Standing,
+    pub time_ms: u64,
+    pub name: &'a str,
+}
+
+/// This agent's own counting claim, as contests compare it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnClaim {
+    pub subnet: Ipv4Net,
+    pub time_ms: u64,
+    pub standing: Standing,
+}
+
+impl OwnClaim {
+    pub fn key<'a>(&self, name: &'a str) -> ClaimKey<'a> {
+        ClaimKey {
+            standing: self.standing,
+            time_ms: self.time_ms,
+            name,
+        }
+    }
+}
+
 impl Resolved {
     pub fn record(&self) -> Option<&NodeRecord> {
         self.member.record.as_ref().ok()
     }
 
-    /// `(claim time, name)`: the smaller wins a contested subnet.
-    pub fn claim_key(&self) -> Option<(u64, &str)> {
+    /// The key this member's claim contests its subnet with, if it holds one.
+    pub fn claim_key(&self) -> Option<ClaimKey<'_>> {
         let record = self.record()?;
-        self.holds
-            .map(|_| (record.claim_time_ms, self.member.name.as_str()))
+        self.holds.map(|_| ClaimKey {
+            standing: standing(record.state),
+            time_ms: record.claim_time_ms,
+            name: self.member.name.as_str(),
+        })
+    }
+}
+
+fn standing(state: ClaimState) -> Standing {
+    match state {
+        ClaimState::Active => Standing::Settled,
+        ClaimState::Claimed | ClaimState::Leaving => Standing::Settling,
     }
 }
 
@@ -84,6 +134,9 @@ pub struct View {
     /// A record of an older generation with this agent's own name that held a subnet:
     /// `(subnet, claim time)`, for recovery after a wiped state dir.
     pub previous_self: Option<(Ipv4Net, u64)>,
+    /// The largest claim stamp of any record of this cluster in the view (0: none). A new claim
+    /// is stamped above it, so it can never look older than a claim its maker could see.
+    pub latest_claim_ms: u64,
 }
 
 /// Reservation parameters the resolution needs.
@@ -92,8 +145,15 @@ pub struct Limits {
     pub reservation_ms: u64,
 }
 
-/// Turns raw members into a [`View`].
-pub fn resolve(me: &Identity, members: Vec<Member>, now_ms: u64, limits: Limits) -> View {
+/// Turns raw members into a [`View`]. `own` is this agent's counting claim, if any: like every
+/// other settled claim, it ends the reservation of a dead node whose subnet it took over.
+pub fn resolve(
+    me: &Identity,
+    members: Vec<Member>,
+    now_ms: u64,
+    limits: Limits,
+    own: Option<OwnClaim>,
+) -> View {
     let mut members: Vec<Member> = members
         .into_iter()
         .filter(|m| !(m.name == me.name && m.generation == me.generation))
@@ -115,10 +175,20 @@ pub fn resolve(me: &Identity, members: Vec<Member>, now_ms: u64, limits: Limits)
 
     let mut view = View::default();
     let live = LiveIndex::new(&members);
-    let verdicts: Vec<Verdict> = (0..members.len())
+    let mut verdicts: Vec<Verdict> = (0..members.len())
         .map(|i| judge(me, i, &members, &live, &newest, now_ms, limits))
         .collect();
+    end_taken_over_reservations(&members, &mut verdicts, own);
     view.self_refused = self_refusal(me, &members);
+    view.latest_claim_ms = members
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, v)| !matches!(v, Verdict::Refused(_) | Verdict::Invalid(_)))
+        .filter_map(|(m, _)| m.record.as_ref().ok())
+        .filter(|r| r.subnet.is_some())
+        .map(|r| r.claim_time_ms)
+        .max()
+        .unwrap_or(0);
 
     let mut out = Vec::with_capacity(members.len());
     for (m, verdict) in members.into_iter().zip(verdicts) {
@@ -143,6 +213,53 @@ pub fn resolve(me: &Identity, members: Vec<Member>, now_ms: u64, limits: Limits)
     }
     view.members = out;
     view
+}
+
+/// A dead node's reservation ends, for every observer alike, once a newer settled claim holds its
+/// subnet: whoever made that claim had seen the reservation end (a claimant never picks a
+/// reserved subnet, and its stamp is above every claim it had seen). So an observer that started
+/// after the death, and counts the reservation from its own start, still routes the subnet to the
+/// node that took it over, and that node keeps it across its own restart. Live members are never
+/// ended this way: a live older claim wins its subnet back (a healed partition).
+fn end_taken_over_reservations(
+    members: &[Member],
+    verdicts: &mut [Verdict],
+    own: Option<OwnClaim>,
+) {
+    let mut newest_settled: HashMap<Ipv4Net, u64> = HashMap::new();
+    if let Some(own) = own.filter(|o| o.standing == Standing::Settled) {
+        newest_settled.insert(own.subnet, own.time_ms);
+    }
+    for (m, v) in members.iter().zip(verdicts.iter()) {
+        if !matches!(
+            v,
+            Verdict::Usable | Verdict::Superseded { .. } | Verdict::Expired
+        ) {
+            continue;
+        }
+        if let Ok(r) = &m.record
+            && r.state == ClaimState::Active
+            && let Some(s) = r.subnet
+        {
+            let newest = newest_settled.entry(cidr_to_net(s)).or_insert(0);
+            *newest = (*newest).max(r.claim_time_ms);
+        }
+    }
+    if newest_settled.is_empty() {
+        return;
+    }
+    for (m, v) in members.iter().zip(verdicts.iter_mut()) {
+        if *v == Verdict::Usable
+            && !m.alive
+            && let Ok(r) = &m.record
+            && let Some(s) = r.subnet
+            && newest_settled
+                .get(&cidr_to_net(s))
+                .is_some_and(|&t| t > r.claim_time_ms)
+        {
+            *v = Verdict::Expired;
+        }
+    }
 }
 
 /// The live members with a usable record, by name and by underlay IP: the only members an
@@ -309,20 +426,14 @@ fn judge(
                 me.subnet_len, me.network
             ));
         }
-        if record.claim_time_ms > now_ms.saturating_add(MAX_CLOCK_SKEW_MS) {
-            return Verdict::Invalid(format!(
-                "claim time {} ms ahead of this node's clock",
-                record.claim_time_ms - now_ms
-            ));
-        }
     }
     Verdict::Usable
 }
 
 impl View {
-    /// Subnets held by other members' counting claims, with the best `(claim time, name)` for each.
-    pub fn held(&self) -> BTreeMap<Ipv4Net, (u64, &str)> {
-        let mut held: BTreeMap<Ipv4Net, (u64, &str)> = BTreeMap::new();
+    /// Subnets held by other members' counting claims, with the winning key for each.
+    pub fn held(&self) -> BTreeMap<Ipv4Net, ClaimKey<'_>> {
+        let mut held: BTreeMap<Ipv4Net, ClaimKey<'_>> = BTreeMap::new();
         for r in &self.members {
             if let (Some(net), Some(key)) = (r.holds, r.claim_key()) {
                 held.entry(net)
@@ -337,9 +448,9 @@ impl View {
         held
     }
 
-    /// The members whose claim wins its subnet, given this agent's own claim
-    /// `(subnet, claim time)`: the peers to program.
-    pub fn winners(&self, own: Option<(Ipv4Net, u64)>, own_name: &str) -> Vec<&Resolved> {
+    /// The members whose claim wins its subnet, given this agent's own claim: the peers to
+    /// program.
+    pub fn winners(&self, own: Option<OwnClaim>, own_name: &str) -> Vec<&Resolved> {
         let held = self.held();
         self.members
             .iter()
@@ -351,7 +462,7 @@ impl View {
                     return false;
                 }
                 match own {
-                    Some((own_net, own_time)) if own_net == net => key < (own_time, own_name),
+                    Some(own) if own.subnet == net => key < own.key(own_name),
                     _ => true,
                 }
             })
