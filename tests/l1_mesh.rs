@@ -596,3 +596,21 @@ async fn observers_restarted_during_and_after_a_reservation_agree_on_its_end() {
     assert_converges(&nodes, Duration::from_secs(60)).await;
     stop_all(&mut nodes).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_saved_claim_stamped_far_in_the_future_is_still_routed_by_every_peer() {
+    // The state file was written while this host's clock was ten years ahead. Peers used to refuse
+    // the record forever ("claim time ahead of this node's clock") while it reported ready.
+    let dir = tempfile::tempdir().unwrap();
+    let transport = ChannelTransport::default();
+    let c0 = config(0, dir.path(), &[]);
+    let c1 = config(1, dir.path(), &[0]);
+    preload(&c1, "10.244.60.0/24", now_ms() + 10 * 365 * 24 * 3_600_000);
+    let mut nodes = vec![
+        start(&transport, c0, 0, FakeDataplane::new()).await,
+        start(&transport, c1, 1, FakeDataplane::new()).await,
+    ];
+    assert_converges(&nodes, Duration::from_secs(60)).await;
+    assert_eq!(subnet_of(&nodes[1]).as_deref(), Some("10.244.60.0/24"));
+    stop_all(&mut nodes).await;
+}
