@@ -111,7 +111,10 @@ fn nodes_with_clocks_behind_take_nothing_from_a_full_pool() {
         if full.is_none() {
             net.dump_logs();
         }
-        assert!(full.is_some(), "h{i} (behind by {behind_ms} ms) never reported a full pool");
+        assert!(
+            full.is_some(),
+            "h{i} (behind by {behind_ms} ms) never reported a full pool"
+        );
         // Time for any contest to play out (the settle period is 5 s).
         std::thread::sleep(Duration::from_secs(8));
         let s = status(&net, i);
@@ -150,7 +153,11 @@ fn observers_restarted_during_and_after_a_reservation_agree_on_its_end() {
     // An observer restarted during the reservation.
     net.ok(&["restart", "2"]);
     wait_ready(&net, &[2], Duration::from_secs(30));
-    assert_eq!(own_subnet(&net, 4), None, "h4 took {s3} inside the reservation");
+    assert_eq!(
+        own_subnet(&net, 4),
+        None,
+        "h4 took {s3} inside the reservation"
+    );
 
     let took = net.wait_for(Duration::from_secs(90), || {
         ready(&net, 4) && own_subnet(&net, 4).as_deref() == Some(s3.as_str())
@@ -167,7 +174,10 @@ fn observers_restarted_during_and_after_a_reservation_agree_on_its_end() {
     let agreed = net.wait_for(Duration::from_secs(10), || {
         [1, 2].iter().all(|&i| routes_via(&net, i, &s3, &mac4))
     });
-    assert!(agreed.is_some(), "observers route {s3} elsewhere than h4 ({mac4})");
+    assert!(
+        agreed.is_some(),
+        "observers route {s3} elsewhere than h4 ({mac4})"
+    );
 
     // An observer restarted after the takeover routes it to h4 at once.
     net.ok(&["restart", "1"]);
