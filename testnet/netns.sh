@@ -86,6 +86,25 @@ require_root() {
     [[ $(id -u) == 0 ]] || die "needs root (network namespaces)"
 }
 
+# The tools the testnet uses, installed from Debian's packages when missing (as .ci/run does), or
+# named in one line where they cannot be: `ip` (iproute2), `ping` (iputils-ping), `nft` (nftables).
+ensure_tools() {
+    local missing=() pkgs=() pair
+    for pair in ip:iproute2 ping:iputils-ping "$@"; do
+        command -v "${pair%%:*}" >/dev/null || { missing+=("${pair%%:*}"); pkgs+=("${pair#*:}"); }
+    done
+    ((${#missing[@]})) || return 0
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        log "installing ${pkgs[*]} (for ${missing[*]})"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                "${pkgs[@]}" >/dev/null ||
+            die "could not install ${pkgs[*]}: install them, then run again"
+    else
+        die "missing ${missing[*]}: apt-get install ${pkgs[*]}"
+    fi
+}
+
 ns_exists() { [[ -e /run/netns/$1 ]]; }
 
 # Every namespace of this testnet, by exact pattern (never another prefix's).
@@ -255,6 +274,7 @@ stop_one() {
 
 cmd_up() {
     require_root
+    ensure_tools
     local n=${1:-3} i h c
     if ! [[ $n =~ ^[0-9]+$ ]] || ((n < 1 || n > 200)); then
         die "N must be 1..200, not '$n'"
@@ -578,7 +598,7 @@ cmd_demo() {
         die "usage: $0 demo [--down-after]"
     fi
     weft_bin >/dev/null
-    command -v ping >/dev/null || die "ping not found (apt-get install iputils-ping)"
+    ensure_tools
     if ((down_after)); then
         trap 'cmd_down' EXIT
     fi
