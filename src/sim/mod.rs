@@ -258,7 +258,8 @@ pub struct Report {
     pub cold: Option<Timing>,
     /// Newcomer's routes on every other agent, from its start.
     pub join: Option<Timing>,
-    /// Same, from the moment the newcomer announced its claim.
+    /// Same, from the first poll in which any peer saw the newcomer's claim of the subnet it
+    /// settled on: the record's spread (Serf's counterpart: a tag change seen by all).
     pub join_after_announce: Option<Timing>,
     /// Serf link: a tag change on one agent seen by every other.
     pub tag: Option<Timing>,
@@ -1072,18 +1073,25 @@ async fn run_scenarios(
         fleet.start(new).await?;
         let name = fleet.members[new].name.clone();
         let others: Vec<usize> = fleet.running().into_iter().filter(|i| *i != new).collect();
-        // The newcomer's subnet is whatever it announces; routes must match it.
-        let mut announced: Option<Instant> = None;
+        // The newcomer's subnet is whatever it settles on; routes must match it. The record's
+        // spread is timed from the first poll in which any peer saw the newcomer claim that
+        // subnet (its own status shows it only once the claim settled, long after its peers
+        // programmed it, which made the spread read 0 s).
+        let mut first_seen: HashMap<String, Instant> = HashMap::new();
         let mut per_agent: HashMap<usize, Instant> = HashMap::new();
         let deadline = Instant::now() + fleet.cfg.timeout;
         let poll = fleet.cfg.poll_period();
         loop {
             fleet.refresh().await;
             let now = Instant::now();
+            fleet.each_status(|i, s| {
+                if i != new
+                    && let Some(claimed) = node(s, &name).and_then(|n| n.subnet.clone())
+                {
+                    first_seen.entry(claimed).or_insert(now);
+                }
+            });
             let sub = fleet.status_subnet(new);
-            if announced.is_none() && sub.is_some() {
-                announced = Some(now);
-            }
             if let Some(sub) = &sub {
                 let mut seen = HashSet::new();
                 fleet.each_status(|i, s| {
@@ -1110,6 +1118,9 @@ async fn run_scenarios(
                 .collect::<Vec<_>>()
         };
         report.join = Some(Timing::from_times(others.len(), from(t0)));
+        let announced = fleet
+            .status_subnet(new)
+            .and_then(|sub| first_seen.get(&sub).copied());
         report.join_after_announce = announced.map(|a| Timing::from_times(others.len(), from(a)));
         // Let the newcomer settle before the next scenario.
         let running = fleet.running();
