@@ -137,7 +137,7 @@ fn write_with(
     let prefix = tmp_prefix(name);
     remove_stale_temps(dir, &prefix);
     let mode = mode.or(existing);
-    let (tmp, file) = create_exclusive(dir, &prefix, mode, suffixes)?;
+    let (tmp, file) = create_exclusive(path, dir, &prefix, mode, suffixes)?;
     if let Err(e) = fill_and_rename(file, &tmp, path, contents, mode) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
@@ -152,13 +152,16 @@ fn fill_and_rename(
     contents: &[u8],
     mode: Option<u32>,
 ) -> Result<(), FileError> {
-    file.write_all(contents).map_err(io_err(tmp, "write"))?;
+    // Errors name the target, not the temporary file (whose name changes at every attempt).
+    file.write_all(contents)
+        .map_err(io_err(path, "write its temporary file"))?;
     if let Some(mode) = mode {
         // Exactly this mode, whatever the umask.
         file.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(io_err(tmp, "set the mode of"))?;
+            .map_err(io_err(path, "set the mode of its temporary file"))?;
     }
-    file.sync_all().map_err(io_err(tmp, "fsync"))?;
+    file.sync_all()
+        .map_err(io_err(path, "fsync its temporary file"))?;
     drop(file);
     regular_or_absent(path)?;
     std::fs::rename(tmp, path).map_err(io_err(path, "rename a new file over"))
@@ -226,15 +229,16 @@ fn random_suffixes() -> impl Iterator<Item = OsString> {
     })
 }
 
-/// Creates the temporary file with `O_CREAT|O_EXCL|O_NOFOLLOW`: a name that is taken (a file,
-/// or a symlink planted there) is skipped, never opened.
+/// Creates the temporary file for `path` with `O_CREAT|O_EXCL|O_NOFOLLOW`: a name that is taken
+/// (a file, or a symlink planted there) is skipped, never opened.
 fn create_exclusive(
+    path: &Path,
     dir: &Path,
     prefix: &[u8],
     mode: Option<u32>,
     suffixes: &mut dyn Iterator<Item = OsString>,
 ) -> Result<(PathBuf, File), FileError> {
-    let mut last = None;
+    let op = "create its temporary file";
     for suffix in suffixes.take(TMP_ATTEMPTS) {
         let mut name = prefix.to_vec();
         name.extend_from_slice(suffix.as_bytes());
@@ -247,16 +251,14 @@ fn create_exclusive(
             .open(&tmp)
         {
             Ok(f) => return Ok((tmp, f)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some((tmp, e)),
-            Err(e) => return Err(io_err(&tmp, "create the temporary file")(e)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(path, op)(e)),
         }
     }
-    Err(match last {
-        Some((tmp, e)) => io_err(&tmp, "create a temporary file")(e),
-        None => {
-            io_err(dir, "create a temporary file in")(io::Error::from(io::ErrorKind::AlreadyExists))
-        }
-    })
+    Err(io_err(path, op)(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("{TMP_ATTEMPTS} names tried, every one taken"),
+    )))
 }
 
 /// Removes this target's temporary files older than [`STALE_TMP_AGE`] (a crash's leftovers);

@@ -45,16 +45,18 @@ pub(super) fn build(w: &Worker) -> StatusReport {
     };
     let mut warnings = w.warnings.clone();
     let failures = [
-        w.subnet_env.failure(),
-        w.state_file.failure(),
-        w.udp.as_ref().and_then(|u| u.peers_file_failure()),
+        ("subnet.env not written", w.subnet_env.failure()),
+        ("state file not saved", w.state_file.failure()),
+        (
+            "udp peers file not saved",
+            w.udp.as_ref().and_then(|u| u.peers_file_failure()),
+        ),
     ];
-    warnings.extend(
-        failures
-            .into_iter()
-            .flatten()
-            .map(|e| format!("{e} (retrying)")),
-    );
+    for (what, e) in failures {
+        if let Some(e) = e {
+            warnings.push(format!("{what}: {e}; retrying"));
+        }
+    }
     if let Phase::Refused { reason } = w.lease.phase() {
         warnings.push(format!("identity conflict: {reason}"));
     }
