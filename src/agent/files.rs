@@ -350,9 +350,8 @@ impl KeptFile {
     /// Makes the file hold `want`: reads it (what is on disk counts, not what was written last:
     /// someone may have changed or removed it) and writes it atomically when it differs.
     pub fn keep(&mut self, want: &str) -> Kept {
-        if std::fs::read(&self.path).is_ok_and(|on_disk| on_disk == want.as_bytes())
-            && regular_or_absent(&self.path).is_ok()
-        {
+        let limit = want.len() as u64 + 1;
+        if read_regular(&self.path, limit).is_ok_and(|on_disk| on_disk == want.as_bytes()) {
             self.held = Some(want.to_string());
             return match self.failure.take() {
                 // Fixed by someone else (or an earlier rename that reported an error).
@@ -392,6 +391,28 @@ impl KeptFile {
     }
 }
 
+/// Largest state file read, in bytes (it is a few hundred).
+const MAX_STATE_FILE: u64 = 1 << 20;
+
+/// Reads at most `limit` bytes of the regular file at `path`, never following a symlink and
+/// never blocking on a FIFO (`O_NOFOLLOW|O_NONBLOCK`); anything but a regular file is an error.
+fn read_regular(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    f.take(limit).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// flannel's subnet.env: what the flannel CNI plugin and docker's `--bip` read.
 pub fn subnet_env(network: Ipv4Net, subnet: Ipv4Net, mtu: u32, ip_masq: bool) -> String {
     let first = first_host(subnet);
@@ -414,7 +435,10 @@ pub fn state_path(state_dir: &Path) -> PathBuf {
 /// Reads the persisted state; a missing file is `Ok(None)`, a corrupt one an error to log.
 pub fn load_state(state_dir: &Path) -> Result<Option<PersistedState>, FileError> {
     let path = state_path(state_dir);
-    match std::fs::read_to_string(&path) {
+    let text = read_regular(&path, MAX_STATE_FILE).and_then(|bytes| {
+        String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    });
+    match text {
         Ok(s) => PersistedState::from_json(&s)
             .map(Some)
             .map_err(|e| FileError::Corrupt {
@@ -655,6 +679,39 @@ mod tests {
         std::fs::remove_file(kept.path()).unwrap();
         assert!(matches!(kept.keep("A\n"), Kept::Written { .. }));
         assert_eq!(std::fs::read_to_string(kept.path()).unwrap(), "A\n");
+    }
+
+    #[test]
+    fn kept_file_at_a_fifo_or_symlink_fails_without_blocking_or_following() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("subnet.env");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // Reading a FIFO with no writer would block the agent loop forever.
+        let mut kept = KeptFile::new(fifo.clone());
+        let kept_result = kept.keep("A\n");
+        assert!(
+            matches!(&kept_result, Kept::Failed { error: FileError::NotRegular { kind, .. }, new: true } if *kind == "a FIFO"),
+            "{kept_result:?}"
+        );
+        assert!(fifo.symlink_metadata().unwrap().file_type().is_fifo());
+        // A symlink to a file that already holds the content is not taken for the file.
+        let real = dir.path().join("real.env");
+        std::fs::write(&real, "A\n").unwrap();
+        let link = dir.path().join("link.env");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let mut kept = KeptFile::new(link.clone());
+        assert!(matches!(kept.keep("A\n"), Kept::Failed { .. }));
+        assert!(!kept.holds("A\n"));
+        assert!(kept.failure().unwrap().contains("symbolic link"));
+        // The state file: a FIFO there is an error at start, not a hang.
+        let state_dir = dir.path().join("state");
+        std::fs::create_dir(&state_dir).unwrap();
+        nix::unistd::mkfifo(
+            &state_path(&state_dir),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        assert!(load_state(&state_dir).is_err());
     }
 
     #[test]
