@@ -6,9 +6,15 @@
 //! 2. The agent restarts with another subnet (a re-claim) while the tmpfs is read-only: the file
 //!    still names the old subnet, so `/readyz` is 503 naming subnet.env (today's main says ready
 //!    and CNI hands out the old subnet); once writable, the file names the new subnet, 200.
+//!
+//! And in the two-host testnet with the udp backend, host 1's state directory is a full tmpfs:
+//! the state file and the udp peers file cannot be saved, `weft status` says so (not ready,
+//! warnings), and both are written once space is freed.
 
 #[path = "common/netns.rs"]
 mod netns;
+#[path = "common/testnet.rs"]
+mod testnet;
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -324,4 +330,68 @@ fn subnet_env_write_failures_keep_readyz_503_until_the_file_is_right() {
         .count();
     // Logged once per distinct error (ENOSPC in the first run, EROFS in the second), not per retry.
     assert_eq!(failures, 2, "{log}");
+}
+
+#[test]
+fn full_state_dir_keeps_state_and_udp_peers_pending_until_space_is_freed() {
+    if !testnet::l3_available(
+        "full_state_dir_keeps_state_and_udp_peers_pending_until_space_is_freed",
+    ) {
+        return;
+    }
+    let net = testnet::Testnet::new("fl")
+        .with_env("WEFT_BACKEND", "udp")
+        .with_env("WEFT_TESTNET_INSECURE", "1");
+    net.ok(&["up", "2"]);
+    let state_dir = net.host_dir(1).join("state");
+    // Declared after the testnet: unmounted before `down` removes the state directory.
+    let _tmpfs = TmpfsGuard::mount(&state_dir, "64k");
+    let filler = fill(&state_dir);
+    net.ok(&["start"]);
+
+    // h1 is active with h2 as a peer, but saves neither file: not ready, and says why.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let s = net.status_json(1);
+        let reason = s["ready_reason"].as_str().unwrap_or_default().to_string();
+        let warnings = s["warnings"].to_string();
+        if s["state"] == "active"
+            && reason.contains("state file not saved")
+            && warnings.contains("udp peers file not saved")
+        {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "h1 status: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status["ready"], false, "{status}");
+    assert!(
+        status["ready_reason"]
+            .as_str()
+            .unwrap()
+            .contains("No space left on device"),
+        "{status}"
+    );
+    assert_eq!(listing(&state_dir), ["filler"]);
+
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = net.status_json(1);
+        if s["ready"] == true {
+            assert!(!s["warnings"].to_string().contains("not saved"), "{s}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "h1 not ready: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let peers = std::fs::read_to_string(state_dir.join("udp-peers")).unwrap();
+    assert!(
+        peers.lines().any(|l| l.starts_with("h2 ")),
+        "udp-peers: {peers}"
+    );
+    let state = std::fs::read_to_string(state_dir.join("state.json")).unwrap();
+    let subnet = net.subnet(1);
+    assert!(state.contains(&subnet.network().to_string()), "{state}");
+    assert_eq!(listing(&state_dir), ["state.json", "udp-peers"]);
 }
