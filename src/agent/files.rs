@@ -118,10 +118,27 @@ pub fn write_atomic_mode(path: &Path, contents: &[u8], mode: u32) -> Result<(), 
     write_with(path, contents, Some(mode), &mut random_suffixes())
 }
 
+/// Creates a new file at `path` with `contents` and exactly `mode`, complete or not at all, and
+/// never over anything already there (a file, a symlink, anything: an `AlreadyExists` error).
+/// The temporary file is hard-linked to `path` (`link` fails rather than replace) and removed.
+pub fn create_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), FileError> {
+    write_new(path, contents, Some(mode), false, &mut random_suffixes())
+}
+
 fn write_with(
     path: &Path,
     contents: &[u8],
     mode: Option<u32>,
+    suffixes: &mut dyn Iterator<Item = OsString>,
+) -> Result<(), FileError> {
+    write_new(path, contents, mode, true, suffixes)
+}
+
+fn write_new(
+    path: &Path,
+    contents: &[u8],
+    mode: Option<u32>,
+    replace: bool,
     suffixes: &mut dyn Iterator<Item = OsString>,
 ) -> Result<(), FileError> {
     let name = path.file_name().ok_or_else(|| FileError::NoFileName {
@@ -133,15 +150,25 @@ fn write_with(
     };
     std::fs::create_dir_all(dir).map_err(io_err(dir, "create the directory"))?;
     // Refuse early (nothing is created), and again just before the rename.
-    let existing = regular_or_absent(path)?;
+    let existing = match regular_or_absent(path) {
+        Ok(None) => None,
+        Ok(Some(_)) | Err(FileError::NotRegular { .. }) if !replace => {
+            return Err(io_err(path, "create")(io::Error::from(
+                io::ErrorKind::AlreadyExists,
+            )));
+        }
+        other => other?,
+    };
     let prefix = tmp_prefix(name);
     remove_stale_temps(dir, &prefix);
     let mode = mode.or(existing);
     let (tmp, file) = create_exclusive(path, dir, &prefix, mode, suffixes)?;
-    if let Err(e) = fill_and_rename(file, &tmp, path, contents, mode) {
+    let result = fill_and_rename(file, &tmp, path, contents, mode, replace);
+    if result.is_err() || !replace {
+        // After a link the temporary name goes; the file stays under `path`.
         let _ = std::fs::remove_file(&tmp);
-        return Err(e);
     }
+    result?;
     sync_dir(dir)
 }
 
@@ -151,6 +178,7 @@ fn fill_and_rename(
     path: &Path,
     contents: &[u8],
     mode: Option<u32>,
+    replace: bool,
 ) -> Result<(), FileError> {
     // Errors name the target, not the temporary file (whose name changes at every attempt).
     file.write_all(contents)
@@ -163,6 +191,9 @@ fn fill_and_rename(
     file.sync_all()
         .map_err(io_err(path, "fsync its temporary file"))?;
     drop(file);
+    if !replace {
+        return std::fs::hard_link(tmp, path).map_err(io_err(path, "create"));
+    }
     regular_or_absent(path)?;
     std::fs::rename(tmp, path).map_err(io_err(path, "rename a new file over"))
 }
@@ -458,6 +489,7 @@ pub fn save_state(state_dir: &Path, state: &PersistedState) -> Result<(), FileEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn subnet_env_is_flannel_format() {
@@ -712,6 +744,30 @@ mod tests {
         )
         .unwrap();
         assert!(load_state(&state_dir).is_err());
+    }
+
+    #[test]
+    fn create_atomic_never_replaces_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("new/cluster.key");
+        create_atomic(&key, b"secret\n", 0o600).unwrap();
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "secret\n");
+        let meta = std::fs::symlink_metadata(&key).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.nlink(), 1, "the temporary name is gone");
+        assert_eq!(listing(key.parent().unwrap()), ["cluster.key"]);
+        // An existing file, or a symlink (dangling or not), is an error and stays as it was.
+        let err = create_atomic(&key, b"other\n", 0o600).unwrap_err();
+        assert!(
+            matches!(&err, FileError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "secret\n");
+        let link = dir.path().join("new/link.key");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &link).unwrap();
+        assert!(create_atomic(&link, b"x", 0o600).is_err());
+        assert!(!dir.path().join("nowhere").exists());
+        assert_eq!(listing(key.parent().unwrap()), ["cluster.key", "link.key"]);
     }
 
     #[test]

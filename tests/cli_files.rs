@@ -1,7 +1,8 @@
-//! The `weft` binary: `weft docker-opts -d FILE` replaces FILE only when it is a regular file (or
-//! absent). A symlink, a FIFO, a directory or a device node there is refused with one line and
-//! exit code 1, and left exactly as it was. Everything lives in a temporary directory (the device
-//! node is made there with mknod, which needs root; without root that case prints why it skips).
+//! The `weft` binary and the files it writes: `weft docker-opts -d FILE` replaces FILE only when it
+//! is a regular file (or absent). A symlink, a FIFO, a directory or a device node there is refused
+//! with one line and exit code 1, and left exactly as it was; `weft keygen --out FILE` writes a new
+//! file only. Everything lives in a temporary directory (the device node is made there with mknod,
+//! which needs root; without root that case prints why it skips).
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
@@ -152,4 +153,36 @@ fn docker_opts_dest_regular_file_is_replaced_and_a_missing_directory_made() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(std::fs::read_to_string(&dest).unwrap(), want);
     assert_eq!(listing(dest.parent().unwrap()), ["docker"]);
+}
+
+#[test]
+fn keygen_out_writes_a_new_0600_file_and_never_replaces_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let keygen = |out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_weft"))
+            .arg("keygen")
+            .arg("--out")
+            .arg(out)
+            .env_remove("WEFT_OUT")
+            .output()
+            .expect("run weft")
+    };
+    let key = dir.path().join("cluster.key");
+    let out = keygen(&key);
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read_to_string(&key).unwrap();
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // Again: refused, the key stays.
+    let out = keygen(&key);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), text);
+    // A symlink at --out: refused, its target not created.
+    let link = dir.path().join("link.key");
+    std::os::unix::fs::symlink(dir.path().join("elsewhere"), &link).unwrap();
+    let out = keygen(&link);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(!dir.path().join("elsewhere").exists());
+    assert_eq!(listing(dir.path()), ["cluster.key", "link.key"]);
 }
