@@ -5,8 +5,8 @@
 //! and SIGHUP go through [`KeyStore`]: every change is written to disk first, then applied to the
 //! live keyring, so a restart keeps it and a failed write changes nothing.
 
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+#[cfg(test)]
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -133,30 +133,10 @@ fn load_dir(dir: &Path) -> Result<KeyringFile, KeyStoreError> {
     KeyringFile::new(keys, primary).map_err(|e| read_err(dir, e))
 }
 
-/// Writes `text` to `path` atomically (temporary file, fsync, rename), mode 0600.
+/// Writes `text` to `path` atomically, mode 0600 ([`super::files::write_atomic_mode`]).
 fn write_atomic(path: &Path, text: &str) -> Result<(), KeyStoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "keyring".into());
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(write_err(path))
+    super::files::write_atomic_mode(path, text.as_bytes(), 0o600)
+        .map_err(|e| write_err(path)(e.into_io()))
 }
 
 /// Writes a keyring to a file or a directory (whichever `path` is).

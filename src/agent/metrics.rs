@@ -67,6 +67,10 @@ pub struct Metrics {
     pub reconcile_ops_by_kind: Family<Labels, Counter>,
     /// Nodes by `liveness` and `state`, as of the last status.
     pub nodes_by_state: Family<Labels, Gauge>,
+    /// Writes of the agent's files by `file` (`subnet_env`, `state`, `udp_peers`) and `result`.
+    pub file_writes: Family<Labels, Counter>,
+    /// 1 while a file does not hold what the agent wants (its last write failed), by `file`.
+    pub file_write_pending: Family<Labels, Gauge>,
 }
 
 impl Metrics {
@@ -87,6 +91,18 @@ impl Metrics {
             ("result", if ok { "ok" } else { "failed" }.to_string()),
         ];
         self.reconcile_ops_by_kind.get_or_create(&labels).inc();
+    }
+
+    /// Counts one write of the agent's file `file`; `pending` while it failed.
+    pub fn file_write(&self, file: &str, ok: bool) {
+        let labels = vec![
+            ("file", file.to_string()),
+            ("result", if ok { "ok" } else { "failed" }.to_string()),
+        ];
+        self.file_writes.get_or_create(&labels).inc();
+        self.file_write_pending
+            .get_or_create(&vec![("file", file.to_string())])
+            .set(i64::from(!ok));
     }
 
     /// Replaces the node counts by liveness and state.
@@ -186,6 +202,16 @@ impl Metrics {
             as_i64(g(&self.peers_programmed)),
         );
         gauge(&mut reg, "ready", "1 once ready", as_i64(g(&self.ready)));
+        reg.register(
+            "file_writes",
+            "Writes of subnet.env, the state file and the udp peers file, by file and result",
+            self.file_writes.clone(),
+        );
+        reg.register(
+            "file_write_pending",
+            "1 while the file's last write failed (retried every step), by file",
+            self.file_write_pending.clone(),
+        );
         reg.register(
             "time_to_ready_seconds",
             "Seconds from start to ready (0 until ready)",
@@ -354,6 +380,9 @@ mod tests {
             ("dead", "claimed"),
         ]);
         m.tunnel.rx_bytes.store(100, Ordering::Relaxed);
+        m.file_write("subnet_env", false);
+        m.file_write("subnet_env", true);
+        m.file_write("state", false);
         let text = m.render(&[]);
         for line in [
             "weft_claims_total 2",
@@ -367,6 +396,10 @@ mod tests {
             "weft_records_rejected_total{reason=\"underlay_ip\"} 0",
             "weft_gossip_dropped_total{reason=\"auth\"} 0",
             "# TYPE weft_claims counter",
+            "weft_file_writes_total{file=\"subnet_env\",result=\"failed\"} 1",
+            "weft_file_writes_total{file=\"subnet_env\",result=\"ok\"} 1",
+            "weft_file_write_pending{file=\"subnet_env\"} 0",
+            "weft_file_write_pending{file=\"state\"} 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

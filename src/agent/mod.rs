@@ -560,6 +560,10 @@ struct Worker {
     first_live_peer: Option<Instant>,
     started: Instant,
     last_saved: Option<(PersistedState, Instant)>,
+    /// subnet.env, kept holding the active subnet (retried until a write succeeds).
+    subnet_env: files::KeptFile,
+    /// `<state-dir>/state.json`, saved on changes and every 30 s (retried while it fails).
+    state_file: files::KeptFile,
     warnings: Vec<String>,
     seed_warn: (Option<Instant>, Duration),
     joined_logged: bool,
@@ -649,6 +653,8 @@ impl Worker {
             vni: config.vni,
         };
         let vtep_mac = dataplane::desired::vtep_mac(&config.node_name);
+        let subnet_env = files::KeptFile::new(config.subnet_file.clone());
+        let state_file = files::KeptFile::new(files::state_path(&config.state_dir));
         let mut worker = Worker {
             config,
             underlay,
@@ -667,6 +673,8 @@ impl Worker {
             first_live_peer: None,
             started: Instant::now(),
             last_saved: None,
+            subnet_env,
+            state_file,
             warnings,
             seed_warn: (None, Duration::from_secs(1)),
             joined_logged: false,
@@ -843,6 +851,17 @@ impl Worker {
             || !self.view_is_warm()
             || routing::needs_onlink(self.config.backend, self.config.direct_routing)
             || last_step.elapsed() >= self.config.reconcile_interval.min(FULL_STEP_EVERY)
+            || self.files_pending()
+    }
+
+    /// Whether a file's last write failed (each step retries it).
+    fn files_pending(&self) -> bool {
+        self.subnet_env.failure().is_some()
+            || self.state_file.failure().is_some()
+            || self
+                .udp
+                .as_ref()
+                .is_some_and(|u| u.peers_file_failure().is_some())
     }
 
     /// One pass: read the mesh, advance the lease, publish, reconcile, report.
@@ -868,6 +887,7 @@ impl Worker {
         self.log_peer_changes();
         let events = self.lease.step_at(now_ms, self.clock.wall_ms(), &self.view);
         self.handle_events(events);
+        self.sync_subnet_env();
         cluster.publish(&self.record()).await;
         self.note_refusals();
         self.refresh_onlink().await;
@@ -985,7 +1005,6 @@ impl Worker {
                 }
                 LeaseEvent::Activated { subnet } => {
                     info!(node = %node, subnet = %subnet, "claim settled; subnet active");
-                    self.write_subnet_env(subnet);
                 }
                 LeaseEvent::Lost {
                     subnet,
@@ -1012,12 +1031,6 @@ impl Worker {
                 LeaseEvent::Unrefused => info!(node = %node, "identity conflict cleared"),
             }
         }
-        if let Phase::Active { subnet, .. } = self.lease.phase() {
-            // A restored active claim: make sure subnet.env is there.
-            if !self.config.subnet_file.exists() {
-                self.write_subnet_env(*subnet);
-            }
-        }
     }
 
     fn vxlan_mtu(&self) -> u32 {
@@ -1038,20 +1051,25 @@ impl Worker {
         }
     }
 
-    fn write_subnet_env(&mut self, subnet: Ipv4Net) {
-        let env = files::subnet_env(
+    /// What subnet.env must say for `subnet`.
+    fn subnet_env_text(&self, subnet: Ipv4Net) -> String {
+        files::subnet_env(
             self.config.network,
             subnet,
             self.overlay_mtu(),
             self.config.ip_masq,
-        );
-        if let Err(e) = files::write_atomic(&self.config.subnet_file, &env) {
-            error!(node = %self.config.node_name, path = %self.config.subnet_file.display(), error = %e, "cannot write subnet file");
-            self.warnings.push(format!(
-                "cannot write {}: {e}",
-                self.config.subnet_file.display()
-            ));
-        }
+        )
+    }
+
+    /// Makes subnet.env hold the active subnet (every step: a failed write is retried, a file
+    /// changed or removed behind the agent's back is rewritten). Until it does, `/readyz` says why.
+    fn sync_subnet_env(&mut self) {
+        let Some(active) = self.lease.active_subnet() else {
+            return;
+        };
+        let env = self.subnet_env_text(active);
+        let kept = self.subnet_env.keep(&env);
+        note_kept(&self.config.node_name, "subnet_env", &self.metrics, kept);
     }
 
     fn save_state(&mut self, force: bool) {
@@ -1080,12 +1098,11 @@ impl Worker {
         if !due {
             return;
         }
-        match files::save_state(&self.config.state_dir, &state) {
-            Ok(()) => self.last_saved = Some((state, Instant::now())),
-            Err(e) => {
-                warn!(node = %self.config.node_name, error = %e, "cannot save state");
-            }
+        let kept = self.state_file.keep(&state.to_json());
+        if !matches!(kept, files::Kept::Failed { .. }) {
+            self.last_saved = Some((state, Instant::now()));
         }
+        note_kept(&self.config.node_name, "state", &self.metrics, kept);
     }
 
     /// Peers whose routes this node programs: the winner of each subnet.
@@ -1243,8 +1260,8 @@ impl Worker {
             ip: self.underlay.ip,
             ..fresh
         };
-        if mtu_changed && let Some(active) = self.lease.active_subnet() {
-            self.write_subnet_env(active);
+        if mtu_changed {
+            self.sync_subnet_env();
         }
         true
     }
@@ -1436,6 +1453,28 @@ impl Worker {
                 .map(|n| (n.liveness.as_str(), n.state.as_str())),
         );
         self.status_tx.send_replace(report);
+    }
+}
+
+/// Logs what a [`files::KeptFile`] write did: a failure once (again only when the error
+/// changes), the recovery once; counts every write in `weft_file_writes_total`.
+fn note_kept(node: &str, file: &'static str, metrics: &Metrics, kept: files::Kept) {
+    match kept {
+        files::Kept::Unchanged => {}
+        files::Kept::Written { after_failures } => {
+            metrics.file_write(file, true);
+            if after_failures > 0 {
+                info!(node = %node, file, after_failures, "file written after failed attempts");
+            } else {
+                debug!(node = %node, file, "file written");
+            }
+        }
+        files::Kept::Failed { error, new } => {
+            metrics.file_write(file, false);
+            if new {
+                error!(node = %node, file, error = %error, "cannot write file; retrying every step");
+            }
+        }
     }
 }
 

@@ -26,10 +26,37 @@ pub(super) fn build(w: &Worker) -> StatusReport {
         Phase::Claimed { subnet, .. } => Some(format!("claim on {subnet} settling")),
         Phase::Refused { reason } => Some(format!("identity conflict: {reason}")),
         Phase::Leaving { .. } => Some("leaving".to_string()),
+        // CNI hands out addresses from subnet.env: not ready until it names the active subnet.
+        Phase::Active { subnet, .. } if !w.subnet_env.holds(&w.subnet_env_text(*subnet)) => {
+            Some(match w.subnet_env.failure() {
+                Some(e) => format!("subnet.env does not hold {subnet}: {e}; retrying"),
+                None => format!(
+                    "subnet.env ({}) not written yet for {subnet}",
+                    w.subnet_env.path().display()
+                ),
+            })
+        }
+        Phase::Active { .. } if w.state_file.failure().is_some() => Some(format!(
+            "state file not saved: {}; retrying",
+            w.state_file.failure().unwrap_or_default()
+        )),
         Phase::Active { .. } if !applied_ok => Some("data plane not fully programmed".to_string()),
         Phase::Active { .. } => None,
     };
     let mut warnings = w.warnings.clone();
+    let failures = [
+        ("subnet.env not written", w.subnet_env.failure()),
+        ("state file not saved", w.state_file.failure()),
+        (
+            "udp peers file not saved",
+            w.udp.as_ref().and_then(|u| u.peers_file_failure()),
+        ),
+    ];
+    for (what, e) in failures {
+        if let Some(e) = e {
+            warnings.push(format!("{what}: {e}; retrying"));
+        }
+    }
     if let Phase::Refused { reason } = w.lease.phase() {
         warnings.push(format!("identity conflict: {reason}"));
     }

@@ -5,7 +5,7 @@
 //! agent forwards at once instead of after gossip has refilled the table.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ pub(super) struct UdpPlane {
     addressed: Option<Ipv4Net>,
     /// The peers file, with plain frames (sealed ones need the peers' current keys, which only
     /// gossip carries).
-    peers_file: Option<PathBuf>,
+    peers_file: Option<files::KeptFile>,
     /// Peers restored from the peers file are kept until gossip names any peer, or this
     /// instant passes.
     restored_until: Option<Instant>,
@@ -160,12 +160,12 @@ impl UdpPlane {
         } else {
             None
         };
-        let peers_file =
-            (!encrypted && tunnel.is_some()).then(|| config.state_dir.join(PEERS_FILE));
+        let peers_file = (!encrypted && tunnel.is_some())
+            .then(|| files::KeptFile::new(config.state_dir.join(PEERS_FILE)));
         let mut peers = Vec::new();
         let mut restored_until = None;
-        if let (Some(path), Some(t)) = (&peers_file, &tunnel) {
-            peers = load_peers(path);
+        if let (Some(file), Some(t)) = (&peers_file, &tunnel) {
+            peers = load_peers(file.path());
             if !peers.is_empty() {
                 info!(node = %config.node_name, peers = peers.len(), "udp tunnel: last known peers restored until gossip speaks");
                 t.set_peers(peers.clone());
@@ -188,6 +188,11 @@ impl UdpPlane {
         }))
     }
 
+    /// Why the peers file's last write failed, while it does.
+    pub(super) fn peers_file_failure(&self) -> Option<&str> {
+        self.peers_file.as_ref().and_then(|f| f.failure())
+    }
+
     pub(super) fn public_key(&self) -> [u8; 32] {
         self.public_key
     }
@@ -198,7 +203,7 @@ impl UdpPlane {
         if let Some(t) = self.tunnel.take() {
             t.remove();
         }
-        if let Some(path) = &self.peers_file
+        if let Some(path) = self.peers_file.as_ref().map(|f| f.path())
             && let Err(e) = std::fs::remove_file(path)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -310,7 +315,8 @@ impl Worker {
         if !keep_restored {
             udp.restored_until = None;
         }
-        if !keep_restored && peers != udp.peers {
+        let changed = !keep_restored && peers != udp.peers;
+        if changed {
             if udp.encrypted {
                 for p in peers.iter().filter(|p| p.public_key.is_none()) {
                     warn!(node = %self.config.node_name, peer = %p.name, "peer publishes no tunnel key; its traffic is dropped");
@@ -319,12 +325,14 @@ impl Worker {
             if let Some(t) = &udp.tunnel {
                 t.set_peers(peers.clone());
             }
-            if let Some(path) = &udp.peers_file
-                && let Err(e) = files::write_atomic(path, &peers_text(&peers))
-            {
-                warn!(node = %self.config.node_name, error = %e, "cannot save the peers file");
-            }
             udp.peers = peers;
+        }
+        // Written when the peers change, retried every step while it fails.
+        if let Some(file) = &mut udp.peers_file
+            && (changed || file.failure().is_some())
+        {
+            let kept = file.keep(&peers_text(&udp.peers));
+            super::note_kept(&self.config.node_name, "udp_peers", &self.metrics, kept);
         }
         let own = claim.map(|c| c.subnet);
         if let Some(subnet) = own

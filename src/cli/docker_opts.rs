@@ -35,8 +35,52 @@ pub struct SubnetEnv {
     pub ip_masq: bool,
 }
 
+/// Why subnet.env does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum SubnetEnvError {
+    /// A key docker needs is missing.
+    #[error("no {0}")]
+    Missing(&'static str),
+    /// A key has a value that does not parse.
+    #[error("{key}={value}: {why}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// Why `weft docker-opts` failed; each displays as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerOptsError {
+    /// subnet.env cannot be read.
+    #[error("{}: {source} (is `weft run` ready?)", path.display())]
+    Read {
+        /// The subnet file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// subnet.env does not parse.
+    #[error("{}: {source}", path.display())]
+    Parse {
+        /// The subnet file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: SubnetEnvError,
+    },
+    /// `--dest` cannot be written (or is not a regular file: it is left alone).
+    #[error(transparent)]
+    Write(#[from] crate::agent::files::FileError),
+}
+
 /// Parses flannel's subnet.env (`KEY=value` lines; unknown keys ignored).
-pub fn parse_subnet_env(text: &str) -> Result<SubnetEnv, String> {
+pub fn parse_subnet_env(text: &str) -> Result<SubnetEnv, SubnetEnvError> {
     let mut subnet = None;
     let mut mtu = None;
     let mut ip_masq = false;
@@ -49,23 +93,27 @@ pub fn parse_subnet_env(text: &str) -> Result<SubnetEnv, String> {
             "FLANNEL_SUBNET" => {
                 value
                     .parse::<ipnet::Ipv4Net>()
-                    .map_err(|e| format!("FLANNEL_SUBNET={value}: {e}"))?;
+                    .map_err(|e| SubnetEnvError::Invalid {
+                        key: "FLANNEL_SUBNET",
+                        value: value.to_string(),
+                        why: e.to_string(),
+                    })?;
                 subnet = Some(value.to_string());
             }
             "FLANNEL_MTU" => {
-                mtu = Some(
-                    value
-                        .parse::<u32>()
-                        .map_err(|e| format!("FLANNEL_MTU={value}: {e}"))?,
-                )
+                mtu = Some(value.parse::<u32>().map_err(|e| SubnetEnvError::Invalid {
+                    key: "FLANNEL_MTU",
+                    value: value.to_string(),
+                    why: e.to_string(),
+                })?)
             }
             "FLANNEL_IPMASQ" => ip_masq = value == "true",
             _ => {}
         }
     }
     Ok(SubnetEnv {
-        subnet: subnet.ok_or("no FLANNEL_SUBNET")?,
-        mtu: mtu.ok_or("no FLANNEL_MTU")?,
+        subnet: subnet.ok_or(SubnetEnvError::Missing("FLANNEL_SUBNET"))?,
+        mtu: mtu.ok_or(SubnetEnvError::Missing("FLANNEL_MTU"))?,
         ip_masq,
     })
 }
@@ -80,12 +128,19 @@ pub fn docker_flags(env: &SubnetEnv) -> String {
     flags
 }
 
-/// `weft docker-opts`: the text to print (empty when written to `--dest`).
-pub fn docker_opts(args: &DockerOptsArgs) -> Result<String, String> {
-    let text = std::fs::read_to_string(&args.subnet_file)
-        .map_err(|e| format!("{}: {e} (is `weft run` ready?)", args.subnet_file.display()))?;
-    let env =
-        parse_subnet_env(&text).map_err(|e| format!("{}: {e}", args.subnet_file.display()))?;
+/// `weft docker-opts`: the text to print (empty when written to `--dest`). `--dest` is replaced
+/// only when it is a regular file (or absent): a symlink, device, FIFO or directory there is
+/// refused and left untouched.
+pub fn docker_opts(args: &DockerOptsArgs) -> Result<String, DockerOptsError> {
+    let text =
+        std::fs::read_to_string(&args.subnet_file).map_err(|source| DockerOptsError::Read {
+            path: args.subnet_file.clone(),
+            source,
+        })?;
+    let env = parse_subnet_env(&text).map_err(|source| DockerOptsError::Parse {
+        path: args.subnet_file.clone(),
+        source,
+    })?;
     let flags = docker_flags(&env);
     let env_form = args.env || args.key.is_some() || args.dest.is_some();
     let out = if env_form {
@@ -96,8 +151,7 @@ pub fn docker_opts(args: &DockerOptsArgs) -> Result<String, String> {
     };
     match &args.dest {
         Some(path) => {
-            crate::agent::files::write_atomic(path, &out)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            crate::agent::files::write_atomic(path, &out)?;
             Ok(String::new())
         }
         None => Ok(out),
@@ -155,5 +209,27 @@ mod tests {
                 .unwrap()
                 .starts_with("DOCKER_NETWORK_OPTIONS=")
         );
+    }
+
+    #[test]
+    fn dest_that_is_not_a_regular_file_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("subnet.env");
+        std::fs::write(&file, "FLANNEL_SUBNET=10.244.9.1/24\nFLANNEL_MTU=1450\n").unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let link = dir.path().join("docker_opts.env");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let args = DockerOptsArgs {
+            subnet_file: file,
+            env: false,
+            key: None,
+            dest: Some(link.clone()),
+        };
+        let err = docker_opts(&args).unwrap_err();
+        assert!(matches!(err, DockerOptsError::Write(_)), "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_link(&link).unwrap(), victim);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     }
 }

@@ -58,8 +58,6 @@ pub struct KeygenArgs {
 
 /// `weft keygen`: a fresh key, printed or written to a new file that only its owner can read.
 pub fn keygen(args: &KeygenArgs) -> Result<String, std::io::Error> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let rng = ring::rand::SystemRandom::new();
     let key = weft_proto::envelope::generate_key(&rng)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -67,13 +65,11 @@ pub fn keygen(args: &KeygenArgs) -> Result<String, std::io::Error> {
     match &args.out {
         None => Ok(text),
         Some(path) => {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-            f.write_all(text.as_bytes())?;
+            // A new file only (never over an existing key), complete or not at all.
+            crate::agent::files::create_atomic(path, text.as_bytes(), 0o600).map_err(|e| {
+                let msg = e.to_string();
+                std::io::Error::new(e.into_io().kind(), msg)
+            })?;
             Ok(format!(
                 "wrote a new cluster key (id {:08x}) to {}\n",
                 weft_proto::envelope::key_id(&key),
