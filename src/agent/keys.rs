@@ -31,6 +31,12 @@ pub enum KeyStoreError {
     },
     #[error("{0}")]
     Key(#[from] envelope::KeyError),
+    /// A key file other users can read or write (refused, as ssh refuses such private keys).
+    #[error(
+        "{path} is accessible by group or others (mode {mode:04o}): a cluster key must be \
+         private; run `chmod 600 {path}` (or pass --allow-open-key-perms)"
+    )]
+    OpenPermissions { path: PathBuf, mode: u32 },
 }
 
 /// The keyring of a running agent and the file or directory it persists to.
@@ -80,6 +86,28 @@ pub fn load(path: &Path) -> Result<KeyringFile, KeyStoreError> {
     } else {
         KeyringFile::parse(&read_bounded(path)?).map_err(|e| read_err(path, e))
     }
+}
+
+/// Refuses a keyring file, or a keyring directory's `*.key` files, that group or others may
+/// access (any of the mode bits 0o077).
+pub fn check_private(path: &Path) -> Result<(), KeyStoreError> {
+    let meta = std::fs::metadata(path).map_err(|e| read_err(path, e))?;
+    let files = if meta.is_dir() {
+        key_files(path)?
+    } else {
+        vec![path.to_path_buf()]
+    };
+    for file in files {
+        let mode = std::fs::metadata(&file)
+            .map_err(|e| read_err(&file, e))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(KeyStoreError::OpenPermissions { path: file, mode });
+        }
+    }
+    Ok(())
 }
 
 fn key_files(dir: &Path) -> Result<Vec<PathBuf>, KeyStoreError> {
