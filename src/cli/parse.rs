@@ -159,8 +159,16 @@ fn render(e: &clap::Error, argv: &[OsString], env: &[(String, OsString)]) -> Str
                 } else {
                     flag
                 };
+            if value.trim().is_empty() {
+                return if field.starts_with("WEFT_") {
+                    format!("invalid {field} \"\": empty value (unset {field} to use the default)")
+                } else {
+                    format!("invalid {field} \"\": empty value (give a value, or omit the flag)")
+                };
+            }
             let source = std::error::Error::source(e).map(|s| s.to_string());
-            let reason = match (source.as_deref(), ctx(ContextKind::ValidValue)) {
+            let valid = ctx(ContextKind::ValidValue).filter(|v| !v.trim().is_empty());
+            let reason = match (source.as_deref(), valid) {
                 (Some("value was not a boolean"), _) => {
                     "expected true or false (or yes/no, on/off, 1/0)".to_string()
                 }

@@ -139,17 +139,16 @@ fn path_err(field: &str, path: &Path, reason: impl Into<String>) -> ConfigError 
 /// created and removed in it (this catches read-only filesystems, which root's permission
 /// bits do not).
 fn check_dir(path: &Path, field: &str, create: bool) -> Result<(), ConfigError> {
+    let cannot_write =
+        |e: std::io::Error| path_err(field, path, format!("cannot write in it: {e}"));
+    let cannot_create = |e: std::io::Error| path_err(field, path, format!("cannot create it: {e}"));
     match std::fs::metadata(path) {
         Ok(meta) if !meta.is_dir() => Err(path_err(field, path, "not a directory")),
-        Ok(_) => probe(path).map_err(|e| path_err(field, path, format!("cannot write in it: {e}"))),
-        Err(e) if e.kind() == ErrorKind::NotFound && create => {
-            std::fs::create_dir_all(path)
-                .map_err(|e| path_err(field, path, format!("cannot create it: {e}")))?;
-            probe(path).map_err(|e| path_err(field, path, format!("cannot write in it: {e}")))
-        }
+        Ok(_) => probe(path).map_err(cannot_write),
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            let (ancestor, meta) = nearest_existing(path)
-                .map_err(|e| path_err(field, path, format!("cannot create it: {e}")))?;
+            // The same verdict with or without `create`: the nearest existing ancestor must be
+            // a directory this process can create entries in.
+            let (ancestor, meta) = nearest_existing(path).map_err(cannot_create)?;
             if !meta.is_dir() {
                 return Err(path_err(
                     field,
@@ -164,16 +163,12 @@ fn check_dir(path: &Path, field: &str, create: bool) -> Result<(), ConfigError> 
                 &ancestor,
                 nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
             )
-            .map_err(|errno| {
-                path_err(
-                    field,
-                    path,
-                    format!(
-                        "cannot create it: {}",
-                        std::io::Error::from_raw_os_error(errno as i32)
-                    ),
-                )
-            })
+            .map_err(|errno| cannot_create(std::io::Error::from_raw_os_error(errno as i32)))?;
+            if create {
+                std::fs::create_dir_all(path).map_err(cannot_create)?;
+                probe(path).map_err(cannot_write)?;
+            }
+            Ok(())
         }
         Err(e) => Err(path_err(field, path, format!("cannot use it: {e}"))),
     }

@@ -141,7 +141,7 @@ fn given(
     let field = names.of(flag);
     if value.trim().is_empty() {
         let hint = match default {
-            Some(d) => format!("omit it to use the default {d}"),
+            Some(d) => format!("omit it to use the default, {d}"),
             None => "omit it to leave it unset".to_string(),
         };
         return Err(empty(&field, &hint));
@@ -818,7 +818,7 @@ fn path_or(
     match arg {
         Some(p) if p.as_os_str().is_empty() => Err(empty(
             &names.of(flag),
-            &format!("omit it to use the default {default}"),
+            &format!("omit it to use the default, {default}"),
         )),
         Some(p) => Ok(p),
         None => Ok(PathBuf::from(default)),
