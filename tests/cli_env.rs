@@ -208,3 +208,69 @@ fn version_and_usage() {
     let out = weft(&["run", "--no-such-flag"], &[]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `version`, `keygen`, `docker-opts` and `run --check-config` whose output cannot be written
+/// (`> /dev/full`, a pipe nobody reads): one line and exit status 1, never a panic.
+#[test]
+fn unwritable_output_is_one_line_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let subnet_env = dir.path().join("subnet.env");
+    std::fs::write(
+        &subnet_env,
+        "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state").display().to_string();
+    let subnet_file = subnet_env.display().to_string();
+    let commands: [Vec<&str>; 4] = [
+        vec!["version"],
+        vec!["keygen"],
+        vec!["docker-opts", "--subnet-file", &subnet_file],
+        vec![
+            "run",
+            "--check-config",
+            "--insecure",
+            "--dry-run",
+            "--node-name",
+            "n1",
+            "--public-ip",
+            "192.0.2.99",
+            "--state-dir",
+            &state,
+            "--subnet-file",
+            &subnet_file,
+        ],
+    ];
+    for args in &commands {
+        for closed_pipe in [false, true] {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+            cmd.args(args);
+            for (key, _) in std::env::vars() {
+                if key.starts_with("WEFT_") {
+                    cmd.env_remove(key);
+                }
+            }
+            if closed_pipe {
+                let (reader, writer) = std::io::pipe().unwrap();
+                drop(reader);
+                cmd.stdout(writer);
+            } else {
+                cmd.stdout(std::fs::File::create("/dev/full").unwrap());
+            }
+            let out = cmd.output().unwrap();
+            let err = stderr(&out);
+            let want = if closed_pipe {
+                "weft: cannot write to standard output: Broken pipe (os error 32)\n"
+            } else {
+                "weft: cannot write to standard output: No space left on device (os error 28)\n"
+            };
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{args:?} closed {closed_pipe}: {err}"
+            );
+            assert!(err.ends_with(want), "{args:?}: {err}");
+            assert_eq!(err.matches("weft: ").count(), 1, "{args:?}: {err}");
+        }
+    }
+}
