@@ -335,8 +335,10 @@ fn cases() -> Vec<Case> {
             .set("--settle", "0s"),
         case("settle 2 days", "invalid --settle \"2d\": must be at most 1d")
             .set("--settle", "2d"),
-        case("reservation 0s", "invalid --reservation \"0s\": must be at least 10s")
+        case("reservation 0s", "invalid --reservation \"0s\": must be at least the settle period (10s): a dead node's subnet must stay reserved longer than a claim takes to settle")
             .set("--reservation", "0s"),
+        case("reservation below an explicit settle", "invalid --reservation \"1h\": must be at least the settle period (2h, --settle): a dead node's subnet must stay reserved longer than a claim takes to settle")
+            .set("--settle", "2h"),
         case("gossip interval of hours", "invalid --gossip-interval \"3h\": must be at most 1m")
             .set("--gossip-interval", "3h"),
         case("gossip interval 5ms", "invalid --gossip-interval \"5ms\": must be at least 10ms")

@@ -698,6 +698,7 @@ pub(crate) fn build(
         defaults::GOSSIP_FANOUT,
     )?;
     let gossip_fanout: usize = fanout_raw.int_in(1..=MAX_GOSSIP_FANOUT)?;
+    let args_settle_given = args.settle.is_some();
     let settle = match flag_opt(n, "--settle", args.settle)? {
         // A claim must be heard by the mesh before it counts: at least one gossip round.
         Some(raw) => raw.duration_in(gossip_interval, MAX_PERIOD)?,
@@ -712,7 +713,19 @@ pub(crate) fn build(
     let reservation_raw = flag(n, "--reservation", args.reservation, defaults::RESERVATION)?;
     // A reservation shorter than a settle period hands a rebooting host's subnet to someone
     // else before it is even noticed dead.
-    let reservation = reservation_raw.duration_in(settle.max(gossip_interval), MAX_PERIOD)?;
+    let reservation = reservation_raw.duration_in(Duration::ZERO, MAX_PERIOD)?;
+    if reservation < settle {
+        return Err(reservation_raw.invalid(format!(
+            "must be at least the settle period ({}{}): a dead node's subnet must stay \
+             reserved longer than a claim takes to settle",
+            format_duration(settle),
+            if args_settle_given {
+                format!(", {}", n.of("--settle"))
+            } else {
+                String::new()
+            }
+        )));
+    }
     let dead_node_grace = grace_raw.duration_in(gossip_interval, MAX_DEAD_NODE_GRACE)?;
     if reservation > dead_node_grace / 2 {
         return Err(reservation_raw.invalid(format!(
