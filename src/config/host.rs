@@ -79,7 +79,8 @@ pub fn underlay_error(config: &Config, checks: &HostChecks, reason: &str) -> Con
     }
 }
 
-/// The overlay network must not contain the address this node announces or sends from.
+/// The overlay network must not contain the address this node announces or sends from (the
+/// rule of [`check_underlay_overlap`](super::check_underlay_overlap), naming what was set).
 pub fn check_underlay(
     config: &Config,
     checks: &HostChecks,
@@ -87,18 +88,14 @@ pub fn check_underlay(
 ) -> Result<(), ConfigError> {
     let announce = config.public_ip.unwrap_or(underlay_ip);
     for ip in [announce, underlay_ip] {
-        if let IpAddr::V4(v4) = ip
-            && config.network.contains(&v4)
-        {
-            return Err(ConfigError::invalid(
-                checks.name("--network"),
-                config.network.to_string(),
-                format!(
-                    "the overlay network contains the underlay address {v4}; choose a network \
-                     that does not overlap the hosts' network"
-                ),
-            ));
-        }
+        super::check_underlay_overlap(config.network, ip).map_err(|e| match e {
+            ConfigError::Invalid { value, reason, .. } => ConfigError::Invalid {
+                field: checks.name("--network"),
+                value,
+                reason,
+            },
+            other => other,
+        })?;
     }
     Ok(())
 }
@@ -229,6 +226,24 @@ fn check_subnet_file(path: &Path, field: &str, create: bool) -> Result<(), Confi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn underlay_inside_the_overlay_names_what_was_set() {
+        let config = Config::with_defaults("n1").unwrap();
+        let checks = HostChecks {
+            from_env: vec!["network".into()],
+            ..HostChecks::default()
+        };
+        let e = check_underlay(&config, &checks, "10.244.3.3".parse().unwrap()).unwrap_err();
+        assert_eq!(e.field(), "WEFT_NETWORK");
+        assert!(e.to_string().contains("underlay address 10.244.3.3"), "{e}");
+        check_underlay(&config, &checks, "192.0.2.1".parse().unwrap()).unwrap();
+        let e = underlay_error(&config, &checks, "underlay: no IPv4 default route");
+        assert_eq!(
+            e.to_string(),
+            "invalid --iface (unset: the default route's interface): no IPv4 default route"
+        );
+    }
 
     #[test]
     fn dirs() {
