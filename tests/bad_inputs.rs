@@ -320,6 +320,8 @@ fn cases() -> Vec<Case> {
             .set("--advertise", "0.0.0.0:7947"),
         case("missing interface", "invalid --iface \"nosuch0\": no interface named nosuch0")
             .set("--iface", "nosuch0").unset("--public-ip"),
+        case("loopback interface address", "invalid --iface \"127.0.0.1\": a loopback address cannot be reached by other hosts (only a --dry-run mesh on one machine may use it)")
+            .set("--iface", "127.0.0.1").unset("--public-ip").live(),
         case("interface name with slash", "invalid --iface \"eth/0\": an interface name has no '/', ':' or whitespace")
             .set("--iface", "eth/0"),
         case("bad node name", "invalid --node-name \"bad name\": character ' ' is not allowed (use A-Z, a-z, 0-9, '.', '_', '-')")

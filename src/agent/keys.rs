@@ -387,6 +387,32 @@ mod tests {
     }
 
     #[test]
+    fn open_key_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cluster.key");
+        std::fs::write(&file, envelope::encode_key(&A)).unwrap();
+        for (mode, open) in [(0o600, false), (0o400, false), (0o640, true), (0o604, true)] {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            let result = check_private(&file);
+            assert_eq!(result.is_err(), open, "mode {mode:o}: {result:?}");
+        }
+        // In a keyring directory every *.key file counts; the directory's own mode does not.
+        let ring = dir.path().join("ring");
+        std::fs::create_dir(&ring).unwrap();
+        std::fs::set_permissions(&ring, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let key = ring.join("a.key");
+        std::fs::write(&key, envelope::encode_key(&A)).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        check_private(&ring).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = check_private(&ring).unwrap_err().to_string();
+        assert!(
+            e.contains("a.key is accessible by group or others (mode 0644)"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn directory_store() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (envelope::key_id(&A), envelope::key_id(&B));

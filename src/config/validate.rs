@@ -243,17 +243,6 @@ impl Raw {
         Ok(d)
     }
 
-    fn ip(&self) -> Result<IpAddr, ConfigError> {
-        let ip: IpAddr = self.parse()?;
-        if ip.is_unspecified() || ip.is_multicast() {
-            return Err(self.invalid("not a unicast address"));
-        }
-        if matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()) {
-            return Err(self.invalid("the broadcast address is not a host's address"));
-        }
-        Ok(ip)
-    }
-
     /// An address peers send to: unicast, and loopback only in a `--dry-run` mesh on one
     /// machine (peers on a real network cannot reach 127.0.0.1).
     fn peer_ip(&self, ip: IpAddr, dry_run: bool) -> Result<IpAddr, ConfigError> {
@@ -572,7 +561,7 @@ pub(crate) fn build(
     let underlay = match flag_opt(n, "--iface", args.iface)? {
         None => UnderlaySelect::DefaultRoute,
         Some(raw) => match raw.value.trim().parse::<IpAddr>() {
-            Ok(_) => UnderlaySelect::Addr(raw.ip()?),
+            Ok(ip) => UnderlaySelect::Addr(raw.peer_ip(ip, args.dry_run)?),
             Err(_) => {
                 check_iface_name(&raw)?;
                 UnderlaySelect::Iface(raw.value)
