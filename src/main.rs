@@ -3,50 +3,76 @@
 
 use std::error::Error;
 use std::future::Future;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 use weft::Config;
-use weft::cli::{Cli, Command};
-use weft::config::{LogFormat, RunArgs};
+use weft::cli::Command;
+use weft::cli::parse::ParseError;
+use weft::config::{HostChecks, LogFormat, RunArgs};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Run(args) => run(*args),
+    let parsed = match weft::cli::parse::parse(std::env::args_os(), std::env::vars_os()) {
+        Ok(parsed) => parsed,
+        Err(ParseError::Usage(line)) => return refuse(&line),
+        Err(ParseError::Display { error, code }) => {
+            return match error.print() {
+                Ok(()) => ExitCode::from(code),
+                Err(e) => output_failed(&e),
+            };
+        }
+    };
+    match parsed.cli.command {
+        Command::Run(args) => run(*args, &parsed.warnings),
         Command::Status(args) if args.watch.is_some() => client(weft::cli::status_watch(&args)),
         Command::Status(args) => client(weft::cli::status(&args)),
         Command::DockerOpts(args) => match weft::cli::docker_opts(&args) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
+            Ok(text) => emit(&text),
             Err(e) => {
-                eprintln!("weft: {e}");
+                say(&format!("weft: {e}"));
                 ExitCode::from(1)
             }
         },
         Command::Leave(args) => client(weft::cli::leave(&args)),
         Command::Keys(cmd) => client(weft::cli::keys::run(&cmd)),
         Command::Keygen(args) => match weft::cli::keygen(&args) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
+            Ok(text) => emit(&text),
             Err(e) => fail(&e),
         },
-        Command::Version => {
-            println!("{}", weft::cli::version_string());
-            ExitCode::SUCCESS
-        }
+        Command::Version => emit(&format!("{}\n", weft::cli::version_string())),
     }
 }
 
-fn run(args: RunArgs) -> ExitCode {
+/// Writes `text` to standard output; a failed write (`> /dev/full`, a closed pipe) is one line
+/// on standard error and exit status 1, never a panic.
+fn emit(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => output_failed(&e),
+    }
+}
+
+fn output_failed(e: &std::io::Error) -> ExitCode {
+    say(&format!("weft: cannot write to standard output: {e}"));
+    ExitCode::from(1)
+}
+
+/// One line on standard error (ignoring a failure to write it: there is nowhere else to say it).
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{}", line.replace('\n', " "));
+}
+
+/// A usage or configuration error: one line, exit status 2.
+fn refuse(line: &dyn std::fmt::Display) -> ExitCode {
+    say(&format!("weft: {line}"));
+    ExitCode::from(2)
+}
+
+fn run(args: RunArgs, warnings: &[String]) -> ExitCode {
     // The format is validated with the rest below; until then fall back to text.
     let format = args
         .log_format
@@ -54,28 +80,36 @@ fn run(args: RunArgs) -> ExitCode {
         .and_then(LogFormat::from_name)
         .unwrap_or(LogFormat::Text);
     init_tracing(format);
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     let check_only = args.check_config;
     let clock_offset_ms = args.clock_offset_ms.unwrap_or(0);
+    let checks = HostChecks::from_args(&args);
     let config = match Config::from_run_args(args) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("weft: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return refuse(&e),
     };
-    if check_only {
-        println!("{config:#?}");
-        return ExitCode::SUCCESS;
-    }
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => return fail(&e),
     };
+    // The same checks for `run` and `--check-config`, before anything touches the kernel.
+    if let Err(e) = runtime.block_on(weft::config::preflight(&config, &checks)) {
+        return refuse(&e);
+    }
+    if check_only {
+        return emit(&format!("{config:#?}\n"));
+    }
     match runtime.block_on(run_agent(config, clock_offset_ms)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if matches!(e.downcast_ref(), Some(weft::agent::AgentError::Config(_))) => {
-            eprintln!("weft: {e}");
-            ExitCode::from(2)
+        Err(e)
+            if matches!(
+                e.downcast_ref(),
+                Some(weft::agent::AgentError::Config(_) | weft::agent::AgentError::Underlay(_))
+            ) =>
+        {
+            refuse(&e)
         }
         Err(e) => fail(e.as_ref()),
     }
@@ -129,10 +163,7 @@ fn client(request: impl Future<Output = Result<String, weft::cli::CliError>>) ->
         Err(e) => return fail(&e),
     };
     match runtime.block_on(request) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
+        Ok(text) => emit(&text),
         Err(e) => fail(&e),
     }
 }
@@ -178,6 +209,6 @@ fn fail(error: &(dyn Error + 'static)) -> ExitCode {
         }
         source = cause.source();
     }
-    eprintln!("weft: {}", line.replace('\n', " "));
+    say(&format!("weft: {line}"));
     ExitCode::from(1)
 }

@@ -229,7 +229,8 @@ run_test() {
     rm -f "$WEFT_KEY_FILE"
     docker run --rm --entrypoint /usr/local/bin/weft "$IMAGE" keygen >"$WEFT_KEY_FILE" ||
         die "weft keygen"
-    chmod 0644 "$WEFT_KEY_FILE" # read by the agents' root; the directory is the user's
+    # Private, or weft refuses it; the agents' root reads it all the same.
+    chmod 0600 "$WEFT_KEY_FILE"
     trap down EXIT
     compose down -v -t 5 >/dev/null 2>&1 || true
     log "up: $N agents, backend $BACKEND, underlay $NET.0/24"

@@ -36,6 +36,13 @@ fn every_run_flag_is_read_from_the_environment() {
     )
     .unwrap();
     let net_conf = net_conf.to_str().unwrap();
+    // Paths the check can verify (it creates nothing).
+    let state_dir = dir.path().join("weft-env-state").display().to_string();
+    let subnet_file = dir
+        .path()
+        .join("weft-env-state/subnet.env")
+        .display()
+        .to_string();
     let env = [
         ("WEFT_NODE_NAME", "env-node"),
         ("WEFT_IFACE", "eth9"),
@@ -53,8 +60,8 @@ fn every_run_flag_is_read_from_the_environment() {
         ("WEFT_VNI", "4242"),
         ("WEFT_VXLAN_PORT", "4789"),
         ("WEFT_DIRECT_ROUTING", "true"),
-        ("WEFT_STATE_DIR", "/tmp/weft-env-state"),
-        ("WEFT_SUBNET_FILE", "/tmp/weft-env-state/subnet.env"),
+        ("WEFT_STATE_DIR", &state_dir),
+        ("WEFT_SUBNET_FILE", &subnet_file),
         ("WEFT_BRIDGE", "br-env"),
         ("WEFT_API", "127.0.0.1:17948"),
         ("WEFT_GOSSIP_INTERVAL", "250ms"),
@@ -67,6 +74,8 @@ fn every_run_flag_is_read_from_the_environment() {
         ("WEFT_CLUSTER_ID", "env-cluster"),
         ("WEFT_INSECURE", "yes"),
         ("WEFT_CHECK_CONFIG", "on"),
+        // No interface eth9 here: a dry run announcing --public-ip needs none.
+        ("WEFT_DRY_RUN", "1"),
     ];
     let out = weft(&["run"], &env);
     let text = stdout(&out);
@@ -91,8 +100,8 @@ fn every_run_flag_is_read_from_the_environment() {
         "vni: 4242,",
         "vxlan_port: 4789,",
         "direct_routing: true,",
-        "state_dir: \"/tmp/weft-env-state\",",
-        "subnet_file: \"/tmp/weft-env-state/subnet.env\",",
+        &format!("state_dir: {state_dir:?},"),
+        &format!("subnet_file: {subnet_file:?},"),
         "\"br-env\",",
         "api: 127.0.0.1:17948,",
         "gossip_interval: 250ms,",
@@ -111,6 +120,9 @@ fn every_run_flag_is_read_from_the_environment() {
 
 #[test]
 fn flags_override_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().display().to_string();
+    let subnet_file = dir.path().join("subnet.env").display().to_string();
     let out = weft(
         &[
             "run",
@@ -124,6 +136,10 @@ fn flags_override_environment() {
             ("WEFT_VNI", "5"),
             ("WEFT_NODE_NAME", "env-node"),
             ("WEFT_INSECURE", "1"),
+            ("WEFT_DRY_RUN", "1"),
+            ("WEFT_PUBLIC_IP", "192.0.2.99"),
+            ("WEFT_STATE_DIR", &state),
+            ("WEFT_SUBNET_FILE", &subnet_file),
         ],
     );
     let text = stdout(&out);
@@ -137,20 +153,20 @@ fn config_errors_exit_2_with_one_line() {
     let cases: [(&[(&str, &str)], &str); 4] = [
         (
             &[("WEFT_NETWORK", "10.0.0.0/33")],
-            "weft: invalid --network \"10.0.0.0/33\": prefix length 33 is larger than 32\n",
+            "weft: invalid WEFT_NETWORK \"10.0.0.0/33\": prefix length 33 is larger than 32\n",
         ),
         (
             &[("WEFT_BACKEND", "udp"), ("WEFT_UDP_ENCRYPTION", "maybe")],
-            "weft: invalid --udp-encryption \"maybe\": expected on or off\n",
+            "weft: invalid WEFT_UDP_ENCRYPTION \"maybe\": expected on or off\n",
         ),
         (
             &[("WEFT_RESERVATION", "2h")],
-            "weft: invalid --reservation \"2h\": must be at most half of --dead-node-grace (2h): \
+            "weft: invalid WEFT_RESERVATION \"2h\": must be at most half of --dead-node-grace (2h): \
              dead nodes' records are only gossiped that long\n",
         ),
         (
             &[("WEFT_NET_CONF", "/nonexistent/weft/net-conf.json")],
-            "weft: cannot read --net-conf \"/nonexistent/weft/net-conf.json\": No such file or \
+            "weft: cannot read WEFT_NET_CONF \"/nonexistent/weft/net-conf.json\": No such file or \
              directory (os error 2)\n",
         ),
     ];
@@ -191,4 +207,70 @@ fn version_and_usage() {
     );
     let out = weft(&["run", "--no-such-flag"], &[]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// `version`, `keygen`, `docker-opts` and `run --check-config` whose output cannot be written
+/// (`> /dev/full`, a pipe nobody reads): one line and exit status 1, never a panic.
+#[test]
+fn unwritable_output_is_one_line_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let subnet_env = dir.path().join("subnet.env");
+    std::fs::write(
+        &subnet_env,
+        "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state").display().to_string();
+    let subnet_file = subnet_env.display().to_string();
+    let commands: [Vec<&str>; 4] = [
+        vec!["version"],
+        vec!["keygen"],
+        vec!["docker-opts", "--subnet-file", &subnet_file],
+        vec![
+            "run",
+            "--check-config",
+            "--insecure",
+            "--dry-run",
+            "--node-name",
+            "n1",
+            "--public-ip",
+            "192.0.2.99",
+            "--state-dir",
+            &state,
+            "--subnet-file",
+            &subnet_file,
+        ],
+    ];
+    for args in &commands {
+        for closed_pipe in [false, true] {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+            cmd.args(args);
+            for (key, _) in std::env::vars() {
+                if key.starts_with("WEFT_") {
+                    cmd.env_remove(key);
+                }
+            }
+            if closed_pipe {
+                let (reader, writer) = std::io::pipe().unwrap();
+                drop(reader);
+                cmd.stdout(writer);
+            } else {
+                cmd.stdout(std::fs::File::create("/dev/full").unwrap());
+            }
+            let out = cmd.output().unwrap();
+            let err = stderr(&out);
+            let want = if closed_pipe {
+                "weft: cannot write to standard output: Broken pipe (os error 32)\n"
+            } else {
+                "weft: cannot write to standard output: No space left on device (os error 28)\n"
+            };
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{args:?} closed {closed_pipe}: {err}"
+            );
+            assert!(err.ends_with(want), "{args:?}: {err}");
+            assert_eq!(err.matches("weft: ").count(), 1, "{args:?}: {err}");
+        }
+    }
 }

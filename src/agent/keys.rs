@@ -31,6 +31,12 @@ pub enum KeyStoreError {
     },
     #[error("{0}")]
     Key(#[from] envelope::KeyError),
+    /// A key file other users can read or write (refused, as ssh refuses such private keys).
+    #[error(
+        "{path} is accessible by group or others (mode {mode:04o}): a cluster key must be \
+         private; run `chmod 600 {path}` (or pass --allow-open-key-perms)"
+    )]
+    OpenPermissions { path: PathBuf, mode: u32 },
 }
 
 /// The keyring of a running agent and the file or directory it persists to.
@@ -80,6 +86,28 @@ pub fn load(path: &Path) -> Result<KeyringFile, KeyStoreError> {
     } else {
         KeyringFile::parse(&read_bounded(path)?).map_err(|e| read_err(path, e))
     }
+}
+
+/// Refuses a keyring file, or a keyring directory's `*.key` files, that group or others may
+/// access (any of the mode bits 0o077).
+pub fn check_private(path: &Path) -> Result<(), KeyStoreError> {
+    let meta = std::fs::metadata(path).map_err(|e| read_err(path, e))?;
+    let files = if meta.is_dir() {
+        key_files(path)?
+    } else {
+        vec![path.to_path_buf()]
+    };
+    for file in files {
+        let mode = std::fs::metadata(&file)
+            .map_err(|e| read_err(&file, e))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(KeyStoreError::OpenPermissions { path: file, mode });
+        }
+    }
+    Ok(())
 }
 
 fn key_files(dir: &Path) -> Result<Vec<PathBuf>, KeyStoreError> {
@@ -336,6 +364,32 @@ mod tests {
         std::fs::write(&path, "garbage\n").unwrap();
         assert!(store.reload().is_err());
         assert_eq!(live_ids(&store), (b, vec![b, a]));
+    }
+
+    #[test]
+    fn open_key_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cluster.key");
+        std::fs::write(&file, envelope::encode_key(&A)).unwrap();
+        for (mode, open) in [(0o600, false), (0o400, false), (0o640, true), (0o604, true)] {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            let result = check_private(&file);
+            assert_eq!(result.is_err(), open, "mode {mode:o}: {result:?}");
+        }
+        // In a keyring directory every *.key file counts; the directory's own mode does not.
+        let ring = dir.path().join("ring");
+        std::fs::create_dir(&ring).unwrap();
+        std::fs::set_permissions(&ring, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let key = ring.join("a.key");
+        std::fs::write(&key, envelope::encode_key(&A)).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        check_private(&ring).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = check_private(&ring).unwrap_err().to_string();
+        assert!(
+            e.contains("a.key is accessible by group or others (mode 0644)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -154,24 +154,7 @@ impl Agent {
         let discovered = underlay.is_none() && !config.dry_run;
         let underlay = match underlay {
             Some(u) => u,
-            None => match default_underlay(&config).await {
-                Ok(u) => u,
-                // A dry run programs nothing: an announced address is all it needs (this is
-                // how many agents share one machine's loopback).
-                Err(e) if config.dry_run && config.public_ip.is_some() => {
-                    let ip = config
-                        .public_ip
-                        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-                    info!(node = %config.node_name, error = %e, %ip, "dry run: no usable underlay interface; assuming MTU 1500");
-                    UnderlayInfo {
-                        ifname: "dry-run".to_string(),
-                        ifindex: 0,
-                        ip,
-                        mtu: 1500,
-                    }
-                }
-                Err(e) => return Err(e),
-            },
+            None => resolve_underlay(&config).await?,
         };
         let announce_ip = config.public_ip.unwrap_or(underlay.ip);
         crate::config::check_underlay_overlap(config.network, announce_ip)
@@ -401,10 +384,35 @@ pub async fn run_agent(
     handle.wait().await
 }
 
+/// The underlay `config` selects (read from the kernel, nothing changed). A dry run with a
+/// `--public-ip` needs no usable interface: an announced address is all it needs (this is how
+/// many agents share one machine's loopback).
+pub async fn resolve_underlay(config: &Config) -> Result<UnderlayInfo, AgentError> {
+    match default_underlay(config).await {
+        Ok(u) => Ok(u),
+        Err(e) if config.dry_run && config.public_ip.is_some() => {
+            let ip = config
+                .public_ip
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+            info!(node = %config.node_name, error = %e, %ip, "dry run: no usable underlay interface; assuming MTU 1500");
+            Ok(UnderlayInfo {
+                ifname: "dry-run".to_string(),
+                ifindex: 0,
+                ip,
+                mtu: 1500,
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
 async fn default_underlay(config: &Config) -> Result<UnderlayInfo, AgentError> {
     let u = dataplane::netlink::discover_underlay(&config.underlay, config.public_ip)
         .await
-        .map_err(|e| AgentError::Underlay(e.to_string()))?;
+        .map_err(|e| match e {
+            DataplaneError::Underlay(why) => AgentError::Underlay(why),
+            other => AgentError::Underlay(other.to_string()),
+        })?;
     Ok(UnderlayInfo {
         ifname: u.ifname,
         ifindex: u.ifindex,

@@ -4,6 +4,7 @@
 pub mod docker_opts;
 pub mod http;
 pub mod keys;
+pub mod parse;
 pub mod table;
 
 use std::time::Duration;
@@ -256,8 +257,8 @@ mod tests {
                 checked += 1;
             }
         }
-        // 36 flags of `run`, 3 of `status`, 1 of `leave`, 1 of `keygen`, 4 of `docker-opts`.
-        assert_eq!(checked, 45);
+        // 37 flags of `run`, 3 of `status`, 1 of `leave`, 1 of `keygen`, 4 of `docker-opts`.
+        assert_eq!(checked, 46);
     }
 
     #[test]

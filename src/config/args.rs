@@ -10,6 +10,11 @@ use clap::builder::BoolishValueParser;
 /// the environment variable `WEFT_<FLAG>` (e.g. `WEFT_SEEDS`); flags override net-conf.json.
 #[derive(Args, Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunArgs {
+    /// The long names of the flags whose value came from their `WEFT_*` variable (filled by
+    /// the command-line parser, so that errors name what the operator set).
+    #[arg(skip)]
+    pub from_env: Vec<String>,
+
     /// This node's name, unique in the cluster [default: the hostname]
     #[arg(long, env = "WEFT_NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
@@ -44,7 +49,12 @@ pub struct RunArgs {
     pub network: Option<String>,
 
     /// Prefix length of each node's subnet [default: 24, or SubnetLen]
-    #[arg(long, env = "WEFT_SUBNET_LEN", value_name = "N")]
+    #[arg(
+        long,
+        env = "WEFT_SUBNET_LEN",
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
     pub subnet_len: Option<String>,
 
     /// First subnet that may be claimed [default: the network's second subnet, or SubnetMin]
@@ -68,15 +78,30 @@ pub struct RunArgs {
     pub backend: Option<String>,
 
     /// VXLAN network identifier [default: 1, or Backend.VNI]
-    #[arg(long, env = "WEFT_VNI", value_name = "VNI")]
+    #[arg(
+        long,
+        env = "WEFT_VNI",
+        allow_negative_numbers = true,
+        value_name = "VNI"
+    )]
     pub vni: Option<String>,
 
     /// VXLAN UDP port [default: 8472, or Backend.Port]
-    #[arg(long, env = "WEFT_VXLAN_PORT", value_name = "PORT")]
+    #[arg(
+        long,
+        env = "WEFT_VXLAN_PORT",
+        allow_negative_numbers = true,
+        value_name = "PORT"
+    )]
     pub vxlan_port: Option<String>,
 
     /// UDP port of the udp backend's tunnel [default: 8285, or Backend.Port with Type udp]
-    #[arg(long, env = "WEFT_UDP_PORT", value_name = "PORT")]
+    #[arg(
+        long,
+        env = "WEFT_UDP_PORT",
+        allow_negative_numbers = true,
+        value_name = "PORT"
+    )]
     pub udp_port: Option<String>,
 
     /// Encrypt the udp backend's tunnel (X25519 keys, AES-256-GCM) [default: on with a cluster
@@ -109,7 +134,12 @@ pub struct RunArgs {
     pub gossip_interval: Option<String>,
 
     /// Live peers each gossip round talks to, 1 to 3 (fewer: fewer bytes, slower failure detection) [default: 2]
-    #[arg(long, env = "WEFT_GOSSIP_FANOUT", value_name = "N")]
+    #[arg(
+        long,
+        env = "WEFT_GOSSIP_FANOUT",
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
     pub gossip_fanout: Option<String>,
 
     /// How long a claim waits before it becomes active [default: max(10 x gossip interval, 5s)]
@@ -147,6 +177,11 @@ pub struct RunArgs {
     /// File holding the cluster key (base64 of 32 bytes, made by `weft keygen`) that seals gossip
     #[arg(long, env = "WEFT_CLUSTER_KEY_FILE", value_name = "FILE")]
     pub cluster_key_file: Option<PathBuf>,
+
+    /// Accept a cluster key file that group or others can read (refused by default, as ssh
+    /// refuses such private keys)
+    #[arg(long, env = "WEFT_ALLOW_OPEN_KEY_PERMS", value_parser = BoolishValueParser::new())]
+    pub allow_open_key_perms: bool,
 
     /// Join, claim and compute what would be programmed, and report it in `weft status`, without
     /// touching the kernel (no root needed)

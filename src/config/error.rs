@@ -34,18 +34,40 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
-    #[error("cannot read --net-conf {path:?}: {source}")]
+    /// A rule about a field as a whole (a net-conf key, a variable, a path), not one value.
+    #[error("invalid {field}: {reason}")]
+    Rule { field: String, reason: String },
+    #[error("cannot read {field} {path:?}: {source}")]
     NetConfRead {
+        field: String,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("invalid --net-conf {path:?}: {source}")]
+    #[error("invalid {field} {path:?}: {source}")]
     NetConfSyntax {
+        field: String,
         path: PathBuf,
         #[source]
         source: serde_json::Error,
     },
+    /// The cluster key file is missing, unreadable, malformed or open to other users.
+    #[error("invalid {field}: {source}")]
+    KeyFile {
+        field: String,
+        #[source]
+        source: crate::agent::keys::KeyStoreError,
+    },
+    /// A path the agent must write (state directory, subnet file) cannot be used.
+    #[error("unusable {field} {path:?}: {reason}")]
+    Path {
+        field: String,
+        path: PathBuf,
+        reason: String,
+    },
+    /// The underlay interface or address cannot be found.
+    #[error("invalid {field}: {reason}")]
+    Underlay { field: String, reason: String },
     #[error("cannot read the hostname for the default --node-name (set --node-name): {source}")]
     Hostname {
         #[source]
@@ -57,8 +79,14 @@ impl ConfigError {
     /// The flag or net-conf key the error is about.
     pub fn field(&self) -> &str {
         match self {
-            ConfigError::Parse { field, .. } | ConfigError::Invalid { field, .. } => field,
-            ConfigError::NetConfRead { .. } | ConfigError::NetConfSyntax { .. } => "--net-conf",
+            ConfigError::Parse { field, .. }
+            | ConfigError::Invalid { field, .. }
+            | ConfigError::Rule { field, .. }
+            | ConfigError::NetConfRead { field, .. }
+            | ConfigError::NetConfSyntax { field, .. }
+            | ConfigError::KeyFile { field, .. }
+            | ConfigError::Path { field, .. }
+            | ConfigError::Underlay { field, .. } => field,
             ConfigError::Hostname { .. } => "--node-name",
         }
     }

@@ -14,8 +14,10 @@ mod args;
 mod duration;
 #[allow(missing_docs)]
 mod error;
+mod host;
 #[allow(missing_docs)]
 mod netconf;
+mod suggest;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -23,10 +25,13 @@ mod validate;
 pub use args::RunArgs;
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use error::{ConfigError, ParseError};
+pub use host::{HostChecks, check_host, check_underlay, preflight, underlay_error};
 pub use netconf::NetConf;
+#[doc(hidden)]
+pub use suggest::distance as suggest_distance;
 pub use validate::{
-    MAX_NODE_NAME_LEN, MAX_SUBNET_LEN, MAX_VNI, MIN_GOSSIP_INTERVAL, check_underlay_overlap,
-    default_settle,
+    MAX_DEAD_NODE_GRACE, MAX_GOSSIP_INTERVAL, MAX_NODE_NAME_LEN, MAX_PERIOD, MAX_SUBNET_LEN,
+    MAX_VNI, MIN_GOSSIP_INTERVAL, check_underlay_overlap, default_settle, env_var,
 };
 
 /// Defaults of `weft run`, as the flags spell them.

@@ -120,14 +120,14 @@ fn node_name_defaults_to_hostname() {
     };
     let c = build(a.clone(), None, || Ok("my-host.example".into())).unwrap();
     assert_eq!(c.node_name, "my-host.example");
-    // An empty value (e.g. WEFT_NODE_NAME=) counts as unset.
+    // An empty value (`--node-name ""`) is refused, never silently the hostname.
     let a = RunArgs {
         node_name: Some(String::new()),
         insecure: true,
         ..RunArgs::default()
     };
-    let c = build(a, None, || Ok("h".into())).unwrap();
-    assert_eq!(c.node_name, "h");
+    let e = build(a, None, || Ok("h".into())).unwrap_err();
+    assert!(e.to_string().contains("empty value"), "{e}");
     // A hostname that is not a valid node name is reported as such.
     let e = build(RunArgs::default(), None, || Ok("bad host".into())).unwrap_err();
     assert!(e.to_string().contains("--node-name"), "{e}");
@@ -177,7 +177,7 @@ fn all_flags_parse() {
         vni: Some("16777215".into()),
         vxlan_port: Some("4789".into()),
         udp_port: Some("9285".into()),
-        udp_encryption: Some("ON".into()),
+        udp_encryption: Some("OFF".into()),
         direct_routing: true,
         state_dir: Some("/tmp/s".into()),
         subnet_file: Some("/tmp/s/subnet.env".into()),
@@ -197,6 +197,8 @@ fn all_flags_parse() {
         cluster_key_file: None,
         dry_run: false,
         clock_offset_ms: None,
+        allow_open_key_perms: false,
+        from_env: Vec::new(),
     });
     assert_eq!(c.node_name, "a.b_c-D9");
     assert_eq!(c.underlay, UnderlaySelect::Iface("eth1".into()));
@@ -216,7 +218,7 @@ fn all_flags_parse() {
     assert_eq!(c.vni, 16_777_215);
     assert_eq!(c.vxlan_port, 4789);
     assert_eq!(c.udp_port, 9285);
-    assert!(c.udp_encryption, "explicit on wins over --insecure");
+    assert!(!c.udp_encryption, "explicit off");
     assert!(c.direct_routing);
     assert_eq!(c.state_dir, PathBuf::from("/tmp/s"));
     assert_eq!(c.subnet_file, PathBuf::from("/tmp/s/subnet.env"));
@@ -425,7 +427,7 @@ fn backend_rules() {
         udp_port: Some("0".into()),
         ..with("udp")
     };
-    assert_err(port0, "--udp-port", "1..=65535");
+    assert_err(port0, "--udp-port", "from 1 to 65535");
     assert_err(with("ipsec"), "--backend", "unknown backend");
 }
 
@@ -445,7 +447,7 @@ fn vni_and_port_rules() {
             ..args()
         },
         "--vni",
-        "1..=16777215",
+        "from 1 to 16777215",
     );
     assert_err(
         RunArgs {
@@ -453,7 +455,7 @@ fn vni_and_port_rules() {
             ..args()
         },
         "--vni",
-        "1..=16777215",
+        "from 1 to 16777215",
     );
     assert_err(
         RunArgs {
@@ -461,7 +463,7 @@ fn vni_and_port_rules() {
             ..args()
         },
         "--vni",
-        "invalid digit",
+        "from 1 to 16777215",
     );
     assert_err(
         RunArgs {
@@ -469,7 +471,7 @@ fn vni_and_port_rules() {
             ..args()
         },
         "--vxlan-port",
-        "1..=65535",
+        "from 1 to 65535",
     );
     assert_err(
         RunArgs {
@@ -477,7 +479,7 @@ fn vni_and_port_rules() {
             ..args()
         },
         "--vxlan-port",
-        "too large",
+        "from 1 to 65535",
     );
 }
 
@@ -505,7 +507,7 @@ fn gossip_fanout_is_one_to_three() {
                 ..args()
             },
             "--gossip-fanout",
-            "must be 1 to 3",
+            "from 1 to 3",
         );
     }
 }
@@ -550,13 +552,13 @@ fn timing_rules() {
         .settle,
         Duration::from_secs(20)
     );
-    assert_eq!(
-        ok(RunArgs {
+    assert_err(
+        RunArgs {
             settle: Some("0s".into()),
             ..args()
-        })
-        .settle,
-        Duration::ZERO
+        },
+        "--settle",
+        "at least 1s",
     );
     assert_err(
         RunArgs {
@@ -768,7 +770,7 @@ fn with_conf(path: &Path) -> RunArgs {
 fn net_conf_sets_values() {
     let f = write_conf(
         r#"{"Network": "10.9.0.0/16", "SubnetLen": 26, "SubnetMin": "10.9.1.0", "SubnetMax": "10.9.2.0",
-            "Backend": {"Type": "vxlan", "VNI": 7, "Port": 4789, "DirectRouting": true}, "Other": [1]}"#,
+            "Backend": {"Type": "vxlan", "VNI": 7, "Port": 4789, "DirectRouting": true}}"#,
     );
     let c = Config::from_run_args(with_conf(f.path())).unwrap();
     assert_eq!(c.network, net("10.9.0.0/16"));
@@ -828,16 +830,16 @@ fn net_conf_errors_name_file_and_key() {
         )
     );
     // flannel's udp backend takes its port from Backend.Port.
-    let f = write_conf(r#"{"Backend": {"Type": "udp", "Port": 9000}}"#);
+    let f = write_conf(r#"{"Network": "10.9.0.0/16", "Backend": {"Type": "udp", "Port": 9000}}"#);
     let c = Config::from_run_args(with_conf(f.path())).unwrap();
     assert_eq!((c.backend, c.udp_port), (Backend::Udp, 9000));
-    let f = write_conf(r#"{"Backend": {"Type": "udp", "Port": 0}}"#);
+    let f = write_conf(r#"{"Network": "10.9.0.0/16", "Backend": {"Type": "udp", "Port": 0}}"#);
     let e = Config::from_run_args(with_conf(f.path())).unwrap_err();
     assert!(e.field().starts_with("Backend.Port in net-conf"), "{e}");
-    let f = write_conf(r#"{"Backend": {"VNI": 0}}"#);
+    let f = write_conf(r#"{"Network": "10.9.0.0/16", "Backend": {"VNI": 0}}"#);
     let e = Config::from_run_args(with_conf(f.path())).unwrap_err();
     assert!(e.field().starts_with("Backend.VNI in net-conf"), "{e}");
-    let f = write_conf(r#"{"SubnetLen": 300}"#);
+    let f = write_conf(r#"{"Network": "10.9.0.0/16", "SubnetLen": 300}"#);
     let e = Config::from_run_args(with_conf(f.path())).unwrap_err();
     assert!(e.field().starts_with("SubnetLen in net-conf"), "{e}");
 }
@@ -855,4 +857,267 @@ fn net_conf_unreadable_or_invalid() {
     assert!(matches!(e, ConfigError::NetConfSyntax { .. }), "{e:?}");
     assert_eq!(e.field(), "--net-conf");
     assert!(!e.to_string().contains('\n'));
+}
+
+#[test]
+fn empty_values_are_refused_not_defaulted() {
+    let cases: [(RunArgs, &str); 6] = [
+        (
+            RunArgs {
+                network: Some(String::new()),
+                ..args()
+            },
+            "--network",
+        ),
+        (
+            RunArgs {
+                backend: Some(" ".into()),
+                ..args()
+            },
+            "--backend",
+        ),
+        (
+            RunArgs {
+                listen: Some(String::new()),
+                ..args()
+            },
+            "--listen",
+        ),
+        (
+            RunArgs {
+                state_dir: Some(PathBuf::new()),
+                ..args()
+            },
+            "--state-dir",
+        ),
+        (
+            RunArgs {
+                subnet_file: Some(PathBuf::new()),
+                ..args()
+            },
+            "--subnet-file",
+        ),
+        (
+            RunArgs {
+                settle: Some(String::new()),
+                ..args()
+            },
+            "--settle",
+        ),
+    ];
+    for (a, field) in cases {
+        assert_err(a, field, "empty value");
+    }
+}
+
+#[test]
+fn errors_name_the_variable_that_was_set() {
+    let a = RunArgs {
+        network: Some("10.0.0.0/33".into()),
+        from_env: vec!["network".into()],
+        ..args()
+    };
+    assert_err(a, "WEFT_NETWORK", "larger than 32");
+    let a = RunArgs {
+        gossip_interval: Some("2h".into()),
+        from_env: vec!["gossip-interval".into()],
+        ..args()
+    };
+    assert_err(a, "WEFT_GOSSIP_INTERVAL", "at most 1m");
+}
+
+#[test]
+fn overlay_networks_that_cannot_work() {
+    for (network, needle) in [
+        ("127.0.0.0/16", "loopback"),
+        ("224.0.0.0/16", "multicast"),
+        ("169.254.0.0/16", "link-local"),
+        ("0.0.0.0/8", "this"),
+        ("0.0.0.0/0", "this"),
+        ("240.0.0.0/8", "reserved"),
+    ] {
+        assert_err(
+            RunArgs {
+                network: Some(network.into()),
+                ..args()
+            },
+            "--network",
+            needle,
+        );
+    }
+    assert_err(
+        RunArgs {
+            network: Some("10.0.0.0/24".into()),
+            ..args()
+        },
+        "--network",
+        "too small: a /24 network holds no /24 node subnet",
+    );
+    assert_err(
+        RunArgs {
+            network: Some("10.0.0.0/24".into()),
+            subnet_len: Some("20".into()),
+            ..args()
+        },
+        "--subnet-len",
+        "does not fit",
+    );
+}
+
+#[test]
+fn seeds_listen_and_addresses() {
+    let seeds = |s: &[&str]| RunArgs {
+        seeds: s.iter().map(|s| s.to_string()).collect(),
+        ..args()
+    };
+    assert_err(seeds(&["", ""]), "--seeds", "no seed left");
+    assert_err(seeds(&["a:1", "a:1"]), "--seeds", "listed twice");
+    assert_err(seeds(&["0.0.0.0:7947"]), "--seeds", "unspecified");
+    assert_err(seeds(&["224.0.0.1:7947"]), "--seeds", "unicast");
+    assert_err(
+        RunArgs {
+            listen: Some("0.0.0.0:0".into()),
+            ..args()
+        },
+        "--listen",
+        "port 0",
+    );
+    assert_err(
+        RunArgs {
+            api: Some("127.0.0.1:0".into()),
+            ..args()
+        },
+        "--api",
+        "port 0",
+    );
+    assert_err(
+        RunArgs {
+            public_ip: Some("255.255.255.255".into()),
+            ..args()
+        },
+        "--public-ip",
+        "broadcast",
+    );
+    assert_err(
+        RunArgs {
+            public_ip: Some("127.0.0.1".into()),
+            ..args()
+        },
+        "--public-ip",
+        "loopback",
+    );
+    // A --dry-run mesh on one machine's loopback keeps working.
+    let c = ok(RunArgs {
+        public_ip: Some("127.0.0.1".into()),
+        dry_run: true,
+        ..args()
+    });
+    assert_eq!(c.public_ip, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+}
+
+#[test]
+fn duration_bounds_name_the_right_flag() {
+    let bad = |a: RunArgs, field: &str, needle: &str| assert_err(a, field, needle);
+    bad(
+        RunArgs {
+            reservation: Some("0s".into()),
+            ..args()
+        },
+        "--reservation",
+        "at least",
+    );
+    bad(
+        RunArgs {
+            gossip_interval: Some("3h".into()),
+            ..args()
+        },
+        "--gossip-interval",
+        "at most 1m",
+    );
+    bad(
+        RunArgs {
+            dead_node_grace: Some("100d".into()),
+            ..args()
+        },
+        "--dead-node-grace",
+        "at most 7d",
+    );
+    bad(
+        RunArgs {
+            reconcile_interval: Some("30d".into()),
+            ..args()
+        },
+        "--reconcile-interval",
+        "at most 1d",
+    );
+    bad(
+        RunArgs {
+            settle: Some("2d".into()),
+            ..args()
+        },
+        "--settle",
+        "at most 1d",
+    );
+}
+
+#[test]
+fn encryption_needs_a_key() {
+    assert_err(
+        RunArgs {
+            backend: Some("udp".into()),
+            udp_encryption: Some("on".into()),
+            ..args()
+        },
+        "--udp-encryption",
+        "conflicts with --insecure",
+    );
+}
+
+#[test]
+fn net_conf_typos_duplicates_and_missing_network() {
+    for (text, field, needle) in [
+        (
+            r#"{"Network": "10.9.0.0/16", "SubnetLength": 26}"#,
+            "SubnetLength",
+            "did you mean SubnetLen?",
+        ),
+        (
+            r#"{"Network": "10.9.0.0/16", "Backend": {"VNII": 2}}"#,
+            "Backend.VNII",
+            "did you mean VNI?",
+        ),
+        (
+            r#"{"Network": "10.9.0.0/16", "Network": "10.8.0.0/16"}"#,
+            "Network",
+            "duplicate key",
+        ),
+        (r#"{"SubnetLen": 26}"#, "Network", "missing"),
+        (
+            r#"{"Network": "10.9.0.0/16", "EnableIPv6": true}"#,
+            "EnableIPv6",
+            "not supported",
+        ),
+    ] {
+        let f = write_conf(text);
+        let e = Config::from_run_args(with_conf(f.path())).unwrap_err();
+        let path = f.path().display().to_string();
+        assert_eq!(
+            e.field(),
+            format!("{field} in net-conf {path:?}"),
+            "{text}: {e}"
+        );
+        assert!(e.to_string().contains(needle), "{text}: {e}");
+        assert!(!e.to_string().contains('\n'));
+    }
+    // flannel's own defaults for keys weft does not implement are accepted.
+    let f = write_conf(
+        r#"{"Network": "10.9.0.0/16", "EnableIPv4": true, "EnableIPv6": false, "Backend": {"Type": "vxlan", "GBP": false}}"#,
+    );
+    Config::from_run_args(with_conf(f.path())).unwrap();
+    // Only a regular file of sane size is read.
+    let e = Config::from_run_args(with_conf(Path::new("/dev/zero"))).unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    let big = write_conf(&" ".repeat(70_000));
+    let e = Config::from_run_args(with_conf(big.path())).unwrap_err();
+    assert!(e.to_string().contains("larger than"), "{e}");
 }

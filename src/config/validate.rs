@@ -8,13 +8,24 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 
 use super::args::RunArgs;
-use super::duration::parse_duration;
+use super::duration::{format_duration, parse_duration};
 use super::error::ConfigError;
 use super::netconf::{NetConf, net_conf_field};
 use super::{Backend, Config, LogFormat, UnderlaySelect, defaults};
 
 /// The smallest gossip interval accepted.
 pub const MIN_GOSSIP_INTERVAL: Duration = Duration::from_millis(10);
+/// The largest gossip interval accepted: failure detection and claims scale with it, and an
+/// interval of hours would leave a mesh that never notices anything.
+pub const MAX_GOSSIP_INTERVAL: Duration = Duration::from_secs(60);
+/// The largest settle period, reconcile period and reservation accepted (beyond this a typo is
+/// likelier than intent, and timers are kept far from overflow).
+pub const MAX_PERIOD: Duration = Duration::from_secs(24 * 3600);
+/// The largest dead-node grace period: dead nodes' records are gossiped for half of it, and
+/// every digest grows with them.
+pub const MAX_DEAD_NODE_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The largest net-conf.json read, in bytes (flannel's are a few hundred).
+pub const MAX_NET_CONF_LEN: u64 = 64 * 1024;
 /// chitchat picks 3 live peers per round; weft can only ask for fewer.
 pub const MAX_GOSSIP_FANOUT: usize = crate::cluster::fanout::CHITCHAT_FANOUT;
 /// The largest node subnet prefix length (a /30 leaves two usable addresses).
@@ -28,15 +39,19 @@ impl Config {
     /// Builds and validates the configuration of `weft run`: reads `--net-conf` if given and the
     /// hostname if `--node-name` is not. Touches nothing else.
     pub fn from_run_args(args: RunArgs) -> Result<Config, ConfigError> {
+        let names = Names::new(&args.from_env);
         let net_conf = match &args.net_conf {
-            Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| ConfigError::NetConfRead {
-                        path: path.clone(),
-                        source,
-                    })?;
-                Some(NetConf::parse(&text, path)?)
+            Some(path) if path.as_os_str().is_empty() => {
+                return Err(empty(
+                    &names.of("--net-conf"),
+                    "omit it to read no net-conf.json",
+                ));
             }
+            Some(path) => Some(NetConf::read(
+                path,
+                &names.of("--net-conf"),
+                MAX_NET_CONF_LEN,
+            )?),
             None => None,
         };
         build(args, net_conf, hostname)
@@ -75,64 +90,113 @@ pub fn check_underlay_overlap(network: Ipv4Net, underlay_ip: IpAddr) -> Result<(
     }
 }
 
+/// Which flags were set through their `WEFT_*` variable: errors name what the operator wrote.
+pub(crate) struct Names<'a>(&'a [String]);
+
+impl<'a> Names<'a> {
+    pub(crate) fn new(from_env: &'a [String]) -> Self {
+        Names(from_env)
+    }
+
+    /// `--network`, or `WEFT_NETWORK` when the value came from the environment.
+    pub(crate) fn of(&self, flag: &str) -> String {
+        let long = flag.trim_start_matches("--");
+        if self.0.iter().any(|f| f == long) {
+            env_var(long)
+        } else {
+            flag.to_string()
+        }
+    }
+}
+
+/// The variable that sets `--long-name`: `WEFT_LONG_NAME`.
+pub fn env_var(long: &str) -> String {
+    format!(
+        "WEFT_{}",
+        long.trim_start_matches("--")
+            .to_ascii_uppercase()
+            .replace('-', "_")
+    )
+}
+
+/// An empty value where a value is required: never silently the default.
+fn empty(field: &str, hint: &str) -> ConfigError {
+    ConfigError::invalid(field, "", format!("empty value ({hint})"))
+}
+
 /// A raw value and the name of the field it came from (flag or net-conf key).
 struct Raw {
     field: String,
     value: String,
 }
 
+/// The given flag value, refused when empty (`--network ""`, `WEFT_NETWORK=`).
+fn given(
+    names: &Names,
+    flag: &str,
+    arg: Option<String>,
+    default: Option<&str>,
+) -> Result<Option<Raw>, ConfigError> {
+    let Some(value) = arg else { return Ok(None) };
+    let field = names.of(flag);
+    if value.trim().is_empty() {
+        let hint = match default {
+            Some(d) => format!("omit it to use the default, {d}"),
+            None => "omit it to leave it unset".to_string(),
+        };
+        return Err(empty(&field, &hint));
+    }
+    Ok(Some(Raw { field, value }))
+}
+
 /// Flag if set, else the net-conf value if present, else the default.
 fn pick(
+    names: &Names,
     flag: &str,
     arg: Option<String>,
     conf: Option<(&str, &Path, Option<String>)>,
     default: &str,
-) -> Raw {
-    if let Some(value) = arg.filter(|v| !v.is_empty()) {
-        return Raw {
-            field: flag.to_string(),
-            value,
-        };
+) -> Result<Raw, ConfigError> {
+    if let Some(raw) = given(names, flag, arg, Some(default))? {
+        return Ok(raw);
     }
     if let Some((key, path, Some(value))) = conf {
-        return Raw {
+        return Ok(Raw {
             field: net_conf_field(key, path),
             value,
-        };
+        });
     }
-    Raw {
-        field: flag.to_string(),
+    Ok(Raw {
+        field: names.of(flag),
         value: default.to_string(),
-    }
+    })
 }
 
 /// Like [`pick`] without a default.
 fn pick_opt(
+    names: &Names,
     flag: &str,
     arg: Option<String>,
     conf: Option<(&str, &Path, Option<String>)>,
-) -> Option<Raw> {
-    if let Some(value) = arg.filter(|v| !v.is_empty()) {
-        return Some(Raw {
-            field: flag.to_string(),
-            value,
-        });
+) -> Result<Option<Raw>, ConfigError> {
+    if let Some(raw) = given(names, flag, arg, None)? {
+        return Ok(Some(raw));
     }
-    match conf {
+    Ok(match conf {
         Some((key, path, Some(value))) => Some(Raw {
             field: net_conf_field(key, path),
             value,
         }),
         _ => None,
-    }
+    })
 }
 
-fn flag_opt(flag: &str, arg: Option<String>) -> Option<Raw> {
-    pick_opt(flag, arg, None)
+fn flag_opt(names: &Names, flag: &str, arg: Option<String>) -> Result<Option<Raw>, ConfigError> {
+    given(names, flag, arg, None)
 }
 
-fn flag(flag: &str, arg: Option<String>, default: &str) -> Raw {
-    pick(flag, arg, None, default)
+fn flag(names: &Names, flag: &str, arg: Option<String>, default: &str) -> Result<Raw, ConfigError> {
+    pick(names, flag, arg, None, default)
 }
 
 impl Raw {
@@ -150,15 +214,49 @@ impl Raw {
             .map_err(|e| ConfigError::parse(self.field.clone(), self.value.clone(), e))
     }
 
+    /// An integer in `range`; anything else (negative, too large, not a number) says the range.
+    fn int_in<T>(&self, range: std::ops::RangeInclusive<T>) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        let (lo, hi) = (*range.start(), *range.end());
+        match self.value.trim().parse::<T>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(self.invalid(format!("must be a whole number from {lo} to {hi}"))),
+        }
+    }
+
     fn duration(&self) -> Result<Duration, ConfigError> {
         parse_duration(&self.value)
             .map_err(|e| ConfigError::parse(self.field.clone(), self.value.clone(), e))
     }
 
-    fn ip(&self) -> Result<IpAddr, ConfigError> {
-        let ip: IpAddr = self.parse()?;
+    /// A duration in `min..=max`.
+    fn duration_in(&self, min: Duration, max: Duration) -> Result<Duration, ConfigError> {
+        let d = self.duration()?;
+        if d < min {
+            return Err(self.invalid(format!("must be at least {}", format_duration(min))));
+        }
+        if d > max {
+            return Err(self.invalid(format!("must be at most {}", format_duration(max))));
+        }
+        Ok(d)
+    }
+
+    /// An address peers send to: unicast, and loopback only in a `--dry-run` mesh on one
+    /// machine (peers on a real network cannot reach 127.0.0.1).
+    fn peer_ip(&self, ip: IpAddr, dry_run: bool) -> Result<IpAddr, ConfigError> {
         if ip.is_unspecified() || ip.is_multicast() {
             return Err(self.invalid("not a unicast address"));
+        }
+        if matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()) {
+            return Err(self.invalid("the broadcast address is not a host's address"));
+        }
+        if ip.is_loopback() && !dry_run {
+            return Err(self.invalid(
+                "a loopback address cannot be reached by other hosts (only a --dry-run mesh on \
+                 one machine may use it)",
+            ));
         }
         Ok(ip)
     }
@@ -202,17 +300,41 @@ impl Raw {
     fn socket_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.parse()
     }
+}
 
-    fn duration_at_least(&self, min: Duration) -> Result<Duration, ConfigError> {
-        let d = self.duration()?;
-        if d < min {
-            return Err(self.invalid(format!(
-                "must be at least {}",
-                super::duration::format_duration(min)
-            )));
+/// Address ranges an overlay network must not touch, and why.
+const UNUSABLE_NETWORKS: [(&str, &str); 5] = [
+    (
+        "0.0.0.0/8",
+        "0.0.0.0/8 means \"this host\" and is never routed",
+    ),
+    (
+        "127.0.0.0/8",
+        "127.0.0.0/8 is loopback: packets never leave the host",
+    ),
+    (
+        "169.254.0.0/16",
+        "169.254.0.0/16 is link-local: routers do not forward it",
+    ),
+    (
+        "224.0.0.0/4",
+        "224.0.0.0/4 is multicast, not addresses of hosts",
+    ),
+    (
+        "240.0.0.0/4",
+        "240.0.0.0/4 is reserved (and holds the broadcast address)",
+    ),
+];
+
+/// Refuses overlay networks that cannot carry container traffic.
+fn check_overlay(raw: &Raw, network: Ipv4Net) -> Result<(), ConfigError> {
+    for (range, why) in UNUSABLE_NETWORKS {
+        let range: Ipv4Net = range.parse().unwrap_or_default();
+        if range.contains(&network) || network.contains(&range) {
+            return Err(raw.invalid(format!("cannot be an overlay network: {why}")));
         }
-        Ok(d)
     }
+    Ok(())
 }
 
 fn conf_str<'a>(
@@ -231,41 +353,70 @@ pub(crate) fn build(
     net_conf: Option<NetConf>,
     hostname: impl FnOnce() -> Result<String, ConfigError>,
 ) -> Result<Config, ConfigError> {
+    let from_env = args.from_env.clone();
+    let names = Names::new(&from_env);
+    let n = &names;
     let net_conf = net_conf.map(|c| (args.net_conf.clone().unwrap_or_default(), c));
 
     // Identity.
-    let node_name = match flag_opt("--node-name", args.node_name) {
+    let node_name = match given(n, "--node-name", args.node_name, Some("the hostname"))? {
         Some(raw) => raw,
         None => Raw {
-            field: "--node-name (default: the hostname)".to_string(),
+            field: format!("{} (default: the hostname)", n.of("--node-name")),
             value: hostname()?,
         },
     };
     check_name(&node_name, MAX_NODE_NAME_LEN)?;
 
-    // Overlay network and subnets.
+    // Overlay network and subnets. flannel requires Network in its net-conf.json; weft takes it
+    // from --network when the file has none, never silently from the default.
+    if let Some((path, conf)) = &net_conf
+        && conf.network.is_none()
+        && args.network.is_none()
+    {
+        return Err(ConfigError::Rule {
+            field: net_conf_field("Network", path),
+            reason: "missing: net-conf.json must set Network (or give --network)".to_string(),
+        });
+    }
+    let subnet_len_given = args.subnet_len.is_some()
+        || net_conf
+            .as_ref()
+            .is_some_and(|(_, c)| c.subnet_len.is_some());
     let network = pick(
+        n,
         "--network",
         args.network,
         conf_str(&net_conf, "Network", |c| c.network.clone()),
         defaults::NETWORK,
-    );
+    )?;
     let network_net = network.cidr()?;
+    check_overlay(&network, network_net)?;
     let subnet_len_raw = pick(
+        n,
         "--subnet-len",
         args.subnet_len,
         conf_str(&net_conf, "SubnetLen", |c| {
             c.subnet_len.map(|n| n.to_string())
         }),
         defaults::SUBNET_LEN,
-    );
-    let subnet_len: u8 = subnet_len_raw.parse()?;
-    if subnet_len <= network_net.prefix_len() || subnet_len > MAX_SUBNET_LEN {
-        return Err(subnet_len_raw.invalid(format!(
-            "must be larger than the network's prefix length {} ({}) and at most {MAX_SUBNET_LEN}",
-            network_net.prefix_len(),
-            network_net
-        )));
+    )?;
+    let subnet_len: u8 = subnet_len_raw.int_in(1..=MAX_SUBNET_LEN)?;
+    if subnet_len <= network_net.prefix_len() {
+        let plen = network_net.prefix_len();
+        return Err(if subnet_len_given {
+            subnet_len_raw.invalid(format!(
+                "a /{subnet_len} node subnet does not fit in the network {network_net}: use a \
+                 length from {} to {MAX_SUBNET_LEN}",
+                (plen + 1).min(MAX_SUBNET_LEN)
+            ))
+        } else {
+            network.invalid(format!(
+                "too small: a /{plen} network holds no /{subnet_len} node subnet (use a /{} or \
+                 larger network, or set --subnet-len)",
+                subnet_len.saturating_sub(1)
+            ))
+        });
     }
     let subnet_size: u32 = 1 << (32 - u32::from(subnet_len));
     let first = u32::from(network_net.network());
@@ -283,10 +434,11 @@ pub(crate) fn build(
         Ok(())
     };
     let subnet_min = match pick_opt(
+        n,
         "--subnet-min",
         args.subnet_min,
         conf_str(&net_conf, "SubnetMin", |c| c.subnet_min.clone()),
-    ) {
+    )? {
         Some(raw) => {
             let addr = raw.ipv4()?;
             check_subnet_addr(&raw, addr)?;
@@ -296,10 +448,11 @@ pub(crate) fn build(
         None => None,
     };
     let subnet_max = match pick_opt(
+        n,
         "--subnet-max",
         args.subnet_max,
         conf_str(&net_conf, "SubnetMax", |c| c.subnet_max.clone()),
-    ) {
+    )? {
         Some(raw) => {
             let addr = raw.ipv4()?;
             check_subnet_addr(&raw, addr)?;
@@ -318,7 +471,7 @@ pub(crate) fn build(
             let second = Ipv4Addr::from(first + subnet_size);
             if second > subnet_max {
                 return Err(ConfigError::invalid(
-                    "--subnet-max",
+                    n.of("--subnet-max"),
                     subnet_max.to_string(),
                     format!("smaller than the default subnet minimum {second}"),
                 ));
@@ -326,7 +479,7 @@ pub(crate) fn build(
             second
         }
     };
-    let static_subnet = match flag_opt("--subnet", args.subnet) {
+    let static_subnet = match flag_opt(n, "--subnet", args.subnet)? {
         Some(raw) => {
             let subnet = raw.cidr()?;
             if subnet.prefix_len() != subnet_len {
@@ -345,33 +498,31 @@ pub(crate) fn build(
 
     // Backend.
     let backend_raw = pick(
+        n,
         "--backend",
         args.backend,
         conf_str(&net_conf, "Backend.Type", |c| c.backend_type.clone()),
         defaults::BACKEND,
-    );
+    )?;
     let backend = parse_backend(&backend_raw)?;
     let vni_raw = pick(
+        n,
         "--vni",
         args.vni,
         conf_str(&net_conf, "Backend.VNI", |c| c.vni.map(|n| n.to_string())),
         defaults::VNI,
-    );
-    let vni: u32 = vni_raw.parse()?;
-    if !(1..=MAX_VNI).contains(&vni) {
-        return Err(vni_raw.invalid(format!("must be in 1..={MAX_VNI}")));
-    }
+    )?;
+    let vni: u32 = vni_raw.int_in(1..=MAX_VNI)?;
     let port_raw = pick(
+        n,
         "--vxlan-port",
         args.vxlan_port,
         conf_str(&net_conf, "Backend.Port", |c| c.port.map(|n| n.to_string())),
         defaults::VXLAN_PORT,
-    );
-    let vxlan_port: u16 = port_raw.parse()?;
-    if vxlan_port == 0 {
-        return Err(port_raw.invalid("must be in 1..=65535"));
-    }
+    )?;
+    let vxlan_port: u16 = port_raw.int_in(1..=u16::MAX)?;
     let udp_port_raw = pick(
+        n,
         "--udp-port",
         args.udp_port,
         conf_str(&net_conf, "Backend.Port", |c| {
@@ -380,15 +531,22 @@ pub(crate) fn build(
                 .map(|n| n.to_string())
         }),
         defaults::UDP_PORT,
-    );
-    let udp_port: u16 = udp_port_raw.parse()?;
-    if udp_port == 0 {
-        return Err(udp_port_raw.invalid("must be in 1..=65535"));
-    }
-    let udp_encryption = match flag_opt("--udp-encryption", args.udp_encryption) {
+    )?;
+    let udp_port: u16 = udp_port_raw.int_in(1..=u16::MAX)?;
+    let udp_encryption = match flag_opt(n, "--udp-encryption", args.udp_encryption)? {
         None => !args.insecure,
         Some(raw) => match raw.value.trim().to_ascii_lowercase().as_str() {
-            "on" | "true" | "yes" | "1" => true,
+            "on" | "true" | "yes" | "1" => {
+                if args.insecure {
+                    return Err(raw.invalid(format!(
+                        "conflicts with {}: without a cluster key the tunnel's key exchange is \
+                         unauthenticated, so encryption would be a false promise (give \
+                         --cluster-key-file instead)",
+                        n.of("--insecure")
+                    )));
+                }
+                true
+            }
             "off" | "false" | "no" | "0" => false,
             _ => return Err(raw.invalid("expected on or off")),
         },
@@ -400,38 +558,70 @@ pub(crate) fn build(
             .unwrap_or(false);
 
     // Underlay and gossip.
-    let underlay = match flag_opt("--iface", args.iface) {
+    let underlay = match flag_opt(n, "--iface", args.iface)? {
         None => UnderlaySelect::DefaultRoute,
         Some(raw) => match raw.value.trim().parse::<IpAddr>() {
-            Ok(_) => UnderlaySelect::Addr(raw.ip()?),
+            Ok(ip) => UnderlaySelect::Addr(raw.peer_ip(ip, args.dry_run)?),
             Err(_) => {
                 check_iface_name(&raw)?;
                 UnderlaySelect::Iface(raw.value)
             }
         },
     };
-    let public_ip = flag_opt("--public-ip", args.public_ip)
-        .map(|raw| raw.ip())
-        .transpose()?;
-    let listen = flag("--listen", args.listen, defaults::LISTEN).socket_addr()?;
-    let advertise = match flag_opt("--advertise", args.advertise) {
+    let public_ip = match flag_opt(n, "--public-ip", args.public_ip)? {
+        Some(raw) => Some(raw.peer_ip(raw.parse()?, args.dry_run)?),
+        None => None,
+    };
+    let listen_raw = flag(n, "--listen", args.listen, defaults::LISTEN)?;
+    let listen = listen_raw.socket_addr()?;
+    if listen.port() == 0 {
+        return Err(listen_raw.invalid(
+            "port 0 would gossip on a random port that no peer knows (give a port; the \
+             default is 7947)",
+        ));
+    }
+    if listen.ip().is_multicast() || matches!(listen.ip(), IpAddr::V4(v4) if v4.is_broadcast()) {
+        return Err(listen_raw.invalid("not a local unicast address"));
+    }
+    let advertise = match flag_opt(n, "--advertise", args.advertise)? {
         Some(raw) => {
             let addr = raw.socket_addr()?;
-            if addr.ip().is_unspecified() || addr.ip().is_multicast() || addr.port() == 0 {
+            if addr.port() == 0 {
                 return Err(raw.invalid("must be a unicast address with a non-zero port"));
             }
+            if addr.ip().is_unspecified() || addr.ip().is_multicast() {
+                return Err(raw.invalid("must be a unicast address with a non-zero port"));
+            }
+            raw.peer_ip(addr.ip(), args.dry_run)?;
             Some(addr)
         }
         None => None,
     };
-    let mut seeds = Vec::new();
+    let seeds_field = n.of("--seeds");
+    let given_seeds = !args.seeds.is_empty();
+    let seeds_text = args.seeds.join(",");
+    let mut seeds: Vec<String> = Vec::new();
     for seed in args.seeds {
         let seed = seed.trim();
         if seed.is_empty() {
             continue;
         }
-        check_seed(seed)?;
+        check_seed(&seeds_field, seed)?;
+        if seeds.iter().any(|s| s.eq_ignore_ascii_case(seed)) {
+            return Err(ConfigError::invalid(
+                seeds_field.as_str(),
+                seed,
+                "listed twice",
+            ));
+        }
         seeds.push(seed.to_string());
+    }
+    if given_seeds && seeds.is_empty() {
+        return Err(ConfigError::invalid(
+            seeds_field.as_str(),
+            seeds_text,
+            "no seed left after parsing (omit it to start a new mesh)",
+        ));
     }
     // Underlay addresses known now must not fall inside the overlay.
     let known_underlay = [
@@ -443,76 +633,118 @@ pub(crate) fn build(
         advertise.map(|a| a.ip()),
     ];
     for ip in known_underlay.into_iter().flatten() {
-        check_underlay_overlap(network_net, ip)?;
+        check_underlay_overlap(network_net, ip).map_err(|_| {
+            network.invalid(format!(
+                "the overlay network contains the underlay address {ip}; choose a network \
+                 that does not overlap the hosts' network"
+            ))
+        })?;
     }
 
     // Files and local API.
-    let state_dir = path_or(args.state_dir, defaults::STATE_DIR);
-    let subnet_file = path_or(args.subnet_file, defaults::SUBNET_FILE);
-    if subnet_file.file_name().is_none() {
+    let state_dir = path_or(n, "--state-dir", args.state_dir, defaults::STATE_DIR)?;
+    let subnet_file = path_or(n, "--subnet-file", args.subnet_file, defaults::SUBNET_FILE)?;
+    if subnet_file.file_name().is_none()
+        || subnet_file.as_os_str().as_encoded_bytes().ends_with(b"/")
+    {
         return Err(ConfigError::invalid(
-            "--subnet-file",
+            n.of("--subnet-file"),
             subnet_file.display().to_string(),
             "not a file path",
         ));
     }
-    let bridge = match flag_opt("--bridge", args.bridge) {
+    let bridge = match flag_opt(n, "--bridge", args.bridge)? {
         Some(raw) => {
             check_iface_name(&raw)?;
             Some(raw.value)
         }
         None => None,
     };
-    let api = flag("--api", args.api, defaults::API).socket_addr()?;
+    let api_raw = flag(n, "--api", args.api, defaults::API)?;
+    let api = api_raw.socket_addr()?;
+    if api.port() == 0 {
+        return Err(api_raw.invalid(
+            "port 0 would listen on a random port that `weft status` cannot find (the \
+             default is 7948)",
+        ));
+    }
+    if api.ip().is_multicast() || matches!(api.ip(), IpAddr::V4(v4) if v4.is_broadcast()) {
+        return Err(api_raw.invalid("not a local unicast address"));
+    }
 
     // Timing.
     let gossip_interval = flag(
+        n,
         "--gossip-interval",
         args.gossip_interval,
         defaults::GOSSIP_INTERVAL,
-    )
-    .duration_at_least(MIN_GOSSIP_INTERVAL)?;
+    )?
+    .duration_in(MIN_GOSSIP_INTERVAL, MAX_GOSSIP_INTERVAL)?;
     let fanout_raw = flag(
+        n,
         "--gossip-fanout",
         args.gossip_fanout,
         defaults::GOSSIP_FANOUT,
-    );
-    let gossip_fanout: usize = fanout_raw.parse()?;
-    if !(1..=MAX_GOSSIP_FANOUT).contains(&gossip_fanout) {
-        return Err(fanout_raw.invalid(format!("must be 1 to {MAX_GOSSIP_FANOUT}")));
-    }
-    let settle = match flag_opt("--settle", args.settle) {
-        Some(raw) => raw.duration()?,
+    )?;
+    let gossip_fanout: usize = fanout_raw.int_in(1..=MAX_GOSSIP_FANOUT)?;
+    let args_settle_given = args.settle.is_some();
+    let settle = match flag_opt(n, "--settle", args.settle)? {
+        // A claim must be heard by the mesh before it counts: at least one gossip round.
+        Some(raw) => raw.duration_in(gossip_interval, MAX_PERIOD)?,
         None => default_settle(gossip_interval),
     };
-    let reservation_raw = flag("--reservation", args.reservation, defaults::RESERVATION);
-    let reservation = reservation_raw.duration()?;
     let grace_raw = flag(
+        n,
         "--dead-node-grace",
         args.dead_node_grace,
         defaults::DEAD_NODE_GRACE,
-    );
-    let dead_node_grace = grace_raw.duration_at_least(gossip_interval)?;
+    )?;
+    let reservation_raw = flag(n, "--reservation", args.reservation, defaults::RESERVATION)?;
+    // A reservation shorter than a settle period hands a rebooting host's subnet to someone
+    // else before it is even noticed dead.
+    let reservation = reservation_raw.duration_in(Duration::ZERO, MAX_PERIOD)?;
+    if reservation < settle {
+        return Err(reservation_raw.invalid(format!(
+            "must be at least the settle period ({}{}): a dead node's subnet must stay \
+             reserved longer than a claim takes to settle",
+            format_duration(settle),
+            if args_settle_given {
+                format!(", {}", n.of("--settle"))
+            } else {
+                String::new()
+            }
+        )));
+    }
+    let dead_node_grace = grace_raw.duration_in(gossip_interval, MAX_DEAD_NODE_GRACE)?;
     if reservation > dead_node_grace / 2 {
         return Err(reservation_raw.invalid(format!(
-            "must be at most half of --dead-node-grace ({}): dead nodes' records are only \
-             gossiped that long",
-            super::duration::format_duration(dead_node_grace)
+            "must be at most half of {} ({}): dead nodes' records are only gossiped that long",
+            grace_raw.field,
+            format_duration(dead_node_grace)
         )));
     }
     let reconcile_interval = flag(
+        n,
         "--reconcile-interval",
         args.reconcile_interval,
         defaults::RECONCILE_INTERVAL,
-    )
-    .duration_at_least(MIN_GOSSIP_INTERVAL)?;
+    )?
+    .duration_in(MIN_GOSSIP_INTERVAL, MAX_PERIOD)?;
 
     // Gossip sealing: a key, or an explicit --insecure.
-    let cluster_key_file = args.cluster_key_file.filter(|p| !p.as_os_str().is_empty());
+    let cluster_key_file = match args.cluster_key_file {
+        Some(p) if p.as_os_str().is_empty() => {
+            return Err(empty(
+                &n.of("--cluster-key-file"),
+                "give the key file made by `weft keygen`",
+            ));
+        }
+        other => other,
+    };
     match (&cluster_key_file, args.insecure) {
         (None, false) => {
             return Err(ConfigError::invalid(
-                "--cluster-key-file",
+                n.of("--cluster-key-file"),
                 "",
                 "no cluster key: give --cluster-key-file (make one with `weft keygen`), or \
                  --insecure to gossip unauthenticated",
@@ -520,7 +752,7 @@ pub(crate) fn build(
         }
         (Some(p), true) => {
             return Err(ConfigError::invalid(
-                "--insecure",
+                n.of("--insecure"),
                 "true",
                 format!("conflicts with --cluster-key-file {}", p.display()),
             ));
@@ -529,10 +761,10 @@ pub(crate) fn build(
     }
 
     // Misc.
-    let log_format_raw = flag("--log-format", args.log_format, "text");
+    let log_format_raw = flag(n, "--log-format", args.log_format, "text")?;
     let log_format = LogFormat::from_name(&log_format_raw.value)
         .ok_or_else(|| log_format_raw.invalid("expected text or json"))?;
-    let cluster_id = flag("--cluster-id", args.cluster_id, defaults::CLUSTER_ID);
+    let cluster_id = flag(n, "--cluster-id", args.cluster_id, defaults::CLUSTER_ID)?;
     check_cluster_id(&cluster_id)?;
 
     Ok(Config {
@@ -574,13 +806,24 @@ pub(crate) fn build(
 
 /// The settle period when `--settle` is not given: 10 gossip intervals, at least 5 s.
 pub fn default_settle(gossip_interval: Duration) -> Duration {
-    (gossip_interval * 10).max(Duration::from_secs(5))
+    gossip_interval
+        .saturating_mul(10)
+        .max(Duration::from_secs(5))
 }
 
-fn path_or(arg: Option<PathBuf>, default: &str) -> PathBuf {
+fn path_or(
+    names: &Names,
+    flag: &str,
+    arg: Option<PathBuf>,
+    default: &str,
+) -> Result<PathBuf, ConfigError> {
     match arg {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => PathBuf::from(default),
+        Some(p) if p.as_os_str().is_empty() => Err(empty(
+            &names.of(flag),
+            &format!("omit it to use the default, {default}"),
+        )),
+        Some(p) => Ok(p),
+        None => Ok(PathBuf::from(default)),
     }
 }
 
@@ -631,12 +874,22 @@ fn check_iface_name(raw: &Raw) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// `HOST:PORT`, `IPV4:PORT` or `[IPV6]:PORT` with a non-zero port. Names are resolved at run time.
-fn check_seed(seed: &str) -> Result<(), ConfigError> {
-    let invalid = |reason: &str| ConfigError::invalid("--seeds", seed, reason);
-    if seed.parse::<SocketAddr>().is_ok() {
-        if seed.ends_with(":0") {
+/// `HOST:PORT`, `IPV4:PORT` or `[IPV6]:PORT` with a non-zero port and a unicast address. Names
+/// are resolved at run time.
+fn check_seed(field: &str, seed: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: &str| ConfigError::invalid(field, seed, reason);
+    if let Ok(addr) = seed.parse::<SocketAddr>() {
+        if addr.port() == 0 {
             return Err(invalid("port 0 is not a valid seed port"));
+        }
+        let ip = addr.ip();
+        if ip.is_unspecified() {
+            return Err(invalid(
+                "an unspecified address (0.0.0.0) names no host; give a seed's own address",
+            ));
+        }
+        if ip.is_multicast() || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()) {
+            return Err(invalid("not a unicast address"));
         }
         return Ok(());
     }

@@ -421,7 +421,12 @@ impl Fleet {
         let key = weft_proto::envelope::generate_key(&rng)
             .map_err(|e| SimError::Setup(format!("cluster key: {e}")))?;
         let key_file = dir.join("cluster.key");
+        // Private (0600): `weft run` refuses a key file others can read.
         crate::agent::files::write_atomic(&key_file, &weft_proto::envelope::encode_key(&key))
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))
+            })
             .map_err(|e| SimError::Setup(format!("{}: {e}", key_file.display())))?;
         let ring = Keyring::new(key).map_err(|e| SimError::Setup(format!("keyring: {e}")))?;
         let faults = Arc::new(Faults::default());
