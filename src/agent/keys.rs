@@ -5,7 +5,6 @@
 //! and SIGHUP go through [`KeyStore`]: every change is written to disk first, then applied to the
 //! live keyring, so a restart keeps it and a failed write changes nothing.
 
-#[cfg(test)]
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};

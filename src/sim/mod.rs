@@ -422,12 +422,12 @@ impl Fleet {
             .map_err(|e| SimError::Setup(format!("cluster key: {e}")))?;
         let key_file = dir.join("cluster.key");
         // Private (0600): `weft run` refuses a key file others can read.
-        crate::agent::files::write_atomic(&key_file, &weft_proto::envelope::encode_key(&key))
-            .and_then(|()| {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))
-            })
-            .map_err(|e| SimError::Setup(format!("{}: {e}", key_file.display())))?;
+        crate::agent::files::write_atomic_mode(
+            &key_file,
+            weft_proto::envelope::encode_key(&key).as_bytes(),
+            0o600,
+        )
+        .map_err(|e| SimError::Setup(e.to_string()))?;
         let ring = Keyring::new(key).map_err(|e| SimError::Setup(format!("keyring: {e}")))?;
         let faults = Arc::new(Faults::default());
         faults.set_loss(cfg.loss);
