@@ -270,7 +270,8 @@ fn run(tag: &str, encrypted: bool) {
     }
 
     // `weft leave` removes weft0 and its route.
-    let out = net.exec("h3", &[Testnet::bin(), "leave", "--api", API]);
+    let state_dir = net.agent_state_dir(3);
+    let out = net.exec("h3", &[Testnet::bin(), "leave", "--state-dir", &state_dir]);
     assert!(out.status.success(), "leave: {out:?}");
     let link = net.exec("h3", &["ip", "link", "show", "weft0"]);
     assert!(!link.status.success(), "weft0 is still there after leave");
