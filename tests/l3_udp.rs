@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 use netns::NetnsGuard;
 use testnet::{Testnet, l3_available_with, parse_ping};
 
-const API: &str = "127.0.0.1:7948";
-
 fn tools_available(test: &str) -> bool {
     l3_available_with(test, &[("python3", "python3"), ("curl", "curl")])
 }

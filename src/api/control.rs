@@ -1,7 +1,8 @@
 //! The control socket `<state-dir>/api.sock`: the only door for the API's mutating calls
 //! (leave, keys install/use/remove/reload). The socket is 0600 in a directory that no other
 //! user can write, and every connection's peer credentials are checked (root or the agent's
-//! own user) as a second fence; refusals are counted and logged at a bounded rate.
+//! own user) on every request as a second fence; refusals are counted and logged at a bounded
+//! rate.
 
 use std::fmt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
@@ -160,15 +161,32 @@ impl Refusals {
     }
 }
 
-/// The bound control socket. Accepts only peers whose uid is allowed; removes its file when
-/// dropped (if the file is still this socket).
+/// Who connected to the control socket (from `SO_PEERCRED`), and whether that uid may use it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// The peer's uid, when the kernel told.
+    pub uid: Option<u32>,
+    /// The peer's pid, when the kernel told.
+    pub pid: Option<i32>,
+    /// The uid is one the listener allows.
+    pub allowed: bool,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, ControlListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, ControlListener>) -> Peer {
+        *stream.remote_addr()
+    }
+}
+
+/// The bound control socket: every connection comes with its [`Peer`], which the API checks
+/// on every request. Removes its file when dropped (if the file is still this socket).
 pub struct ControlListener {
     inner: UnixListener,
     path: PathBuf,
     ino: (u64, u64),
     allowed: Vec<u32>,
-    refusals: std::sync::Arc<Refusals>,
-    refusal_body: Vec<u8>,
 }
 
 impl fmt::Debug for ControlListener {
@@ -181,10 +199,11 @@ impl fmt::Debug for ControlListener {
 }
 
 impl ControlListener {
-    /// Binds `path` (0600), accepting connections from the uids in `allowed` only (the agent
-    /// passes root and its own euid). Creates the directory (0700) if needed; refuses a
-    /// directory another user owns or can write; removes a stale socket only when it is a
-    /// socket (never through a symlink) and nothing answers on it. Must run inside a runtime.
+    /// Binds `path` (0600); connections from uids outside `allowed` are marked so (the agent
+    /// allows root and its own euid). Creates the directory (0700) if needed; refuses a
+    /// directory that is not root's or this user's, or that another user can write; removes a
+    /// stale socket only when it is a socket (never through a symlink) and nothing answers on
+    /// it. Must run inside a runtime.
     pub fn bind(path: &Path, allowed: Vec<u32>) -> Result<ControlListener, ControlError> {
         if path.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(ControlError::PathTooLong(path.to_path_buf()));
@@ -237,17 +256,7 @@ impl ControlListener {
             path: path.to_path_buf(),
             ino: (m.dev(), m.ino()),
             allowed,
-            refusals: Default::default(),
-            refusal_body: Vec::new(),
         })
-    }
-
-    /// Counts refused peers here (the API shares one [`Refusals`] between its listeners), and
-    /// answers them with this complete HTTP response.
-    pub fn with_refusals(mut self, refusals: std::sync::Arc<Refusals>, response: Vec<u8>) -> Self {
-        self.refusals = refusals;
-        self.refusal_body = response;
-        self
     }
 
     /// The socket's path.
@@ -255,12 +264,11 @@ impl ControlListener {
         &self.path
     }
 
-    /// Accepts the next connection from an allowed peer; others get the refusal answer (if it
-    /// fits in the socket buffer at once) and are closed.
-    pub async fn accept_allowed(&mut self) -> (UnixStream, tokio::net::unix::SocketAddr) {
+    /// Accepts the next connection, with its peer.
+    pub async fn accept_peer(&mut self) -> (UnixStream, Peer) {
         loop {
-            let (stream, addr) = match self.inner.accept().await {
-                Ok(x) => x,
+            let stream = match self.inner.accept().await {
+                Ok((stream, _)) => stream,
                 Err(e) => {
                     // Out of file descriptors and the like: wait rather than spin.
                     tracing::warn!(error = %e, op = "api", "control socket accept failed");
@@ -268,45 +276,32 @@ impl ControlListener {
                     continue;
                 }
             };
-            match stream.peer_cred() {
-                Ok(cred) if self.allowed.contains(&cred.uid()) => return (stream, addr),
-                Ok(cred) => {
-                    self.refusals.refuse(
-                        RefuseReason::PeerUid,
-                        format_args!(
-                            "connection to {} from uid {} (pid {:?}); only uids {:?} may use it",
-                            self.path.display(),
-                            cred.uid(),
-                            cred.pid(),
-                            self.allowed
-                        ),
-                    );
-                }
-                Err(e) => {
-                    self.refusals.refuse(
-                        RefuseReason::PeerUid,
-                        format_args!(
-                            "connection to {} whose peer is unknown: {e}",
-                            self.path.display()
-                        ),
-                    );
-                }
-            }
-            let _ = stream.try_write(&self.refusal_body);
+            let cred = stream.peer_cred().ok();
+            let uid = cred.map(|c| c.uid());
+            let peer = Peer {
+                uid,
+                pid: cred.and_then(|c| c.pid()),
+                allowed: uid.is_some_and(|u| self.allowed.contains(&u)),
+            };
+            return (stream, peer);
         }
     }
 }
 
 impl axum::serve::Listener for ControlListener {
     type Io = UnixStream;
-    type Addr = tokio::net::unix::SocketAddr;
+    type Addr = Peer;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        self.accept_allowed().await
+        self.accept_peer().await
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
+        Ok(Peer {
+            uid: Some(euid()),
+            pid: Some(std::process::id() as i32),
+            allowed: true,
+        })
     }
 }
 
@@ -453,31 +448,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn peers_of_other_uids_are_refused_and_counted() {
-        use tokio::io::AsyncReadExt;
+    async fn peers_are_told_apart_by_uid() {
         let d = dir_0700();
         let path = d.path().join(SOCKET_NAME);
-        let refusals = std::sync::Arc::new(Refusals::default());
-        // Allow only a uid that is not ours: this test's own connection is a stranger.
-        let stranger_only = vec![euid().wrapping_add(4242)];
-        let mut l = ControlListener::bind(&path, stranger_only)
-            .unwrap()
-            .with_refusals(
-                refusals.clone(),
-                b"HTTP/1.1 403 Forbidden\r\n\r\nno".to_vec(),
-            );
-        let accept = tokio::spawn(async move {
-            let _ = l.accept_allowed().await;
-            panic!("a refused peer was accepted");
-        });
-        let mut c = UnixStream::connect(&path).await.unwrap();
-        let mut answer = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut answer))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(answer, b"HTTP/1.1 403 Forbidden\r\n\r\nno");
-        assert_eq!(refusals.count(RefuseReason::PeerUid), 1);
-        accept.abort();
+        for (allowed, expected) in [
+            (vec![euid()], true),
+            (vec![euid().wrapping_add(4242)], false),
+        ] {
+            let mut l = ControlListener::bind(&path, allowed).unwrap();
+            let _c = UnixStream::connect(&path).await.unwrap();
+            let (_s, peer) = tokio::time::timeout(Duration::from_secs(5), l.accept_peer())
+                .await
+                .unwrap();
+            assert_eq!(peer.uid, Some(euid()));
+            assert_eq!(peer.pid, Some(std::process::id() as i32));
+            assert_eq!(peer.allowed, expected);
+        }
     }
 }

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::control::{self, ControlError, ControlListener, Refusals, RefuseReason};
+use super::control::{self, ControlError, ControlListener, Peer, Refusals, RefuseReason};
 use super::{ApiAnswer, NODE_HEADER, StatusReport};
 use crate::agent::Metrics;
 
@@ -63,19 +63,21 @@ impl Listeners {
     /// Binds the control socket `<state_dir>/api.sock` (first: a second agent on the same state
     /// dir stops here) and the TCP address `api`. Warns when `api` is not a loopback address.
     pub async fn bind(api: SocketAddr, state_dir: &Path, node: &str) -> Result<Self, BindError> {
-        let path = control::socket_path(state_dir);
         let mut allowed = vec![0, control::euid()];
         allowed.dedup();
+        Self::bind_allowing(api, state_dir, node, allowed).await
+    }
+
+    /// [`Listeners::bind`] with the uids the control socket serves.
+    pub(crate) async fn bind_allowing(
+        api: SocketAddr,
+        state_dir: &Path,
+        node: &str,
+        allowed: Vec<u32>,
+    ) -> Result<Self, BindError> {
+        let path = control::socket_path(state_dir);
         let refusals = Arc::new(Refusals::default());
-        let refused = refusal_response(
-            node,
-            &format!(
-                "refused: {} accepts only root and the user that runs the agent",
-                path.display()
-            ),
-        );
-        let control =
-            ControlListener::bind(&path, allowed)?.with_refusals(refusals.clone(), refused);
+        let control = ControlListener::bind(&path, allowed)?;
         let tcp = tokio::net::TcpListener::bind(api)
             .await
             .map_err(|source| BindError::Tcp { addr: api, source })?;
@@ -103,23 +105,6 @@ impl Listeners {
     pub fn refusals(&self) -> Arc<Refusals> {
         self.refusals.clone()
     }
-}
-
-/// A complete HTTP answer written to refused control-socket peers before they are closed.
-fn refusal_response(node: &str, message: &str) -> Vec<u8> {
-    let body = serde_json::to_vec(&ApiAnswer {
-        message: message.to_string(),
-    })
-    .unwrap_or_default();
-    let mut out = format!(
-        "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\n{NODE_HEADER}: {}\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n",
-        header_value(node).to_str().unwrap_or("?"),
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(&body);
-    out
 }
 
 fn header_value(node: &str) -> HeaderValue {
@@ -199,8 +184,44 @@ fn control_router(shared: Shared) -> Router {
         .route("/v1/keys/install", post(super::keys::install))
         .route("/v1/keys/use", post(super::keys::use_key))
         .route("/v1/keys/remove", post(super::keys::remove))
-        .route("/v1/keys/reload", post(super::keys::reload));
+        .route("/v1/keys/reload", post(super::keys::reload))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            check_peer,
+        ));
     with_node(router, shared)
+}
+
+/// On the control socket, every request of a peer whose uid is not allowed is refused (403),
+/// counted and logged, whatever it asks (the socket's 0600 mode is the first fence).
+async fn check_peer(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if peer.allowed {
+        return next.run(request).await;
+    }
+    s.refusals.refuse(
+        RefuseReason::PeerUid,
+        format_args!(
+            "{} {} on {} from uid {} (pid {})",
+            request.method(),
+            request.uri().path(),
+            s.control_path.display(),
+            peer.uid.map_or("unknown".to_string(), |u| u.to_string()),
+            peer.pid.map_or("unknown".to_string(), |p| p.to_string()),
+        ),
+    );
+    Reply(
+        StatusCode::FORBIDDEN,
+        format!(
+            "refused: {} accepts only root and the user that runs the agent",
+            s.control_path.display()
+        ),
+    )
+    .into_response()
 }
 
 /// Serves both listeners until `cancel` fires; in-flight requests (a leave) complete first. The
@@ -216,8 +237,11 @@ pub async fn serve(listeners: Listeners, state: ApiState, cancel: CancellationTo
         tcp_router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(cancel.clone().cancelled_owned());
-    let control = axum::serve(listeners.control, control_router(shared))
-        .with_graceful_shutdown(cancel.cancelled_owned());
+    let control = axum::serve(
+        listeners.control,
+        control_router(shared).into_make_service_with_connect_info::<Peer>(),
+    )
+    .with_graceful_shutdown(cancel.cancelled_owned());
     let (tcp, control) = tokio::join!(tcp.into_future(), control.into_future());
     for (which, result) in [("TCP", tcp), ("control socket", control)] {
         if let Err(e) = result {
@@ -323,9 +347,23 @@ mod tests {
         CancellationToken,
         tokio::task::JoinHandle<()>,
     ) {
-        let listeners = Listeners::bind("127.0.0.1:0".parse().unwrap(), dir, "h1")
-            .await
-            .unwrap();
+        api_allowing(dir, vec![0, control::euid()]).await
+    }
+
+    async fn api_allowing(
+        dir: &Path,
+        allowed: Vec<u32>,
+    ) -> (
+        SocketAddr,
+        Arc<Refusals>,
+        mpsc::Receiver<oneshot::Sender<String>>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let listeners =
+            Listeners::bind_allowing("127.0.0.1:0".parse().unwrap(), dir, "h1", allowed)
+                .await
+                .unwrap();
         let addr = listeners.tcp_addr().unwrap();
         let refusals = listeners.refusals();
         let (leave, leave_rx) = mpsc::channel(4);
@@ -428,6 +466,42 @@ mod tests {
             matches!(e, BindError::Control(ControlError::InUse(_))),
             "{e}"
         );
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    /// The second fence: a peer whose uid is not allowed (here: this test's own, since only
+    /// another uid is) gets 403 for every request on the control socket, counted; its leave
+    /// never reaches the agent.
+    #[tokio::test]
+    async fn other_users_on_the_control_socket_are_refused_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let stranger_only = vec![control::euid().wrapping_add(4242)];
+        let (_addr, refusals, mut leave_rx, cancel, task) =
+            api_allowing(dir.path(), stranger_only).await;
+        let socket = dir.path().join("api.sock");
+        let e = crate::cli::leave(&crate::cli::LeaveArgs {
+            state_dir: dir.path().to_path_buf(),
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the weft agent h1 at {0} refused (403): refused: {0} accepts only root and the user that runs the agent",
+                socket.display()
+            )
+        );
+        let r = http::get(&Endpoint::Unix(socket), "/v1/status", T)
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.node.as_deref()), (403, Some("h1")));
+        assert!(
+            leave_rx.try_recv().is_err(),
+            "a refused leave reached the agent"
+        );
+        assert_eq!(refusals.count(RefuseReason::PeerUid), 2);
+        assert_eq!(refusals.count(RefuseReason::Tcp), 0);
         cancel.cancel();
         task.await.unwrap();
     }
