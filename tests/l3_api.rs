@@ -3,7 +3,8 @@
 //! endpoints (over TCP, and over the control socket once its file is opened to everyone): every
 //! attempt is refused, the refusals are counted in `/metrics` and logged, and nothing changes:
 //! routes, device, subnet.env, state file, keyring. Then root's `weft leave` works and prints
-//! the agent's confirmation.
+//! the agent's confirmation. And root's `weft keys install` sends nothing to a socket that
+//! `nobody` listens on.
 
 #[path = "common/testnet.rs"]
 mod testnet;
@@ -284,5 +285,122 @@ fn nobody_cannot_leave_or_change_keys() {
             std::thread::sleep(std::time::Duration::from_secs(2));
             !Path::new(&socket).exists()
         }
+    );
+}
+
+/// Key material never goes to a socket another user could have bound. `nobody` listens on a
+/// socket where an agent's would be (a Python listener that writes down every byte it gets);
+/// root's `weft keys install --state-dir` there refuses before sending: first because the file
+/// and directory are nobody's, then (with both handed to root, the listener unchanged) because
+/// the process listening runs as nobody. The listener receives nothing.
+#[test]
+fn keys_are_not_sent_to_another_users_socket() {
+    // The system python: a per-user one (pyenv) may not be runnable by nobody.
+    let tools = [("setpriv", "util-linux"), ("/usr/bin/python3", "python3")];
+    if !l3_available_with("keys_are_not_sent_to_another_users_socket", &tools) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fake = tmp.path().join("state");
+    std::fs::create_dir(&fake).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&fake, Some(65534), Some(65534)).unwrap();
+    let socket = fake.join("api.sock");
+    let got = fake.join("received");
+    let script = format!(
+        "import os, socket\n\
+         s = socket.socket(socket.AF_UNIX)\n\
+         s.bind({socket:?})\n\
+         os.chmod({socket:?}, 0o600)\n\
+         s.listen(8)\n\
+         open({got:?}, 'wb').close()\n\
+         while True:\n\
+         \x20   c, _ = s.accept()\n\
+         \x20   data = c.recv(65536)\n\
+         \x20   if data:\n\
+         \x20       open({got:?}, 'ab').write(data)\n\
+         \x20       c.sendall(b'HTTP/1.1 200 OK\\r\\nweft-node: h1\\r\\ncontent-length: 18\\r\\n\\r\\n{{\"message\":\"done\"}}')\n\
+         \x20   c.close()\n"
+    );
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _listener = Kill(
+        std::process::Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .args(["/usr/bin/python3", "-c", &script])
+            .spawn()
+            .unwrap(),
+    );
+    let start = std::time::Instant::now();
+    while !got.exists() {
+        assert!(start.elapsed().as_secs() < 10, "the listener did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let key = tmp.path().join("k.key");
+    let out = std::process::Command::new(Testnet::bin())
+        .args(["keygen", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let install = || {
+        std::process::Command::new(Testnet::bin())
+            .args(["keys", "install"])
+            .arg(&key)
+            .arg("--state-dir")
+            .arg(&fake)
+            .output()
+            .unwrap()
+    };
+    let out = install();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        err.contains("not trusted, nothing sent: it is owned by uid 65534"),
+        "{err}"
+    );
+    // The file and the directory handed to root: the listener is still nobody's.
+    std::os::unix::fs::lchown(&socket, Some(0), Some(0)).unwrap();
+    std::os::unix::fs::chown(&fake, Some(0), Some(0)).unwrap();
+    let out = install();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        err.contains("not trusted, nothing sent: the process listening on it runs as uid 65534"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&got).unwrap(),
+        b"",
+        "bytes reached nobody's socket"
+    );
+    // The listener works: the same request as nobody (who trusts its own socket) gets there.
+    std::os::unix::fs::lchown(&socket, Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::chown(&fake, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let public_bin = tmp.path().join("weft");
+    std::fs::copy(Testnet::bin(), &public_bin).unwrap();
+    std::fs::set_permissions(&public_bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(&public_bin)
+        .args(["keys", "install"])
+        .arg(&key)
+        .arg("--state-dir")
+        .arg(&fake)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "node h1: done\n");
+    let sent = String::from_utf8_lossy(&std::fs::read(&got).unwrap()).into_owned();
+    assert!(
+        sent.starts_with("POST /v1/keys/install HTTP/1.1\r\n"),
+        "{sent}"
     );
 }

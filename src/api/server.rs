@@ -505,4 +505,53 @@ mod tests {
         cancel.cancel();
         task.await.unwrap();
     }
+
+    /// Log lines written while `f` runs on this thread.
+    async fn logged<F: std::future::Future>(f: F) -> (F::Output, String) {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        let out = {
+            let _guard = tracing::subscriber::set_default(subscriber);
+            f.await
+        };
+        let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+        (out, text)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_non_loopback_api_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let (l, log) = logged(Listeners::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &dir.path().join("a"),
+            "h1",
+        ))
+        .await;
+        l.unwrap();
+        assert!(!log.contains("non-loopback"), "{log}");
+        let (l, log) = logged(Listeners::bind(
+            "0.0.0.0:0".parse().unwrap(),
+            &dir.path().join("b"),
+            "h1",
+        ))
+        .await;
+        l.unwrap();
+        assert_eq!(log.matches("non-loopback address").count(), 1, "{log}");
+        assert!(log.contains("WARN"), "{log}");
+    }
 }
