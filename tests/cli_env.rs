@@ -185,12 +185,18 @@ fn status_and_leave_unreachable_exit_1() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let api = listener.local_addr().unwrap().to_string();
     drop(listener);
-    for sub in ["status", "leave"] {
-        let out = weft(&[sub], &[("WEFT_API", &api)]);
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().to_str().unwrap();
+    let socket = format!("{state_dir}/api.sock");
+    for (sub, env, target) in [
+        ("status", ("WEFT_API", api.as_str()), api.as_str()),
+        ("leave", ("WEFT_STATE_DIR", state_dir), socket.as_str()),
+    ] {
+        let out = weft(&[sub], &[env]);
         assert_eq!(out.status.code(), Some(1), "{sub}");
         let err = stderr(&out);
         assert!(
-            err.starts_with(&format!("weft: cannot reach the weft API at {api}: ")),
+            err.starts_with(&format!("weft: cannot reach the weft agent at {target}: ")),
             "{err}"
         );
         assert_eq!(err.lines().count(), 1, "{err}");

@@ -231,7 +231,7 @@ fn kill_wipe_skew_and_leave() {
     net.ok(&["kill", "4"]);
 
     // `weft leave`: its subnet is free and peers remove its routes within 15 s.
-    let (ok, text) = weft(&net, 3, &["leave", "--api", API]);
+    let (ok, text) = weft(&net, 3, &["leave", "--state-dir", &net.agent_state_dir(3)]);
     assert!(ok, "weft leave: {text}");
     let gone = net.wait_for(Duration::from_secs(15), || {
         !has_route(&net, 1, &s3) && !has_route(&net, 2, &s3)
@@ -529,16 +529,19 @@ fn keyless_attacker_changes_nothing_and_keys_rotate_live() {
     };
     let k2_path = k2.display().to_string();
     for i in [1, 2] {
-        let (ok, text) = weft(&net, i, &["keys", "install", &k2_path, "--api", API]);
+        let sd = net.agent_state_dir(i);
+        let (ok, text) = weft(&net, i, &["keys", "install", &k2_path, "--state-dir", &sd]);
         assert!(ok, "install on h{i}: {text}");
     }
     // h3 lacks K2: switching to it must be refused, naming h3.
-    let (ok, text) = weft(&net, 1, &["keys", "use", &k2_id, "--api", API]);
+    let sd = net.agent_state_dir(1);
+    let (ok, text) = weft(&net, 1, &["keys", "use", &k2_id, "--state-dir", &sd]);
     assert!(
         !ok && text.contains("h3"),
         "use before h3 has the key: {text}"
     );
-    let (ok, text) = weft(&net, 3, &["keys", "install", &k2_path, "--api", API]);
+    let sd = net.agent_state_dir(3);
+    let (ok, text) = weft(&net, 3, &["keys", "install", &k2_path, "--state-dir", &sd]);
     assert!(ok, "install on h3: {text}");
     let all_hold = net.wait_for(Duration::from_secs(10), || {
         let (_, text) = weft(&net, 1, &["keys", "list", "--json", "--api", API]);
@@ -561,7 +564,8 @@ fn keyless_attacker_changes_nothing_and_keys_rotate_live() {
         // and `use` is refused until it sees that too.
         let mut last = String::new();
         let used = net.wait_for(Duration::from_secs(10), || {
-            let (ok, text) = weft(&net, i, &["keys", "use", &k2_id, "--api", API]);
+            let sd = net.agent_state_dir(i);
+            let (ok, text) = weft(&net, i, &["keys", "use", &k2_id, "--state-dir", &sd]);
             last = text;
             ok
         });
@@ -576,7 +580,8 @@ fn keyless_attacker_changes_nothing_and_keys_rotate_live() {
     });
     assert!(switched.is_some(), "not every node seals with {k2_id}");
     for i in 1..=3 {
-        let (ok, text) = weft(&net, i, &["keys", "remove", &k1_id, "--api", API]);
+        let sd = net.agent_state_dir(i);
+        let (ok, text) = weft(&net, i, &["keys", "remove", &k1_id, "--state-dir", &sd]);
         assert!(ok, "remove on h{i}: {text}");
     }
     // The change persisted: h2 restarts with only K2 in its file and rejoins.

@@ -137,10 +137,11 @@ fn metrics_move_and_ip_masq_follows_the_agent() {
         ok && table.contains("masquerade"),
         "h2 lost its rules on SIGTERM: {table}"
     );
+    let state_dir = net.agent_state_dir(1);
     let (ok, text) = exec(
         &net,
         1,
-        &[Testnet::bin(), "leave", "--api", "127.0.0.1:7948"],
+        &[Testnet::bin(), "leave", "--state-dir", &state_dir],
     );
     assert!(ok, "weft leave: {text}");
     let (ok, table) = exec(&net, 1, &["nft", "list", "table", "ip", "weft"]);

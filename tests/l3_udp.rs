@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 use netns::NetnsGuard;
 use testnet::{Testnet, l3_available_with, parse_ping};
 
-const API: &str = "127.0.0.1:7948";
-
 fn tools_available(test: &str) -> bool {
     l3_available_with(test, &[("python3", "python3"), ("curl", "curl")])
 }
@@ -270,7 +268,8 @@ fn run(tag: &str, encrypted: bool) {
     }
 
     // `weft leave` removes weft0 and its route.
-    let out = net.exec("h3", &[Testnet::bin(), "leave", "--api", API]);
+    let state_dir = net.agent_state_dir(3);
+    let out = net.exec("h3", &[Testnet::bin(), "leave", "--state-dir", &state_dir]);
     assert!(out.status.success(), "leave: {out:?}");
     let link = net.exec("h3", &["ip", "link", "show", "weft0"]);
     assert!(!link.status.success(), "weft0 is still there after leave");

@@ -276,7 +276,8 @@ fn deleted_route_device_and_mtu_drift_are_repaired() {
 
     // `weft leave` removes weft's objects on h1, and only those; peers drop h1's routes.
     let s1 = net.subnet(1);
-    let out = net.exec("h1", &[Testnet::bin(), "leave", "--api", "127.0.0.1:7948"]);
+    let state_dir = net.agent_state_dir(1);
+    let out = net.exec("h1", &[Testnet::bin(), "leave", "--state-dir", &state_dir]);
     assert!(
         out.status.success(),
         "weft leave: {}",

@@ -121,7 +121,7 @@ impl Agent {
         self
     }
 
-    /// Whether to serve the local HTTP API on `config.api` (default true).
+    /// Whether to serve the local HTTP API on `config.api` and `<state_dir>/api.sock` (default true).
     pub fn serve_api(mut self, serve: bool) -> Agent {
         self.serve_api = serve;
         self
@@ -192,13 +192,18 @@ impl Agent {
         let (key_view_tx, key_view_rx) = watch::channel(Vec::new());
 
         let api_task = if serve_api {
-            let listener = tokio::net::TcpListener::bind(config.api)
-                .await
-                .map_err(|source| AgentError::Api {
-                    addr: config.api,
-                    source,
-                })?;
+            let listeners =
+                crate::api::Listeners::bind(config.api, &config.state_dir, &config.node_name)
+                    .await
+                    .map_err(|e| match e {
+                        crate::api::BindError::Tcp { addr, source } => {
+                            AgentError::Api { addr, source }
+                        }
+                        // A second agent on this state dir, or an unsafe one: configuration.
+                        e @ crate::api::BindError::Control(_) => AgentError::Config(e.to_string()),
+                    })?;
             let state = crate::api::ApiState {
+                node: config.node_name.clone(),
                 status: status_rx.clone(),
                 metrics: metrics.clone(),
                 leave: leave_tx.clone(),
@@ -206,7 +211,7 @@ impl Agent {
                 key_view: key_view_rx,
             };
             Some(tokio::spawn(crate::api::serve(
-                listener,
+                listeners,
                 state,
                 cancel.child_token(),
             )))

@@ -1,6 +1,6 @@
 //! `/v1/keys`: the cluster keyring through the local API (`weft keys list|install|use|remove|
-//! reload`). Key material only ever travels from the CLI to the agent (install), on loopback;
-//! answers carry key ids.
+//! reload`). Key material only ever travels from the CLI to the agent (install), over the
+//! control socket (the `POST`s are not served on TCP); answers carry key ids.
 //!
 //! - `GET /v1/keys` → [`KeysReport`] (JSON)
 //! - `POST /v1/keys/install` `{"key": "<base64>"}`
@@ -58,14 +58,10 @@ pub struct KeyRequest {
     pub force: bool,
 }
 
-type Answer = (StatusCode, String);
+type Answer = super::server::Reply;
 
 fn answer(status: StatusCode, text: impl Into<String>) -> Answer {
-    let mut text = text.into();
-    if !text.ends_with('\n') {
-        text.push('\n');
-    }
-    (status, text)
+    super::server::Reply(status, text.into())
 }
 
 pub(super) async fn list(State(s): State<ApiState>) -> Json<KeysReport> {

@@ -1,6 +1,11 @@
-//! The local HTTP API (`--api`, default 127.0.0.1:7948): `/healthz`, `/readyz`, `/metrics`,
-//! `/v1/status` (JSON, the [`StatusReport`] below), `POST /v1/leave`, and the keyring under
-//! `/v1/keys` (see `keys.rs`).
+//! The local HTTP API. Read-only calls (`/healthz`, `/readyz`, `/metrics`, `/v1/status` (JSON,
+//! the [`StatusReport`] below), `GET /v1/keys`) are served on TCP (`--api`, default
+//! 127.0.0.1:7948) and on the control socket `<state-dir>/api.sock`; the mutating ones
+//! (`POST /v1/leave` and `POST /v1/keys/*`, see `keys.rs`) only on the control socket (see
+//! `control.rs`): over TCP they are refused with 403, counted and logged.
+//!
+//! Every answer carries the header [`NODE_HEADER`] with the agent's node name, and every answer
+//! of a `POST` (or an error) is an [`ApiAnswer`]: this is how a client knows it talks to weft.
 
 use serde::{Deserialize, Serialize};
 
@@ -56,8 +61,20 @@ pub struct NodeStatus {
     pub reason: Option<String>,
 }
 
+/// The response header every answer of the API carries: the agent's node name.
+pub const NODE_HEADER: &str = "weft-node";
+
+/// The body of every `POST` answer and of every error: one line for a person to read.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiAnswer {
+    /// What the agent did, or why it did not.
+    pub message: String,
+}
+
+pub mod control;
 #[allow(missing_docs)]
 mod keys;
 mod server;
+pub use control::{ControlError, ControlListener, Refusals, RefuseReason, socket_path};
 pub use keys::{KeyRequest, KeysReport, NodeKeys};
-pub use server::{ApiState, serve};
+pub use server::{ApiState, BindError, Listeners, serve};

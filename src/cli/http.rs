@@ -1,22 +1,55 @@
 //! A tiny HTTP/1.1 client for the local API: one request per connection (`Connection: close`),
-//! GET and POST, with a deadline. Response parsing is a pure function over the bytes received so
-//! far; the bytes are treated as untrusted (bounded sizes, no panics).
+//! GET and POST, with a deadline, over TCP or the agent's control socket. Response parsing is a
+//! pure function over the bytes received so far; the bytes are treated as untrusted (bounded
+//! sizes, no panics).
+//!
+//! Before anything is sent over a Unix socket the client checks whom it talks to: the socket
+//! file is a socket (not a symlink) owned by root or the caller, in a directory no other user
+//! can write, and the process that listens on it runs as root or as the caller.
 
+use std::fmt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::api::NODE_HEADER;
+use crate::api::control::{euid, unsafe_dir};
 
 /// The largest response accepted (a status report of thousands of nodes fits easily).
 pub const MAX_RESPONSE: usize = 16 << 20;
 /// The largest header block accepted.
 pub const MAX_HEADERS: usize = 64 << 10;
+/// The longest node name accepted in the [`NODE_HEADER`].
+const MAX_NODE_HEADER: usize = 253;
+
+/// Where the agent's API is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `HOST:PORT` (read-only calls).
+    Tcp(String),
+    /// The control socket (every call).
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp(addr) => f.write_str(addr),
+            Endpoint::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
 
 /// A complete response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
     pub reason: String,
+    /// The [`NODE_HEADER`]: the agent's node name; `None` when the server is not weft.
+    pub node: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -43,57 +76,115 @@ pub enum HttpError {
     Malformed(&'static str),
     #[error("response larger than {MAX_RESPONSE} bytes")]
     TooLarge,
+    /// The socket could have been put there, or be served, by another user: nothing was sent.
+    #[error("not trusted, nothing sent: {0}")]
+    Untrusted(String),
 }
 
-/// `GET path` from `addr` (`HOST:PORT`).
-pub async fn get(addr: &str, path: &str, timeout: Duration) -> Result<Response, HttpError> {
-    request(addr, "GET", path, None, timeout).await
+/// `GET path` from `to`.
+pub async fn get(to: &Endpoint, path: &str, timeout: Duration) -> Result<Response, HttpError> {
+    request(to, "GET", path, None, timeout).await
 }
 
-/// `POST path` to `addr` with a JSON body.
+/// `POST path` to `to` with a JSON body.
 pub async fn post(
-    addr: &str,
+    to: &Endpoint,
     path: &str,
     body: &[u8],
     timeout: Duration,
 ) -> Result<Response, HttpError> {
-    request(addr, "POST", path, Some(body), timeout).await
+    request(to, "POST", path, Some(body), timeout).await
 }
 
 async fn request(
-    addr: &str,
+    to: &Endpoint,
     method: &str,
     path: &str,
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Response, HttpError> {
     let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(HttpError::Connect)?;
-        stream
-            .write_all(&encode_request(method, addr, path, body))
-            .await
-            .map_err(HttpError::Io)?;
-        let mut buf = Vec::with_capacity(4096);
-        let mut chunk = [0u8; 8192];
-        loop {
-            let n = stream.read(&mut chunk).await.map_err(HttpError::Io)?;
-            let eof = n == 0;
-            if buf.len() + n > MAX_RESPONSE {
-                return Err(HttpError::TooLarge);
+        match to {
+            Endpoint::Tcp(addr) => {
+                let stream = TcpStream::connect(addr.as_str())
+                    .await
+                    .map_err(HttpError::Connect)?;
+                exchange(stream, &encode_request(method, addr, path, body)).await
             }
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some(response) = parse_response(&buf, eof)? {
-                return Ok(response);
-            }
-            if eof {
-                // parse_response returns an error or a response at EOF; be safe anyway.
-                return Err(HttpError::Malformed("connection closed early"));
+            Endpoint::Unix(socket) => {
+                check_socket(socket)?;
+                let stream = UnixStream::connect(socket)
+                    .await
+                    .map_err(HttpError::Connect)?;
+                let uid = stream.peer_cred().map_err(HttpError::Io)?.uid();
+                if uid != 0 && uid != euid() {
+                    return Err(HttpError::Untrusted(format!(
+                        "the process listening on it runs as uid {uid}, not as root or you"
+                    )));
+                }
+                exchange(stream, &encode_request(method, "localhost", path, body)).await
             }
         }
     };
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| HttpError::Timeout(timeout))?
+}
+
+/// The socket file must be a socket (not a symlink to one) owned by root or the caller, in a
+/// directory that root or the caller owns and nobody else can write (or that is sticky).
+pub fn check_socket(socket: &Path) -> Result<(), HttpError> {
+    let meta = std::fs::symlink_metadata(socket).map_err(HttpError::Connect)?;
+    let me = euid();
+    let owners = [0, me];
+    if meta.file_type().is_symlink() {
+        return Err(HttpError::Untrusted("it is a symbolic link".into()));
+    }
+    if !meta.file_type().is_socket() {
+        return Err(HttpError::Untrusted("it is not a socket".into()));
+    }
+    if !owners.contains(&meta.uid()) {
+        return Err(HttpError::Untrusted(format!(
+            "it is owned by uid {}, not by root or you",
+            meta.uid()
+        )));
+    }
+    let dir = match socket.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let dir_meta = std::fs::metadata(dir).map_err(HttpError::Connect)?;
+    if let Some(why) = unsafe_dir(&dir_meta, &owners) {
+        return Err(HttpError::Untrusted(format!(
+            "its directory {} is {why}",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &[u8],
+) -> Result<Response, HttpError> {
+    stream.write_all(request).await.map_err(HttpError::Io)?;
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut chunk).await.map_err(HttpError::Io)?;
+        let eof = n == 0;
+        if buf.len() + n > MAX_RESPONSE {
+            return Err(HttpError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(response) = parse_response(&buf, eof)? {
+            return Ok(response);
+        }
+        if eof {
+            // parse_response returns an error or a response at EOF; be safe anyway.
+            return Err(HttpError::Malformed("connection closed early"));
+        }
+    }
 }
 
 /// The request bytes.
@@ -146,6 +237,7 @@ pub fn parse_response(buf: &[u8], eof: bool) -> Result<Option<Response>, HttpErr
 
     let mut content_length: Option<usize> = None;
     let mut chunked = false;
+    let mut node = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             return Err(HttpError::Malformed("header line without ':'"));
@@ -159,6 +251,12 @@ pub fn parse_response(buf: &[u8], eof: bool) -> Result<Option<Response>, HttpErr
                 return Err(HttpError::Malformed("conflicting Content-Length headers"));
             }
             content_length = Some(len);
+        } else if name.eq_ignore_ascii_case(NODE_HEADER) {
+            // Printable, bounded, and only once: anything else is not weft's.
+            let valid = !value.is_empty()
+                && value.len() <= MAX_NODE_HEADER
+                && value.chars().all(|c| c.is_ascii_graphic());
+            node = (valid && node.is_none()).then(|| value.to_string());
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = value
                 .rsplit(',')
@@ -170,6 +268,7 @@ pub fn parse_response(buf: &[u8], eof: bool) -> Result<Option<Response>, HttpErr
     let response = |body: Vec<u8>| Response {
         status,
         reason: reason.to_string(),
+        node: node.clone(),
         body,
     };
     if status == 204 || status == 304 || (100..200).contains(&status) {
@@ -387,9 +486,14 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(5)).await;
             String::from_utf8(req).unwrap()
         });
-        let r = post(&addr, "/v1/leave", b"{}", Duration::from_secs(3))
-            .await
-            .unwrap();
+        let r = post(
+            &Endpoint::Tcp(addr),
+            "/v1/leave",
+            b"{}",
+            Duration::from_secs(3),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.body, b"abcd");
         server.abort();
     }
@@ -400,15 +504,112 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         drop(listener);
-        let e = get(&addr, "/", Duration::from_secs(2)).await.unwrap_err();
+        let e = get(&Endpoint::Tcp(addr), "/", Duration::from_secs(2))
+            .await
+            .unwrap_err();
         assert!(matches!(e, HttpError::Connect(_)), "{e:?}");
         // A server that accepts and never answers: timeout.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let e = get(&addr, "/", Duration::from_millis(100))
+        let e = get(&Endpoint::Tcp(addr), "/", Duration::from_millis(100))
             .await
             .unwrap_err();
         assert!(matches!(e, HttpError::Timeout(_)), "{e:?}");
         drop(listener);
+    }
+
+    #[test]
+    fn node_header_is_read_and_checked() {
+        let r = done(b"HTTP/1.1 200 OK\r\nWeft-Node: h1\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(r.node.as_deref(), Some("h1"));
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nweft-node: \r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nweft-node: a b\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nweft-node: a\r\nweft-node: b\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            assert_eq!(done(raw).node, None, "{}", String::from_utf8_lossy(raw));
+        }
+        let long = format!(
+            "HTTP/1.1 200 OK\r\nweft-node: {}\r\nContent-Length: 0\r\n\r\n",
+            "n".repeat(MAX_NODE_HEADER + 1)
+        );
+        assert_eq!(done(long.as_bytes()).node, None);
+    }
+
+    /// A directory only this user can write, holding a socket this process listens on.
+    fn socket_in_private_dir() -> (tempfile::TempDir, PathBuf, std::os::unix::net::UnixListener) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let path = dir.path().join("api.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        (dir, path, listener)
+    }
+
+    #[tokio::test]
+    async fn unix_socket_round_trip_from_a_trusted_peer() {
+        use std::io::{Read, Write};
+        let (_dir, path, listener) = socket_in_private_dir();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let n = s.read(&mut req).unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nweft-node: h9\r\nContent-Length: 2\r\n\r\nok")
+                .unwrap();
+            String::from_utf8_lossy(&req[..n]).into_owned()
+        });
+        let r = post(
+            &Endpoint::Unix(path),
+            "/v1/leave",
+            b"{}",
+            Duration::from_secs(3),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (r.node.as_deref(), r.body.as_slice()),
+            (Some("h9"), &b"ok"[..])
+        );
+        let req = server.join().unwrap();
+        assert!(
+            req.starts_with("POST /v1/leave HTTP/1.1\r\nHost: localhost\r\n"),
+            "{req}"
+        );
+    }
+
+    #[test]
+    fn untrusted_sockets_are_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, path, _listener) = socket_in_private_dir();
+        check_socket(&path).unwrap();
+        // A symlink to a good socket.
+        let link = dir.path().join("link.sock");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let e = check_socket(&link).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        // A regular file.
+        let file = dir.path().join("file.sock");
+        std::fs::write(&file, b"").unwrap();
+        assert!(
+            check_socket(&file)
+                .unwrap_err()
+                .to_string()
+                .contains("not a socket")
+        );
+        // Missing: a plain connection error (the agent is not running).
+        let e = check_socket(&dir.path().join("none.sock")).unwrap_err();
+        assert!(matches!(e, HttpError::Connect(_)), "{e}");
+        // In a directory others can write.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_socket(&path).unwrap_err();
+        assert!(e.to_string().contains("writable by other users"), "{e}");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        // Owned by another user (only root can hand a file to someone else).
+        if euid() == 0 {
+            std::os::unix::fs::lchown(&path, Some(65534), Some(65534)).unwrap();
+            let e = check_socket(&path).unwrap_err();
+            assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Subcommand};
 
-use super::{CliError, STATUS_TIMEOUT, http, refused};
+use super::{CliError, STATUS_TIMEOUT, control_endpoint, get_json, post_checked, read_endpoint};
 use crate::api::{KeyRequest, KeysReport};
 use crate::config::defaults;
 
@@ -31,16 +31,19 @@ pub enum KeysCommand {
 
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
 pub struct KeysApiArgs {
-    /// The agent's local API
-    #[arg(long, env = "WEFT_API", value_name = "ADDR:PORT", default_value = defaults::API)]
-    pub api: String,
+    /// The agent's --state-dir: the request goes to its control socket DIR/api.sock
+    #[arg(long, env = "WEFT_STATE_DIR", value_name = "DIR", default_value = defaults::STATE_DIR)]
+    pub state_dir: PathBuf,
 }
 
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
 pub struct KeysListArgs {
-    /// The agent's local API
-    #[arg(long, env = "WEFT_API", value_name = "ADDR:PORT", default_value = defaults::API)]
-    pub api: String,
+    /// The agent's local API over TCP [default: 127.0.0.1:7948, unless --state-dir is given]
+    #[arg(long, env = "WEFT_API", value_name = "ADDR:PORT")]
+    pub api: Option<String>,
+    /// Ask the agent run with this --state-dir, through its control socket DIR/api.sock
+    #[arg(long, env = "WEFT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Print the raw report as JSON
     #[arg(long, env = "WEFT_JSON", value_parser = BoolishValueParser::new())]
     pub json: bool,
@@ -48,9 +51,9 @@ pub struct KeysListArgs {
 
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
 pub struct KeysInstallArgs {
-    /// The agent's local API
-    #[arg(long, env = "WEFT_API", value_name = "ADDR:PORT", default_value = defaults::API)]
-    pub api: String,
+    /// The agent's --state-dir: the key goes to its control socket DIR/api.sock, never to TCP
+    #[arg(long, env = "WEFT_STATE_DIR", value_name = "DIR", default_value = defaults::STATE_DIR)]
+    pub state_dir: PathBuf,
     /// Key file (base64 of 32 bytes), or - to read standard input
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
@@ -58,9 +61,9 @@ pub struct KeysInstallArgs {
 
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
 pub struct KeysIdArgs {
-    /// The agent's local API
-    #[arg(long, env = "WEFT_API", value_name = "ADDR:PORT", default_value = defaults::API)]
-    pub api: String,
+    /// The agent's --state-dir: the request goes to its control socket DIR/api.sock
+    #[arg(long, env = "WEFT_STATE_DIR", value_name = "DIR", default_value = defaults::STATE_DIR)]
+    pub state_dir: PathBuf,
     /// Skip the check that every live node is ready for the change
     #[arg(long, env = "WEFT_FORCE", value_parser = BoolishValueParser::new())]
     pub force: bool,
@@ -81,11 +84,13 @@ pub async fn run(cmd: &KeysCommand) -> Result<String, CliError> {
                 key: Some(weft_proto::envelope::encode_key(&key).trim().to_string()),
                 ..KeyRequest::default()
             };
-            post(&a.api, "/v1/keys/install", &body).await
+            post(&a.state_dir, "/v1/keys/install", &body).await
         }
-        KeysCommand::Use(a) => post(&a.api, "/v1/keys/use", &id_request(a)).await,
-        KeysCommand::Remove(a) => post(&a.api, "/v1/keys/remove", &id_request(a)).await,
-        KeysCommand::Reload(a) => post(&a.api, "/v1/keys/reload", &KeyRequest::default()).await,
+        KeysCommand::Use(a) => post(&a.state_dir, "/v1/keys/use", &id_request(a)).await,
+        KeysCommand::Remove(a) => post(&a.state_dir, "/v1/keys/remove", &id_request(a)).await,
+        KeysCommand::Reload(a) => {
+            post(&a.state_dir, "/v1/keys/reload", &KeyRequest::default()).await
+        }
     }
 }
 
@@ -110,38 +115,23 @@ fn read_key_text(file: &std::path::Path) -> Result<String, String> {
     Ok(text)
 }
 
-async fn post(api: &str, path: &str, body: &KeyRequest) -> Result<String, CliError> {
+/// Every change goes to the control socket (key material included: the client checks who
+/// listens there before sending).
+async fn post(
+    state_dir: &std::path::Path,
+    path: &str,
+    body: &KeyRequest,
+) -> Result<String, CliError> {
     let json = serde_json::to_vec(body).unwrap_or_default();
-    let response = http::post(api, path, &json, STATUS_TIMEOUT)
-        .await
-        .map_err(|source| CliError::Unreachable {
-            api: api.to_string(),
-            source,
-        })?;
-    if !response.is_success() {
-        return Err(refused(api, &response));
-    }
-    let text = response.text();
-    Ok(format!("{}\n", text.trim()))
+    post_checked(&control_endpoint(state_dir), path, &json, STATUS_TIMEOUT).await
 }
 
 async fn list(a: &KeysListArgs) -> Result<String, CliError> {
-    let response = http::get(&a.api, "/v1/keys", STATUS_TIMEOUT)
-        .await
-        .map_err(|source| CliError::Unreachable {
-            api: a.api.clone(),
-            source,
-        })?;
-    if !response.is_success() {
-        return Err(refused(&a.api, &response));
-    }
-    let decode = |source| CliError::Decode {
-        api: a.api.clone(),
-        source,
-    };
-    let report: KeysReport = serde_json::from_slice(&response.body).map_err(decode)?;
+    let to = read_endpoint(a.api.as_deref(), a.state_dir.as_deref());
+    let report: KeysReport = get_json(&to, "/v1/keys").await?;
     if a.json {
-        let mut text = serde_json::to_string_pretty(&report).map_err(decode)?;
+        let mut text = serde_json::to_string_pretty(&report)
+            .map_err(|source| CliError::Decode { api: to, source })?;
         text.push('\n');
         return Ok(text);
     }

@@ -1,5 +1,8 @@
 //! The `weft` command line: the clap tree (every flag also a `WEFT_*` variable) and the client
-//! commands `status`, `leave` and `version`, which talk to a running agent's local API.
+//! commands `status`, `leave` and `version`, which talk to a running agent's local API:
+//! `leave` (and `weft keys` changes) through the control socket `<--state-dir>/api.sock`,
+//! `status` over TCP (`--api`) or that socket. Every answer must carry weft's node header;
+//! what prints is the agent's own confirmation.
 
 pub mod docker_opts;
 pub mod http;
@@ -7,15 +10,17 @@ pub mod keys;
 pub mod parse;
 pub mod table;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
-use crate::api::StatusReport;
+use crate::api::{ApiAnswer, StatusReport};
 use crate::config::{RunArgs, defaults};
 
 pub use docker_opts::{DockerOptsArgs, docker_opts};
+pub use http::Endpoint;
 pub use table::render_status;
 
 /// How long `weft status` waits for the API.
@@ -82,9 +87,12 @@ pub fn keygen(args: &KeygenArgs) -> Result<String, std::io::Error> {
 
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
 pub struct StatusArgs {
-    /// The agent's local API
-    #[arg(long, env = "WEFT_API", value_name = "ADDR:PORT", default_value = defaults::API)]
-    pub api: String,
+    /// The agent's local API over TCP [default: 127.0.0.1:7948, unless --state-dir is given]
+    #[arg(long, env = "WEFT_API", value_name = "ADDR:PORT")]
+    pub api: Option<String>,
+    /// Ask the agent run with this --state-dir, through its control socket DIR/api.sock
+    #[arg(long, env = "WEFT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Print the raw status report as JSON
     #[arg(long, env = "WEFT_JSON", value_parser = BoolishValueParser::new())]
     pub json: bool,
@@ -93,33 +101,60 @@ pub struct StatusArgs {
     pub watch: Option<u64>,
 }
 
+impl StatusArgs {
+    /// Where `weft status` asks.
+    pub fn endpoint(&self) -> Endpoint {
+        read_endpoint(self.api.as_deref(), self.state_dir.as_deref())
+    }
+}
+
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
 pub struct LeaveArgs {
-    /// The agent's local API
-    #[arg(long, env = "WEFT_API", value_name = "ADDR:PORT", default_value = defaults::API)]
-    pub api: String,
+    /// The agent's --state-dir: the request goes to its control socket DIR/api.sock
+    #[arg(long, env = "WEFT_STATE_DIR", value_name = "DIR", default_value = defaults::STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+/// Read-only calls: `--api` when given, else the control socket of `--state-dir` when given,
+/// else the default TCP address.
+pub fn read_endpoint(api: Option<&str>, state_dir: Option<&Path>) -> Endpoint {
+    match (api, state_dir) {
+        (Some(api), _) => Endpoint::Tcp(api.to_string()),
+        (None, Some(dir)) => Endpoint::Unix(crate::api::socket_path(dir)),
+        (None, None) => Endpoint::Tcp(defaults::API.to_string()),
+    }
+}
+
+/// Mutating calls: always the control socket of `state_dir`.
+pub fn control_endpoint(state_dir: &Path) -> Endpoint {
+    Endpoint::Unix(crate::api::socket_path(state_dir))
 }
 
 /// Errors of the client commands; each displays as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error(
-        "cannot reach the weft API at {api}: {source} (is `weft run` running with --api {api}?)"
-    )]
+    #[error("cannot reach the weft agent at {api}: {source} ({})", hint(.api))]
     Unreachable {
-        api: String,
+        api: Endpoint,
         #[source]
         source: http::HttpError,
     },
-    #[error("the weft API at {api} answered {status}: {body}")]
+    /// Something answered that does not carry weft's header: its answer is not shown.
+    #[error(
+        "{api} is not a weft agent (it answered HTTP {status} without a {} header); its answer is not shown",
+        crate::api::NODE_HEADER
+    )]
+    NotWeft { api: Endpoint, status: u16 },
+    #[error("the weft agent {node} at {api} refused ({status}): {body}")]
     Refused {
-        api: String,
+        api: Endpoint,
+        node: String,
         status: u16,
         body: String,
     },
-    #[error("the weft API at {api} sent an invalid status report: {source}")]
+    #[error("the weft agent at {api} sent an invalid answer: {source}")]
     Decode {
-        api: String,
+        api: Endpoint,
         #[source]
         source: serde_json::Error,
     },
@@ -127,28 +162,99 @@ pub enum CliError {
     Input(String),
 }
 
-/// `weft status`: the rendered table, or the pretty JSON with `--json`.
-pub async fn status(args: &StatusArgs) -> Result<String, CliError> {
-    let response = http::get(&args.api, "/v1/status", STATUS_TIMEOUT)
-        .await
-        .map_err(|source| CliError::Unreachable {
-            api: args.api.clone(),
+fn hint(api: &Endpoint) -> String {
+    match api {
+        Endpoint::Tcp(addr) => format!("is `weft run` running with --api {addr}?"),
+        Endpoint::Unix(path) => format!(
+            "is `weft run` running with --state-dir {}, and are you root or its user?",
+            path.parent().unwrap_or(Path::new(".")).display()
+        ),
+    }
+}
+
+async fn send(
+    to: &Endpoint,
+    path: &str,
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<http::Response, CliError> {
+    let result = match body {
+        None => http::get(to, path, timeout).await,
+        Some(body) => http::post(to, path, body, timeout).await,
+    };
+    result.map_err(|source| CliError::Unreachable {
+        api: to.clone(),
+        source,
+    })
+}
+
+/// The agent's node name when `response` is a weft success; the refusal (with the agent's
+/// message) or [`CliError::NotWeft`] otherwise. Nothing of a non-weft answer is kept.
+pub(crate) fn checked(to: &Endpoint, response: &http::Response) -> Result<String, CliError> {
+    let Some(node) = response.node.clone() else {
+        return Err(CliError::NotWeft {
+            api: to.clone(),
+            status: response.status,
+        });
+    };
+    if response.is_success() {
+        return Ok(node);
+    }
+    let message = serde_json::from_slice::<ApiAnswer>(&response.body)
+        .map(|a| a.message)
+        .unwrap_or_else(|_| response.text());
+    Err(CliError::Refused {
+        api: to.clone(),
+        node,
+        status: response.status,
+        body: one_line(&message, &response.reason),
+    })
+}
+
+/// POSTs `body` to `path` and returns the confirmation to print: `node NAME: MESSAGE`.
+pub(crate) async fn post_checked(
+    to: &Endpoint,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<String, CliError> {
+    let response = send(to, path, Some(body), timeout).await?;
+    let node = checked(to, &response)?;
+    let answer: ApiAnswer =
+        serde_json::from_slice(&response.body).map_err(|source| CliError::Decode {
+            api: to.clone(),
             source,
         })?;
-    if !response.is_success() {
-        return Err(refused(&args.api, &response));
-    }
-    let decode = |source| CliError::Decode {
-        api: args.api.clone(),
+    Ok(format!(
+        "node {node}: {}\n",
+        one_line(&answer.message, "done")
+    ))
+}
+
+/// GETs `path` and decodes the JSON answer.
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+    to: &Endpoint,
+    path: &str,
+) -> Result<T, CliError> {
+    let response = send(to, path, None, STATUS_TIMEOUT).await?;
+    checked(to, &response)?;
+    serde_json::from_slice(&response.body).map_err(|source| CliError::Decode {
+        api: to.clone(),
         source,
-    };
+    })
+}
+
+/// `weft status`: the rendered table, or the pretty JSON with `--json`.
+pub async fn status(args: &StatusArgs) -> Result<String, CliError> {
+    let to = args.endpoint();
     if args.json {
-        let value: serde_json::Value = serde_json::from_slice(&response.body).map_err(decode)?;
-        let mut text = serde_json::to_string_pretty(&value).map_err(decode)?;
+        let value: serde_json::Value = get_json(&to, "/v1/status").await?;
+        let mut text = serde_json::to_string_pretty(&value)
+            .map_err(|source| CliError::Decode { api: to, source })?;
         text.push('\n');
         return Ok(text);
     }
-    let report: StatusReport = serde_json::from_slice(&response.body).map_err(decode)?;
+    let report: StatusReport = get_json(&to, "/v1/status").await?;
     Ok(render_status(&report))
 }
 
@@ -172,7 +278,7 @@ pub async fn status_watch(args: &StatusArgs) -> Result<String, CliError> {
         let frame = format!(
             "\x1b[H\x1b[2JEvery {}s: weft status ({})    unix time {now}\n\n{body}",
             every.as_secs(),
-            args.api
+            args.endpoint()
         );
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(frame.as_bytes());
@@ -180,29 +286,21 @@ pub async fn status_watch(args: &StatusArgs) -> Result<String, CliError> {
     }
 }
 
-/// `weft leave`: the agent's answer.
+/// `weft leave`, through the control socket: the agent's confirmation, naming the node and the
+/// subnet it released.
 pub async fn leave(args: &LeaveArgs) -> Result<String, CliError> {
-    let response = http::post(&args.api, "/v1/leave", b"{}", LEAVE_TIMEOUT)
-        .await
-        .map_err(|source| CliError::Unreachable {
-            api: args.api.clone(),
-            source,
-        })?;
-    if !response.is_success() {
-        return Err(refused(&args.api, &response));
-    }
-    let text = response.text();
-    let text = text.trim();
-    Ok(if text.is_empty() {
-        "leave requested\n".to_string()
-    } else {
-        format!("{text}\n")
-    })
+    post_checked(
+        &control_endpoint(&args.state_dir),
+        "/v1/leave",
+        b"{}",
+        LEAVE_TIMEOUT,
+    )
+    .await
 }
 
-pub(crate) fn refused(api: &str, response: &http::Response) -> CliError {
-    let mut body: String = response
-        .text()
+/// At most 200 characters of `text` on one line, or `fallback` when it is empty.
+fn one_line(text: &str, fallback: &str) -> String {
+    let mut body: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
@@ -210,14 +308,10 @@ pub(crate) fn refused(api: &str, response: &http::Response) -> CliError {
         body = body.chars().take(200).collect::<String>() + "...";
     }
     let body = body.trim();
-    CliError::Refused {
-        api: api.to_string(),
-        status: response.status,
-        body: if body.is_empty() {
-            response.reason.clone()
-        } else {
-            body.to_string()
-        },
+    if body.is_empty() {
+        fallback.to_string()
+    } else {
+        body.to_string()
     }
 }
 
@@ -257,8 +351,8 @@ mod tests {
                 checked += 1;
             }
         }
-        // 37 flags of `run`, 3 of `status`, 1 of `leave`, 1 of `keygen`, 4 of `docker-opts`.
-        assert_eq!(checked, 46);
+        // 37 flags of `run`, 4 of `status`, 1 of `leave`, 1 of `keygen`, 4 of `docker-opts`.
+        assert_eq!(checked, 47);
     }
 
     #[test]
@@ -317,26 +411,28 @@ mod tests {
         addr
     }
 
-    #[tokio::test]
-    async fn status_renders_table_and_json() {
-        const BODY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"node_name\":\"h1\",\"generation\":7,\"underlay_ip\":\"192.0.2.1\",\"backend\":\"vxlan\",\"network\":\"10.244.0.0/16\",\"subnet\":\"10.244.1.0/24\",\"state\":\"active\",\"ready\":true,\"ready_reason\":null,\"insecure\":false,\"warnings\":[],\"nodes\":[{\"name\":\"h1\",\"generation\":7,\"underlay_ip\":\"192.0.2.1\",\"subnet\":\"10.244.1.0/24\",\"state\":\"active\",\"liveness\":\"alive\",\"is_self\":true,\"programmed\":false,\"reason\":null}]}";
-        let api = serve_once(BODY).await;
-        let text = status(&StatusArgs {
-            api,
+    fn tcp(api: String) -> StatusArgs {
+        StatusArgs {
+            api: Some(api),
+            state_dir: None,
             json: false,
             watch: None,
-        })
-        .await
-        .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn status_renders_table_and_json() {
+        const BODY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nweft-node: h1\r\n\r\n{\"node_name\":\"h1\",\"generation\":7,\"underlay_ip\":\"192.0.2.1\",\"backend\":\"vxlan\",\"network\":\"10.244.0.0/16\",\"subnet\":\"10.244.1.0/24\",\"state\":\"active\",\"ready\":true,\"ready_reason\":null,\"insecure\":false,\"warnings\":[],\"nodes\":[{\"name\":\"h1\",\"generation\":7,\"underlay_ip\":\"192.0.2.1\",\"subnet\":\"10.244.1.0/24\",\"state\":\"active\",\"liveness\":\"alive\",\"is_self\":true,\"programmed\":false,\"reason\":null}]}";
+        let api = serve_once(BODY).await;
+        let text = status(&tcp(api)).await.unwrap();
         assert!(
             text.contains("h1    192.0.2.1  10.244.1.0/24  active  alive     self"),
             "{text}"
         );
         let api = serve_once(BODY).await;
         let text = status(&StatusArgs {
-            api,
             json: true,
-            watch: None,
+            ..tcp(api)
         })
         .await
         .unwrap();
@@ -345,46 +441,95 @@ mod tests {
 
     #[tokio::test]
     async fn status_errors() {
-        let api =
-            serve_once(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5\r\n\r\noops\n")
-                .await;
-        let e = status(&StatusArgs {
-            api,
-            json: false,
-            watch: None,
-        })
-        .await
-        .unwrap_err();
-        assert!(e.to_string().ends_with("answered 500: oops"), "{e}");
-        let api = serve_once(b"HTTP/1.1 200 OK\r\n\r\n{\"nodes\": 1}").await;
-        let e = status(&StatusArgs {
-            api,
-            json: false,
-            watch: None,
-        })
-        .await
-        .unwrap_err();
+        let api = serve_once(
+            b"HTTP/1.1 500 Internal Server Error\r\nweft-node: h1\r\nContent-Length: 18\r\n\r\n{\"message\":\"oops\"}",
+        )
+        .await;
+        let e = status(&tcp(api)).await.unwrap_err();
+        assert!(e.to_string().ends_with("refused (500): oops"), "{e}");
+        let api = serve_once(b"HTTP/1.1 200 OK\r\nweft-node: h1\r\n\r\n{\"nodes\": 1}").await;
+        let e = status(&tcp(api)).await.unwrap_err();
         assert!(matches!(e, CliError::Decode { .. }), "{e}");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let api = listener.local_addr().unwrap().to_string();
-        drop(listener);
-        let e = leave(&LeaveArgs { api: api.clone() }).await.unwrap_err();
+        let dir = tempfile::tempdir().unwrap();
+        let e = leave(&LeaveArgs {
+            state_dir: dir.path().to_path_buf(),
+        })
+        .await
+        .unwrap_err();
         let text = e.to_string();
+        let socket = dir.path().join("api.sock");
         assert!(
-            text.starts_with(&format!("cannot reach the weft API at {api}: ")),
+            text.starts_with(&format!(
+                "cannot reach the weft agent at {}: ",
+                socket.display()
+            )),
             "{text}"
         );
+        assert!(text.contains("--state-dir"), "{text}");
         assert!(!text.contains('\n'));
     }
 
+    /// Something that is not weft answers on the API's port: whatever it says (an HTML page, an
+    /// empty `{}` with 200) is not printed, and no command reports success.
     #[tokio::test]
-    async fn leave_prints_the_answer() {
-        let api =
-            serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"left\": \"h1\"}\n\n\n")
-                .await;
+    async fn a_server_that_is_not_weft_is_named_not_printed() {
+        for raw in [
+            &b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: 44\r\n\r\n<html><body>It works! secret</body></html>\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+        ] {
+            let raw: &'static [u8] = Box::leak(raw.to_vec().into_boxed_slice());
+            let api = serve_once(raw).await;
+            let e = status(&tcp(api.clone())).await.unwrap_err();
+            let text = e.to_string();
+            assert!(matches!(e, CliError::NotWeft { .. }), "{text}");
+            assert!(text.starts_with(&format!("{api} is not a weft agent")), "{text}");
+            assert!(!text.contains("html") && !text.contains("secret"), "{text}");
+            let api = serve_once(raw).await;
+            let e = keys::run(&keys::KeysCommand::List(keys::KeysListArgs {
+                api: Some(api),
+                state_dir: None,
+                json: false,
+            }))
+            .await
+            .unwrap_err();
+            assert!(matches!(e, CliError::NotWeft { .. }), "{e}");
+        }
+    }
+
+    #[test]
+    fn endpoints_follow_the_flags() {
+        let dir = Path::new("/srv/weft-a");
         assert_eq!(
-            leave(&LeaveArgs { api }).await.unwrap(),
-            "{\"left\": \"h1\"}\n"
+            read_endpoint(None, None),
+            Endpoint::Tcp("127.0.0.1:7948".into())
         );
+        assert_eq!(
+            read_endpoint(None, Some(dir)),
+            Endpoint::Unix(dir.join("api.sock"))
+        );
+        assert_eq!(
+            read_endpoint(Some("127.0.0.1:9"), Some(dir)),
+            Endpoint::Tcp("127.0.0.1:9".into())
+        );
+        let cli = Cli::try_parse_from(["weft", "leave", "--state-dir", "/srv/weft-a"]).unwrap();
+        let Command::Leave(args) = cli.command else {
+            panic!("not leave")
+        };
+        assert_eq!(
+            control_endpoint(&args.state_dir),
+            Endpoint::Unix(dir.join("api.sock"))
+        );
+        let cli = Cli::try_parse_from(["weft", "leave"]).unwrap();
+        let Command::Leave(args) = cli.command else {
+            panic!("not leave")
+        };
+        assert_eq!(args.state_dir, Path::new("/var/lib/weft"));
+        // Changes never go to TCP: `--api` is not a flag of leave or of the keys changes.
+        assert!(Cli::try_parse_from(["weft", "leave", "--api", "127.0.0.1:7948"]).is_err());
+        assert!(
+            Cli::try_parse_from(["weft", "keys", "install", "k", "--api", "127.0.0.1:7948"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["weft", "keys", "use", "aabbccdd", "--api", "x:1"]).is_err());
     }
 }

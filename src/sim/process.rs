@@ -16,7 +16,9 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 pub(super) struct Proc {
     child: Option<tokio::process::Child>,
     pub pid: Option<u32>,
-    api: String,
+    api: http::Endpoint,
+    /// The control socket (`weft leave` goes there).
+    control: http::Endpoint,
     /// Latest `/v1/status`, if the last poll answered.
     pub status: Option<StatusReport>,
 }
@@ -84,7 +86,8 @@ impl Proc {
         Ok(Proc {
             pid: child.id(),
             child: Some(child),
-            api: api.to_string(),
+            api: http::Endpoint::Tcp(api.to_string()),
+            control: http::Endpoint::Unix(crate::api::socket_path(&c.state_dir)),
             status: None,
         })
     }
@@ -98,9 +101,9 @@ impl Proc {
 
     /// `POST /v1/leave`, in the background: the answer comes once the leave has spread.
     pub fn leave(&mut self) -> tokio::task::JoinHandle<Result<(), String>> {
-        let api = self.api.clone();
+        let control = self.control.clone();
         tokio::spawn(async move {
-            let r = http::post(&api, "/v1/leave", b"{}", Duration::from_secs(60))
+            let r = http::post(&control, "/v1/leave", b"{}", Duration::from_secs(60))
                 .await
                 .map_err(|e| e.to_string())?;
             if !r.is_success() {

@@ -159,6 +159,11 @@ impl Testnet {
         self.state.join(format!("h{i}"))
     }
 
+    /// Host I's `--state-dir`: `weft leave` and `weft keys` reach its agent with it.
+    pub fn agent_state_dir(&self, i: usize) -> String {
+        self.host_dir(i).join("state").display().to_string()
+    }
+
     /// Runs a command inside namespace `<prefix>-<suffix>`.
     pub fn exec(&self, suffix: &str, argv: &[&str]) -> Output {
         Command::new("ip")
