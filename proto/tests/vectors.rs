@@ -233,7 +233,8 @@ fn tunnel_frame_vectors() {
         "575501018f40c5ad000000000000002a87501850b9832d474a346e3018d4530d17043397a97ff5560360bb",
         "03513cd9675c69e28cf29505e7"
     ));
-    let mut sealer = FrameSealer::with_counter(&a_send, frame::key_id(&pa), 42).unwrap();
+    let counters = frame::CounterSource::starting_at(42);
+    let mut sealer = FrameSealer::new(&a_send, frame::key_id(&pa), counters).unwrap();
     let mut buf = vec![0u8; packet.len() + frame::SEALED_OVERHEAD];
     buf[frame::SEALED_HEADER_LEN..frame::SEALED_HEADER_LEN + packet.len()].copy_from_slice(&packet);
     let n = sealer.seal(&mut buf, packet.len()).unwrap();
