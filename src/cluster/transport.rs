@@ -29,6 +29,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -38,7 +39,9 @@ use serde::Serialize;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
-use weft_proto::envelope::{self, MAX_DATAGRAM, OpenError, Opener, SealError, Sealer};
+use weft_proto::envelope::{
+    self, ANY_RECIPIENT, MAX_DATAGRAM, OpenError, Opened, Opener, SALT_LEN, SealError, Sealer,
+};
 
 use super::digest_codec::{self, Codec, Decoded, Encoded, Malformed};
 
@@ -50,6 +53,13 @@ pub const DEFAULT_MAX_RELAYS: usize = 1024;
 /// Evicted relay sockets kept bound for a while so that their loopback port is not handed to a
 /// new relay while datagrams from the old one may still be queued on the inner socket.
 const GRAVEYARD_LEN: usize = 64;
+
+/// Least time between two hellos to one peer (answers to unbound or misdirected datagrams).
+const HELLO_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Largest first-contact message kept to be sent again, bound, once the peer's hello arrives
+/// (bigger ones are left to chitchat's next round).
+const MAX_UNBOUND_KEPT: usize = 8192;
 
 /// Receive buffer: one byte more than the largest valid datagram, to detect oversized ones.
 const RECV_BUF_LEN: usize = MAX_DATAGRAM + 1;
@@ -69,6 +79,14 @@ pub struct GossipCounters {
     pub drop_auth: AtomicU64,
     pub drop_replay: AtomicU64,
     pub drop_plaintext: AtomicU64,
+    /// Authentic datagrams bound to another process (captured elsewhere, or sent to an
+    /// earlier process of this agent).
+    pub drop_misdirected: AtomicU64,
+    /// Authentic datagrams bound to no process yet (first contact): not delivered, answered
+    /// with a hello.
+    pub unbound_in: AtomicU64,
+    /// Hellos sent (empty messages telling a peer this process's salt).
+    pub hellos_sent: AtomicU64,
     /// Inbound datagrams over the size limit, and outbound messages too large to seal.
     pub drop_oversized: AtomicU64,
     /// Underlay sends that failed (the message is lost; gossip retries by itself).
@@ -98,6 +116,9 @@ pub struct GossipCountersSnapshot {
     pub drop_auth: u64,
     pub drop_replay: u64,
     pub drop_plaintext: u64,
+    pub drop_misdirected: u64,
+    pub unbound_in: u64,
+    pub hellos_sent: u64,
     pub drop_oversized: u64,
     pub send_errors: u64,
     pub relays_evicted: u64,
@@ -129,6 +150,9 @@ impl GossipCounters {
             drop_auth: g(&self.drop_auth),
             drop_replay: g(&self.drop_replay),
             drop_plaintext: g(&self.drop_plaintext),
+            drop_misdirected: g(&self.drop_misdirected),
+            unbound_in: g(&self.unbound_in),
+            hellos_sent: g(&self.hellos_sent),
             drop_oversized: g(&self.drop_oversized),
             send_errors: g(&self.send_errors),
             relays_evicted: g(&self.relays_evicted),
@@ -147,6 +171,7 @@ impl GossipCounters {
             OpenError::Auth => &self.drop_auth,
             OpenError::Replay => &self.drop_replay,
             OpenError::Plaintext => &self.drop_plaintext,
+            OpenError::Misdirected(_) => &self.drop_misdirected,
         };
         add(c, 1);
     }
@@ -160,6 +185,7 @@ impl GossipCountersSnapshot {
             + self.drop_auth
             + self.drop_replay
             + self.drop_plaintext
+            + self.drop_misdirected
             + self.drop_oversized
     }
 }
@@ -217,6 +243,7 @@ impl SealedTransport {
             underlay,
             inner_addr,
             sealer: Mutex::new(Sealer::new(self.sealing.clone(), salt)),
+            salt,
             relays: Mutex::new(RelayTable {
                 by_peer: LruCache::new(
                     NonZeroUsize::new(self.max_relays).unwrap_or(NonZeroUsize::MIN),
@@ -234,7 +261,7 @@ impl SealedTransport {
         });
         tokio::spawn(inbound_loop(
             Arc::clone(&shared),
-            Opener::new(self.sealing.clone()),
+            Opener::new(self.sealing.clone(), salt),
         ));
         Ok(SealedSocket {
             inner,
@@ -269,6 +296,11 @@ impl SealedSocket {
     /// Number of live relay sockets.
     pub fn relay_count(&self) -> usize {
         self.shared.table().by_peer.len()
+    }
+
+    /// This process's salt: what peers bind the datagrams they send here to.
+    pub fn salt(&self) -> [u8; SALT_LEN] {
+        self.shared.salt
     }
 }
 
@@ -330,6 +362,14 @@ struct Relay {
     /// The last message sent to the peer as a compact digest, until the peer answers: sent
     /// again in full if the peer cannot read it.
     pending: Option<Vec<u8>>,
+    /// The peer process's salt, learnt from a datagram it bound to this process: what is sent
+    /// there is bound to it ([`ANY_RECIPIENT`] until then).
+    peer_salt: Option<[u8; SALT_LEN]>,
+    /// When the last hello went to the peer (rate limit).
+    last_hello: Option<Instant>,
+    /// The last message sent unbound (before `peer_salt` was known), sent again bound when the
+    /// peer's hello arrives: the receiver never delivers an unbound message.
+    unbound: Option<Vec<u8>>,
 }
 
 struct RelayTable {
@@ -343,6 +383,8 @@ struct Shared {
     underlay: UdpSocket,
     inner_addr: SocketAddr,
     sealer: Mutex<Sealer>,
+    /// The salt `sealer` sends with, which the opener requires as recipient.
+    salt: [u8; SALT_LEN],
     relays: Mutex<RelayTable>,
     counters: Arc<GossipCounters>,
     max_datagram: usize,
@@ -402,6 +444,9 @@ impl Shared {
             cancel,
             peer_hash: None,
             pending: None,
+            peer_salt: None,
+            last_hello: None,
+            unbound: None,
         };
         if let Some((old_peer, old)) = table.by_peer.push(peer, relay) {
             // `peer` was absent, so this is the least recently used relay making room.
@@ -420,7 +465,22 @@ impl Shared {
 
     /// Seals one chitchat datagram and sends it (as one or more underlay datagrams) to `peer`.
     async fn seal_and_send(&self, plaintext: &[u8], peer: SocketAddr, frags: &mut Vec<Vec<u8>>) {
-        let sealed = lock(&self.sealer).seal_fragments(plaintext, self.max_datagram, frags);
+        let recipient = {
+            let mut table = self.table();
+            match table.by_peer.peek_mut(&peer) {
+                Some(relay) => match relay.peer_salt {
+                    Some(salt) => salt,
+                    None => {
+                        relay.unbound =
+                            (plaintext.len() <= MAX_UNBOUND_KEPT).then(|| plaintext.to_vec());
+                        ANY_RECIPIENT
+                    }
+                },
+                None => ANY_RECIPIENT,
+            }
+        };
+        let sealed =
+            lock(&self.sealer).seal_fragments(plaintext, recipient, self.max_datagram, frags);
         match sealed {
             Ok(()) => {}
             Err(SealError::TooLarge(_) | SealError::DatagramLimit(_)) => {
@@ -523,6 +583,63 @@ impl Shared {
         false
     }
 
+    /// Remembers the salt of the process at `peer`, from a datagram it bound to this process;
+    /// returns the message last sent there unbound, if any, to be sent again.
+    fn learn(&self, peer: SocketAddr, salt: [u8; SALT_LEN]) -> Option<Vec<u8>> {
+        let mut table = self.table();
+        let relay = table.by_peer.peek_mut(&peer)?;
+        relay.peer_salt = Some(salt);
+        relay.unbound.take()
+    }
+
+    /// Sends `peer` (whose process's salt is `peer_salt`) a hello: an empty message bound to
+    /// it, from which it learns this process's salt. At most one per [`HELLO_INTERVAL`] per
+    /// peer, and only to a peer with a relay (created when `create`: after an unbound datagram,
+    /// which the replay window lets through once; never for a misdirected one, which an
+    /// attacker may replay from any address).
+    async fn hello(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        peer_salt: [u8; SALT_LEN],
+        create: bool,
+        buf: &mut Vec<u8>,
+    ) {
+        if create && let Err(err) = self.relay_for(peer) {
+            warn!(peer = %peer, error = %err, op = "relay", "cannot create gossip relay");
+            return;
+        }
+        let now = Instant::now();
+        {
+            let mut table = self.table();
+            let Some(relay) = table.by_peer.peek_mut(&peer) else {
+                return;
+            };
+            if relay
+                .last_hello
+                .is_some_and(|t| now.duration_since(t) < HELLO_INTERVAL)
+            {
+                return;
+            }
+            relay.last_hello = Some(now);
+        }
+        if let Err(err) = lock(&self.sealer).seal(&[], peer_salt, buf) {
+            add(&self.counters.send_errors, 1);
+            warn!(peer = %peer, error = %err, op = "gossip-send", "cannot seal a hello");
+            return;
+        }
+        match self.underlay.send_to(buf, peer).await {
+            Ok(n) => {
+                add(&self.counters.datagrams_out, 1);
+                add(&self.counters.bytes_out, n as u64);
+                add(&self.counters.hellos_sent, 1);
+            }
+            Err(err) => {
+                add(&self.counters.send_errors, 1);
+                debug!(peer = %peer, error = %err, op = "gossip-send", "underlay send failed");
+            }
+        }
+    }
+
     fn take_scratch(&self) -> Scratch {
         lock(&self.scratch).pop().unwrap_or_else(|| Scratch {
             buf: vec![0u8; RECV_BUF_LEN],
@@ -619,6 +736,7 @@ async fn inbound_loop(shared: Arc<Shared>, mut opener: Opener) {
     let mut out = Vec::new();
     let mut decoded = Vec::new();
     let mut frags = Vec::new();
+    let mut hello = Vec::new();
     let counters = Arc::clone(&shared.counters);
     loop {
         let received = tokio::select! {
@@ -639,9 +757,20 @@ async fn inbound_loop(shared: Arc<Shared>, mut opener: Opener) {
             add(&counters.drop_oversized, 1);
             continue;
         };
-        let message = match opener.open(datagram, &mut out) {
-            Ok(Some(message)) => message,
-            Ok(None) => continue,
+        let (sender, message) = match opener.open(datagram, &mut out) {
+            Ok(Opened::Message { sender, message }) => (sender, message),
+            Ok(Opened::Fragment) => continue,
+            Ok(Opened::Unbound { sender }) => {
+                add(&counters.unbound_in, 1);
+                shared.hello(from, sender, true, &mut hello).await;
+                continue;
+            }
+            Err(reason @ OpenError::Misdirected(sender)) => {
+                counters.count_drop(reason);
+                debug!(peer = %from, op = "gossip-recv", "gossip datagram bound to another process dropped");
+                shared.hello(from, sender, false, &mut hello).await;
+                continue;
+            }
             Err(reason) => {
                 counters.count_drop(reason);
                 debug!(peer = %from, reason = %reason, op = "gossip-recv", "gossip datagram dropped");
@@ -655,6 +784,14 @@ async fn inbound_loop(shared: Arc<Shared>, mut opener: Opener) {
                 continue;
             }
         };
+        let resend = shared.learn(from, sender);
+        if message.is_empty() {
+            // A hello: it told us the sender's salt; what it could not read goes again, bound.
+            if let Some(unbound) = resend {
+                shared.seal_and_send(&unbound, from, &mut frags).await;
+            }
+            continue;
+        }
         if !shared.decode(message, from, &mut decoded, &mut frags).await {
             continue;
         }
