@@ -20,8 +20,17 @@
 //! Between agents that know the same nodes, the digests of chitchat's messages travel without
 //! their node ids (`digest_codec`): the relay re-encodes each message on its way out and puts
 //! the ids back on its way in. Relays are bounded (least recently used evicted). Relays accept datagrams only from the inner
-//! socket, and the wrapper only accepts datagrams arriving from a known relay, so other local
-//! processes cannot inject gossip through the loopback sockets.
+//! socket, and the wrapper only accepts datagrams arriving from a known relay.
+//!
+//! The inner socket and the relays live in a private network namespace that only this process
+//! holds (created once per process with `unshare(CLONE_NEWNET)` on a short-lived thread, its
+//! `lo` brought up; sockets are bound there by switching the binding thread into it with
+//! `setns` and back, synchronously). chitchat parses (and decompresses) a datagram before the
+//! wrapper sees its sender, so a filter after `recv` is too late: no other local process may be
+//! able to reach the inner socket at all. A socket filter (BPF on the sender's port) was not
+//! chosen: chitchat does not expose its socket's fd, the relay set changes at run time, and a
+//! namespace also hides the relays. Without the privilege (an embedder not running as root) the
+//! sockets stay on the host's loopback, as before, and a warning says so once.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -34,6 +43,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_trait::async_trait;
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpSocket as ChitchatUdp};
+use futures::FutureExt as _;
 use lru::LruCache;
 use serde::Serialize;
 use tokio::net::UdpSocket;
@@ -234,7 +244,15 @@ impl SealedTransport {
             .with_context(|| format!("failed to bind gossip socket {listen_addr}/udp"))?;
         let underlay_addr = underlay.local_addr()?;
         let loopback = relay_ip(underlay_addr);
-        let inner = ChitchatUdp::open((loopback, 0).into()).await?;
+        let inner_bind: SocketAddr = (loopback, 0).into();
+        let inner = match private_net::get() {
+            // Binding a SocketAddr completes at once: no await while in the private namespace.
+            Some(net) => net
+                .run(|| ChitchatUdp::open(inner_bind).now_or_never())
+                .context("failed to enter the private network namespace")?
+                .context("binding the inner gossip socket did not complete at once")??,
+            None => ChitchatUdp::open(inner_bind).await?,
+        };
         let inner_addr = inner.local_addr()?;
         let salt = envelope::generate_salt(&ring::rand::SystemRandom::new())
             .context("failed to draw the gossip salt")?;
@@ -427,7 +445,11 @@ impl Shared {
         if let Some(relay) = table.by_peer.get(&peer) {
             return Ok((Arc::clone(&relay.socket), relay.addr));
         }
-        let std_socket = std::net::UdpSocket::bind((self.inner_addr.ip(), 0))?;
+        let bind = (self.inner_addr.ip(), 0);
+        let std_socket = match private_net::get() {
+            Some(net) => net.run(|| std::net::UdpSocket::bind(bind))??,
+            None => std::net::UdpSocket::bind(bind)?,
+        };
         std_socket.set_nonblocking(true)?;
         let socket = Arc::new(UdpSocket::from_std(std_socket)?);
         let addr = socket.local_addr()?;
@@ -797,6 +819,104 @@ async fn inbound_loop(shared: Arc<Shared>, mut opener: Opener) {
         }
         if let Err(err) = relay.send_to(&decoded, shared.inner_addr).await {
             debug!(peer = %from, error = %err, op = "relay", "forward to chitchat failed");
+        }
+    }
+}
+
+/// The private network namespace of the loopback sockets (see the module doc).
+mod private_net {
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::sync::OnceLock;
+
+    /// A network namespace only this process holds, kept alive by its fd.
+    pub(super) struct PrivateNet {
+        ns: File,
+    }
+
+    static NET: OnceLock<Option<PrivateNet>> = OnceLock::new();
+
+    /// The process's private namespace, created on first use; `None` (warned once) without
+    /// the privilege to create one.
+    pub(super) fn get() -> Option<&'static PrivateNet> {
+        NET.get_or_init(|| match create() {
+            Ok(net) => Some(net),
+            Err(err) => {
+                tracing::warn!(error = %err, op = "gossip-netns",
+                    "no private network namespace for the gossip loopback sockets (needs \
+                     CAP_SYS_ADMIN): other local processes can reach chitchat's parser");
+                None
+            }
+        })
+        .as_ref()
+    }
+
+    fn create() -> io::Result<PrivateNet> {
+        std::thread::Builder::new()
+            .name("weft-netns".into())
+            .spawn(|| {
+                // SAFETY: plain syscall; CLONE_NEWNET moves only this (short-lived) thread.
+                if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let ns = File::open("/proc/thread-self/ns/net")?;
+                lo_up()?;
+                Ok(PrivateNet { ns })
+            })?
+            .join()
+            .map_err(|_| io::Error::other("namespace thread panicked"))?
+    }
+
+    /// `ip link set lo up` in the calling thread's namespace.
+    fn lo_up() -> io::Result<()> {
+        // SAFETY: plain syscall; the fd is owned at once.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: an all-zero ifreq is valid.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass.
+        unsafe {
+            if libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    fn setns(fd: &File) -> io::Result<()> {
+        // SAFETY: plain syscall on a namespace fd we hold.
+        if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    impl PrivateNet {
+        /// Runs `f` with the calling thread in the private namespace (sockets `f` creates stay
+        /// there), then moves the thread back. `f` must not yield (no `.await` inside).
+        pub(super) fn run<R>(&self, f: impl FnOnce() -> R) -> io::Result<R> {
+            let back = File::open("/proc/thread-self/ns/net")?;
+            setns(&self.ns)?;
+            let r = f();
+            if let Err(err) = setns(&back) {
+                // A thread left in the private namespace would bind the next underlay socket
+                // there: better stop than run half-deaf.
+                tracing::error!(error = %err, "cannot leave the private network namespace");
+                std::process::abort();
+            }
+            Ok(r)
         }
     }
 }
