@@ -91,19 +91,42 @@ fn status(net: &Testnet, i: usize) -> Option<serde_json::Value> {
         .flatten()
 }
 
+/// In the private namespace (the agent runs as root).
 #[test]
 fn local_flood_at_every_loopback_port_leaves_gossip_bounded_and_running() {
-    if !l3_available_with(
+    run(
         "local_flood_at_every_loopback_port_leaves_gossip_bounded_and_running",
-        &[("python3", "python3"), ("curl", "curl")],
-    ) {
+        false,
+    );
+}
+
+/// Without the namespace (as with CAP_NET_ADMIN only): the sender filter on chitchat's socket.
+#[test]
+fn local_flood_is_filtered_without_the_private_namespace() {
+    run(
+        "local_flood_is_filtered_without_the_private_namespace",
+        true,
+    );
+}
+
+fn run(test: &str, no_netns: bool) {
+    if !l3_available_with(test, &[("python3", "python3"), ("curl", "curl")]) {
         return;
     }
-    let net = Testnet::new("gl");
+    let mut net = Testnet::new("gl");
+    if no_netns {
+        net = net.with_env("WEFT_GOSSIP_NETNS", "off");
+    }
     net.up_and_ready(2);
     let pid = std::fs::read_to_string(net.host_dir(1).join("weft.pid")).unwrap();
     let pid = pid.trim().to_string();
     let ports = loopback_udp_ports(&pid);
+    if no_netns {
+        assert!(
+            !ports.is_empty(),
+            "without the namespace the loopback sockets are on the host's loopback"
+        );
+    }
     println!("h1's agent (pid {pid}) holds loopback UDP ports {ports:?}");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bomb");

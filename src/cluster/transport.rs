@@ -29,8 +29,14 @@
 //! wrapper sees its sender, so a filter after `recv` is too late: no other local process may be
 //! able to reach the inner socket at all. A socket filter (BPF on the sender's port) was not
 //! chosen: chitchat does not expose its socket's fd, the relay set changes at run time, and a
-//! namespace also hides the relays. Without the privilege (an embedder not running as root) the
-//! sockets stay on the host's loopback, as before, and a warning says so once.
+//! namespace also hides the relays. Creating the namespace needs CAP_SYS_ADMIN, which the shipped
+//! systemd unit and DaemonSet do not grant (CAP_NET_ADMIN only); without it (or with
+//! `WEFT_GOSSIP_NETNS=off`) the sockets stay on the host's loopback and chitchat's socket gets a
+//! classic BPF socket filter instead (`sender_filter`), found by its address among this
+//! process's fds: it lets through only datagrams from the relays' address and ports, and is
+//! replaced whenever the relay set changes. The filter is the weaker of the two: a datagram
+//! that arrives between chitchat's bind and the first filter is not filtered, and a local
+//! process that binds a relay's port after its eviction could send once the port is reused.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -254,6 +260,17 @@ impl SealedTransport {
             None => ChitchatUdp::open(inner_bind).await?,
         };
         let inner_addr = inner.local_addr()?;
+        let filtered = match private_net::get() {
+            Some(_) => None,
+            None => match sender_filter::InnerFilter::find(inner_addr) {
+                Ok(f) => Some(f),
+                Err(err) => {
+                    warn!(error = %err, op = "gossip-filter",
+                        "cannot filter chitchat's loopback socket: local processes can reach its parser");
+                    None
+                }
+            },
+        };
         let salt = envelope::generate_salt(&ring::rand::SystemRandom::new())
             .context("failed to draw the gossip salt")?;
         let cancel = CancellationToken::new();
@@ -276,7 +293,9 @@ impl SealedTransport {
             failure: Mutex::new(None),
             scratch: Mutex::new(Vec::new()),
             codec: Mutex::new(Codec::new().context("failed to set up the digest codec")?),
+            filter: filtered,
         });
+        shared.refilter(&shared.table());
         tokio::spawn(inbound_loop(
             Arc::clone(&shared),
             Opener::new(self.sealing.clone(), salt),
@@ -416,6 +435,8 @@ struct Shared {
     scratch: Mutex<Vec<Scratch>>,
     /// Compact digests: this agent's id list and zstd contexts.
     codec: Mutex<Codec>,
+    /// Without the private namespace: the sender filter on chitchat's socket.
+    filter: Option<sender_filter::InnerFilter>,
 }
 
 /// One relay's working buffers while it forwards a datagram.
@@ -437,6 +458,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     fn table(&self) -> MutexGuard<'_, RelayTable> {
         lock(&self.relays)
+    }
+
+    /// Lets chitchat's socket hear the current relays only (no-op in the private namespace).
+    fn refilter(&self, table: &RelayTable) {
+        let Some(filter) = &self.filter else { return };
+        let ports: Vec<u16> = table.by_relay.keys().map(SocketAddr::port).collect();
+        if let Err(err) = filter.allow(self.inner_addr.ip(), &ports) {
+            warn!(error = %err, op = "gossip-filter", "cannot update the loopback sender filter");
+        }
     }
 
     /// The relay of `peer`, created (and its task spawned) on first use.
@@ -482,6 +512,7 @@ impl Shared {
             add(&self.counters.relays_evicted, 1);
         }
         table.by_relay.insert(addr, peer);
+        self.refilter(&table);
         Ok((socket, addr))
     }
 
@@ -840,16 +871,29 @@ mod private_net {
     /// The process's private namespace, created on first use; `None` (warned once) without
     /// the privilege to create one.
     pub(super) fn get() -> Option<&'static PrivateNet> {
-        NET.get_or_init(|| match create() {
+        NET.get_or_init(|| {
+            if std::env::var("WEFT_GOSSIP_NETNS").is_ok_and(|v| v == "off") {
+                tracing::info!(
+                    op = "gossip-netns",
+                    "private gossip namespace off (WEFT_GOSSIP_NETNS=off)"
+                );
+                return None;
+            }
+            create_or_warn()
+        })
+        .as_ref()
+    }
+
+    fn create_or_warn() -> Option<PrivateNet> {
+        match create() {
             Ok(net) => Some(net),
             Err(err) => {
                 tracing::warn!(error = %err, op = "gossip-netns",
                     "no private network namespace for the gossip loopback sockets (needs \
-                     CAP_SYS_ADMIN): other local processes can reach chitchat's parser");
+                     CAP_SYS_ADMIN): chitchat's loopback socket gets a sender filter instead");
                 None
             }
-        })
-        .as_ref()
+        }
     }
 
     fn create() -> io::Result<PrivateNet> {
@@ -917,6 +961,129 @@ mod private_net {
                 std::process::abort();
             }
             Ok(r)
+        }
+    }
+}
+
+/// The sender filter on chitchat's loopback socket, used without the private namespace.
+mod sender_filter {
+    use std::io;
+    use std::net::{IpAddr, SocketAddr};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    /// Offset of the network header for classic BPF loads (`SKF_NET_OFF`).
+    const SKF_NET_OFF: i32 = -0x10_0000;
+    /// Largest classic BPF program (`BPF_MAXINSNS`).
+    const MAX_INSNS: usize = 4096;
+
+    /// A duplicate of chitchat's socket fd (the same socket: filters set on it apply there).
+    pub(super) struct InnerFilter {
+        fd: OwnedFd,
+    }
+
+    fn stmt(code: u32, k: u32) -> libc::sock_filter {
+        libc::sock_filter {
+            code: code as u16,
+            jt: 0,
+            jf: 0,
+            k,
+        }
+    }
+
+    fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt,
+            jf,
+            k,
+        }
+    }
+
+    fn local_addr(fd: i32) -> Option<SocketAddr> {
+        // SAFETY: getsockname writes at most `len` bytes into the storage.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let rc =
+            unsafe { libc::getsockname(fd, (&raw mut storage).cast::<libc::sockaddr>(), &mut len) };
+        if rc != 0 || i32::from(storage.ss_family) != libc::AF_INET {
+            return None;
+        }
+        // SAFETY: the family says it is a sockaddr_in.
+        let sin = unsafe { *(&raw const storage).cast::<libc::sockaddr_in>() };
+        let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+        Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(sin.sin_port)))
+    }
+
+    impl InnerFilter {
+        /// Finds the socket bound to `addr` among this process's fds, and filters it to drop
+        /// everything until [`allow`](Self::allow) says otherwise.
+        pub(super) fn find(addr: SocketAddr) -> io::Result<InnerFilter> {
+            for entry in std::fs::read_dir("/proc/self/fd")? {
+                let Some(fd) = entry?
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<i32>().ok())
+                else {
+                    continue;
+                };
+                if local_addr(fd) != Some(addr) {
+                    continue;
+                }
+                // SAFETY: dup of an open fd; the copy is ours.
+                let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+                if dup < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: a fresh fd nobody else owns.
+                let filter = InnerFilter {
+                    fd: unsafe { OwnedFd::from_raw_fd(dup) },
+                };
+                filter.allow(addr.ip(), &[])?;
+                return Ok(filter);
+            }
+            Err(io::Error::other(format!(
+                "no socket bound to {addr} in /proc/self/fd"
+            )))
+        }
+
+        /// Accepts only datagrams from `ip` and one of `ports`.
+        pub(super) fn allow(&self, ip: IpAddr, ports: &[u16]) -> io::Result<()> {
+            let IpAddr::V4(ip) = ip else {
+                return Err(io::Error::other("IPv4 loopback only"));
+            };
+            const ACCEPT: u32 = u32::MAX;
+            let ld = libc::BPF_LD | libc::BPF_ABS;
+            let mut prog = vec![
+                // Source address (IPv4 header offset 12) must be the relays' address.
+                stmt(ld | libc::BPF_W, (SKF_NET_OFF + 12) as u32),
+                jeq(u32::from(ip), 1, 0),
+                stmt(libc::BPF_RET | libc::BPF_K, 0),
+                // Source port: the UDP header is at offset 0.
+                stmt(ld | libc::BPF_H, 0),
+            ];
+            for &port in ports.iter().take((MAX_INSNS - 5) / 2) {
+                prog.push(jeq(u32::from(port), 0, 1));
+                prog.push(stmt(libc::BPF_RET | libc::BPF_K, ACCEPT));
+            }
+            prog.push(stmt(libc::BPF_RET | libc::BPF_K, 0));
+            let fprog = libc::sock_fprog {
+                len: prog.len() as u16,
+                filter: prog.as_mut_ptr(),
+            };
+            // SAFETY: the kernel copies the program; `prog` outlives the call.
+            let rc = unsafe {
+                libc::setsockopt(
+                    self.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_ATTACH_FILTER,
+                    (&raw const fprog).cast(),
+                    std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
         }
     }
 }
