@@ -34,9 +34,9 @@
 //! `WEFT_GOSSIP_NETNS=off`) the sockets stay on the host's loopback and chitchat's socket gets a
 //! classic BPF socket filter instead (`sender_filter`), found by its address among this
 //! process's fds: it lets through only datagrams from the relays' address and ports, and is
-//! replaced whenever the relay set changes. The filter is the weaker of the two: a datagram
-//! that arrives between chitchat's bind and the first filter is not filtered, and a local
-//! process that binds a relay's port after its eviction could send once the port is reused.
+//! replaced whenever the relay set changes (only ports this process holds bound pass). The
+//! filter is the weaker of the two: a datagram that arrives between chitchat's bind and the
+//! first filter is not filtered, and a process with CAP_NET_RAW can forge a relay's source.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
