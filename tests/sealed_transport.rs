@@ -12,7 +12,7 @@ use chitchat::{
     FailureDetectorConfig, ProtocolVersion, spawn_chitchat,
 };
 use weft::cluster::transport::{GossipCounters, Keyring, SealedTransport, Sealing};
-use weft_proto::envelope::{Sealer, key_id};
+use weft_proto::envelope::{ANY_RECIPIENT, Sealer, key_id};
 
 const KEY_1: [u8; 32] = [0x11; 32];
 const KEY_2: [u8; 32] = [0x22; 32];
@@ -176,7 +176,7 @@ async fn different_keys_do_not_converge() {
     let auth_before = a.counters.snapshot().drop_auth;
     let mut forged = Vec::new();
     Sealer::new(keyring(&[KEY_1]), [7; 16])
-        .seal(b"genuine", &mut forged)
+        .seal(b"genuine", ANY_RECIPIENT, &mut forged)
         .unwrap();
     let last = forged.len() - 1;
     forged[last] ^= 1;
@@ -471,6 +471,103 @@ async fn settled_mesh_sends_compact_digests() {
         assert_eq!(c.drops(), 0, "{c:?}");
     }
     for n in nodes {
+        n.handle.shutdown().await.unwrap();
+    }
+}
+
+/// A UDP relay between X (which talks to `front`) and A, keeping a copy of every datagram X
+/// sends to A: an on-path observer.
+async fn tap(
+    a: SocketAddr,
+) -> (
+    SocketAddr,
+    Arc<Mutex<Vec<Vec<u8>>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let front = tokio::net::UdpSocket::bind(loopback0()).await.unwrap();
+    let back = tokio::net::UdpSocket::bind(loopback0()).await.unwrap();
+    let front_addr = front.local_addr().unwrap();
+    let captured = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&captured);
+    let task = tokio::spawn(async move {
+        let (mut b1, mut b2) = (vec![0u8; 65_536], vec![0u8; 65_536]);
+        let mut x = None;
+        loop {
+            tokio::select! {
+                Ok((n, from)) = front.recv_from(&mut b1) => {
+                    x = Some(from);
+                    log.lock().unwrap().push(b1[..n].to_vec());
+                    let _ = back.send_to(&b1[..n], a).await;
+                }
+                Ok((n, _)) = back.recv_from(&mut b2) => {
+                    if let Some(x) = x {
+                        let _ = front.send_to(&b2[..n], x).await;
+                    }
+                }
+            }
+        }
+    });
+    (front_addr, captured, task)
+}
+
+/// Gossip sealed for A and captured on its way there is refused by B (same cluster key), and
+/// B's chitchat never hears of the sender.
+#[tokio::test]
+async fn datagram_captured_on_its_way_to_a_does_not_open_at_b() {
+    let transport = || SealedTransport::new(keyring(&[KEY_1]), GossipCounters::new());
+    let a = start("node-a", transport(), &[], &[("k", "from-a".into())]).await;
+    let b = start("node-b", transport(), &[], &[("k", "from-b".into())]).await;
+    let (via_tap, captured, task) = tap(a.addr).await;
+    let x = start("node-x", transport(), &[via_tap], &[("k", "from-x".into())]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen(&a, &x, "k").await.is_none() || seen(&x, &a, "k").await.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "x and a never converged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let more rounds through, then replay the latest of X's datagrams to A at B.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while captured.lock().unwrap().len() < 12 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "x stopped talking to a"
+        );
+        tokio::time::sleep(GOSSIP).await;
+    }
+    let replay: Vec<Vec<u8>> = {
+        let c = captured.lock().unwrap();
+        c[c.len() - 5..].to_vec()
+    };
+    let before = b.counters.snapshot();
+    let sock = tokio::net::UdpSocket::bind(loopback0()).await.unwrap();
+    for d in &replay {
+        sock.send_to(d, b.addr).await.unwrap();
+    }
+    let moved = wait_for(|| b.counters.snapshot().datagrams_in >= before.datagrams_in + 5).await;
+    assert!(moved, "the replayed datagrams did not reach b");
+    tokio::time::sleep(GOSSIP * 2).await;
+    let after = b.counters.snapshot();
+    assert_eq!(
+        after.drops() - before.drops(),
+        5,
+        "every datagram captured on its way to a is dropped at b: {after:?}"
+    );
+    let b_knows_x = {
+        let chitchat = b.handle.chitchat();
+        let guard = chitchat.lock().await;
+        guard
+            .node_states()
+            .keys()
+            .any(|id| &*id.node_id == "node-x")
+    };
+    assert!(
+        !b_knows_x,
+        "b's chitchat heard of x from a captured datagram"
+    );
+    task.abort();
+    for n in [a, b, x] {
         n.handle.shutdown().await.unwrap();
     }
 }

@@ -2,22 +2,33 @@
 //! wrapped in it, authenticated and encrypted with a cluster key (or, in insecure mode, only
 //! framed so that stray bytes are recognised and counted).
 //!
-//! Layout (all integers big-endian), [`HEADER_LEN`] = 33 bytes of header then the payload:
+//! Layout (all integers big-endian), [`HEADER_LEN`] = 49 bytes of header then the payload:
 //!
 //! | offset | len | field                                                          |
 //! |--------|-----|----------------------------------------------------------------|
 //! | 0      | 3   | magic `b"WFT"`                                                 |
-//! | 3      | 1   | format version, 1                                              |
+//! | 3      | 1   | format version, 2                                              |
 //! | 4      | 1   | fragment: high nibble index, low nibble count (1..=15)         |
 //! | 5      | 4   | key id: first 4 bytes of SHA-256(cluster key); 0 = plaintext   |
 //! | 9      | 16  | sender salt (random, chosen once per process start)            |
 //! | 25     | 8   | counter (strictly increasing per sender salt)                  |
-//! | 33     | ..  | sealed: ChaCha20-Poly1305 ciphertext + 16-byte tag; else plain |
+//! | 33     | 16  | recipient: the recipient process's salt; zeros = not known yet |
+//! | 49     | ..  | sealed: ChaCha20-Poly1305 ciphertext + 16-byte tag; else plain |
 //!
 //! The per-sender key is HKDF-SHA256(salt = sender salt, ikm = cluster key, info =
 //! [`HKDF_INFO`]), 32 bytes; the nonce is 4 zero bytes then the counter; the associated data is
-//! the whole 33-byte header. A message larger than one datagram is split into up to 15
+//! the whole 49-byte header. A message larger than one datagram is split into up to 15
 //! fragments with consecutive counters (index `i` carries counter `first + i`).
+//!
+//! Recipient binding: every process draws a random salt at start and puts it in each datagram
+//! it sends; a sender that has heard from a peer binds what it sends there to the peer's salt
+//! (authenticated, in the header). An [`Opener`] delivers only datagrams bound to its own salt,
+//! so a datagram captured on its way to one agent does not open at another, nor at a later
+//! process of the same agent. Before a sender has heard from a peer it sends [`ANY_RECIPIENT`]:
+//! such a datagram is authenticated but its content is never delivered ([`Opened::Unbound`]);
+//! the receiver answers with an empty message bound to the sender (a hello), from which the
+//! sender learns the receiver's salt. Addresses are not bound: NAT, `--public-ip` and seeds
+//! given by another address of the host make them differ between the two ends.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,16 +43,18 @@ use ring::{digest, hkdf};
 
 /// First bytes of every envelope.
 pub const MAGIC: [u8; 3] = *b"WFT";
-/// Envelope format version this code writes and reads.
-pub const VERSION: u8 = 1;
+/// Envelope format version this code writes and reads (1 had no recipient field).
+pub const VERSION: u8 = 2;
 /// Length of the header, which is also the associated data of the AEAD.
-pub const HEADER_LEN: usize = 33;
+pub const HEADER_LEN: usize = 49;
 /// Length of the Poly1305 tag that follows the ciphertext.
 pub const TAG_LEN: usize = 16;
 /// Length of a cluster key.
 pub const KEY_LEN: usize = 32;
 /// Length of a sender salt.
 pub const SALT_LEN: usize = 16;
+/// Recipient field of a datagram whose sender does not know the recipient's salt yet.
+pub const ANY_RECIPIENT: [u8; SALT_LEN] = [0; SALT_LEN];
 /// Key id of plaintext (insecure mode) envelopes.
 pub const INSECURE_KEY_ID: u32 = 0;
 /// HKDF info string of the per-sender key derivation.
@@ -79,6 +92,26 @@ pub enum OpenError {
     Replay,
     #[error("plaintext envelope while sealing is on, or sealed envelope in insecure mode")]
     Plaintext,
+    /// Authentic, but bound to another process (captured on its way elsewhere, or sent to an
+    /// earlier process of this agent). Carries the sender's salt.
+    #[error("envelope bound to another recipient")]
+    Misdirected([u8; SALT_LEN]),
+}
+
+/// What [`Opener::open`] made of an authentic datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Opened<'a> {
+    /// A complete message bound to this process (or any message in insecure mode), from the
+    /// sender whose salt is `sender`. An empty message is a hello: nothing to deliver.
+    Message {
+        sender: [u8; SALT_LEN],
+        message: &'a [u8],
+    },
+    /// A valid fragment, kept until its siblings arrive.
+    Fragment,
+    /// Authentic but bound to [`ANY_RECIPIENT`]: its sender does not know this process's salt
+    /// yet. Nothing is delivered; answer with a hello bound to `sender`.
+    Unbound { sender: [u8; SALT_LEN] },
 }
 
 /// Why a message could not be sealed.
@@ -132,11 +165,15 @@ pub fn generate_key(rng: &dyn ring::rand::SecureRandom) -> Result<[u8; KEY_LEN],
     }
 }
 
-/// A fresh random sender salt, to be chosen once per process start.
+/// A fresh random sender salt, to be chosen once per process start (never [`ANY_RECIPIENT`]).
 pub fn generate_salt(rng: &dyn ring::rand::SecureRandom) -> Result<[u8; SALT_LEN], KeyError> {
-    let mut salt = [0u8; SALT_LEN];
-    rng.fill(&mut salt).map_err(|_| KeyError::Rng)?;
-    Ok(salt)
+    loop {
+        let mut salt = [0u8; SALT_LEN];
+        rng.fill(&mut salt).map_err(|_| KeyError::Rng)?;
+        if salt != ANY_RECIPIENT {
+            return Ok(salt);
+        }
+    }
 }
 
 /// A key file's content: standard base64 with padding and a trailing newline.
@@ -316,10 +353,11 @@ pub struct Header {
     pub key_id: u32,
     pub salt: [u8; SALT_LEN],
     pub counter: u64,
+    pub recipient: [u8; SALT_LEN],
 }
 
 impl Header {
-    /// Appends the 33 header bytes to `out`.
+    /// Appends the 49 header bytes to `out`.
     pub fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
@@ -327,6 +365,7 @@ impl Header {
         out.extend_from_slice(&self.key_id.to_be_bytes());
         out.extend_from_slice(&self.salt);
         out.extend_from_slice(&self.counter.to_be_bytes());
+        out.extend_from_slice(&self.recipient);
     }
 
     /// Splits a datagram into its header (checked: magic, version, fragment fields) and the
@@ -341,7 +380,8 @@ impl Header {
         let (salt, rest) = rest
             .split_first_chunk::<SALT_LEN>()
             .ok_or(OpenError::Malformed)?;
-        let counter = <[u8; 8]>::try_from(rest).map_err(|_| OpenError::Malformed)?;
+        let (counter, rest) = rest.split_first_chunk::<8>().ok_or(OpenError::Malformed)?;
+        let recipient = <[u8; SALT_LEN]>::try_from(rest).map_err(|_| OpenError::Malformed)?;
         if *magic != MAGIC || *version != VERSION {
             return Err(OpenError::Malformed);
         }
@@ -356,7 +396,8 @@ impl Header {
                 frag_count,
                 key_id: u32::from_be_bytes(*key_id),
                 salt: *salt,
-                counter: u64::from_be_bytes(counter),
+                counter: u64::from_be_bytes(*counter),
+                recipient,
             },
             payload,
         ))
@@ -416,22 +457,30 @@ impl Sealer {
         }
     }
 
-    /// Seals `plaintext` as exactly one datagram into `out` (cleared first). Fails with
-    /// `TooLarge` when it would exceed [`MAX_DATAGRAM`].
-    pub fn seal(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), SealError> {
+    /// Seals `plaintext` as exactly one datagram into `out` (cleared first), bound to
+    /// `recipient` (the recipient's salt, or [`ANY_RECIPIENT`]). Fails with `TooLarge` when it
+    /// would exceed [`MAX_DATAGRAM`].
+    pub fn seal(
+        &mut self,
+        plaintext: &[u8],
+        recipient: [u8; SALT_LEN],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SealError> {
         if plaintext.len() + self.overhead() > MAX_DATAGRAM {
             return Err(SealError::TooLarge(plaintext.len()));
         }
         self.refresh_key();
         let counter = self.take_counters(1)?;
-        self.seal_one(plaintext, 0, 1, counter, out)
+        self.seal_one(plaintext, 0, 1, counter, recipient, out)
     }
 
     /// Seals `plaintext` as one or more datagrams of at most `max_datagram` bytes each (at most
-    /// [`MAX_FRAGMENTS`]). `out` is resized to the number of datagrams; its buffers are reused.
+    /// [`MAX_FRAGMENTS`]), bound to `recipient`. `out` is resized to the number of datagrams;
+    /// its buffers are reused.
     pub fn seal_fragments(
         &mut self,
         plaintext: &[u8],
+        recipient: [u8; SALT_LEN],
         max_datagram: usize,
         out: &mut Vec<Vec<u8>>,
     ) -> Result<(), SealError> {
@@ -460,7 +509,14 @@ impl Sealer {
             Box::new(chunks)
         };
         for ((index, chunk), buf) in (0u8..).zip(chunks).zip(out.iter_mut()) {
-            self.seal_one(chunk, index, count, first + u64::from(index), buf)?;
+            self.seal_one(
+                chunk,
+                index,
+                count,
+                first + u64::from(index),
+                recipient,
+                buf,
+            )?;
         }
         Ok(())
     }
@@ -491,6 +547,7 @@ impl Sealer {
         frag_index: u8,
         frag_count: u8,
         counter: u64,
+        recipient: [u8; SALT_LEN],
         out: &mut Vec<u8>,
     ) -> Result<(), SealError> {
         out.clear();
@@ -505,6 +562,7 @@ impl Sealer {
             key_id: key.map_or(INSECURE_KEY_ID, |(id, _)| id),
             salt: self.salt,
             counter,
+            recipient,
         };
         header.write(out);
         out.extend_from_slice(plaintext);
@@ -594,6 +652,8 @@ struct Pending {
 /// The receiving side: opens datagrams from every peer, tracks replay windows per sender.
 pub struct Opener {
     sealing: Sealing,
+    /// This process's salt: sealed datagrams must be bound to it.
+    own_salt: [u8; SALT_LEN],
     keys_generation: u64,
     keys: LruCache<(u32, [u8; SALT_LEN]), LessSafeKey>,
     windows: LruCache<[u8; SALT_LEN], ReplayWindow>,
@@ -615,9 +675,11 @@ fn nonzero(n: usize) -> NonZeroUsize {
 }
 
 impl Opener {
-    pub fn new(sealing: Sealing) -> Self {
+    /// An opener for the process whose salt (the one its [`Sealer`] sends with) is `own_salt`.
+    pub fn new(sealing: Sealing, own_salt: [u8; SALT_LEN]) -> Self {
         Opener {
             sealing,
+            own_salt,
             keys_generation: 0,
             keys: LruCache::new(nonzero(MAX_CACHED_KEYS)),
             windows: LruCache::new(nonzero(MAX_TRACKED_SENDERS)),
@@ -625,17 +687,18 @@ impl Opener {
         }
     }
 
-    /// Opens one datagram. `Ok(Some(message))` is a complete message (the plaintext, in `out`);
-    /// `Ok(None)` is a valid fragment stored until its siblings arrive. Replay is checked only
-    /// after authentication succeeded. In insecure mode nothing is authenticated and there is
-    /// no replay check.
+    /// Opens one datagram (see [`Opened`]; a message's plaintext is in `out`). The recipient and
+    /// replay are checked only after authentication succeeded; a misdirected datagram does not
+    /// touch the replay window. In insecure mode nothing is authenticated and neither the
+    /// recipient nor replay is checked.
     pub fn open<'a>(
         &mut self,
         datagram: &[u8],
         out: &'a mut Vec<u8>,
-    ) -> Result<Option<&'a [u8]>, OpenError> {
+    ) -> Result<Opened<'a>, OpenError> {
         out.clear();
         let (header, payload) = Header::parse(datagram)?;
+        let mut unbound = false;
         match (&self.sealing, header.key_id) {
             (Sealing::Insecure, INSECURE_KEY_ID) => out.extend_from_slice(payload),
             (Sealing::Insecure, _) | (Sealing::Keyring(_), INSECURE_KEY_ID) => {
@@ -672,6 +735,11 @@ impl Opener {
                 if let Some(key) = fresh {
                     self.keys.put(cache_key, key);
                 }
+                if header.recipient == ANY_RECIPIENT {
+                    unbound = true;
+                } else if header.recipient != self.own_salt {
+                    return Err(OpenError::Misdirected(header.salt));
+                }
                 match self.windows.get_mut(&header.salt) {
                     Some(window) => {
                         if !window.accept(header.counter) {
@@ -685,8 +753,17 @@ impl Opener {
                 }
             }
         }
+        if unbound {
+            out.clear();
+            return Ok(Opened::Unbound {
+                sender: header.salt,
+            });
+        }
         if header.frag_count == 1 {
-            return Ok(Some(out.as_slice()));
+            return Ok(Opened::Message {
+                sender: header.salt,
+                message: out.as_slice(),
+            });
         }
         self.reassemble(&header, out)
     }
@@ -695,7 +772,7 @@ impl Opener {
         &mut self,
         header: &Header,
         out: &'a mut Vec<u8>,
-    ) -> Result<Option<&'a [u8]>, OpenError> {
+    ) -> Result<Opened<'a>, OpenError> {
         let first = header
             .counter
             .checked_sub(u64::from(header.frag_index))
@@ -720,17 +797,20 @@ impl Opener {
         }
         entry.bytes += len;
         if entry.parts.iter().any(Option::is_none) {
-            return Ok(None);
+            return Ok(Opened::Fragment);
         }
         let Some(done) = self.pending.pop(&key) else {
-            return Ok(None);
+            return Ok(Opened::Fragment);
         };
         out.clear();
         out.reserve(done.bytes);
         for part in done.parts.into_iter().flatten() {
             out.extend_from_slice(&part);
         }
-        Ok(Some(out.as_slice()))
+        Ok(Opened::Message {
+            sender: header.salt,
+            message: out.as_slice(),
+        })
     }
 
     /// Number of senders whose replay window is tracked.
@@ -748,6 +828,8 @@ mod tests {
     const KEY_A: [u8; 32] = [0x11; 32];
     const KEY_B: [u8; 32] = [0x22; 32];
     const SALT: [u8; 16] = [0x5a; 16];
+    /// The receiving process's salt in these tests.
+    const ME: [u8; 16] = [0x77; 16];
 
     fn ring_of(keys: &[[u8; 32]]) -> Sealing {
         let mut ring = Keyring::new(keys[0]).unwrap();
@@ -757,21 +839,29 @@ mod tests {
         Sealing::keyring(ring)
     }
 
+    fn delivered(o: Result<Opened<'_>, OpenError>) -> Option<Vec<u8>> {
+        match o {
+            Ok(Opened::Message { message, .. }) => Some(message.to_vec()),
+            _ => None,
+        }
+    }
+
     fn open_one(opener: &mut Opener, d: &[u8]) -> Result<Vec<u8>, OpenError> {
         let mut out = Vec::new();
-        opener
-            .open(d, &mut out)
-            .map(|m| m.map(<[u8]>::to_vec).unwrap_or_default())
+        opener.open(d, &mut out).map(|m| match m {
+            Opened::Message { message, .. } => message.to_vec(),
+            _ => Vec::new(),
+        })
     }
 
     #[test]
     fn round_trip_sealed_and_insecure() {
         for sealing in [ring_of(&[KEY_A]), Sealing::Insecure] {
             let mut sealer = Sealer::new(sealing.clone(), SALT);
-            let mut opener = Opener::new(sealing.clone());
+            let mut opener = Opener::new(sealing.clone(), ME);
             for msg in [&b""[..], b"hello", &[7u8; 3000][..]] {
                 let mut d = Vec::new();
-                sealer.seal(msg, &mut d).unwrap();
+                sealer.seal(msg, ME, &mut d).unwrap();
                 assert_eq!(d.len(), msg.len() + sealer.overhead());
                 assert_eq!(&d[..3], b"WFT");
                 assert_eq!(open_one(&mut opener, &d).unwrap(), msg);
@@ -785,7 +875,7 @@ mod tests {
         let mut sealer = Sealer::new(ring_of(&[KEY_A]), SALT);
         let mut d = Vec::new();
         let msg = b"a very recognisable gossip message";
-        sealer.seal(msg, &mut d).unwrap();
+        sealer.seal(msg, ME, &mut d).unwrap();
         assert!(!d.windows(msg.len()).any(|w| w == msg));
         assert_eq!(&d[5..9], &key_id(&KEY_A).to_be_bytes());
     }
@@ -795,12 +885,12 @@ mod tests {
         let sealing = ring_of(&[KEY_A]);
         let mut sealer = Sealer::new(sealing.clone(), SALT);
         let mut d = Vec::new();
-        sealer.seal(b"some gossip", &mut d).unwrap();
+        sealer.seal(b"some gossip", ME, &mut d).unwrap();
         for i in 0..d.len() {
             for flip in [0x01u8, 0x80] {
                 let mut t = d.clone();
                 t[i] ^= flip;
-                let mut opener = Opener::new(sealing.clone());
+                let mut opener = Opener::new(sealing.clone(), ME);
                 let r = open_one(&mut opener, &t);
                 assert!(
                     matches!(
@@ -813,7 +903,7 @@ mod tests {
         }
         // Truncation at every length fails too.
         for cut in 0..d.len() {
-            let mut opener = Opener::new(sealing.clone());
+            let mut opener = Opener::new(sealing.clone(), ME);
             assert!(open_one(&mut opener, &d[..cut]).is_err(), "cut {cut}");
         }
     }
@@ -822,11 +912,11 @@ mod tests {
     fn replay_rejected_and_window_slides() {
         let sealing = ring_of(&[KEY_A]);
         let mut sealer = Sealer::new(sealing.clone(), SALT);
-        let mut opener = Opener::new(sealing.clone());
+        let mut opener = Opener::new(sealing.clone(), ME);
         let mut all = Vec::new();
         for i in 0..2000u32 {
             let mut d = Vec::new();
-            sealer.seal(&i.to_be_bytes(), &mut d).unwrap();
+            sealer.seal(&i.to_be_bytes(), ME, &mut d).unwrap();
             all.push(d);
         }
         // Deliver out of order inside the window: 10 then 5.
@@ -853,11 +943,11 @@ mod tests {
         // A forged datagram with a far-future counter must not move the window.
         let sealing = ring_of(&[KEY_A]);
         let mut sealer = Sealer::new(sealing.clone(), SALT);
-        let mut opener = Opener::new(sealing.clone());
+        let mut opener = Opener::new(sealing.clone(), ME);
         let mut d0 = Vec::new();
-        sealer.seal(b"x", &mut d0).unwrap();
+        sealer.seal(b"x", ME, &mut d0).unwrap();
         let mut d1 = Vec::new();
-        sealer.seal(b"y", &mut d1).unwrap();
+        sealer.seal(b"y", ME, &mut d1).unwrap();
         assert!(open_one(&mut opener, &d0).is_ok());
         let mut forged = d1.clone();
         forged[25..33].copy_from_slice(&u64::MAX.to_be_bytes());
@@ -866,13 +956,80 @@ mod tests {
     }
 
     #[test]
+    fn datagrams_open_only_at_their_recipient() {
+        let sealing = ring_of(&[KEY_A]);
+        let other: [u8; 16] = [0x66; 16];
+        let mut sealer = Sealer::new(sealing.clone(), SALT);
+        let mut at_me = Opener::new(sealing.clone(), ME);
+        let mut at_other = Opener::new(sealing.clone(), other);
+        let mut d = Vec::new();
+        sealer.seal(b"for me", ME, &mut d).unwrap();
+        // Captured on its way to ME, delivered elsewhere: refused, before and after ME saw it,
+        // and the refusal does not burn the counter at the other recipient.
+        assert_eq!(
+            open_one(&mut at_other, &d),
+            Err(OpenError::Misdirected(SALT))
+        );
+        assert_eq!(open_one(&mut at_me, &d).unwrap(), b"for me");
+        assert_eq!(
+            open_one(&mut at_other, &d),
+            Err(OpenError::Misdirected(SALT))
+        );
+        // Rewriting the recipient breaks the tag.
+        let mut moved = d.clone();
+        moved[33..49].copy_from_slice(&other);
+        assert_eq!(open_one(&mut at_other, &moved), Err(OpenError::Auth));
+        // A later process of the same agent (new salt) does not open it either.
+        let mut restarted = Opener::new(sealing.clone(), [0x78; 16]);
+        assert_eq!(
+            open_one(&mut restarted, &d),
+            Err(OpenError::Misdirected(SALT))
+        );
+        // Unbound: authenticated, never delivered, once per counter.
+        let mut u = Vec::new();
+        sealer.seal(b"hello?", ANY_RECIPIENT, &mut u).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(
+            at_other.open(&u, &mut out),
+            Ok(Opened::Unbound { sender: SALT })
+        );
+        assert!(
+            out.is_empty(),
+            "nothing of an unbound datagram is handed out"
+        );
+        assert_eq!(at_other.open(&u, &mut out), Err(OpenError::Replay));
+        let mut forged = u.clone();
+        forged[HEADER_LEN] ^= 1;
+        assert_eq!(at_me.open(&forged, &mut out), Err(OpenError::Auth));
+        // Fragments are bound too.
+        let mut frags = Vec::new();
+        sealer
+            .seal_fragments(&[3u8; 3000], ME, 1000, &mut frags)
+            .unwrap();
+        for f in &frags {
+            assert_eq!(
+                at_other.open(f, &mut out),
+                Err(OpenError::Misdirected(SALT))
+            );
+        }
+        // Insecure mode binds nothing (nothing is authenticated there).
+        let mut plain = Sealer::new(Sealing::Insecure, SALT);
+        plain.seal(b"p", ME, &mut d).unwrap();
+        assert_eq!(
+            open_one(&mut Opener::new(Sealing::Insecure, other), &d).unwrap(),
+            b"p"
+        );
+        assert_ne!(generate_salt(&SystemRandom::new()).unwrap(), ANY_RECIPIENT);
+    }
+
+    #[test]
     fn rotation() {
         let mut sealer_b = Sealer::new(ring_of(&[KEY_B]), SALT);
         let mut d = Vec::new();
-        sealer_b.seal(b"from b", &mut d).unwrap();
-        let mut only_a = Opener::new(ring_of(&[KEY_A]));
+        sealer_b.seal(b"from b", ME, &mut d).unwrap();
+        let mut only_a = Opener::new(ring_of(&[KEY_A]), ME);
         assert_eq!(open_one(&mut only_a, &d), Err(OpenError::UnknownKey));
-        let mut a_and_b = Opener::new(ring_of(&[KEY_A, KEY_B]));
+        let mut a_and_b = Opener::new(ring_of(&[KEY_A, KEY_B]), ME);
         assert_eq!(open_one(&mut a_and_b, &d).unwrap(), b"from b");
 
         // Live rotation through the shared lock.
@@ -881,25 +1038,25 @@ mod tests {
             unreachable!()
         };
         let mut sealer = Sealer::new(sealing.clone(), [1; 16]);
-        let mut opener = Opener::new(sealing.clone());
+        let mut opener = Opener::new(sealing.clone(), ME);
         let peer_b = ring_of(&[KEY_B]);
-        let mut opener_b = Opener::new(peer_b.clone());
-        sealer.seal(b"1", &mut d).unwrap();
+        let mut opener_b = Opener::new(peer_b.clone(), ME);
+        sealer.seal(b"1", ME, &mut d).unwrap();
         assert_eq!(open_one(&mut opener, &d).unwrap(), b"1");
         assert_eq!(open_one(&mut opener_b, &d), Err(OpenError::UnknownKey));
         let id_b = lock.write().unwrap().add(KEY_B).unwrap();
         lock.write().unwrap().set_primary(id_b).unwrap();
-        sealer.seal(b"2", &mut d).unwrap();
+        sealer.seal(b"2", ME, &mut d).unwrap();
         assert_eq!(&d[5..9], &id_b.to_be_bytes());
         assert_eq!(open_one(&mut opener, &d).unwrap(), b"2");
         assert_eq!(open_one(&mut opener_b, &d).unwrap(), b"2");
         // Remove A: an A-sealed datagram (from another sender) no longer opens, even though
         // its derived key may have been cached.
         let mut sealer_a = Sealer::new(ring_of(&[KEY_A]), [2; 16]);
-        sealer_a.seal(b"3", &mut d).unwrap();
+        sealer_a.seal(b"3", ME, &mut d).unwrap();
         assert_eq!(open_one(&mut opener, &d).unwrap(), b"3");
         lock.write().unwrap().remove(key_id(&KEY_A)).unwrap();
-        sealer_a.seal(b"4", &mut d).unwrap();
+        sealer_a.seal(b"4", ME, &mut d).unwrap();
         assert_eq!(open_one(&mut opener, &d), Err(OpenError::UnknownKey));
     }
 
@@ -927,22 +1084,22 @@ mod tests {
         let mut insecure = Sealer::new(Sealing::Insecure, SALT);
         let mut sealed = Sealer::new(ring_of(&[KEY_A]), SALT);
         let (mut p, mut s) = (Vec::new(), Vec::new());
-        insecure.seal(b"p", &mut p).unwrap();
-        sealed.seal(b"s", &mut s).unwrap();
+        insecure.seal(b"p", ME, &mut p).unwrap();
+        sealed.seal(b"s", ME, &mut s).unwrap();
         assert_eq!(&p[5..9], &[0, 0, 0, 0]);
         assert_eq!(
-            open_one(&mut Opener::new(ring_of(&[KEY_A])), &p),
+            open_one(&mut Opener::new(ring_of(&[KEY_A]), ME), &p),
             Err(OpenError::Plaintext)
         );
         assert_eq!(
-            open_one(&mut Opener::new(Sealing::Insecure), &s),
+            open_one(&mut Opener::new(Sealing::Insecure, ME), &s),
             Err(OpenError::Plaintext)
         );
     }
 
     #[test]
     fn garbage_is_malformed() {
-        let mut opener = Opener::new(ring_of(&[KEY_A]));
+        let mut opener = Opener::new(ring_of(&[KEY_A]), ME);
         for g in [
             &b""[..],
             b"WFT",
@@ -953,21 +1110,22 @@ mod tests {
         }
         let mut sealer = Sealer::new(Sealing::Insecure, SALT);
         let mut d = Vec::new();
-        sealer.seal(b"p", &mut d).unwrap();
+        sealer.seal(b"p", ME, &mut d).unwrap();
         let mut bad_version = d.clone();
-        bad_version[3] = 2;
+        bad_version[3] = 1; // version 1 (no recipient field) is not read: see proto/README.md
+
         let mut bad_frag = d.clone();
         bad_frag[4] = 0x22; // index 2 of 2
         let mut zero_count = d.clone();
         zero_count[4] = 0x00;
-        let mut insecure = Opener::new(Sealing::Insecure);
+        let mut insecure = Opener::new(Sealing::Insecure, ME);
         for t in [bad_version, bad_frag, zero_count] {
             assert_eq!(open_one(&mut insecure, &t), Err(OpenError::Malformed));
         }
         // Sealed header with a payload shorter than a tag.
         let mut s = Vec::new();
         Sealer::new(ring_of(&[KEY_A]), SALT)
-            .seal(b"", &mut s)
+            .seal(b"", ME, &mut s)
             .unwrap();
         assert_eq!(
             open_one(&mut opener, &s[..HEADER_LEN + 3]),
@@ -979,44 +1137,52 @@ mod tests {
     fn fragments_reassemble_in_any_order() {
         for sealing in [ring_of(&[KEY_A]), Sealing::Insecure] {
             let mut sealer = Sealer::new(sealing.clone(), SALT);
-            let mut opener = Opener::new(sealing.clone());
+            let mut opener = Opener::new(sealing.clone(), ME);
             let msg: Vec<u8> = (0..MAX_DATAGRAM as u32).map(|i| i as u8).collect();
             let mut one = Vec::new();
             assert_eq!(
-                sealer.seal(&msg, &mut one),
+                sealer.seal(&msg, ME, &mut one),
                 Err(SealError::TooLarge(msg.len()))
             );
             let mut frags = Vec::new();
             sealer
-                .seal_fragments(&msg, MAX_DATAGRAM, &mut frags)
+                .seal_fragments(&msg, ME, MAX_DATAGRAM, &mut frags)
                 .unwrap();
             assert_eq!(frags.len(), 2);
             assert!(frags.iter().all(|f| f.len() <= MAX_DATAGRAM));
             let mut out = Vec::new();
-            assert_eq!(opener.open(&frags[1], &mut out), Ok(None));
-            assert_eq!(opener.open(&frags[0], &mut out).unwrap(), Some(&msg[..]));
+            assert_eq!(opener.open(&frags[1], &mut out), Ok(Opened::Fragment));
+            assert_eq!(
+                delivered(opener.open(&frags[0], &mut out)),
+                Some(msg.clone())
+            );
             // A small message is a single datagram.
-            sealer.seal_fragments(b"small", 1400, &mut frags).unwrap();
+            sealer
+                .seal_fragments(b"small", ME, 1400, &mut frags)
+                .unwrap();
             assert_eq!(frags.len(), 1);
             assert_eq!(
-                opener.open(&frags[0], &mut out).unwrap(),
-                Some(&b"small"[..])
+                delivered(opener.open(&frags[0], &mut out)),
+                Some(b"small".to_vec())
             );
             // Many fragments, reversed.
             let msg = vec![9u8; 10_000];
-            sealer.seal_fragments(&msg, 1000, &mut frags).unwrap();
+            sealer.seal_fragments(&msg, ME, 1000, &mut frags).unwrap();
             assert_eq!(frags.len(), 10_000usize.div_ceil(1000 - sealer.overhead()));
             for f in frags.iter().skip(1).rev() {
-                assert_eq!(opener.open(f, &mut out), Ok(None));
+                assert_eq!(opener.open(f, &mut out), Ok(Opened::Fragment));
             }
-            assert_eq!(opener.open(&frags[0], &mut out).unwrap(), Some(&msg[..]));
+            assert_eq!(
+                delivered(opener.open(&frags[0], &mut out)),
+                Some(msg.clone())
+            );
             // Too many fragments needed.
             assert!(matches!(
-                sealer.seal_fragments(&msg, 200, &mut frags),
+                sealer.seal_fragments(&msg, ME, 200, &mut frags),
                 Err(SealError::TooLarge(_))
             ));
             assert!(matches!(
-                sealer.seal_fragments(&msg, 10, &mut frags),
+                sealer.seal_fragments(&msg, ME, 10, &mut frags),
                 Err(SealError::DatagramLimit(10))
             ));
         }
@@ -1025,13 +1191,13 @@ mod tests {
     #[test]
     fn duplicate_fragment_in_insecure_mode_is_malformed() {
         let mut sealer = Sealer::new(Sealing::Insecure, SALT);
-        let mut opener = Opener::new(Sealing::Insecure);
+        let mut opener = Opener::new(Sealing::Insecure, ME);
         let mut frags = Vec::new();
         sealer
-            .seal_fragments(&[1u8; 3000], 1100, &mut frags)
+            .seal_fragments(&[1u8; 3000], ME, 1100, &mut frags)
             .unwrap();
         let mut out = Vec::new();
-        assert_eq!(opener.open(&frags[0], &mut out), Ok(None));
+        assert_eq!(opener.open(&frags[0], &mut out), Ok(Opened::Fragment));
         assert_eq!(opener.open(&frags[0], &mut out), Err(OpenError::Malformed));
     }
 
@@ -1057,8 +1223,8 @@ mod tests {
         #[test]
         fn prop_open_arbitrary_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
             let mut out = Vec::new();
-            let _ = Opener::new(ring_of(&[KEY_A])).open(&bytes, &mut out);
-            let _ = Opener::new(Sealing::Insecure).open(&bytes, &mut out);
+            let _ = Opener::new(ring_of(&[KEY_A]), ME).open(&bytes, &mut out);
+            let _ = Opener::new(Sealing::Insecure, ME).open(&bytes, &mut out);
         }
 
         #[test]
@@ -1075,8 +1241,8 @@ mod tests {
             d.extend_from_slice(&counter.to_be_bytes());
             d.extend_from_slice(&body);
             let mut out = Vec::new();
-            let mut sealed = Opener::new(ring_of(&[KEY_A]));
-            let mut insecure = Opener::new(Sealing::Insecure);
+            let mut sealed = Opener::new(ring_of(&[KEY_A]), ME);
+            let mut insecure = Opener::new(Sealing::Insecure, ME);
             for _ in 0..2 {
                 let _ = sealed.open(&d, &mut out);
                 let _ = insecure.open(&d, &mut out);
@@ -1088,17 +1254,17 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..3000), 1..8), limit in 100usize..2000) {
             let sealing = ring_of(&[KEY_A, KEY_B]);
             let mut sealer = Sealer::new(sealing.clone(), SALT);
-            let mut opener = Opener::new(sealing);
+            let mut opener = Opener::new(sealing, ME);
             let mut frags = Vec::new();
             let mut out = Vec::new();
             for m in &msgs {
-                match sealer.seal_fragments(m, limit, &mut frags) {
+                match sealer.seal_fragments(m, ME, limit, &mut frags) {
                     Ok(()) => {
                         let (last, rest) = frags.split_last().unwrap();
                         for f in rest {
-                            prop_assert_eq!(opener.open(f, &mut out), Ok(None));
+                            prop_assert_eq!(opener.open(f, &mut out), Ok(Opened::Fragment));
                         }
-                        prop_assert_eq!(opener.open(last, &mut out).unwrap(), Some(&m[..]));
+                        prop_assert_eq!(delivered(opener.open(last, &mut out)), Some(m.clone()));
                     }
                     Err(SealError::TooLarge(_)) => {
                         prop_assert!(m.len().div_ceil(limit - SEALED_OVERHEAD) > 15);

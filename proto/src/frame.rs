@@ -4,8 +4,17 @@
 //! Everything here works in caller-provided buffers: no allocation per packet, no I/O. Keys come
 //! from an X25519 agreement of the two nodes' public keys (gossiped in their records), HKDF-SHA256
 //! and AES-256-GCM; nonces are 64-bit counters, and the receiver keeps a replay window.
+//!
+//! Nonce uniqueness holds by construction: every [`FrameSealer`] draws its counters from a
+//! [`CounterSource`], and a process shares one source among all its sealers (the tunnel uses
+//! [`CounterSource::process`]). However often a sealer is dropped and rebuilt for the same key
+//! (a peer leaving the table and coming back, two records announcing one public key), no
+//! counter is handed out twice, so no (key, nonce) pair repeats; and a returning peer's receiver,
+//! which may have kept its replay window, sees counters above its old high-water mark.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 use ring::hkdf;
@@ -218,37 +227,72 @@ fn nonce(counter: u64) -> Nonce {
     Nonce::assume_unique_for_key(n)
 }
 
-/// Seals frames to one peer. Owns the counter, so a (key, nonce) pair is never reused.
+/// A strictly increasing source of sealing counters, shared by every [`FrameSealer`] that may
+/// ever hold the same key. Clones share the source. Counters are never handed out twice, and
+/// `u64::MAX` never (the receiver refuses it).
+#[derive(Clone, Debug, Default)]
+pub struct CounterSource(Arc<AtomicU64>);
+
+impl CounterSource {
+    /// A new source whose first counter is `first` (tests and vectors; the tunnel uses
+    /// [`process`](Self::process)).
+    pub fn starting_at(first: u64) -> Self {
+        CounterSource(Arc::new(AtomicU64::new(first)))
+    }
+
+    /// The source shared by the whole process: every tunnel sealer draws from it, so no two
+    /// sealers of this process can use one counter, whatever keys they hold.
+    pub fn process() -> Self {
+        static PROCESS: std::sync::OnceLock<CounterSource> = std::sync::OnceLock::new();
+        PROCESS.get_or_init(CounterSource::default).clone()
+    }
+
+    /// Takes the next counter; `None` once the space is exhausted (never wraps).
+    pub fn take(&self) -> Option<u64> {
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                c.checked_add(1).filter(|n| *n < u64::MAX)
+            })
+            .ok()
+    }
+
+    /// The counter [`take`](Self::take) would hand out next.
+    pub fn peek(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Seals frames to one peer. Counters come from a shared [`CounterSource`], so a (key, nonce)
+/// pair is never reused, even by several sealers built for the same key.
 pub struct FrameSealer {
     key: LessSafeKey,
     key_id: u32,
-    counter: u64,
+    counters: CounterSource,
 }
 
 impl std::fmt::Debug for FrameSealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FrameSealer")
             .field("key_id", &self.key_id)
-            .field("counter", &self.counter)
+            .field("next_counter", &self.counters.peek())
             .finish()
     }
 }
 
 impl FrameSealer {
-    pub fn new(key: &[u8; 32], key_id: u32) -> Result<Self, FrameError> {
-        Self::with_counter(key, key_id, 0)
-    }
-
-    pub fn with_counter(key: &[u8; 32], key_id: u32, counter: u64) -> Result<Self, FrameError> {
+    /// A sealer for `key` drawing its counters from `counters`: pass the same source to every
+    /// sealer that may ever hold the same key ([`CounterSource::process`]).
+    pub fn new(key: &[u8; 32], key_id: u32, counters: CounterSource) -> Result<Self, FrameError> {
         Ok(FrameSealer {
             key: aead_key(key)?,
             key_id,
-            counter,
+            counters,
         })
     }
 
+    /// The counter the next frame would carry if no other sealer of the source sealed first.
     pub fn next_counter(&self) -> u64 {
-        self.counter
+        self.counters.peek()
     }
 
     /// Seals in place. `buf[SEALED_HEADER_LEN..SEALED_HEADER_LEN + packet_len]` holds the inner
@@ -259,11 +303,7 @@ impl FrameSealer {
         if buf.len() < total {
             return Err(FrameError::NoRoom);
         }
-        if self.counter == u64::MAX {
-            return Err(FrameError::Key);
-        }
-        let counter = self.counter;
-        self.counter += 1;
+        let counter = self.counters.take().ok_or(FrameError::Key)?;
         let (head, body) = buf.split_at_mut(SEALED_HEADER_LEN);
         write_sealed_header(head, self.key_id, counter)?;
         let (plain, tag_out) = body.split_at_mut(packet_len);
@@ -296,11 +336,22 @@ impl std::fmt::Debug for FrameOpener {
 
 impl FrameOpener {
     pub fn new(key: &[u8; 32], key_id: u32) -> Result<Self, FrameError> {
+        Self::resume(key, key_id, 0)
+    }
+
+    /// An opener that takes every counter below `next` as already seen: the replay state of
+    /// an earlier opener for the same key, kept as its [`high_water`](Self::high_water) mark.
+    pub fn resume(key: &[u8; 32], key_id: u32, next: u64) -> Result<Self, FrameError> {
         Ok(FrameOpener {
             key: aead_key(key)?,
             key_id,
-            window: ReplayWindow::default(),
+            window: ReplayWindow::after(next),
         })
+    }
+
+    /// One above the highest counter accepted (0: none yet).
+    pub fn high_water(&self) -> u64 {
+        self.window.next
     }
 
     /// Opens a sealed frame in place; returns the range of the inner packet in `frame`, which
@@ -345,6 +396,15 @@ impl Default for ReplayWindow {
 }
 
 impl ReplayWindow {
+    /// A window that refuses every counter below `next`, as if all had been seen.
+    pub fn after(next: u64) -> Self {
+        let fill = if next == 0 { 0 } else { u64::MAX };
+        ReplayWindow {
+            next,
+            bits: [fill; (REPLAY_WINDOW / 64) as usize],
+        }
+    }
+
     fn slot(counter: u64) -> (usize, u64) {
         let bit = counter % REPLAY_WINDOW;
         ((bit / 64) as usize, 1u64 << (bit % 64))
@@ -427,7 +487,7 @@ mod tests {
         let (_, b_recv) = derive_keys(&b, &public_key(&a)).unwrap();
         let id = key_id(&public_key(&a));
         (
-            FrameSealer::new(&a_send, id).unwrap(),
+            FrameSealer::new(&a_send, id, CounterSource::default()).unwrap(),
             FrameOpener::new(&b_recv, id).unwrap(),
         )
     }
@@ -497,6 +557,47 @@ mod tests {
         assert!(!w.accept(u64::MAX));
         assert!(w.accept(u64::MAX - 1));
         assert!(!w.accept(u64::MAX - 1));
+    }
+
+    #[test]
+    fn counters_are_shared_and_resumed_windows_refuse_the_past() {
+        let a = [1u8; 32];
+        let b = [2u8; 32];
+        let (a_send, _) = derive_keys(&a, &public_key(&b)).unwrap();
+        let (_, b_recv) = derive_keys(&b, &public_key(&a)).unwrap();
+        let id = key_id(&public_key(&a));
+        let source = CounterSource::default();
+        // Two sealers on one key never emit the same counter.
+        let mut s1 = FrameSealer::new(&a_send, id, source.clone()).unwrap();
+        let mut s2 = FrameSealer::new(&a_send, id, source.clone()).unwrap();
+        let p = packet([10, 244, 1, 2], [10, 244, 2, 3], b"x");
+        let counter = |f: &[u8]| match decode(f) {
+            Ok(Header::Sealed { counter, .. }) => counter,
+            other => panic!("{other:?}"),
+        };
+        let f1 = seal(&mut s1, &p);
+        let f2 = seal(&mut s2, &p);
+        let f3 = seal(&mut s1, &p);
+        assert_eq!([counter(&f1), counter(&f2), counter(&f3)], [0, 1, 2]);
+        // A receiver resuming at the old high-water mark opens the new frames, not the old.
+        let mut o = FrameOpener::new(&b_recv, id).unwrap();
+        assert!(o.open(&mut f1.clone()).is_ok());
+        assert!(o.open(&mut f2.clone()).is_ok());
+        let mut o = FrameOpener::resume(&b_recv, id, o.high_water()).unwrap();
+        assert_eq!(o.open(&mut f1.clone()), Err(FrameError::Replay));
+        assert_eq!(o.open(&mut f2.clone()), Err(FrameError::Replay));
+        assert!(o.open(&mut f3.clone()).is_ok());
+        // The source never hands out u64::MAX, nor wraps.
+        let end = CounterSource::starting_at(u64::MAX - 2);
+        assert_eq!(end.take(), Some(u64::MAX - 2));
+        assert_eq!(end.take(), None);
+        assert_eq!(end.take(), None);
+        let mut s = FrameSealer::new(&a_send, id, end).unwrap();
+        let mut buf = vec![0u8; p.len() + SEALED_OVERHEAD];
+        assert_eq!(s.seal(&mut buf, p.len()), Err(FrameError::Key));
+        assert!(!ReplayWindow::after(5).fresh(4));
+        assert!(ReplayWindow::after(5).fresh(5));
+        assert!(ReplayWindow::after(0).fresh(0));
     }
 
     #[test]

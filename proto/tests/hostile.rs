@@ -4,11 +4,13 @@
 
 use proptest::prelude::*;
 use weft_proto::PersistedState;
-use weft_proto::envelope::{Keyring, OpenError, Opener, Sealer, Sealing};
+use weft_proto::envelope::{Keyring, OpenError, Opened, Opener, Sealer, Sealing};
 use weft_proto::keyfile::{KeyIds, KeyringFile};
 
 const KEY: [u8; 32] = [0x42; 32];
 const SALT: [u8; 16] = [7; 16];
+/// The receiving process's salt.
+const ME: [u8; 16] = [9; 16];
 
 fn sealing() -> Sealing {
     Sealing::keyring(Keyring::new(KEY).unwrap())
@@ -32,20 +34,20 @@ proptest! {
     ) {
         let mut sealer = Sealer::new(sealing(), SALT);
         let mut d = Vec::new();
-        sealer.seal(&msg, &mut d).unwrap();
+        sealer.seal(&msg, ME, &mut d).unwrap();
         let mut out = Vec::new();
         let mut flipped = d.clone();
         let i = pos % flipped.len();
         flipped[i] ^= xor;
-        prop_assert!(Opener::new(sealing()).open(&flipped, &mut out).is_err());
+        prop_assert!(Opener::new(sealing(), ME).open(&flipped, &mut out).is_err());
         let short = &d[..cut % d.len()];
-        prop_assert!(Opener::new(sealing()).open(short, &mut out).is_err());
+        prop_assert!(Opener::new(sealing(), ME).open(short, &mut out).is_err());
         let mut long = d.clone();
         long.extend_from_slice(&tail);
-        prop_assert!(Opener::new(sealing()).open(&long, &mut out).is_err());
+        prop_assert!(Opener::new(sealing(), ME).open(&long, &mut out).is_err());
         // The original opens once, then is a replay.
-        let mut opener = Opener::new(sealing());
-        prop_assert_eq!(opener.open(&d, &mut out).unwrap(), Some(&msg[..]));
+        let mut opener = Opener::new(sealing(), ME);
+        prop_assert_eq!(opener.open(&d, &mut out).unwrap(), Opened::Message { sender: SALT, message: &msg[..] });
         prop_assert_eq!(opener.open(&d, &mut out), Err(OpenError::Replay));
     }
 
@@ -53,11 +55,15 @@ proptest! {
     #[test]
     fn arbitrary_datagram_sequences(datagrams in proptest::collection::vec(
         proptest::collection::vec(any::<u8>(), 0..200), 0..20)) {
-        let mut sealed = Opener::new(sealing());
-        let mut insecure = Opener::new(Sealing::Insecure);
+        let mut sealed = Opener::new(sealing(), ME);
+        let mut insecure = Opener::new(Sealing::Insecure, ME);
         let mut out = Vec::new();
         for d in &datagrams {
-            prop_assert!(!matches!(sealed.open(d, &mut out), Ok(Some(_))));
+            let opened = matches!(
+                sealed.open(d, &mut out),
+                Ok(Opened::Message { .. } | Opened::Unbound { .. })
+            );
+            prop_assert!(!opened, "a forged datagram opened");
             let _ = insecure.open(d, &mut out);
         }
     }

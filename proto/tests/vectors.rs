@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use weft_proto::envelope::{self, Keyring, Opener, Sealer, Sealing};
+use weft_proto::envelope::{self, Keyring, Opened, Opener, Sealer, Sealing};
 use weft_proto::{Backend, ClaimState, Ipv4Cidr, NodeRecord, PersistedState};
 
 fn hex(s: &str) -> Vec<u8> {
@@ -89,12 +89,12 @@ fn record_vectors() {
 const KEY_ID: u32 = 0x630d_cd29;
 const DERIVED: &str = "7fda813371eeecf7d1eb0d2e3411e49f2e67f7e8a4205c2438c8fc62089673cd";
 const PLAINTEXT: &[u8] = b"weft gossip test vector";
-const SEALED: &str = "5746540101630dcd29a0a1a2a3a4a5a6a7a8a9aaabacadaeaf000000000000002aefeb4c2f6fe1801cdda86355339333a4f652b8375f3f4b0b3c16b80d825fa1e50cf12296aadf73";
-const PLAIN: &str = "574654010100000000a0a1a2a3a4a5a6a7a8a9aaabacadaeaf000000000000002a7765667420676f73736970207465737420766563746f72";
+const SEALED: &str = "5746540201630dcd29a0a1a2a3a4a5a6a7a8a9aaabacadaeaf000000000000002ab0b1b2b3b4b5b6b7b8b9babbbcbdbebfefeb4c2f6fe1801cdda86355339333a4f652b8375f3f4b4e22433e52b2589fe654b4ffbdc7521a";
+const PLAIN: &str = "574654020100000000a0a1a2a3a4a5a6a7a8a9aaabacadaeaf000000000000002ab0b1b2b3b4b5b6b7b8b9babbbcbdbebf7765667420676f73736970207465737420766563746f72";
 const FRAGMENTS: [&str; 3] = [
-    "5746540103630dcd29a0a1a2a3a4a5a6a7a8a9aaabacadaeaf000000000000002aefeb4c2f6fe1801cdda8b1d9cebc9aeefe32b6c8720f60f5170d",
-    "5746540113630dcd29a0a1a2a3a4a5a6a7a8a9aaabacadaeaf000000000000002b64272aa82df4f7a5fad70d4552a0c0bdf7faac2a3e140bc63de7",
-    "5746540123630dcd29a0a1a2a3a4a5a6a7a8a9aaabacadaeaf000000000000002c8eb3fac10f94a17aa4029777f3788ef1e99dfd",
+    "5746540203630dcd29a0a1a2a3a4a5a6a7a8a9aaabacadaeaf000000000000002ab0b1b2b3b4b5b6b7b8b9babbbcbdbebfefeb4c2f6fe1801cdda8d597eeb8b4c62a8067b95e266b556cab",
+    "5746540213630dcd29a0a1a2a3a4a5a6a7a8a9aaabacadaeaf000000000000002bb0b1b2b3b4b5b6b7b8b9babbbcbdbebf64272aa82df4f7a5fad7deeaaa2334b486217cbc90567c2ecdb7",
+    "5746540223630dcd29a0a1a2a3a4a5a6a7a8a9aaabacadaeaf000000000000002cb0b1b2b3b4b5b6b7b8b9babbbcbdbebf8eb3fa0199976f0ba5153a10cd539a3c2521a2",
 ];
 
 fn key() -> [u8; 32] {
@@ -103,6 +103,11 @@ fn key() -> [u8; 32] {
         *b = i as u8;
     }
     k
+}
+
+/// The recipient's salt of the envelope vectors: b0 b1 … bf.
+fn recipient() -> [u8; 16] {
+    std::array::from_fn(|i| 0xb0 + i as u8)
 }
 
 fn salt() -> [u8; 16] {
@@ -140,42 +145,49 @@ fn key_vectors() {
 #[test]
 fn envelope_vectors() {
     let sealing = Sealing::keyring(Keyring::new(key()).unwrap());
+    let delivered = Opened::Message {
+        sender: salt(),
+        message: PLAINTEXT,
+    };
     let mut out = Vec::new();
     Sealer::with_counter(sealing.clone(), salt(), 42)
-        .seal(PLAINTEXT, &mut out)
+        .seal(PLAINTEXT, recipient(), &mut out)
         .unwrap();
     assert_eq!(to_hex(&out), SEALED);
     let mut opened = Vec::new();
-    let mut opener = Opener::new(sealing.clone());
-    assert_eq!(
-        opener.open(&hex(SEALED), &mut opened).unwrap(),
-        Some(PLAINTEXT)
-    );
+    let mut opener = Opener::new(sealing.clone(), recipient());
+    assert_eq!(opener.open(&hex(SEALED), &mut opened).unwrap(), delivered);
 
     Sealer::with_counter(Sealing::Insecure, salt(), 42)
-        .seal(PLAINTEXT, &mut out)
+        .seal(PLAINTEXT, recipient(), &mut out)
         .unwrap();
     assert_eq!(to_hex(&out), PLAIN);
     assert_eq!(
-        Opener::new(Sealing::Insecure)
+        Opener::new(Sealing::Insecure, recipient())
             .open(&hex(PLAIN), &mut opened)
             .unwrap(),
-        Some(PLAINTEXT)
+        delivered
     );
 
-    // 59-byte datagrams leave 10 bytes of payload each: three fragments, counters 42..=44.
+    // 75-byte datagrams leave 10 bytes of payload each: three fragments, counters 42..=44.
     let mut frags = Vec::new();
     Sealer::with_counter(sealing.clone(), salt(), 42)
-        .seal_fragments(PLAINTEXT, 59, &mut frags)
+        .seal_fragments(PLAINTEXT, recipient(), 75, &mut frags)
         .unwrap();
     let got: Vec<String> = frags.iter().map(|f| to_hex(f)).collect();
     assert_eq!(got, FRAGMENTS);
-    let mut opener = Opener::new(sealing);
-    assert_eq!(opener.open(&hex(FRAGMENTS[2]), &mut opened), Ok(None));
-    assert_eq!(opener.open(&hex(FRAGMENTS[0]), &mut opened), Ok(None));
+    let mut opener = Opener::new(sealing, recipient());
+    assert_eq!(
+        opener.open(&hex(FRAGMENTS[2]), &mut opened),
+        Ok(Opened::Fragment)
+    );
+    assert_eq!(
+        opener.open(&hex(FRAGMENTS[0]), &mut opened),
+        Ok(Opened::Fragment)
+    );
     assert_eq!(
         opener.open(&hex(FRAGMENTS[1]), &mut opened).unwrap(),
-        Some(PLAINTEXT)
+        delivered
     );
 }
 
@@ -233,7 +245,8 @@ fn tunnel_frame_vectors() {
         "575501018f40c5ad000000000000002a87501850b9832d474a346e3018d4530d17043397a97ff5560360bb",
         "03513cd9675c69e28cf29505e7"
     ));
-    let mut sealer = FrameSealer::with_counter(&a_send, frame::key_id(&pa), 42).unwrap();
+    let counters = frame::CounterSource::starting_at(42);
+    let mut sealer = FrameSealer::new(&a_send, frame::key_id(&pa), counters).unwrap();
     let mut buf = vec![0u8; packet.len() + frame::SEALED_OVERHEAD];
     buf[frame::SEALED_HEADER_LEN..frame::SEALED_HEADER_LEN + packet.len()].copy_from_slice(&packet);
     let n = sealer.seal(&mut buf, packet.len()).unwrap();

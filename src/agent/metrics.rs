@@ -244,6 +244,7 @@ impl Metrics {
                 (&[("reason", "auth")], s.drop_auth),
                 (&[("reason", "replay")], s.drop_replay),
                 (&[("reason", "plaintext")], s.drop_plaintext),
+                (&[("reason", "misdirected")], s.drop_misdirected),
                 (&[("reason", "oversized")], s.drop_oversized),
             ]),
         );

@@ -20,8 +20,23 @@
 //! Between agents that know the same nodes, the digests of chitchat's messages travel without
 //! their node ids (`digest_codec`): the relay re-encodes each message on its way out and puts
 //! the ids back on its way in. Relays are bounded (least recently used evicted). Relays accept datagrams only from the inner
-//! socket, and the wrapper only accepts datagrams arriving from a known relay, so other local
-//! processes cannot inject gossip through the loopback sockets.
+//! socket, and the wrapper only accepts datagrams arriving from a known relay.
+//!
+//! The inner socket and the relays live in a private network namespace that only this process
+//! holds (created once per process with `unshare(CLONE_NEWNET)` on a short-lived thread, its
+//! `lo` brought up; sockets are bound there by switching the binding thread into it with
+//! `setns` and back, synchronously). chitchat parses (and decompresses) a datagram before the
+//! wrapper sees its sender, so a filter after `recv` is too late: no other local process may be
+//! able to reach the inner socket at all. A socket filter (BPF on the sender's port) was not
+//! chosen: chitchat does not expose its socket's fd, the relay set changes at run time, and a
+//! namespace also hides the relays. Creating the namespace needs CAP_SYS_ADMIN, which the shipped
+//! systemd unit and DaemonSet do not grant (CAP_NET_ADMIN only); without it (or with
+//! `WEFT_GOSSIP_NETNS=off`) the sockets stay on the host's loopback and chitchat's socket gets a
+//! classic BPF socket filter instead (`sender_filter`), found by its address among this
+//! process's fds: it lets through only datagrams from the relays' address and ports, and is
+//! replaced whenever the relay set changes (only ports this process holds bound pass). The
+//! filter is the weaker of the two: a datagram that arrives between chitchat's bind and the
+//! first filter is not filtered, and a process with CAP_NET_RAW can forge a relay's source.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -29,16 +44,20 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_trait::async_trait;
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpSocket as ChitchatUdp};
+use futures::FutureExt as _;
 use lru::LruCache;
 use serde::Serialize;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
-use weft_proto::envelope::{self, MAX_DATAGRAM, OpenError, Opener, SealError, Sealer};
+use weft_proto::envelope::{
+    self, ANY_RECIPIENT, MAX_DATAGRAM, OpenError, Opened, Opener, SALT_LEN, SealError, Sealer,
+};
 
 use super::digest_codec::{self, Codec, Decoded, Encoded, Malformed};
 
@@ -50,6 +69,13 @@ pub const DEFAULT_MAX_RELAYS: usize = 1024;
 /// Evicted relay sockets kept bound for a while so that their loopback port is not handed to a
 /// new relay while datagrams from the old one may still be queued on the inner socket.
 const GRAVEYARD_LEN: usize = 64;
+
+/// Least time between two hellos to one peer (answers to unbound or misdirected datagrams).
+const HELLO_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Largest first-contact message kept to be sent again, bound, once the peer's hello arrives
+/// (bigger ones are left to chitchat's next round).
+const MAX_UNBOUND_KEPT: usize = 8192;
 
 /// Receive buffer: one byte more than the largest valid datagram, to detect oversized ones.
 const RECV_BUF_LEN: usize = MAX_DATAGRAM + 1;
@@ -69,6 +95,14 @@ pub struct GossipCounters {
     pub drop_auth: AtomicU64,
     pub drop_replay: AtomicU64,
     pub drop_plaintext: AtomicU64,
+    /// Authentic datagrams bound to another process (captured elsewhere, or sent to an
+    /// earlier process of this agent).
+    pub drop_misdirected: AtomicU64,
+    /// Authentic datagrams bound to no process yet (first contact): not delivered, answered
+    /// with a hello.
+    pub unbound_in: AtomicU64,
+    /// Hellos sent (empty messages telling a peer this process's salt).
+    pub hellos_sent: AtomicU64,
     /// Inbound datagrams over the size limit, and outbound messages too large to seal.
     pub drop_oversized: AtomicU64,
     /// Underlay sends that failed (the message is lost; gossip retries by itself).
@@ -98,6 +132,9 @@ pub struct GossipCountersSnapshot {
     pub drop_auth: u64,
     pub drop_replay: u64,
     pub drop_plaintext: u64,
+    pub drop_misdirected: u64,
+    pub unbound_in: u64,
+    pub hellos_sent: u64,
     pub drop_oversized: u64,
     pub send_errors: u64,
     pub relays_evicted: u64,
@@ -129,6 +166,9 @@ impl GossipCounters {
             drop_auth: g(&self.drop_auth),
             drop_replay: g(&self.drop_replay),
             drop_plaintext: g(&self.drop_plaintext),
+            drop_misdirected: g(&self.drop_misdirected),
+            unbound_in: g(&self.unbound_in),
+            hellos_sent: g(&self.hellos_sent),
             drop_oversized: g(&self.drop_oversized),
             send_errors: g(&self.send_errors),
             relays_evicted: g(&self.relays_evicted),
@@ -147,6 +187,7 @@ impl GossipCounters {
             OpenError::Auth => &self.drop_auth,
             OpenError::Replay => &self.drop_replay,
             OpenError::Plaintext => &self.drop_plaintext,
+            OpenError::Misdirected(_) => &self.drop_misdirected,
         };
         add(c, 1);
     }
@@ -160,6 +201,7 @@ impl GossipCountersSnapshot {
             + self.drop_auth
             + self.drop_replay
             + self.drop_plaintext
+            + self.drop_misdirected
             + self.drop_oversized
     }
 }
@@ -208,8 +250,27 @@ impl SealedTransport {
             .with_context(|| format!("failed to bind gossip socket {listen_addr}/udp"))?;
         let underlay_addr = underlay.local_addr()?;
         let loopback = relay_ip(underlay_addr);
-        let inner = ChitchatUdp::open((loopback, 0).into()).await?;
+        let inner_bind: SocketAddr = (loopback, 0).into();
+        let inner = match private_net::get() {
+            // Binding a SocketAddr completes at once: no await while in the private namespace.
+            Some(net) => net
+                .run(|| ChitchatUdp::open(inner_bind).now_or_never())
+                .context("failed to enter the private network namespace")?
+                .context("binding the inner gossip socket did not complete at once")??,
+            None => ChitchatUdp::open(inner_bind).await?,
+        };
         let inner_addr = inner.local_addr()?;
+        let filtered = match private_net::get() {
+            Some(_) => None,
+            None => match sender_filter::InnerFilter::find(inner_addr) {
+                Ok(f) => Some(f),
+                Err(err) => {
+                    warn!(error = %err, op = "gossip-filter",
+                        "cannot filter chitchat's loopback socket: local processes can reach its parser");
+                    None
+                }
+            },
+        };
         let salt = envelope::generate_salt(&ring::rand::SystemRandom::new())
             .context("failed to draw the gossip salt")?;
         let cancel = CancellationToken::new();
@@ -217,6 +278,7 @@ impl SealedTransport {
             underlay,
             inner_addr,
             sealer: Mutex::new(Sealer::new(self.sealing.clone(), salt)),
+            salt,
             relays: Mutex::new(RelayTable {
                 by_peer: LruCache::new(
                     NonZeroUsize::new(self.max_relays).unwrap_or(NonZeroUsize::MIN),
@@ -231,10 +293,12 @@ impl SealedTransport {
             failure: Mutex::new(None),
             scratch: Mutex::new(Vec::new()),
             codec: Mutex::new(Codec::new().context("failed to set up the digest codec")?),
+            filter: filtered,
         });
+        shared.refilter(&shared.table());
         tokio::spawn(inbound_loop(
             Arc::clone(&shared),
-            Opener::new(self.sealing.clone()),
+            Opener::new(self.sealing.clone(), salt),
         ));
         Ok(SealedSocket {
             inner,
@@ -269,6 +333,11 @@ impl SealedSocket {
     /// Number of live relay sockets.
     pub fn relay_count(&self) -> usize {
         self.shared.table().by_peer.len()
+    }
+
+    /// This process's salt: what peers bind the datagrams they send here to.
+    pub fn salt(&self) -> [u8; SALT_LEN] {
+        self.shared.salt
     }
 }
 
@@ -330,6 +399,14 @@ struct Relay {
     /// The last message sent to the peer as a compact digest, until the peer answers: sent
     /// again in full if the peer cannot read it.
     pending: Option<Vec<u8>>,
+    /// The peer process's salt, learnt from a datagram it bound to this process: what is sent
+    /// there is bound to it ([`ANY_RECIPIENT`] until then).
+    peer_salt: Option<[u8; SALT_LEN]>,
+    /// When the last hello went to the peer (rate limit).
+    last_hello: Option<Instant>,
+    /// The last message sent unbound (before `peer_salt` was known), sent again bound when the
+    /// peer's hello arrives: the receiver never delivers an unbound message.
+    unbound: Option<Vec<u8>>,
 }
 
 struct RelayTable {
@@ -343,6 +420,8 @@ struct Shared {
     underlay: UdpSocket,
     inner_addr: SocketAddr,
     sealer: Mutex<Sealer>,
+    /// The salt `sealer` sends with, which the opener requires as recipient.
+    salt: [u8; SALT_LEN],
     relays: Mutex<RelayTable>,
     counters: Arc<GossipCounters>,
     max_datagram: usize,
@@ -356,6 +435,8 @@ struct Shared {
     scratch: Mutex<Vec<Scratch>>,
     /// Compact digests: this agent's id list and zstd contexts.
     codec: Mutex<Codec>,
+    /// Without the private namespace: the sender filter on chitchat's socket.
+    filter: Option<sender_filter::InnerFilter>,
 }
 
 /// One relay's working buffers while it forwards a datagram.
@@ -379,13 +460,26 @@ impl Shared {
         lock(&self.relays)
     }
 
+    /// Lets chitchat's socket hear the current relays only (no-op in the private namespace).
+    fn refilter(&self, table: &RelayTable) {
+        let Some(filter) = &self.filter else { return };
+        let ports: Vec<u16> = table.by_relay.keys().map(SocketAddr::port).collect();
+        if let Err(err) = filter.allow(self.inner_addr.ip(), &ports) {
+            warn!(error = %err, op = "gossip-filter", "cannot update the loopback sender filter");
+        }
+    }
+
     /// The relay of `peer`, created (and its task spawned) on first use.
     fn relay_for(self: &Arc<Self>, peer: SocketAddr) -> io::Result<(Arc<UdpSocket>, SocketAddr)> {
         let mut table = self.table();
         if let Some(relay) = table.by_peer.get(&peer) {
             return Ok((Arc::clone(&relay.socket), relay.addr));
         }
-        let std_socket = std::net::UdpSocket::bind((self.inner_addr.ip(), 0))?;
+        let bind = (self.inner_addr.ip(), 0);
+        let std_socket = match private_net::get() {
+            Some(net) => net.run(|| std::net::UdpSocket::bind(bind))??,
+            None => std::net::UdpSocket::bind(bind)?,
+        };
         std_socket.set_nonblocking(true)?;
         let socket = Arc::new(UdpSocket::from_std(std_socket)?);
         let addr = socket.local_addr()?;
@@ -402,6 +496,9 @@ impl Shared {
             cancel,
             peer_hash: None,
             pending: None,
+            peer_salt: None,
+            last_hello: None,
+            unbound: None,
         };
         if let Some((old_peer, old)) = table.by_peer.push(peer, relay) {
             // `peer` was absent, so this is the least recently used relay making room.
@@ -415,12 +512,28 @@ impl Shared {
             add(&self.counters.relays_evicted, 1);
         }
         table.by_relay.insert(addr, peer);
+        self.refilter(&table);
         Ok((socket, addr))
     }
 
     /// Seals one chitchat datagram and sends it (as one or more underlay datagrams) to `peer`.
     async fn seal_and_send(&self, plaintext: &[u8], peer: SocketAddr, frags: &mut Vec<Vec<u8>>) {
-        let sealed = lock(&self.sealer).seal_fragments(plaintext, self.max_datagram, frags);
+        let recipient = {
+            let mut table = self.table();
+            match table.by_peer.peek_mut(&peer) {
+                Some(relay) => match relay.peer_salt {
+                    Some(salt) => salt,
+                    None => {
+                        relay.unbound =
+                            (plaintext.len() <= MAX_UNBOUND_KEPT).then(|| plaintext.to_vec());
+                        ANY_RECIPIENT
+                    }
+                },
+                None => ANY_RECIPIENT,
+            }
+        };
+        let sealed =
+            lock(&self.sealer).seal_fragments(plaintext, recipient, self.max_datagram, frags);
         match sealed {
             Ok(()) => {}
             Err(SealError::TooLarge(_) | SealError::DatagramLimit(_)) => {
@@ -523,6 +636,63 @@ impl Shared {
         false
     }
 
+    /// Remembers the salt of the process at `peer`, from a datagram it bound to this process;
+    /// returns the message last sent there unbound, if any, to be sent again.
+    fn learn(&self, peer: SocketAddr, salt: [u8; SALT_LEN]) -> Option<Vec<u8>> {
+        let mut table = self.table();
+        let relay = table.by_peer.peek_mut(&peer)?;
+        relay.peer_salt = Some(salt);
+        relay.unbound.take()
+    }
+
+    /// Sends `peer` (whose process's salt is `peer_salt`) a hello: an empty message bound to
+    /// it, from which it learns this process's salt. At most one per [`HELLO_INTERVAL`] per
+    /// peer, and only to a peer with a relay (created when `create`: after an unbound datagram,
+    /// which the replay window lets through once; never for a misdirected one, which an
+    /// attacker may replay from any address).
+    async fn hello(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        peer_salt: [u8; SALT_LEN],
+        create: bool,
+        buf: &mut Vec<u8>,
+    ) {
+        if create && let Err(err) = self.relay_for(peer) {
+            warn!(peer = %peer, error = %err, op = "relay", "cannot create gossip relay");
+            return;
+        }
+        let now = Instant::now();
+        {
+            let mut table = self.table();
+            let Some(relay) = table.by_peer.peek_mut(&peer) else {
+                return;
+            };
+            if relay
+                .last_hello
+                .is_some_and(|t| now.duration_since(t) < HELLO_INTERVAL)
+            {
+                return;
+            }
+            relay.last_hello = Some(now);
+        }
+        if let Err(err) = lock(&self.sealer).seal(&[], peer_salt, buf) {
+            add(&self.counters.send_errors, 1);
+            warn!(peer = %peer, error = %err, op = "gossip-send", "cannot seal a hello");
+            return;
+        }
+        match self.underlay.send_to(buf, peer).await {
+            Ok(n) => {
+                add(&self.counters.datagrams_out, 1);
+                add(&self.counters.bytes_out, n as u64);
+                add(&self.counters.hellos_sent, 1);
+            }
+            Err(err) => {
+                add(&self.counters.send_errors, 1);
+                debug!(peer = %peer, error = %err, op = "gossip-send", "underlay send failed");
+            }
+        }
+    }
+
     fn take_scratch(&self) -> Scratch {
         lock(&self.scratch).pop().unwrap_or_else(|| Scratch {
             buf: vec![0u8; RECV_BUF_LEN],
@@ -619,6 +789,7 @@ async fn inbound_loop(shared: Arc<Shared>, mut opener: Opener) {
     let mut out = Vec::new();
     let mut decoded = Vec::new();
     let mut frags = Vec::new();
+    let mut hello = Vec::new();
     let counters = Arc::clone(&shared.counters);
     loop {
         let received = tokio::select! {
@@ -639,9 +810,20 @@ async fn inbound_loop(shared: Arc<Shared>, mut opener: Opener) {
             add(&counters.drop_oversized, 1);
             continue;
         };
-        let message = match opener.open(datagram, &mut out) {
-            Ok(Some(message)) => message,
-            Ok(None) => continue,
+        let (sender, message) = match opener.open(datagram, &mut out) {
+            Ok(Opened::Message { sender, message }) => (sender, message),
+            Ok(Opened::Fragment) => continue,
+            Ok(Opened::Unbound { sender }) => {
+                add(&counters.unbound_in, 1);
+                shared.hello(from, sender, true, &mut hello).await;
+                continue;
+            }
+            Err(reason @ OpenError::Misdirected(sender)) => {
+                counters.count_drop(reason);
+                debug!(peer = %from, op = "gossip-recv", "gossip datagram bound to another process dropped");
+                shared.hello(from, sender, false, &mut hello).await;
+                continue;
+            }
             Err(reason) => {
                 counters.count_drop(reason);
                 debug!(peer = %from, reason = %reason, op = "gossip-recv", "gossip datagram dropped");
@@ -655,11 +837,253 @@ async fn inbound_loop(shared: Arc<Shared>, mut opener: Opener) {
                 continue;
             }
         };
+        let resend = shared.learn(from, sender);
+        if message.is_empty() {
+            // A hello: it told us the sender's salt; what it could not read goes again, bound.
+            if let Some(unbound) = resend {
+                shared.seal_and_send(&unbound, from, &mut frags).await;
+            }
+            continue;
+        }
         if !shared.decode(message, from, &mut decoded, &mut frags).await {
             continue;
         }
         if let Err(err) = relay.send_to(&decoded, shared.inner_addr).await {
             debug!(peer = %from, error = %err, op = "relay", "forward to chitchat failed");
+        }
+    }
+}
+
+/// The private network namespace of the loopback sockets (see the module doc).
+mod private_net {
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::sync::OnceLock;
+
+    /// A network namespace only this process holds, kept alive by its fd.
+    pub(super) struct PrivateNet {
+        ns: File,
+    }
+
+    static NET: OnceLock<Option<PrivateNet>> = OnceLock::new();
+
+    /// The process's private namespace, created on first use; `None` (warned once) without
+    /// the privilege to create one.
+    pub(super) fn get() -> Option<&'static PrivateNet> {
+        NET.get_or_init(|| {
+            if std::env::var("WEFT_GOSSIP_NETNS").is_ok_and(|v| v == "off") {
+                tracing::info!(
+                    op = "gossip-netns",
+                    "private gossip namespace off (WEFT_GOSSIP_NETNS=off)"
+                );
+                return None;
+            }
+            create_or_warn()
+        })
+        .as_ref()
+    }
+
+    fn create_or_warn() -> Option<PrivateNet> {
+        match create() {
+            Ok(net) => Some(net),
+            Err(err) => {
+                tracing::warn!(error = %err, op = "gossip-netns",
+                    "no private network namespace for the gossip loopback sockets (needs \
+                     CAP_SYS_ADMIN): chitchat's loopback socket gets a sender filter instead");
+                None
+            }
+        }
+    }
+
+    fn create() -> io::Result<PrivateNet> {
+        std::thread::Builder::new()
+            .name("weft-netns".into())
+            .spawn(|| {
+                // SAFETY: plain syscall; CLONE_NEWNET moves only this (short-lived) thread.
+                if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let ns = File::open("/proc/thread-self/ns/net")?;
+                lo_up()?;
+                Ok(PrivateNet { ns })
+            })?
+            .join()
+            .map_err(|_| io::Error::other("namespace thread panicked"))?
+    }
+
+    /// `ip link set lo up` in the calling thread's namespace.
+    fn lo_up() -> io::Result<()> {
+        // SAFETY: plain syscall; the fd is owned at once.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: an all-zero ifreq is valid.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass.
+        unsafe {
+            if libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    fn setns(fd: &File) -> io::Result<()> {
+        // SAFETY: plain syscall on a namespace fd we hold.
+        if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    impl PrivateNet {
+        /// Runs `f` with the calling thread in the private namespace (sockets `f` creates stay
+        /// there), then moves the thread back. `f` must not yield (no `.await` inside).
+        pub(super) fn run<R>(&self, f: impl FnOnce() -> R) -> io::Result<R> {
+            let back = File::open("/proc/thread-self/ns/net")?;
+            setns(&self.ns)?;
+            let r = f();
+            if let Err(err) = setns(&back) {
+                // A thread left in the private namespace would bind the next underlay socket
+                // there: better stop than run half-deaf.
+                tracing::error!(error = %err, "cannot leave the private network namespace");
+                std::process::abort();
+            }
+            Ok(r)
+        }
+    }
+}
+
+/// The sender filter on chitchat's loopback socket, used without the private namespace.
+mod sender_filter {
+    use std::io;
+    use std::net::{IpAddr, SocketAddr};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    /// Offset of the network header for classic BPF loads (`SKF_NET_OFF`).
+    const SKF_NET_OFF: i32 = -0x10_0000;
+    /// Largest classic BPF program (`BPF_MAXINSNS`).
+    const MAX_INSNS: usize = 4096;
+
+    /// A duplicate of chitchat's socket fd (the same socket: filters set on it apply there).
+    pub(super) struct InnerFilter {
+        fd: OwnedFd,
+    }
+
+    fn stmt(code: u32, k: u32) -> libc::sock_filter {
+        libc::sock_filter {
+            code: code as u16,
+            jt: 0,
+            jf: 0,
+            k,
+        }
+    }
+
+    fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt,
+            jf,
+            k,
+        }
+    }
+
+    fn local_addr(fd: i32) -> Option<SocketAddr> {
+        // SAFETY: getsockname writes at most `len` bytes into the storage.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let rc =
+            unsafe { libc::getsockname(fd, (&raw mut storage).cast::<libc::sockaddr>(), &mut len) };
+        if rc != 0 || i32::from(storage.ss_family) != libc::AF_INET {
+            return None;
+        }
+        // SAFETY: the family says it is a sockaddr_in.
+        let sin = unsafe { *(&raw const storage).cast::<libc::sockaddr_in>() };
+        let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+        Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(sin.sin_port)))
+    }
+
+    impl InnerFilter {
+        /// Finds the socket bound to `addr` among this process's fds, and filters it to drop
+        /// everything until [`allow`](Self::allow) says otherwise.
+        pub(super) fn find(addr: SocketAddr) -> io::Result<InnerFilter> {
+            for entry in std::fs::read_dir("/proc/self/fd")? {
+                let Some(fd) = entry?
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<i32>().ok())
+                else {
+                    continue;
+                };
+                if local_addr(fd) != Some(addr) {
+                    continue;
+                }
+                // SAFETY: dup of an open fd; the copy is ours.
+                let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+                if dup < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: a fresh fd nobody else owns.
+                let filter = InnerFilter {
+                    fd: unsafe { OwnedFd::from_raw_fd(dup) },
+                };
+                filter.allow(addr.ip(), &[])?;
+                return Ok(filter);
+            }
+            Err(io::Error::other(format!(
+                "no socket bound to {addr} in /proc/self/fd"
+            )))
+        }
+
+        /// Accepts only datagrams from `ip` and one of `ports`.
+        pub(super) fn allow(&self, ip: IpAddr, ports: &[u16]) -> io::Result<()> {
+            let IpAddr::V4(ip) = ip else {
+                return Err(io::Error::other("IPv4 loopback only"));
+            };
+            const ACCEPT: u32 = u32::MAX;
+            let ld = libc::BPF_LD | libc::BPF_ABS;
+            let mut prog = vec![
+                // Source address (IPv4 header offset 12) must be the relays' address.
+                stmt(ld | libc::BPF_W, (SKF_NET_OFF + 12) as u32),
+                jeq(u32::from(ip), 1, 0),
+                stmt(libc::BPF_RET | libc::BPF_K, 0),
+                // Source port: the UDP header is at offset 0.
+                stmt(ld | libc::BPF_H, 0),
+            ];
+            for &port in ports.iter().take((MAX_INSNS - 5) / 2) {
+                prog.push(jeq(u32::from(port), 0, 1));
+                prog.push(stmt(libc::BPF_RET | libc::BPF_K, ACCEPT));
+            }
+            prog.push(stmt(libc::BPF_RET | libc::BPF_K, 0));
+            let fprog = libc::sock_fprog {
+                len: prog.len() as u16,
+                filter: prog.as_mut_ptr(),
+            };
+            // SAFETY: the kernel copies the program; `prog` outlives the call.
+            let rc = unsafe {
+                libc::setsockopt(
+                    self.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_ATTACH_FILTER,
+                    (&raw const fprog).cast(),
+                    std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
         }
     }
 }

@@ -1,12 +1,12 @@
 //! The peer table (subnet → underlay address and keys) and the receive filter. Pure: the I/O
 //! loops in [`super`] own one [`PeerCrypto`] each and consult a shared, immutable [`PeerTable`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
 
 use ipnet::Ipv4Net;
-use weft_proto::frame::{self, FrameError, FrameOpener, FrameSealer, Header};
+use weft_proto::frame::{self, CounterSource, FrameError, FrameOpener, FrameSealer, Header};
 
 use super::DropReason;
 
@@ -88,46 +88,144 @@ impl PeerTable {
     }
 }
 
-/// One direction's per-peer crypto state, aligned with a [`PeerTable`]'s peers. Sealers and
-/// openers survive table updates as long as the peer's keys stay the same (a reset counter with
-/// an unchanged key would reuse nonces).
-#[derive(Debug, Default)]
+/// Receive keys whose peer left the table, remembered with their replay high-water mark so a
+/// peer that comes back with the same keys cannot have old frames replayed to it.
+pub const MAX_RETIRED_OPENERS: usize = 4096;
+
+/// One direction's per-peer crypto state, aligned with a [`PeerTable`]'s peers.
+///
+/// Sealing: every sealer draws its counters from one [`CounterSource`] (the process's, by
+/// default), so no (key, nonce) pair repeats whatever the table does: a peer leaving and coming
+/// back, two records announcing one public key, this node's own claim lost and regained (an
+/// empty table, then a full one). Sealers are kept across refreshes only to save the key setup.
+///
+/// Opening: peers announcing the same key share one opener (one replay window), and the window
+/// of a peer that left is kept as its high-water mark (up to [`MAX_RETIRED_OPENERS`] keys), so
+/// frames replayed from before the departure stay refused when it returns.
+#[derive(Debug)]
 pub struct PeerCrypto {
+    counters: CounterSource,
+    /// Per peer: its sealer (send direction only).
     pub sealers: Vec<Option<FrameSealer>>,
-    pub openers: Vec<Option<FrameOpener>>,
-    keys: Vec<Option<[u8; 32]>>,
+    seal_keys: Vec<Option<[u8; 32]>>,
+    /// Per peer: index into `openers` (receive direction only).
+    opener_of: Vec<Option<usize>>,
+    openers: Vec<([u8; 32], FrameOpener)>,
+    retired: HashMap<[u8; 32], u64>,
+    retired_order: VecDeque<[u8; 32]>,
+}
+
+impl Default for PeerCrypto {
+    fn default() -> Self {
+        PeerCrypto::with_counters(CounterSource::process())
+    }
 }
 
 impl PeerCrypto {
-    /// Rebuilds for `table`, keeping state of peers whose keys did not change.
+    /// Sealers draw from `counters` (tests; the tunnel uses the process's source).
+    pub fn with_counters(counters: CounterSource) -> Self {
+        PeerCrypto {
+            counters,
+            sealers: Vec::new(),
+            seal_keys: Vec::new(),
+            opener_of: Vec::new(),
+            openers: Vec::new(),
+            retired: HashMap::new(),
+            retired_order: VecDeque::new(),
+        }
+    }
+
+    /// The opener of peer `i`, if it has keys.
+    pub fn opener(&mut self, i: usize) -> Option<&mut FrameOpener> {
+        let j = (*self.opener_of.get(i)?)?;
+        self.openers.get_mut(j).map(|(_, o)| o)
+    }
+
+    /// Receive keys remembered for peers that left (bounded by [`MAX_RETIRED_OPENERS`]).
+    pub fn retired_len(&self) -> usize {
+        self.retired.len()
+    }
+
+    /// Rebuilds for `table`: sealers when `seal`, openers otherwise.
     pub fn refresh(&mut self, table: &PeerTable, seal: bool) {
-        let mut old: HashMap<[u8; 32], (Option<FrameSealer>, Option<FrameOpener>)> = HashMap::new();
-        let keys = std::mem::take(&mut self.keys);
+        if seal {
+            self.refresh_sealers(table);
+        } else {
+            self.refresh_openers(table);
+        }
+    }
+
+    fn refresh_sealers(&mut self, table: &PeerTable) {
+        let mut old: HashMap<[u8; 32], FrameSealer> = HashMap::new();
+        let keys = std::mem::take(&mut self.seal_keys);
         let sealers = std::mem::take(&mut self.sealers);
-        let openers = std::mem::take(&mut self.openers);
-        for ((k, s), o) in keys.into_iter().zip(sealers).zip(openers) {
-            if let Some(k) = k {
-                old.insert(k, (s, o));
+        for (k, s) in keys.into_iter().zip(sealers) {
+            if let (Some(k), Some(s)) = (k, s) {
+                old.insert(k, s);
             }
         }
         for peer in &table.peers {
-            let Some((send, recv, send_id, recv_id)) = peer.keys else {
-                self.keys.push(None);
+            let Some((send, _, send_id, _)) = peer.keys else {
+                self.seal_keys.push(None);
                 self.sealers.push(None);
-                self.openers.push(None);
                 continue;
             };
-            let k = if seal { send } else { recv };
-            let (s, o) = old.remove(&k).unwrap_or_else(|| {
-                if seal {
-                    (FrameSealer::new(&send, send_id).ok(), None)
-                } else {
-                    (None, FrameOpener::new(&recv, recv_id).ok())
-                }
-            });
-            self.keys.push(Some(k));
+            // A kept or a new sealer: either way its counters come from the shared source.
+            let s = old
+                .remove(&send)
+                .or_else(|| FrameSealer::new(&send, send_id, self.counters.clone()).ok());
+            self.seal_keys.push(Some(send));
             self.sealers.push(s);
-            self.openers.push(o);
+        }
+    }
+
+    fn refresh_openers(&mut self, table: &PeerTable) {
+        let mut old: HashMap<[u8; 32], FrameOpener> =
+            std::mem::take(&mut self.openers).into_iter().collect();
+        self.opener_of.clear();
+        let mut index: HashMap<[u8; 32], usize> = HashMap::new();
+        for peer in &table.peers {
+            let Some((_, recv, _, recv_id)) = peer.keys else {
+                self.opener_of.push(None);
+                continue;
+            };
+            if let Some(&j) = index.get(&recv) {
+                self.opener_of.push(Some(j));
+                continue;
+            }
+            let opener = match old.remove(&recv) {
+                Some(o) => Some(o),
+                None => {
+                    let next = self.retired.remove(&recv).unwrap_or(0);
+                    FrameOpener::resume(&recv, recv_id, next).ok()
+                }
+            };
+            match opener {
+                Some(o) => {
+                    index.insert(recv, self.openers.len());
+                    self.opener_of.push(Some(self.openers.len()));
+                    self.openers.push((recv, o));
+                }
+                None => self.opener_of.push(None),
+            }
+        }
+        for (k, o) in old {
+            if o.high_water() > 0 && self.retired.insert(k, o.high_water()).is_none() {
+                self.retired_order.push_back(k);
+            }
+        }
+        while self.retired.len() > MAX_RETIRED_OPENERS {
+            match self.retired_order.pop_front() {
+                Some(k) => {
+                    self.retired.remove(&k);
+                }
+                None => break,
+            }
+        }
+        // Keys taken back out of `retired` leave stale entries in the order: drop them.
+        if self.retired_order.len() > 2 * MAX_RETIRED_OPENERS {
+            let retired = &self.retired;
+            self.retired_order.retain(|k| retired.contains_key(k));
         }
     }
 }
@@ -165,11 +263,7 @@ pub fn accept(
     let range = match (header, encrypted) {
         (Header::Plain, false) => frame::PLAIN_HEADER_LEN..frame.len(),
         (Header::Sealed { .. }, true) => {
-            let opener = crypto
-                .openers
-                .get_mut(i)
-                .and_then(Option::as_mut)
-                .ok_or(DropReason::Auth)?;
+            let opener = crypto.opener(i).ok_or(DropReason::Auth)?;
             opener.open(frame).map_err(reason)?
         }
         _ => return Err(DropReason::Auth),
@@ -326,10 +420,9 @@ mod tests {
             accept(&at_b, &mut rx, true, from, &mut f),
             Err(DropReason::Replay)
         );
-        // A refresh with the same keys keeps the replay window and the counter.
+        // A refresh with the same keys keeps the replay window.
         rx.refresh(&at_b.clone(), false);
         tx.refresh(&at_a.clone(), true);
-        assert_eq!(tx.sealers[0].as_ref().unwrap().next_counter(), 1);
         let mut f = replay.clone();
         assert_eq!(
             accept(&at_b, &mut rx, true, from, &mut f),
@@ -357,5 +450,220 @@ mod tests {
             accept(&at_b2, &mut rx, true, from, &mut f),
             Err(DropReason::Auth)
         );
+    }
+
+    /// Table churn as the agent can produce it, seen from this node (key `OWN`).
+    #[derive(Clone, Debug)]
+    enum Churn {
+        /// The peer in this slot drops out of the table (reservation expired, contested).
+        Leave(usize),
+        /// It comes back with the keys it had.
+        Return(usize),
+        /// It restarts: a new key pair (one of the pool).
+        NewKey(usize, usize),
+        /// Its record announces another slot's public key.
+        Duplicate(usize, usize),
+        /// This node's own claim is lost (empty table), then regained.
+        ClaimLost,
+        ClaimBack,
+        /// Frames sealed to the slot's peer.
+        Send(usize, usize),
+    }
+
+    const OWN: [u8; 32] = [0x42; 32];
+    const SLOTS: usize = 4;
+    const POOL: usize = 6;
+
+    fn churn() -> impl proptest::strategy::Strategy<Value = Churn> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0..SLOTS).prop_map(Churn::Leave),
+            (0..SLOTS).prop_map(Churn::Return),
+            (0..SLOTS, 0..POOL).prop_map(|(s, k)| Churn::NewKey(s, k)),
+            (0..SLOTS, 0..SLOTS).prop_map(|(s, f)| Churn::Duplicate(s, f)),
+            Just(Churn::ClaimLost),
+            Just(Churn::ClaimBack),
+            (0..SLOTS, 1..4usize).prop_map(|(s, n)| Churn::Send(s, n)),
+            (0..SLOTS, 1..4usize).prop_map(|(s, n)| Churn::Send(s, n)),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// No (key, nonce) pair is ever sealed twice whatever the table does, and every frame
+        /// opens at its peer, whose table kept this node all along (no replay blackhole).
+        #[test]
+        fn no_nonce_reuse_under_churn(ops in proptest::collection::vec(churn(), 1..80)) {
+            let pool: Vec<[u8; 32]> = (0..POOL).map(|i| [i as u8 + 1; 32]).collect();
+            let own_pub = frame::public_key(&OWN);
+            // slot -> (present, pool index of its key)
+            let mut slots: Vec<(bool, usize)> = (0..SLOTS).map(|i| (true, i)).collect();
+            let mut claimed = true;
+            let table_of = |slots: &[(bool, usize)], claimed: bool| {
+                let specs = if claimed {
+                    slots.iter().enumerate().filter(|(_, (present, _))| *present)
+                        .map(|(i, (_, k))| spec(
+                            &format!("p{i}"),
+                            &format!("10.244.{}.0/24", i + 1),
+                            &format!("192.0.2.{}:8285", i + 1),
+                            Some(frame::public_key(&pool[*k])),
+                        ))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                PeerTable::new(specs, Some(&OWN))
+            };
+            // Each pool key's receiver: its table holds this node, unchanged throughout.
+            let mut receivers: Vec<(PeerTable, PeerCrypto)> = pool.iter().map(|k| {
+                let t = PeerTable::new(
+                    vec![spec("own", "10.244.100.0/24", "192.0.2.100:8285", Some(own_pub))],
+                    Some(k),
+                );
+                let mut c = PeerCrypto::default();
+                c.refresh(&t, false);
+                (t, c)
+            }).collect();
+            let mut tx = PeerCrypto::default();
+            let mut table = table_of(&slots, claimed);
+            tx.refresh(&table, true);
+            let mut seen = std::collections::HashSet::new();
+            let from = Some("192.0.2.100:8285".parse().unwrap());
+            for op in ops {
+                match op {
+                    Churn::Leave(s) => slots[s].0 = false,
+                    Churn::Return(s) => slots[s].0 = true,
+                    Churn::NewKey(s, k) => slots[s] = (true, k),
+                    Churn::Duplicate(s, f) => slots[s] = (true, slots[f].1),
+                    Churn::ClaimLost => claimed = false,
+                    Churn::ClaimBack => claimed = true,
+                    Churn::Send(s, n) => {
+                        let Some(i) = table.peers.iter()
+                            .position(|p| p.spec.name == format!("p{s}")) else { continue };
+                        let key_index = slots[s].1;
+                        for _ in 0..n {
+                            let p = packet([10, 244, 100, 1], [10, 244, s as u8 + 1, 1]);
+                            let mut buf = vec![0u8; p.len() + SEALED_OVERHEAD];
+                            buf[SEALED_HEADER_LEN..SEALED_HEADER_LEN + p.len()].copy_from_slice(&p);
+                            let len = tx.sealers[i].as_mut().unwrap().seal(&mut buf, p.len()).unwrap();
+                            buf.truncate(len);
+                            let Ok(Header::Sealed { counter, .. }) = frame::decode(&buf) else {
+                                panic!("not a sealed frame");
+                            };
+                            let send_key = table.peers[i].keys.unwrap().0;
+                            proptest::prop_assert!(seen.insert((send_key, counter)),
+                                "nonce {counter} reused under one key");
+                            let (rt, rc) = &mut receivers[key_index];
+                            proptest::prop_assert_eq!(accept(rt, rc, true, from, &mut buf).map(|_| ()), Ok(()));
+                        }
+                        continue;
+                    }
+                }
+                table = table_of(&slots, claimed);
+                tx.refresh(&table, true);
+            }
+        }
+    }
+
+    #[test]
+    fn returning_peer_keeps_its_replay_state_and_duplicates_share_it() {
+        let (ka, kb) = ([3u8; 32], [4u8; 32]);
+        let pa = frame::public_key(&ka);
+        let addr_a = "192.0.2.1:8285";
+        let at_b = PeerTable::new(
+            vec![spec("a", "10.244.1.0/24", addr_a, Some(pa))],
+            Some(&kb),
+        );
+        let at_a = PeerTable::new(
+            vec![spec(
+                "b",
+                "10.244.2.0/24",
+                "192.0.2.2:8285",
+                Some(frame::public_key(&kb)),
+            )],
+            Some(&ka),
+        );
+        let mut tx = PeerCrypto::default();
+        tx.refresh(&at_a, true);
+        let mut rx = PeerCrypto::default();
+        rx.refresh(&at_b, false);
+        let good = packet([10, 244, 1, 5], [10, 244, 2, 5]);
+        let mut f = vec![0u8; good.len() + SEALED_OVERHEAD];
+        f[SEALED_HEADER_LEN..SEALED_HEADER_LEN + good.len()].copy_from_slice(&good);
+        let n = tx.sealers[0]
+            .as_mut()
+            .unwrap()
+            .seal(&mut f, good.len())
+            .unwrap();
+        f.truncate(n);
+        let old = f.clone();
+        let from = Some(addr_a.parse().unwrap());
+        assert!(accept(&at_b, &mut rx, true, from, &mut f).is_ok());
+        // a leaves b's table, then returns with the same key: its old frame stays a replay.
+        rx.refresh(&PeerTable::new(Vec::new(), Some(&kb)), false);
+        assert_eq!(rx.retired_len(), 1);
+        rx.refresh(&at_b, false);
+        assert_eq!(rx.retired_len(), 0);
+        assert_eq!(
+            accept(&at_b, &mut rx, true, from, &mut old.clone()),
+            Err(DropReason::Replay)
+        );
+        // Two records with a's key (another address, same subnet): one replay window, so
+        // a's frame replayed from the other address is refused too.
+        let dup = PeerTable::new(
+            vec![
+                spec("a", "10.244.1.0/24", addr_a, Some(pa)),
+                spec("a2", "10.244.1.0/24", "192.0.2.9:8285", Some(pa)),
+            ],
+            Some(&kb),
+        );
+        rx.refresh(&dup, false);
+        assert_eq!(
+            accept(
+                &dup,
+                &mut rx,
+                true,
+                Some("192.0.2.9:8285".parse().unwrap()),
+                &mut old.clone()
+            ),
+            Err(DropReason::Replay)
+        );
+        // Retired keys are bounded.
+        for i in 0..(MAX_RETIRED_OPENERS + 10) {
+            let mut k = [9u8; 32];
+            k[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            let t = PeerTable::new(
+                vec![spec(
+                    "x",
+                    "10.244.7.0/24",
+                    "192.0.2.7:8285",
+                    Some(frame::public_key(&k)),
+                )],
+                Some(&kb),
+            );
+            rx.refresh(&t, false);
+            let mut f = vec![0u8; good.len() + SEALED_OVERHEAD];
+            let (send, _) = frame::derive_keys(&k, &frame::public_key(&kb)).unwrap();
+            let mut s = FrameSealer::new(
+                &send,
+                frame::key_id(&frame::public_key(&k)),
+                CounterSource::default(),
+            )
+            .unwrap();
+            let p = packet([10, 244, 7, 5], [10, 244, 2, 5]);
+            f[SEALED_HEADER_LEN..SEALED_HEADER_LEN + p.len()].copy_from_slice(&p);
+            let n = s.seal(&mut f, p.len()).unwrap();
+            f.truncate(n);
+            accept(
+                &t,
+                &mut rx,
+                true,
+                Some("192.0.2.7:8285".parse().unwrap()),
+                &mut f,
+            )
+            .unwrap();
+        }
+        rx.refresh(&PeerTable::new(Vec::new(), Some(&kb)), false);
+        assert_eq!(rx.retired_len(), MAX_RETIRED_OPENERS);
     }
 }
