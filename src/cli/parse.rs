@@ -93,12 +93,19 @@ pub fn parse(
     Ok(Parsed { cli, warnings })
 }
 
+/// Variables the library reads itself, not through a flag.
+const LIBRARY_VARIABLES: &[&str] = &[
+    // `off`: keep the gossip loopback sockets out of a private namespace (cluster::transport).
+    "WEFT_GOSSIP_NETNS",
+];
+
 /// Every `WEFT_*` variable any weft command reads.
 fn known_variables() -> Vec<String> {
     let cmd = Cli::command();
     cmd.get_subcommands()
         .flat_map(|s| s.get_arguments())
         .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+        .chain(LIBRARY_VARIABLES.iter().map(|v| v.to_string()))
         .collect()
 }
 
