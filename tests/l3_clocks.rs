@@ -182,8 +182,12 @@ fn observers_restarted_during_and_after_a_reservation_agree_on_its_end() {
     // An observer restarted after the takeover routes it to h4 at once.
     net.ok(&["restart", "1"]);
     wait_ready(&net, &[1], Duration::from_secs(30));
-    let soon = net.wait_for(Duration::from_secs(5), || routes_via(&net, 1, &s3, &mac4));
+    let soon = net.wait_for(Duration::from_secs(10), || routes_via(&net, 1, &s3, &mac4));
+    if soon.is_none() {
+        net.dump_logs();
+    }
     assert!(soon.is_some(), "restarted h1 routes {s3} elsewhere than h4");
+    eprintln!("restarted h1 routed {s3} to h4 {soon:?} after it was ready");
 
     // h4 restarts: it keeps the subnet, and nobody routes it to the dead h3.
     net.ok(&["restart", "4"]);

@@ -73,6 +73,12 @@ const GRAVEYARD_LEN: usize = 64;
 /// Least time between two hellos to one peer (answers to unbound or misdirected datagrams).
 const HELLO_INTERVAL: Duration = Duration::from_millis(100);
 
+/// A peer from which nothing bound to this process came for this long may be a new process (a
+/// restart draws a new salt, and drops what is bound to the old one as misdirected): what goes
+/// there is sent unbound again until its hello tells the current salt. Without this a restarted
+/// agent that has no seeds (the first node) would never hear from the mesh again.
+const PEER_SALT_STALE: Duration = Duration::from_secs(3);
+
 /// Largest first-contact message kept to be sent again, bound, once the peer's hello arrives
 /// (bigger ones are left to chitchat's next round).
 const MAX_UNBOUND_KEPT: usize = 8192;
@@ -402,6 +408,8 @@ struct Relay {
     /// The peer process's salt, learnt from a datagram it bound to this process: what is sent
     /// there is bound to it ([`ANY_RECIPIENT`] until then).
     peer_salt: Option<[u8; SALT_LEN]>,
+    /// When the last datagram bound to this process came from the peer ([`PEER_SALT_STALE`]).
+    heard: Option<Instant>,
     /// When the last hello went to the peer (rate limit).
     last_hello: Option<Instant>,
     /// The last message sent unbound (before `peer_salt` was known), sent again bound when the
@@ -497,6 +505,7 @@ impl Shared {
             peer_hash: None,
             pending: None,
             peer_salt: None,
+            heard: None,
             last_hello: None,
             unbound: None,
         };
@@ -522,8 +531,10 @@ impl Shared {
             let mut table = self.table();
             match table.by_peer.peek_mut(&peer) {
                 Some(relay) => match relay.peer_salt {
-                    Some(salt) => salt,
-                    None => {
+                    Some(salt) if relay.heard.is_some_and(|t| t.elapsed() < PEER_SALT_STALE) => {
+                        salt
+                    }
+                    _ => {
                         relay.unbound =
                             (plaintext.len() <= MAX_UNBOUND_KEPT).then(|| plaintext.to_vec());
                         ANY_RECIPIENT
@@ -642,6 +653,7 @@ impl Shared {
         let mut table = self.table();
         let relay = table.by_peer.peek_mut(&peer)?;
         relay.peer_salt = Some(salt);
+        relay.heard = Some(Instant::now());
         relay.unbound.take()
     }
 
