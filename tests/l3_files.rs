@@ -87,6 +87,17 @@ struct AgentProc {
 
 impl AgentProc {
     fn start(ns: &NetnsGuard, dir: &Path, subnet_file: &Path, subnet: &str) -> AgentProc {
+        Self::start_settling(ns, dir, subnet_file, subnet, "1s")
+    }
+
+    /// `start`, with the claim settling after SETTLE (when subnet.env is first written).
+    fn start_settling(
+        ns: &NetnsGuard,
+        dir: &Path,
+        subnet_file: &Path,
+        subnet: &str,
+        settle: &str,
+    ) -> AgentProc {
         let log = dir.join("weft.log");
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -115,7 +126,7 @@ impl AgentProc {
             "--gossip-interval",
             "200ms",
             "--settle",
-            "1s",
+            settle,
             "--subnet",
             subnet,
         ])
@@ -225,6 +236,14 @@ fn fill(dir: &Path) -> PathBuf {
     filler
 }
 
+/// [`listing`] without the agent's control socket (`api.sock`, not a file it writes).
+fn files_in(dir: &Path) -> Vec<String> {
+    listing(dir)
+        .into_iter()
+        .filter(|n| n != "api.sock")
+        .collect()
+}
+
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -291,10 +310,19 @@ fn subnet_env_write_failures_keep_readyz_503_until_the_file_is_right() {
     assert!(env.contains("FLANNEL_SUBNET=10.244.5.1/24\n"), "{env}");
     assert_eq!(listing(&env_dir), ["subnet.env"]);
 
-    // 2. A re-claim (restart on another subnet) while the directory is read-only.
+    // 2. A re-claim (restart on another subnet) while the directory is read-only. A directory
+    // that is read-only at start is refused before anything happens (exit 2, see
+    // tests/bad_inputs.rs): it turns read-only while the new claim settles.
     agent.stop();
+    let agent = AgentProc::start_settling(&ns, dir.path(), &subnet_file, "10.244.6.0/24", "6s");
+    wait_readyz(
+        &ns,
+        &agent,
+        Duration::from_secs(10),
+        "503 while the new claim settles",
+        |code, _| code == 503,
+    );
     tmpfs.remount("ro");
-    let agent = AgentProc::start(&ns, dir.path(), &subnet_file, "10.244.6.0/24");
     let (code, body) = wait_readyz(
         &ns,
         &agent,
@@ -372,7 +400,7 @@ fn full_state_dir_keeps_state_and_udp_peers_pending_until_space_is_freed() {
             .contains("No space left on device"),
         "{status}"
     );
-    assert_eq!(listing(&state_dir), ["filler"]);
+    assert_eq!(files_in(&state_dir), ["filler"]);
 
     std::fs::remove_file(&filler).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -393,5 +421,5 @@ fn full_state_dir_keeps_state_and_udp_peers_pending_until_space_is_freed() {
     let state = std::fs::read_to_string(state_dir.join("state.json")).unwrap();
     let subnet = net.subnet(1);
     assert!(state.contains(&subnet.network().to_string()), "{state}");
-    assert_eq!(listing(&state_dir), ["state.json", "udp-peers"]);
+    assert_eq!(files_in(&state_dir), ["state.json", "udp-peers"]);
 }
