@@ -240,7 +240,11 @@ start_one() {
     echo "=== $(date -Is) start: $bin ${args[*]} ${extra[*]}" >>"$dir/weft.log"
     # setsid: the agent outlives this script and its terminal; `ip netns exec` execs, so $! is
     # the agent's pid.
-    setsid ip netns exec "$(host_ns "$i")" "$bin" "${args[@]}" "${extra[@]}" \
+    # The script's own settings are not the agent's (weft warns about WEFT_* names it does not
+    # read); weft's own WEFT_* variables pass through.
+    setsid env -u WEFT_ARGS -u WEFT_BIN -u WEFT_TESTNET -u WEFT_TESTNET_STATE \
+        -u WEFT_TESTNET_INSECURE -u WEFT_REQUIRE_NETNS \
+        ip netns exec "$(host_ns "$i")" "$bin" "${args[@]}" "${extra[@]}" \
         >>"$dir/weft.log" 2>&1 </dev/null &
     echo $! >"$dir/weft.pid"
     log "h$i: started weft (pid $!), log $dir/weft.log"
