@@ -54,7 +54,9 @@ async fn three_agents_on_sealed_loopback_udp_converge() {
     cfg.gossip_interval = Duration::from_millis(200);
     cfg.settle = Some(Duration::from_secs(1));
     cfg.timeout = Duration::from_secs(60);
-    let (report, routes) = weft_sim::smoke_scenario(cfg).await.expect("simulation runs");
+    let (report, routes) = weft_sim::smoke_scenario(cfg)
+        .await
+        .expect("simulation runs");
     assert_all("cold start", &report.cold);
     assert_eq!(routes, vec![2, 2, 2], "routes per agent");
 }
