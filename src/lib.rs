@@ -25,8 +25,6 @@ pub mod hash;
 #[allow(missing_docs)]
 pub mod lease;
 #[allow(missing_docs)]
-pub mod sim;
-#[allow(missing_docs)]
 pub mod tunnel;
 
 pub use config::Config;

@@ -9,7 +9,7 @@
 #   NODES="10 50 100 200" IDLE=300s testnet/serf-compare.sh
 #
 # Needs `serf` (Debian: apt-get install serf) and release builds of weft and weft-sim
-# (cargo build --release --bins); WEFT_BIN / WEFT_SIM_BIN override where they are. Installs
+# (cargo build --release -p weft -p weft-sim); WEFT_BIN / WEFT_SIM_BIN override where they are. Installs
 # nothing. Every process it starts is killed on exit (the agents also die with weft-sim).
 set -euo pipefail
 
@@ -28,7 +28,7 @@ if ! command -v serf >/dev/null 2>&1; then
 fi
 for b in "$WEFT_BIN" "$WEFT_SIM_BIN"; do
     if [ ! -x "$b" ]; then
-        echo "serf-compare: $b missing; run cargo build --release --bins (or set WEFT_BIN/WEFT_SIM_BIN)" >&2
+        echo "serf-compare: $b missing; run cargo build --release -p weft -p weft-sim (or set WEFT_BIN/WEFT_SIM_BIN)" >&2
         exit 2
     fi
 done

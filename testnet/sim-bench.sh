@@ -4,7 +4,7 @@
 #   testnet/sim-bench.sh
 #   NODES="10 100" LOSSES="0 0.1 0.3" LINK=channel IDLE=60s PARTITION=60s testnet/sim-bench.sh
 #
-# Needs a release build of weft-sim (cargo build --release --bins); WEFT_SIM_BIN overrides it.
+# Needs a release build of weft-sim (cargo build --release -p weft-sim); WEFT_SIM_BIN overrides it.
 set -euo pipefail
 
 NODES=${NODES:-"10 100 300 1000"}
@@ -18,7 +18,7 @@ EXTRA=${EXTRA:-}
 here=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$here/target}
 WEFT_SIM_BIN=${WEFT_SIM_BIN:-$target/release/weft-sim}
-[ -x "$WEFT_SIM_BIN" ] || { echo "sim-bench: $WEFT_SIM_BIN missing; cargo build --release --bins" >&2; exit 2; }
+[ -x "$WEFT_SIM_BIN" ] || { echo "sim-bench: $WEFT_SIM_BIN missing; cargo build --release -p weft-sim" >&2; exit 2; }
 
 pid=
 trap '[ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true' EXIT

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::api::StatusReport;
-use crate::cli::http;
-use crate::config::{Config, format_duration};
+use weft::api::StatusReport;
+use weft::cli::http;
+use weft::config::{Config, format_duration};
 
 const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -87,7 +87,7 @@ impl Proc {
             pid: child.id(),
             child: Some(child),
             api: http::Endpoint::Tcp(api.to_string()),
-            control: http::Endpoint::Unix(crate::api::socket_path(&c.state_dir)),
+            control: http::Endpoint::Unix(weft::api::socket_path(&c.state_dir)),
             status: None,
         })
     }
@@ -138,7 +138,7 @@ impl Proc {
 /// 0.01 CPU-s), else from /proc.
 pub(super) fn cpu_and_rss(pid: u32) -> Option<(f64, f64)> {
     let cpu = process_cpu_clock(pid).or_else(|| proc_stat_cpu(pid))?;
-    Some((cpu, super::rss_mb(Some(pid))?))
+    Some((cpu, crate::rss_mb(Some(pid))?))
 }
 
 /// The CPU time of process `pid` (all its threads) in seconds, from its CPU-time clock.

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use futures::StreamExt;
 use serde::Deserialize;
 
-use crate::api::{NodeStatus, StatusReport};
+use weft::api::{NodeStatus, StatusReport};
 
 pub(super) const SERF_PORT: u16 = 7946;
 const RPC_PORT: u16 = 7373;

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chitchat::ChitchatEnvelope;
 use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
 
-use crate::hash::SplitMix64;
+use weft::hash::SplitMix64;
 
 /// Traffic of one socket, as chitchat counts it (serialized envelope bytes).
 #[derive(Debug, Default)]

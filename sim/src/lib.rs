@@ -27,11 +27,12 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::agent::{Agent, AgentHandle, UnderlayInfo};
-use crate::api::StatusReport;
-use crate::cluster::transport::{GossipCounters, Keyring, SealedTransport, Sealing};
-use crate::config::Config;
-use crate::dataplane::fake::FakeDataplane;
+use weft::agent::{Agent, AgentHandle, UnderlayInfo};
+use weft::api::StatusReport;
+use weft::cluster::transport::{GossipCounters, Keyring, SealedTransport, Sealing};
+use weft::config::Config;
+use weft::dataplane::fake::FakeDataplane;
+
 use link::{Faults, FaultyTransport, LinkCounters};
 use process::Proc;
 use serf::Serf;
@@ -422,7 +423,7 @@ impl Fleet {
             .map_err(|e| SimError::Setup(format!("cluster key: {e}")))?;
         let key_file = dir.join("cluster.key");
         // Private (0600): `weft run` refuses a key file others can read.
-        crate::agent::files::write_atomic_mode(
+        weft::agent::files::write_atomic_mode(
             &key_file,
             weft_proto::envelope::encode_key(&key).as_bytes(),
             0o600,
@@ -484,7 +485,7 @@ impl Fleet {
         if let Some(s) = self.cfg.settle {
             c.settle = s;
         } else {
-            c.settle = crate::config::default_settle(self.cfg.gossip_interval);
+            c.settle = weft::config::default_settle(self.cfg.gossip_interval);
         }
         c.dead_node_grace = self.cfg.dead_node_grace;
         c.reservation = (self.cfg.dead_node_grace / 2).min(c.reservation);
@@ -924,7 +925,7 @@ pub fn sees_all_alive(s: &StatusReport, ctx: &Ctx) -> bool {
     alive + 1 == ctx.running
 }
 
-fn node<'a>(s: &'a StatusReport, name: &str) -> Option<&'a crate::api::NodeStatus> {
+fn node<'a>(s: &'a StatusReport, name: &str) -> Option<&'a weft::api::NodeStatus> {
     match s.nodes.binary_search_by(|n| n.name.as_str().cmp(name)) {
         Ok(i) => s.nodes.get(i),
         Err(_) => s.nodes.iter().find(|n| n.name == name),

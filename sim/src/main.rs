@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use weft::config::parse_duration;
-use weft::sim::{self, LinkKind, Report, Scenario, SimConfig};
+use weft_sim::{LinkKind, Report, Scenario, SimConfig};
 
 // A thousand agents in one process allocate and free from two threads all the time; glibc's
 // malloc spent about a third of the simulator's CPU at N = 1,000 (perf). `weft run` keeps glibc:
@@ -127,7 +127,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(sim::run(cfg)) {
+    match rt.block_on(weft_sim::run(cfg)) {
         Ok(report) => {
             print(&args.header, &report);
             if args.json {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use weft::sim::{self, LinkKind, Scenario, SimConfig, Timing};
+use weft_sim::{LinkKind, Scenario, SimConfig, Timing};
 
 fn assert_all(what: &str, t: &Option<Timing>) {
     let t = t.as_ref().unwrap_or_else(|| panic!("{what} not measured"));
@@ -20,7 +20,7 @@ async fn five_agents_on_the_channel_link_go_through_every_scenario() {
     cfg.partition = Duration::from_secs(20);
     cfg.timeout = Duration::from_secs(120);
     cfg.loss = 0.1;
-    let (report, routes) = sim::smoke(cfg).await.expect("simulation runs");
+    let (report, routes) = weft_sim::smoke(cfg).await.expect("simulation runs");
 
     // Cold start: every agent active with a distinct subnet and every other's routes.
     assert_all("all see all alive", &report.members);
@@ -54,7 +54,9 @@ async fn three_agents_on_sealed_loopback_udp_converge() {
     cfg.gossip_interval = Duration::from_millis(200);
     cfg.settle = Some(Duration::from_secs(1));
     cfg.timeout = Duration::from_secs(60);
-    let (report, routes) = sim::smoke_scenario(cfg).await.expect("simulation runs");
+    let (report, routes) = weft_sim::smoke_scenario(cfg)
+        .await
+        .expect("simulation runs");
     assert_all("cold start", &report.cold);
     assert_eq!(routes, vec![2, 2, 2], "routes per agent");
 }
