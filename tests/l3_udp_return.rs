@@ -68,9 +68,10 @@ fn sealed_peer_leaving_and_returning_passes_traffic_again() {
     ) {
         return;
     }
-    let net = Testnet::new("ur")
-        .with_env("WEFT_BACKEND", "udp")
-        .with_env("WEFT_ARGS", "--udp-encryption on --settle 2s --reservation 4s");
+    let net = Testnet::new("ur").with_env("WEFT_BACKEND", "udp").with_env(
+        "WEFT_ARGS",
+        "--udp-encryption on --settle 2s --reservation 4s",
+    );
     net.up_and_ready(2);
     let c1 = net.container_ip(1);
     assert!(
