@@ -73,11 +73,11 @@ const GRAVEYARD_LEN: usize = 64;
 /// Least time between two hellos to one peer (answers to unbound or misdirected datagrams).
 const HELLO_INTERVAL: Duration = Duration::from_millis(100);
 
-/// A peer from which nothing bound to this process came for this long may be a new process (a
-/// restart draws a new salt, and drops what is bound to the old one as misdirected): what goes
-/// there is sent unbound again until its hello tells the current salt. Without this a restarted
-/// agent that has no seeds (the first node) would never hear from the mesh again.
-const PEER_SALT_STALE: Duration = Duration::from_secs(3);
+/// Hellos answering misdirected datagrams from addresses this agent has no relay for (a peer
+/// still binding to this agent's previous process: a restart draws a new salt), at most this
+/// many a second in all. They create no state, and a hello is smaller than the datagram that
+/// asked for it, so replays from spoofed addresses reflect less than they send.
+const STRANGER_HELLOS_PER_SEC: u32 = 32;
 
 /// Largest first-contact message kept to be sent again, bound, once the peer's hello arrives
 /// (bigger ones are left to chitchat's next round).
@@ -300,6 +300,7 @@ impl SealedTransport {
             scratch: Mutex::new(Vec::new()),
             codec: Mutex::new(Codec::new().context("failed to set up the digest codec")?),
             filter: filtered,
+            stranger_hellos: Mutex::new((Instant::now(), 0)),
         });
         shared.refilter(&shared.table());
         tokio::spawn(inbound_loop(
@@ -408,8 +409,6 @@ struct Relay {
     /// The peer process's salt, learnt from a datagram it bound to this process: what is sent
     /// there is bound to it ([`ANY_RECIPIENT`] until then).
     peer_salt: Option<[u8; SALT_LEN]>,
-    /// When the last datagram bound to this process came from the peer ([`PEER_SALT_STALE`]).
-    heard: Option<Instant>,
     /// When the last hello went to the peer (rate limit).
     last_hello: Option<Instant>,
     /// The last message sent unbound (before `peer_salt` was known), sent again bound when the
@@ -445,6 +444,8 @@ struct Shared {
     codec: Mutex<Codec>,
     /// Without the private namespace: the sender filter on chitchat's socket.
     filter: Option<sender_filter::InnerFilter>,
+    /// Hellos to addresses without a relay in the current second: (second's start, count).
+    stranger_hellos: Mutex<(Instant, u32)>,
 }
 
 /// One relay's working buffers while it forwards a datagram.
@@ -505,7 +506,6 @@ impl Shared {
             peer_hash: None,
             pending: None,
             peer_salt: None,
-            heard: None,
             last_hello: None,
             unbound: None,
         };
@@ -531,10 +531,8 @@ impl Shared {
             let mut table = self.table();
             match table.by_peer.peek_mut(&peer) {
                 Some(relay) => match relay.peer_salt {
-                    Some(salt) if relay.heard.is_some_and(|t| t.elapsed() < PEER_SALT_STALE) => {
-                        salt
-                    }
-                    _ => {
+                    Some(salt) => salt,
+                    None => {
                         relay.unbound =
                             (plaintext.len() <= MAX_UNBOUND_KEPT).then(|| plaintext.to_vec());
                         ANY_RECIPIENT
@@ -653,15 +651,14 @@ impl Shared {
         let mut table = self.table();
         let relay = table.by_peer.peek_mut(&peer)?;
         relay.peer_salt = Some(salt);
-        relay.heard = Some(Instant::now());
         relay.unbound.take()
     }
 
     /// Sends `peer` (whose process's salt is `peer_salt`) a hello: an empty message bound to
     /// it, from which it learns this process's salt. At most one per [`HELLO_INTERVAL`] per
-    /// peer, and only to a peer with a relay (created when `create`: after an unbound datagram,
-    /// which the replay window lets through once; never for a misdirected one, which an
-    /// attacker may replay from any address).
+    /// peer with a relay (created when `create`: after an unbound datagram, which the replay
+    /// window lets through once; never for a misdirected one, which an attacker may replay from
+    /// any address); to an address without a relay, within [`STRANGER_HELLOS_PER_SEC`] in all.
     async fn hello(
         self: &Arc<Self>,
         peer: SocketAddr,
@@ -676,16 +673,30 @@ impl Shared {
         let now = Instant::now();
         {
             let mut table = self.table();
-            let Some(relay) = table.by_peer.peek_mut(&peer) else {
-                return;
-            };
-            if relay
-                .last_hello
-                .is_some_and(|t| now.duration_since(t) < HELLO_INTERVAL)
-            {
-                return;
+            match table.by_peer.peek_mut(&peer) {
+                Some(relay) => {
+                    if relay
+                        .last_hello
+                        .is_some_and(|t| now.duration_since(t) < HELLO_INTERVAL)
+                    {
+                        return;
+                    }
+                    relay.last_hello = Some(now);
+                }
+                // No relay: a peer still binding to this agent's previous process (the first
+                // node restarted, and has no seeds to speak first). Answered without creating
+                // any state, under a global rate.
+                None => {
+                    let mut budget = lock(&self.stranger_hellos);
+                    if now.duration_since(budget.0) >= Duration::from_secs(1) {
+                        *budget = (now, 0);
+                    }
+                    if budget.1 >= STRANGER_HELLOS_PER_SEC {
+                        return;
+                    }
+                    budget.1 += 1;
+                }
             }
-            relay.last_hello = Some(now);
         }
         if let Err(err) = lock(&self.sealer).seal(&[], peer_salt, buf) {
             add(&self.counters.send_errors, 1);
