@@ -64,23 +64,6 @@ fn ping_until(net: &Testnet, from: usize, to: &str) {
     }
 }
 
-/// The value of the /metrics sample starting with LINE_START on host HOST.
-fn metric(net: &Testnet, host: usize, line_start: &str) -> u64 {
-    let text = net.metrics(host);
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {line_start} in h{host}'s metrics:\n{text}"))
-}
-
-fn drops(net: &Testnet, host: usize, reason: &str) -> u64 {
-    metric(
-        net,
-        host,
-        &format!("weft_tunnel_drops_total{{reason=\"{reason}\"}}"),
-    )
-}
-
 const SERVER: &str = r#"
 import socket, hashlib
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -219,7 +202,7 @@ fn run(tag: &str, encrypted: bool) {
         );
         assert!(out.status.success(), "forge: {out:?}");
     };
-    let before = |r: &str| drops(&net, 1, r);
+    let before = |r: &str| net.tunnel_drops(1, r);
     let (garbage0, unknown0, spoofed0, auth0) = (
         before("garbage"),
         before("unknown_source"),
@@ -261,7 +244,7 @@ fn run(tag: &str, encrypted: bool) {
         );
     }
     // h2 received the 20 MB: counted per inner segment, also when coalesced into one TUN write.
-    assert!(metric(&net, 2, "weft_tunnel_packets_total{dir=\"rx\"}") > 14_000);
+    assert!(net.metric(2, "weft_tunnel_packets_total{dir=\"rx\"}") > 14_000);
     // Real traffic still flows.
     for j in [2, 3] {
         ping_until(&net, 1, &c[j - 1].0);

@@ -18,23 +18,6 @@ use testnet::{Testnet, l3_available_with};
 /// h2's underlay address in the testnet (`host_ip` in testnet/netns.sh).
 const H2_IP: &str = "172.31.250.12";
 
-/// The value of the /metrics sample starting with LINE_START on host HOST.
-fn metric(net: &Testnet, host: usize, line_start: &str) -> u64 {
-    let text = net.metrics(host);
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {line_start} in h{host}'s metrics:\n{text}"))
-}
-
-fn drops(net: &Testnet, host: usize, reason: &str) -> u64 {
-    metric(
-        net,
-        host,
-        &format!("weft_tunnel_drops_total{{reason=\"{reason}\"}}"),
-    )
-}
-
 /// Sends N small UDP datagrams from container c2 to ADDR (nobody listens: they only move the
 /// sealing counter of h2 → h1 and h1's replay window).
 const BURST: &str = r#"
@@ -95,10 +78,10 @@ fn sealed_peer_leaving_and_returning_passes_traffic_again() {
         &format!("add rule ip weftcut out ip daddr {H2_IP} udp sport 7947 drop"),
     );
     // h2 drops h1 from its tunnel table: c2's packets to c1 find no route at h2.
-    let before = drops(&net, 2, "no_route");
+    let before = net.tunnel_drops(2, "no_route");
     let left = net.wait_for(Duration::from_secs(40), || {
         let _ = net.exec("c2", &["python3", "-c", BURST, &c1, "3"]);
-        drops(&net, 2, "no_route") > before
+        net.tunnel_drops(2, "no_route") > before
     });
     if left.is_none() {
         net.dump_logs();
@@ -107,12 +90,12 @@ fn sealed_peer_leaving_and_returning_passes_traffic_again() {
     nft(&net, 1, "delete table ip weftcut");
 
     // h1 comes back into h2's table with the same keys: c2 reaches c1 again within seconds.
-    let replay_before = drops(&net, 1, "replay");
+    let replay_before = net.tunnel_drops(1, "replay");
     let back = net.ping_eventually(2, 1, Duration::from_secs(20));
     if back.is_none() {
         net.dump_logs();
     }
-    let replay_after = drops(&net, 1, "replay");
+    let replay_after = net.tunnel_drops(1, "replay");
     assert!(
         back.is_some(),
         "c2 -> c1 not back within 20 s of the heal (h1 counted {} replay drops meanwhile)",

@@ -276,6 +276,23 @@ impl Testnet {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The value of the /metrics sample starting with LINE_START on host HOST.
+    pub fn metric(&self, host: usize, line_start: &str) -> u64 {
+        let text = self.metrics(host);
+        text.lines()
+            .find_map(|l| l.strip_prefix(line_start))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in h{host}'s metrics:\n{text}"))
+    }
+
+    /// Host HOST's udp tunnel drops for REASON.
+    pub fn tunnel_drops(&self, host: usize, reason: &str) -> u64 {
+        self.metric(
+            host,
+            &format!("weft_tunnel_drops_total{{reason=\"{reason}\"}}"),
+        )
+    }
+
     /// Host I's routes with weft's protocol id (87), one line each.
     pub fn weft_routes(&self, i: usize) -> Vec<String> {
         self.ip(&format!("h{i}"), &["route", "show", "proto", "87"])
