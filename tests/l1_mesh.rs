@@ -200,6 +200,8 @@ fn preload(config: &Config, subnet: &str, claim_time_ms: u64) {
         claim_time_ms,
         last_alive_ms: now_ms(),
         active: true,
+        ipv6_network: None,
+        ipv6_subnet: None,
     };
     std::fs::create_dir_all(&config.state_dir).unwrap();
     std::fs::write(

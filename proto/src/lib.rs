@@ -11,6 +11,7 @@ pub mod state;
 
 pub use envelope::{KeyError, Keyring, OpenError, Opener, SealError, Sealer, Sealing};
 pub use record::{
-    Backend, ClaimState, Ipv4Cidr, MAX_RECORD_LEN, NodeRecord, RECORD_KEY, RecordError,
+    Backend, ClaimState, FamiliesV1, Ipv4Cidr, Ipv6Cidr, Ipv6Overlay, MAX_RECORD_LEN, NodeRecord,
+    RECORD_KEY, RecordError,
 };
 pub use state::{PersistedState, StateError};

@@ -1,7 +1,7 @@
 //! The node record: the one atomic chitchat value each node publishes under [`RECORD_KEY`].
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use base64::Engine as _;
@@ -17,8 +17,9 @@ pub const MAX_RECORD_LEN: usize = 2048;
 /// Record format major version this code writes and reads. A different major is refused.
 pub const FORMAT_MAJOR: u8 = 1;
 
-/// Record format minor version this code writes. Newer minors only append fields to the body.
-pub const FORMAT_MINOR: u8 = 0;
+/// Record format minor version this code writes. Newer minors only append fields to the body:
+/// minor 1 appends [`FamiliesV1`] (whether IPv4 is on, the IPv6 overlay).
+pub const FORMAT_MINOR: u8 = 1;
 
 /// Largest claim stamp a record may carry (2^53 − 1 ms, about the year 287,000; also the
 /// largest integer a JSON reader keeps exact). Stamps are hybrid-logical: never below what the
@@ -55,6 +56,45 @@ pub struct Ipv4Cidr {
     pub len: u8,
 }
 
+/// An IPv6 prefix as it travels on the wire (address + prefix length).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Ipv6Cidr {
+    pub addr: Ipv6Addr,
+    pub len: u8,
+}
+
+/// What a node with an IPv6 overlay announces beside its IPv4 part (record format minor 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Ipv6Overlay {
+    /// The IPv6 overlay network the node was configured with (mixed clusters are refused).
+    pub network: Ipv6Cidr,
+    /// The node's IPv6 subnet, claimed together with its IPv4 one; `None` while it has no claim.
+    pub subnet: Option<Ipv6Cidr>,
+    /// The node's IPv6 underlay address (`--public-ipv6`, or the interface's global address),
+    /// when it has one: peers send its IPv6 overlay traffic there.
+    pub underlay_ip: Option<Ipv6Addr>,
+}
+
+/// The fields format minor 1 appends after the minor-0 body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FamiliesV1 {
+    /// Whether the node runs an IPv4 overlay (false: IPv6-only; the IPv4 fields of the body then
+    /// mean nothing and `subnet` is `None`).
+    pub ipv4: bool,
+    /// The node's IPv6 overlay, when it runs one.
+    pub ipv6: Option<Ipv6Overlay>,
+}
+
+impl Default for FamiliesV1 {
+    /// What a minor-0 record means: IPv4 only.
+    fn default() -> Self {
+        FamiliesV1 {
+            ipv4: true,
+            ipv6: None,
+        }
+    }
+}
+
 /// What a node tells the mesh about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -78,6 +118,10 @@ pub struct NodeRecord {
     pub tunnel_port: u16,
     /// X25519 public key for the udp backend's encryption.
     pub public_key: Option<[u8; 32]>,
+    /// The address families the node runs (minor 1; a minor-0 record reads as IPv4 only). Not
+    /// part of the minor-0 body: encoded after it, see [`NodeRecord::encode`].
+    #[serde(skip)]
+    pub families: FamiliesV1,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -213,6 +257,69 @@ impl FromStr for Ipv4Cidr {
     }
 }
 
+impl Ipv6Cidr {
+    /// A prefix, checked: `len` at most 128 and no host bits set in `addr`.
+    pub fn new(addr: Ipv6Addr, len: u8) -> Result<Self, RecordError> {
+        let cidr = Ipv6Cidr { addr, len };
+        cidr.validate()?;
+        Ok(cidr)
+    }
+
+    /// The netmask as a host-order integer (`len` clamped to 128).
+    pub fn mask(&self) -> u128 {
+        match self.len {
+            0 => 0,
+            l if l >= 128 => u128::MAX,
+            l => u128::MAX << (128 - u32::from(l)),
+        }
+    }
+
+    /// `len` ≤ 128 and the address is aligned to the prefix (host bits zero).
+    pub fn validate(&self) -> Result<(), RecordError> {
+        if self.len > 128 {
+            return Err(RecordError::Invalid("prefix length over 128"));
+        }
+        if u128::from(self.addr) & !self.mask() != 0 {
+            return Err(RecordError::Invalid("prefix address has host bits set"));
+        }
+        Ok(())
+    }
+
+    /// Whether `ip` lies inside this prefix.
+    pub fn contains_addr(&self, ip: Ipv6Addr) -> bool {
+        u128::from(ip) & self.mask() == u128::from(self.addr) & self.mask()
+    }
+
+    /// Whether `other` lies entirely inside this prefix (equal prefixes included).
+    pub fn contains(&self, other: &Ipv6Cidr) -> bool {
+        other.len >= self.len && self.contains_addr(other.addr)
+    }
+}
+
+impl fmt::Display for Ipv6Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl FromStr for Ipv6Cidr {
+    type Err = RecordError;
+
+    /// Parses `addr/len`, refusing host bits and lengths over 128.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or(RecordError::Invalid("prefix lacks '/len'"))?;
+        let addr: Ipv6Addr = addr
+            .parse()
+            .map_err(|_| RecordError::Invalid("prefix address is not IPv6"))?;
+        let len: u8 = len
+            .parse()
+            .map_err(|_| RecordError::Invalid("prefix length is not a number"))?;
+        Ipv6Cidr::new(addr, len)
+    }
+}
+
 /// Whether `name` is a valid node name: 1..=253 bytes of `[A-Za-z0-9._-]`.
 pub fn is_valid_node_name(name: &str) -> bool {
     !name.is_empty()
@@ -224,12 +331,15 @@ pub fn is_valid_node_name(name: &str) -> bool {
 
 impl NodeRecord {
     /// Encodes the record as the chitchat value: base64 (standard alphabet, no padding) of
-    /// `[FORMAT_MAJOR][FORMAT_MINOR][postcard body]`.
+    /// `[FORMAT_MAJOR][FORMAT_MINOR][postcard body][postcard FamiliesV1]`. A minor-0 reader
+    /// reads the body and ignores the rest.
     pub fn encode(&self) -> String {
         // Serializing owned, plain data into a Vec cannot fail: postcard only errors on a full
-        // fixed buffer or on types it does not support, and this type is fixed at compile time.
+        // fixed buffer or on types it does not support, and these types are fixed at compile time.
         let bytes = postcard::to_extend(self, vec![FORMAT_MAJOR, FORMAT_MINOR])
             .expect("postcard serialization of NodeRecord into a Vec cannot fail");
+        let bytes = postcard::to_extend(&self.families, bytes)
+            .expect("postcard serialization of FamiliesV1 into a Vec cannot fail");
         STANDARD_NO_PAD.encode(bytes)
     }
 
@@ -243,14 +353,21 @@ impl NodeRecord {
         let bytes = STANDARD_NO_PAD
             .decode(s.as_bytes())
             .map_err(|_| RecordError::Base64)?;
-        let [major, _minor, body @ ..] = bytes.as_slice() else {
+        let [major, minor, body @ ..] = bytes.as_slice() else {
             return Err(RecordError::Truncated);
         };
         if *major != FORMAT_MAJOR {
             return Err(RecordError::UnsupportedVersion(*major));
         }
-        let (record, _extensions) =
+        let (mut record, rest) =
             postcard::take_from_bytes::<NodeRecord>(body).map_err(RecordError::Body)?;
+        if *minor >= 1 {
+            // Minor 1's fields are required in a minor ≥ 1 record; what newer minors append
+            // after them is ignored.
+            let (families, _newer) =
+                postcard::take_from_bytes::<FamiliesV1>(rest).map_err(RecordError::Body)?;
+            record.families = families;
+        }
         Ok(record)
     }
 
@@ -295,6 +412,38 @@ impl NodeRecord {
                 return Err(field("claim_time", "beyond 2^53 - 1 ms"));
             }
         }
+        if !self.families.ipv4 && self.subnet.is_some() {
+            return Err(field("subnet", "an IPv4 subnet from an IPv6-only node"));
+        }
+        if !self.families.ipv4 && self.families.ipv6.is_none() {
+            return Err(field("families", "neither IPv4 nor IPv6"));
+        }
+        if let Some(v6) = &self.families.ipv6 {
+            if v6.network.validate().is_err() {
+                return Err(field("ipv6_network", "prefix over 128 or host bits set"));
+            }
+            if let Some(subnet) = &v6.subnet {
+                if subnet.validate().is_err() {
+                    return Err(field("ipv6_subnet", "not aligned: host bits set"));
+                }
+                if !v6.network.contains(subnet) {
+                    return Err(field("ipv6_subnet", "not inside the IPv6 network"));
+                }
+                if self.claim_time_ms > MAX_CLAIM_TIME_MS {
+                    return Err(field("claim_time", "beyond 2^53 - 1 ms"));
+                }
+            }
+            if let Some(ip) = v6.underlay_ip {
+                match bad_underlay_ip(IpAddr::V6(ip)) {
+                    Some(_) if scope == Scope::Loopback && ip.is_loopback() => {}
+                    Some(why) => return Err(field("ipv6_underlay_ip", why)),
+                    None if ip.to_ipv4_mapped().is_some() => {
+                        return Err(field("ipv6_underlay_ip", "an IPv4-mapped address"));
+                    }
+                    None => {}
+                }
+            }
+        }
         if self.backend == Backend::Vxlan {
             if self.vtep_mac[0] & 1 != 0 {
                 return Err(field("vtep_mac", "not unicast"));
@@ -328,6 +477,7 @@ pub(crate) mod tests {
             vtep_mac: [0x0a, 0x58, 0x0a, 0xf4, 0x03, 0x00],
             tunnel_port: 8472,
             public_key: None,
+            families: FamiliesV1::default(),
         }
     }
 
@@ -486,6 +636,49 @@ pub(crate) mod tests {
             }),
             None
         );
+        // The IPv6 part (format minor 1).
+        let v6 = |f: &dyn Fn(&mut FamiliesV1)| {
+            let mut r = sample();
+            r.families.ipv6 = Some(Ipv6Overlay {
+                network: "fd00:10:244::/56".parse().unwrap(),
+                subnet: Some("fd00:10:244:3::/64".parse().unwrap()),
+                underlay_ip: Some("2001:db8::a".parse().unwrap()),
+            });
+            f(&mut r.families);
+            r.validate_in(Scope::Network).err().map(|e| e.reason())
+        };
+        assert_eq!(v6(&|_| {}), None);
+        let set_subnet = |s: &str| {
+            let s: Ipv6Cidr = s.parse().unwrap();
+            move |f: &mut FamiliesV1| f.ipv6.as_mut().unwrap().subnet = Some(s)
+        };
+        assert_eq!(v6(&set_subnet("fd00:10:245::/64")), Some("ipv6_subnet"));
+        assert_eq!(v6(&set_subnet("fd00:10::/48")), Some("ipv6_subnet"));
+        assert_eq!(
+            v6(&|f| f.ipv6.as_mut().unwrap().subnet = Some(Ipv6Cidr {
+                addr: "fd00:10:244:3::1".parse().unwrap(),
+                len: 64
+            })),
+            Some("ipv6_subnet")
+        );
+        assert_eq!(
+            v6(&|f| f.ipv6.as_mut().unwrap().network.len = 129),
+            Some("ipv6_network")
+        );
+        for bad in ["::", "::1", "ff02::1", "::ffff:10.0.0.1"] {
+            let ip: Ipv6Addr = bad.parse().unwrap();
+            assert_eq!(
+                v6(&|f| f.ipv6.as_mut().unwrap().underlay_ip = Some(ip)),
+                Some("ipv6_underlay_ip"),
+                "{bad}"
+            );
+        }
+        // IPv6-only: no IPv4 subnet may travel with it, and some family must be on.
+        assert_eq!(v6(&|f| f.ipv4 = false), Some("subnet"));
+        let mut r = sample();
+        r.subnet = None;
+        r.families.ipv4 = false;
+        assert_eq!(r.validate().err().map(|e| e.reason()), Some("families"));
         assert_eq!(RecordError::UnsupportedVersion(2).reason(), "version");
         assert_eq!(RecordError::Base64.reason(), "malformed");
         assert_eq!(RecordError::TooLong(3000).reason(), "too_long");
@@ -501,8 +694,35 @@ pub(crate) mod tests {
         assert!("0.0.0.0/0".parse::<Ipv4Cidr>().is_ok());
         assert!("1.2.3.4/32".parse::<Ipv4Cidr>().is_ok());
         assert!(c.contains(&"10.244.255.0/24".parse().unwrap()));
+        let c6: Ipv6Cidr = "fd00:10:244::/56".parse().unwrap();
+        assert_eq!(c6.to_string(), "fd00:10:244::/56");
+        assert!("fd00:10:244::1/56".parse::<Ipv6Cidr>().is_err());
+        assert!("fd00::/129".parse::<Ipv6Cidr>().is_err());
+        assert!("10.0.0.0/8".parse::<Ipv6Cidr>().is_err());
+        assert!("::/0".parse::<Ipv6Cidr>().is_ok());
+        assert!(c6.contains(&"fd00:10:244:ff::/64".parse().unwrap()));
+        assert!(!c6.contains(&"fd00:10:245::/64".parse().unwrap()));
         assert!(!c.contains(&"10.245.0.0/24".parse().unwrap()));
         assert!(!c.contains(&"10.0.0.0/8".parse().unwrap()));
+    }
+
+    pub(crate) fn arb_families() -> impl Strategy<Value = FamiliesV1> {
+        let cidr6 = (any::<[u8; 16]>(), any::<u8>()).prop_map(|(a, len)| Ipv6Cidr {
+            addr: Ipv6Addr::from(a),
+            len,
+        });
+        let overlay = (
+            cidr6.clone(),
+            proptest::option::of(cidr6),
+            proptest::option::of(any::<[u8; 16]>().prop_map(Ipv6Addr::from)),
+        )
+            .prop_map(|(network, subnet, underlay_ip)| Ipv6Overlay {
+                network,
+                subnet,
+                underlay_ip,
+            });
+        (any::<bool>(), proptest::option::of(overlay))
+            .prop_map(|(ipv4, ipv6)| FamiliesV1 { ipv4, ipv6 })
     }
 
     pub(crate) fn arb_record() -> impl Strategy<Value = NodeRecord> {
@@ -537,19 +757,23 @@ pub(crate) mod tests {
             any::<u16>(),
             proptest::option::of(any::<[u8; 32]>()),
         )
+            .prop_flat_map(|t| (Just(t), arb_families()))
             .prop_map(
                 |(
-                    node_name,
-                    underlay_ip,
-                    backend,
-                    network,
-                    vni,
-                    subnet,
-                    claim_time_ms,
-                    state,
-                    vtep_mac,
-                    tunnel_port,
-                    public_key,
+                    (
+                        node_name,
+                        underlay_ip,
+                        backend,
+                        network,
+                        vni,
+                        subnet,
+                        claim_time_ms,
+                        state,
+                        vtep_mac,
+                        tunnel_port,
+                        public_key,
+                    ),
+                    families,
                 )| NodeRecord {
                     node_name,
                     underlay_ip,
@@ -562,6 +786,7 @@ pub(crate) mod tests {
                     vtep_mac,
                     tunnel_port,
                     public_key,
+                    families,
                 },
             )
     }
@@ -580,7 +805,12 @@ pub(crate) mod tests {
             let mut bytes = STANDARD_NO_PAD.decode(r.encode()).unwrap();
             bytes[1] = minor;
             bytes.extend_from_slice(&ext);
-            prop_assert_eq!(NodeRecord::decode(&STANDARD_NO_PAD.encode(&bytes)), Ok(r));
+            // A minor-0 reader of the same bytes sees the body only: IPv4 by default.
+            let mut expect = r;
+            if minor == 0 {
+                expect.families = FamiliesV1::default();
+            }
+            prop_assert_eq!(NodeRecord::decode(&STANDARD_NO_PAD.encode(&bytes)), Ok(expect));
         }
 
         #[test]

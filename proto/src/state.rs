@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::Ipv4Cidr;
+use crate::record::{Ipv4Cidr, Ipv6Cidr};
 
 /// Everything an agent keeps across restarts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +18,12 @@ pub struct PersistedState {
     pub last_alive_ms: u64,
     /// Whether the claim had settled (`active`).
     pub active: bool,
+    /// The IPv6 overlay network and the subnet claimed in it with `subnet`, when the node runs
+    /// one (absent in files of IPv4-only nodes and of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_network: Option<Ipv6Cidr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_subnet: Option<Ipv6Cidr>,
 }
 
 /// The state file format version this code writes and reads.
@@ -87,7 +93,25 @@ mod tests {
             claim_time_ms: 1_700_000_000_000,
             last_alive_ms: 1_700_000_360_000,
             active: true,
+            ipv6_network: None,
+            ipv6_subnet: None,
         }
+    }
+
+    #[test]
+    fn ipv6_fields_round_trip_and_old_files_load() {
+        let mut s = sample();
+        let old = s.to_json();
+        assert!(
+            !old.contains("ipv6"),
+            "an IPv4-only file stays as it was: {old}"
+        );
+        s.ipv6_network = Some("fd00:10:244::/56".parse().unwrap());
+        s.ipv6_subnet = Some("fd00:10:244:3::/64".parse().unwrap());
+        let j = s.to_json();
+        assert_eq!(PersistedState::from_json(&j).unwrap(), s);
+        let back = PersistedState::from_json(&old).unwrap();
+        assert_eq!(back.ipv6_subnet, None);
     }
 
     #[test]

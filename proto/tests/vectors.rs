@@ -5,6 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use weft_proto::envelope::{self, Keyring, Opened, Opener, Sealer, Sealing};
+use weft_proto::record::{FamiliesV1, Ipv6Cidr, Ipv6Overlay};
 use weft_proto::{Backend, ClaimState, Ipv4Cidr, NodeRecord, PersistedState};
 
 fn hex(s: &str) -> Vec<u8> {
@@ -38,6 +39,7 @@ fn record_1() -> NodeRecord {
         vtep_mac: [0x0a, 0x58, 0x0a, 0xf4, 0x03, 0x00],
         tunnel_port: 8472,
         public_key: None,
+        families: FamiliesV1::default(),
     }
 }
 
@@ -61,7 +63,29 @@ fn record_2() -> NodeRecord {
         vtep_mac: [0; 6],
         tunnel_port: 8285,
         public_key: Some(pk),
+        families: FamiliesV1::default(),
     }
+}
+
+/// Record 1 with a dual-stack overlay: IPv6 network fd00:10:244::/56, subnet fd00:10:244:3::/64,
+/// IPv6 underlay 2001:db8::a.
+fn record_3() -> NodeRecord {
+    let mut r = record_1();
+    r.families = FamiliesV1 {
+        ipv4: true,
+        ipv6: Some(Ipv6Overlay {
+            network: Ipv6Cidr {
+                addr: "fd00:10:244::".parse().unwrap(),
+                len: 56,
+            },
+            subnet: Some(Ipv6Cidr {
+                addr: "fd00:10:244:3::".parse().unwrap(),
+                len: 64,
+            }),
+            underlay_ip: Some("2001:db8::a".parse().unwrap()),
+        }),
+    };
+    r
 }
 
 const RECORD_1: &str = "AQAGbm9kZS0xAMCoAQoACvQAABABAQr0AwAYgNCV/7wxAQpYCvQDAJhCAA";
@@ -69,20 +93,39 @@ const RECORD_1_BODY: &str =
     "066e6f64652d3100c0a8010a000af400001001010af403001880d095ffbc31010a580af40300984200";
 const RECORD_2: &str = "AQAOZWRnZS03LmV4YW1wbGUB/QAAAAAAAAAAAAAAAAAABwIK9AAAEAAAwJSd/7wxAAAAAAAAAN1AAQABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f";
 
+/// The same records as written by this version (minor 1: the families appended).
+const RECORD_1_V1: &str = "AQEGbm9kZS0xAMCoAQoACvQAABABAQr0AwAYgNCV/7wxAQpYCvQDAJhCAAEA";
+const RECORD_2_V1: &str = "AQEOZWRnZS03LmV4YW1wbGUB/QAAAAAAAAAAAAAAAAAABwIK9AAAEAAAwJSd/7wxAAAAAAAAAN1AAQABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4fAQA";
+/// Minor 1's appended fields of record 3, byte by byte as in the README table.
+const RECORD_3_FAMILIES: &str = "0101fd0000100244000000000000000000003801fd000010024400030000000000000000400120010db800000000000000000000000a";
+const RECORD_3: &str = "AQEGbm9kZS0xAMCoAQoACvQAABABAQr0AwAYgNCV/7wxAQpYCvQDAJhCAAEB/QAAEAJEAAAAAAAAAAAAADgB/QAAEAJEAAMAAAAAAAAAAEABIAENuAAAAAAAAAAAAAAACg";
+
 #[test]
 fn record_vectors() {
-    for (record, encoded) in [(record_1(), RECORD_1), (record_2(), RECORD_2)] {
+    for (record, encoded) in [
+        (record_1(), RECORD_1_V1),
+        (record_2(), RECORD_2_V1),
+        (record_3(), RECORD_3),
+    ] {
         assert_eq!(record.encode(), encoded);
         assert_eq!(NodeRecord::decode(encoded).unwrap(), record);
         assert_eq!(record.validate(), Ok(()));
     }
+    // Minor-0 records (written by earlier versions) still read, as IPv4-only nodes.
+    for (record, encoded) in [(record_1(), RECORD_1), (record_2(), RECORD_2)] {
+        assert_eq!(NodeRecord::decode(encoded).unwrap(), record);
+    }
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
+    let r3 = b64.decode(RECORD_3).unwrap();
+    let mut expected3 = vec![1u8, 1];
+    expected3.extend(hex(RECORD_1_BODY));
+    expected3.extend(hex(RECORD_3_FAMILIES));
+    assert_eq!(r3, expected3);
     // The body, byte by byte as in the README table.
     let mut expected = vec![1u8, 0];
     expected.extend(hex(RECORD_1_BODY));
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(RECORD_1)
-        .unwrap();
+    let bytes = b64.decode(RECORD_1).unwrap();
     assert_eq!(bytes, expected);
 }
 

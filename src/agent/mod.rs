@@ -738,6 +738,7 @@ impl Worker {
                 None => self.config.vxlan_port,
             },
             public_key: self.udp.as_ref().map(|u| u.public_key()),
+            families: weft_proto::FamiliesV1::default(),
         }
     }
 
@@ -1097,6 +1098,8 @@ impl Worker {
             claim_time_ms,
             last_alive_ms: self.clock.now_ms(),
             active: self.lease.active_subnet().is_some(),
+            ipv6_network: None,
+            ipv6_subnet: None,
         };
         let due = match &self.last_saved {
             None => true,

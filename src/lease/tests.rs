@@ -61,6 +61,7 @@ fn record(name: &str, last: u8, subnet: Option<&str>, t: u64, state: ClaimState)
         vtep_mac: [2, 0, 0, 0, 0, last],
         tunnel_port: 8472,
         public_key: None,
+        families: weft_proto::FamiliesV1::default(),
     }
 }
 
@@ -815,6 +816,45 @@ fn mixed_cluster_records_are_refused() {
             .iter()
             .all(|m| matches!(m.verdict, Verdict::Refused(_)))
     );
+}
+
+#[test]
+fn peers_with_an_ipv6_overlay_are_refused_by_an_ipv4_only_node() {
+    let id = me("x", 1, 100);
+    let dual = {
+        let mut r = record("b", 5, Some("10.244.3.0/24"), 1, ClaimState::Active);
+        r.families.ipv6 = Some(weft_proto::Ipv6Overlay {
+            network: "fd00:10:244::/56".parse().unwrap(),
+            subnet: Some("fd00:10:244:3::/64".parse().unwrap()),
+            underlay_ip: None,
+        });
+        r
+    };
+    let mut v6_only = dual.clone();
+    v6_only.node_name = "c".into();
+    v6_only.subnet = None;
+    v6_only.families.ipv4 = false;
+    let plain = record("d", 7, Some("10.244.5.0/24"), 1, ClaimState::Active);
+    let v = view(
+        &id,
+        vec![
+            member(1, true, dual),
+            member(1, true, v6_only),
+            member(1, true, plain),
+        ],
+        10,
+    );
+    let why: Vec<String> = v
+        .members
+        .iter()
+        .map(|m| match &m.verdict {
+            Verdict::Refused(why) => why.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert!(why[0].contains("dual-stack"), "{why:?}");
+    assert!(why[1].contains("IPv6-only"), "{why:?}");
+    assert_eq!(why[2], "Usable");
 }
 
 #[test]

@@ -409,6 +409,19 @@ fn judge(
             me.vni
         ));
     }
+    // This agent runs an IPv4-only overlay; a peer with an IPv6 overlay (or IPv6-only) would
+    // want IPv6 routes this agent does not program, and an IPv6-only peer's record holds no
+    // IPv4 subnet to route to.
+    if record.families != weft_proto::FamiliesV1::default() {
+        return Verdict::Refused(format!(
+            "mixed cluster: peer runs {}, this node IPv4 only",
+            match (record.families.ipv4, record.families.ipv6.is_some()) {
+                (true, true) => "a dual-stack overlay",
+                (false, true) => "an IPv6-only overlay",
+                _ => "no address family",
+            }
+        ));
+    }
     if record.state == ClaimState::Leaving {
         return Verdict::Leaving;
     }
