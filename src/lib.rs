@@ -20,10 +20,14 @@ pub mod cluster;
 pub mod config;
 #[allow(missing_docs)]
 pub mod dataplane;
+pub mod files;
 #[allow(missing_docs)]
 pub mod hash;
 #[allow(missing_docs)]
+pub mod keys;
+#[allow(missing_docs)]
 pub mod lease;
+pub mod metrics;
 #[allow(missing_docs)]
 pub mod tunnel;
 

@@ -423,7 +423,7 @@ impl Fleet {
             .map_err(|e| SimError::Setup(format!("cluster key: {e}")))?;
         let key_file = dir.join("cluster.key");
         // Private (0600): `weft run` refuses a key file others can read.
-        weft::agent::files::write_atomic_mode(
+        weft::files::write_atomic_mode(
             &key_file,
             weft_proto::envelope::encode_key(&key).as_bytes(),
             0o600,

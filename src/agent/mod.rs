@@ -3,11 +3,8 @@
 //! writes subnet.env and the state file, and serves the local API. [`Agent`] is the embedding
 //! API; [`run`] is what `weft run` calls.
 
-pub mod files;
-#[allow(missing_docs)]
-pub mod keys;
 pub mod masq;
-pub mod metrics;
+
 mod status;
 mod udp;
 
@@ -33,20 +30,10 @@ use crate::config::Config;
 use crate::dataplane::routing::{self, Onlink, Path, Selection};
 use crate::dataplane::{self, Dataplane, DataplaneError, State};
 use crate::lease::{self, Identity, Lease, LeaseConfig, LeaseEvent, Phase, Restored, View};
-pub use metrics::Metrics;
+use crate::metrics::Metrics;
+use crate::{files, keys};
 
-/// The underlay as the agent uses it: where VXLAN packets leave, and its MTU.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UnderlayInfo {
-    /// Underlay interface name.
-    pub ifname: String,
-    /// Underlay interface index.
-    pub ifindex: u32,
-    /// Local underlay address (VXLAN source).
-    pub ip: IpAddr,
-    /// Underlay interface MTU.
-    pub mtu: u32,
-}
+pub use crate::dataplane::underlay::{UnderlayInfo, UnderlaySelect};
 
 #[derive(Debug, thiserror::Error)]
 /// Why an agent could not start or stopped with an error.
@@ -151,9 +138,26 @@ impl Agent {
             clock_offset_ms,
             wall_step_ms,
         } = self;
+        // The udp tunnel touches the kernel only when the data plane is the kernel's.
+        let kernel = dataplane.is_none() && !config.dry_run;
+        let given = dataplane.is_some();
+        let mut dataplane = match dataplane {
+            Some(d) => d,
+            None if config.dry_run => {
+                info!(node = %config.node_name, "dry run: nothing is programmed; `weft status` shows what would be");
+                Box::new(dataplane::fake::FakeDataplane::new())
+            }
+            None => default_dataplane().await?,
+        };
+        // The underlay is read through the data plane (the kernel's, or the one given), and
+        // re-read before every reconcile when it was discovered here.
         let discovered = underlay.is_none() && !config.dry_run;
         let underlay = match underlay {
             Some(u) => u,
+            None if given => dataplane
+                .underlay(&config.underlay, config.public_ip)
+                .await
+                .map_err(|e| AgentError::Underlay(e.to_string()))?,
             None => resolve_underlay(&config).await?,
         };
         let announce_ip = config.public_ip.unwrap_or(underlay.ip);
@@ -168,16 +172,6 @@ impl Agent {
         let sealing = key_store
             .as_ref()
             .map_or(Sealing::Insecure, |store| store.sealing());
-        // The udp tunnel touches the kernel only when the data plane is the kernel's.
-        let kernel = dataplane.is_none() && !config.dry_run;
-        let dataplane = match dataplane {
-            Some(d) => d,
-            None if config.dry_run => {
-                info!(node = %config.node_name, "dry run: nothing is programmed; `weft status` shows what would be");
-                Box::new(dataplane::fake::FakeDataplane::new())
-            }
-            None => default_dataplane().await?,
-        };
         let transport = match transport {
             Some(t) => t,
             None => Box::new(SealedTransport::new(sealing.clone(), gossip.clone())),
@@ -412,35 +406,12 @@ pub async fn resolve_underlay(config: &Config) -> Result<UnderlayInfo, AgentErro
 }
 
 async fn default_underlay(config: &Config) -> Result<UnderlayInfo, AgentError> {
-    let u = dataplane::netlink::discover_underlay(&config.underlay, config.public_ip)
+    dataplane::netlink::discover_underlay(&config.underlay, config.public_ip)
         .await
         .map_err(|e| match e {
             DataplaneError::Underlay(why) => AgentError::Underlay(why),
             other => AgentError::Underlay(other.to_string()),
-        })?;
-    Ok(UnderlayInfo {
-        ifname: u.ifname,
-        ifindex: u.ifindex,
-        ip: u.ip,
-        mtu: u.mtu,
-    })
-}
-
-/// The interface holding `ip` (the address in use), when the configured selector finds nothing.
-async fn underlay_by_address(config: &Config, ip: IpAddr) -> Option<UnderlayInfo> {
-    if matches!(config.underlay, crate::config::UnderlaySelect::Addr(_)) {
-        return None;
-    }
-    let select = crate::config::UnderlaySelect::Addr(ip);
-    let u = dataplane::netlink::discover_underlay(&select, None)
-        .await
-        .ok()?;
-    Some(UnderlayInfo {
-        ifname: u.ifname,
-        ifindex: u.ifindex,
-        ip: u.ip,
-        mtu: u.mtu,
-    })
+        })
 }
 
 async fn default_dataplane() -> Result<Box<dyn Dataplane>, AgentError> {
@@ -1245,17 +1216,31 @@ impl Worker {
         if !self.rediscover_underlay {
             return false;
         }
-        let fresh = match default_underlay(&self.config).await {
+        let fresh = match self
+            .dataplane
+            .underlay(&self.config.underlay, self.config.public_ip)
+            .await
+        {
             Ok(u) => u,
             // The configured interface is gone (renamed, or re-created under another name, as a
             // container's network reconnected as eth1): follow the announced address.
-            Err(e) => match underlay_by_address(&self.config, self.underlay.ip).await {
-                Some(u) => u,
-                None => {
-                    debug!(node = %self.config.node_name, error = %e, "underlay not found");
-                    return false;
+            Err(e) => {
+                let by_address = match self.config.underlay {
+                    UnderlaySelect::Addr(_) => None,
+                    _ => self
+                        .dataplane
+                        .underlay(&UnderlaySelect::Addr(self.underlay.ip), None)
+                        .await
+                        .ok(),
+                };
+                match by_address {
+                    Some(u) => u,
+                    None => {
+                        debug!(node = %self.config.node_name, error = %e, "underlay not found");
+                        return false;
+                    }
                 }
-            },
+            }
         };
         if fresh == self.underlay {
             return false;

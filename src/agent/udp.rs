@@ -15,9 +15,10 @@ use rtnetlink::LinkUnspec;
 use tracing::{info, warn};
 use weft_proto::Backend;
 
-use super::{AgentError, UnderlayInfo, Worker, files};
+use super::{AgentError, UnderlayInfo, Worker};
 use crate::config::Config;
 use crate::dataplane::{self, LINK_ALIAS, Route, State};
+use crate::files;
 use crate::tunnel::{self, PeerSpec, Tunnel, TunnelConfig, TunnelCounters};
 
 /// The udp backend's part of the agent.

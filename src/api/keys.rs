@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use weft_proto::keyfile::{format_id, parse_id};
 
 use super::ApiState;
-use crate::agent::keys::KeyStoreError;
+use crate::keys::KeyStoreError;
 
 /// What `GET /v1/keys` returns and `weft keys list` renders.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,7 +229,7 @@ pub(super) async fn reload(State(s): State<ApiState>) -> Answer {
     let Some(store) = &s.keys else {
         return insecure();
     };
-    match crate::agent::keys::reload_logged(store, &s.metrics) {
+    match crate::keys::reload_logged(store, &s.metrics) {
         Ok(true) => answer(StatusCode::OK, "keyring reloaded"),
         Ok(false) => answer(StatusCode::OK, "keyring unchanged"),
         Err(e) => answer(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),

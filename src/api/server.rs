@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::control::{self, ControlError, ControlListener, Peer, Refusals, RefuseReason};
 use super::{ApiAnswer, NODE_HEADER, StatusReport};
-use crate::agent::Metrics;
+use crate::metrics::Metrics;
 
 /// What the handlers read and send.
 #[derive(Clone)]
@@ -29,7 +29,7 @@ pub struct ApiState {
     /// A leave request carries the channel its answer comes back on.
     pub leave: mpsc::Sender<oneshot::Sender<String>>,
     /// The keyring (`None` with `--insecure`).
-    pub keys: Option<Arc<crate::agent::keys::KeyStore>>,
+    pub keys: Option<Arc<crate::keys::KeyStore>>,
     /// Which nodes announced which key ids.
     pub key_view: watch::Receiver<Vec<super::NodeKeys>>,
 }

@@ -76,7 +76,7 @@ pub enum DockerOptsError {
     },
     /// `--dest` cannot be written (or is not a regular file: it is left alone).
     #[error(transparent)]
-    Write(#[from] crate::agent::files::FileError),
+    Write(#[from] crate::files::FileError),
 }
 
 /// Parses flannel's subnet.env (`KEY=value` lines; unknown keys ignored).
@@ -151,7 +151,7 @@ pub fn docker_opts(args: &DockerOptsArgs) -> Result<String, DockerOptsError> {
     };
     match &args.dest {
         Some(path) => {
-            crate::agent::files::write_atomic(path, &out)?;
+            crate::files::write_atomic(path, &out)?;
             Ok(String::new())
         }
         None => Ok(out),

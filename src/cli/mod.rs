@@ -72,7 +72,7 @@ pub fn keygen(args: &KeygenArgs) -> Result<String, std::io::Error> {
         None => Ok(text),
         Some(path) => {
             // A new file only (never over an existing key), complete or not at all.
-            crate::agent::files::create_atomic(path, text.as_bytes(), 0o600).map_err(|e| {
+            crate::files::create_atomic(path, text.as_bytes(), 0o600).map_err(|e| {
                 let msg = e.to_string();
                 std::io::Error::new(e.into_io().kind(), msg)
             })?;

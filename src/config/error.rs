@@ -56,7 +56,7 @@ pub enum ConfigError {
     KeyFile {
         field: String,
         #[source]
-        source: crate::agent::keys::KeyStoreError,
+        source: crate::keys::KeyStoreError,
     },
     /// A path the agent must write (state directory, subnet file) cannot be used.
     #[error("unusable {field} {path:?}: {reason}")]

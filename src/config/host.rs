@@ -11,7 +11,7 @@ use super::args::RunArgs;
 use super::error::ConfigError;
 use super::validate::Names;
 use super::{Config, UnderlaySelect};
-use crate::agent::keys;
+use crate::keys;
 
 /// What the host checks need besides the [`Config`].
 #[derive(Clone, Debug, Default)]

@@ -70,16 +70,7 @@ pub mod defaults {
     pub const CLUSTER_ID: &str = "weft";
 }
 
-/// How the underlay interface and address are chosen.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UnderlaySelect {
-    /// The interface of the default route.
-    DefaultRoute,
-    /// `--iface eth1`.
-    Iface(String),
-    /// `--iface 192.0.2.10`: the interface holding this address.
-    Addr(IpAddr),
-}
+pub use crate::dataplane::underlay::UnderlaySelect;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 /// `--log-format`.

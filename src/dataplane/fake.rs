@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
 
+use super::underlay::{UnderlayInfo, UnderlaySelect};
 use super::{Dataplane, DataplaneError, Mac, Op, State};
 
 #[derive(Debug, Default)]
@@ -22,6 +23,8 @@ struct Inner {
     fail_next_observe: bool,
     /// Underlay addresses the fake host does not reach on-link (host-gw / DirectRouting).
     off_link: BTreeSet<IpAddr>,
+    /// The host's interfaces toward other hosts; the first holds the default route.
+    interfaces: Vec<UnderlayInfo>,
     applied: u64,
     failed: u64,
     observed: u64,
@@ -43,6 +46,28 @@ impl FakeDataplane {
         // A panic while holding the lock leaves a consistent state (every mutation is a
         // single step), so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Give the fake host an underlay interface (the first one added holds the default route),
+    /// or replace the one of the same name (a re-created interface: new index, MTU, address).
+    pub fn set_interface(&self, link: UnderlayInfo) {
+        let mut inner = self.lock();
+        match inner
+            .interfaces
+            .iter_mut()
+            .find(|l| l.ifname == link.ifname)
+        {
+            Some(old) => *old = link,
+            None => inner.interfaces.push(link),
+        }
+    }
+
+    /// Remove the underlay interface `name` (as `ip link del`); returns whether it was there.
+    pub fn remove_interface(&self, name: &str) -> bool {
+        let mut inner = self.lock();
+        let before = inner.interfaces.len();
+        inner.interfaces.retain(|l| l.ifname != name);
+        inner.interfaces.len() != before
     }
 
     /// What the fake kernel holds now.
@@ -313,6 +338,29 @@ impl Dataplane for FakeDataplane {
                 .copied()
                 .collect(),
         ))
+    }
+
+    async fn underlay(
+        &mut self,
+        select: &UnderlaySelect,
+        public_ip: Option<IpAddr>,
+    ) -> Result<UnderlayInfo, DataplaneError> {
+        let inner = self.lock();
+        let holding = |ip: IpAddr| inner.interfaces.iter().find(|l| l.ip == ip);
+        let found = match select {
+            UnderlaySelect::DefaultRoute => public_ip
+                .and_then(holding)
+                .or_else(|| inner.interfaces.first()),
+            UnderlaySelect::Iface(name) => inner.interfaces.iter().find(|l| &l.ifname == name),
+            UnderlaySelect::Addr(ip) => holding(*ip),
+        };
+        found.cloned().ok_or_else(|| {
+            DataplaneError::Underlay(match select {
+                UnderlaySelect::DefaultRoute => "no default route".to_string(),
+                UnderlaySelect::Iface(name) => format!("no interface named {name}"),
+                UnderlaySelect::Addr(ip) => format!("no interface holds address {ip}"),
+            })
+        })
     }
 
     async fn observe(&mut self, _desired: &State) -> Result<State, DataplaneError> {

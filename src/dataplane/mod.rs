@@ -9,6 +9,7 @@ pub mod fake;
 pub mod netlink;
 mod plan;
 pub mod routing;
+pub mod underlay;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -203,6 +204,15 @@ pub trait Dataplane: Send {
     async fn onlink(&mut self, _ips: &[IpAddr]) -> Result<routing::Onlink, DataplaneError> {
         Ok(routing::Onlink::Unknown)
     }
+
+    /// The underlay `select` names as the host holds it now (read only): its interface, index,
+    /// address and MTU. `public_ip`, when a local interface holds it, picks that interface for
+    /// [`underlay::UnderlaySelect::DefaultRoute`].
+    async fn underlay(
+        &mut self,
+        select: &underlay::UnderlaySelect,
+        public_ip: Option<IpAddr>,
+    ) -> Result<underlay::UnderlayInfo, DataplaneError>;
 }
 
 /// Outcome of one [`reconcile`] pass.

@@ -26,11 +26,11 @@ use netlink_packet_route::route::{
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 use tokio::task::JoinHandle;
 
+use super::underlay::{UnderlayInfo, UnderlaySelect};
 use super::{
     Bridge, Dataplane, DataplaneError, FdbEntry, LINK_ALIAS, Mac, Neighbour, Op, RTPROT_WEFT,
     Route, State, VxlanDevice,
 };
-use crate::config::UnderlaySelect;
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -932,6 +932,20 @@ impl Dataplane for NetlinkDataplane {
         ))
     }
 
+    async fn underlay(
+        &mut self,
+        select: &UnderlaySelect,
+        public_ip: Option<IpAddr>,
+    ) -> Result<UnderlayInfo, DataplaneError> {
+        let links = dump_links(self.handle()).await?;
+        let addrs = dump_addrs(self.handle()).await?;
+        let routes = match select {
+            UnderlaySelect::DefaultRoute => dump_routes(self.handle(), false).await?,
+            _ => Vec::new(),
+        };
+        select_underlay(select, public_ip, &links, &addrs, &routes)
+    }
+
     async fn observe(&mut self, desired: &State) -> Result<State, DataplaneError> {
         self.observe_state(desired).await
     }
@@ -948,15 +962,6 @@ impl Dataplane for NetlinkDataplane {
 
 // ---------------------------------------------------------------------------------------------
 // Underlay discovery
-
-/// The host's interface toward the other hosts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Underlay {
-    pub ifname: String,
-    pub ifindex: u32,
-    pub ip: IpAddr,
-    pub mtu: u32,
-}
 
 /// The interface of the IPv4 default route in the main table (lowest metric).
 fn default_route_oif(routes: &[RouteMessage]) -> Option<u32> {
@@ -996,7 +1001,7 @@ fn select_underlay(
     links: &[Link],
     addrs: &[Addr],
     routes: &[RouteMessage],
-) -> Result<Underlay, DataplaneError> {
+) -> Result<UnderlayInfo, DataplaneError> {
     let holder = |ip: IpAddr| addrs.iter().find(|a| a.net.addr() == ip).map(|a| a.index);
     let link_at = |index: u32| {
         links
@@ -1050,7 +1055,7 @@ fn select_underlay(
             }
         }
     };
-    Ok(Underlay {
+    Ok(UnderlayInfo {
         ifname: link.name.clone(),
         ifindex: link.index,
         ip,
@@ -1064,15 +1069,9 @@ fn select_underlay(
 pub async fn discover_underlay(
     select: &UnderlaySelect,
     public_ip: Option<IpAddr>,
-) -> Result<Underlay, DataplaneError> {
-    let conn = Conn::open()?;
-    let links = dump_links(&conn.handle).await?;
-    let addrs = dump_addrs(&conn.handle).await?;
-    let routes = match select {
-        UnderlaySelect::DefaultRoute => dump_routes(&conn.handle, false).await?,
-        _ => Vec::new(),
-    };
-    select_underlay(select, public_ip, &links, &addrs, &routes)
+) -> Result<UnderlayInfo, DataplaneError> {
+    let mut dp = NetlinkDataplane::new().await?;
+    dp.underlay(select, public_ip).await
 }
 
 fn onlink_in(addrs: &[Addr], ip: IpAddr) -> bool {

@@ -160,9 +160,9 @@ fn load_dir(dir: &Path) -> Result<KeyringFile, KeyStoreError> {
     KeyringFile::new(keys, primary).map_err(|e| read_err(dir, e))
 }
 
-/// Writes `text` to `path` atomically, mode 0600 ([`super::files::write_atomic_mode`]).
+/// Writes `text` to `path` atomically, mode 0600 ([`crate::files::write_atomic_mode`]).
 fn write_atomic(path: &Path, text: &str) -> Result<(), KeyStoreError> {
-    super::files::write_atomic_mode(path, text.as_bytes(), 0o600)
+    crate::files::write_atomic_mode(path, text.as_bytes(), 0o600)
         .map_err(|e| write_err(path)(e.into_io()))
 }
 
@@ -284,10 +284,13 @@ impl KeyStore {
 }
 
 /// Reloads the keyring, logging and counting the outcome (SIGHUP, `weft keys reload`).
-pub fn reload_logged(store: &KeyStore, metrics: &super::Metrics) -> Result<bool, KeyStoreError> {
+pub fn reload_logged(
+    store: &KeyStore,
+    metrics: &crate::metrics::Metrics,
+) -> Result<bool, KeyStoreError> {
     match store.reload() {
         Ok(changed) => {
-            super::Metrics::add(&metrics.key_reloads, 1);
+            crate::metrics::Metrics::add(&metrics.key_reloads, 1);
             let ids = store.ids();
             tracing::info!(
                 path = %store.path().display(),
@@ -300,7 +303,7 @@ pub fn reload_logged(store: &KeyStore, metrics: &super::Metrics) -> Result<bool,
             Ok(changed)
         }
         Err(e) => {
-            super::Metrics::add(&metrics.key_reload_failures, 1);
+            crate::metrics::Metrics::add(&metrics.key_reload_failures, 1);
             tracing::error!(error = %e, op = "keys", "keyring reload failed; keeping the current keys");
             Err(e)
         }

@@ -1,0 +1,30 @@
+//! The underlay as the data plane reads it: how the operator chose it ([`UnderlaySelect`]) and
+//! what the host holds for that choice ([`UnderlayInfo`]). Reading it is a [`super::Dataplane`]
+//! query (`underlay`), so the agent follows a re-created interface or a changed MTU the same
+//! way on the kernel and on the fake.
+
+use std::net::IpAddr;
+
+/// How the underlay interface and address are chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnderlaySelect {
+    /// The interface of the default route.
+    DefaultRoute,
+    /// `--iface eth1`.
+    Iface(String),
+    /// `--iface 192.0.2.10`: the interface holding this address.
+    Addr(IpAddr),
+}
+
+/// The underlay as the agent uses it: where VXLAN packets leave, and its MTU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnderlayInfo {
+    /// Underlay interface name.
+    pub ifname: String,
+    /// Underlay interface index.
+    pub ifindex: u32,
+    /// Local underlay address (VXLAN source).
+    pub ip: IpAddr,
+    /// Underlay interface MTU.
+    pub mtu: u32,
+}
