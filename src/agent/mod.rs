@@ -383,30 +383,10 @@ pub async fn run_agent(
     handle.wait().await
 }
 
-/// The underlay `config` selects (read from the kernel, nothing changed). A dry run with a
-/// `--public-ip` needs no usable interface: an announced address is all it needs (this is how
-/// many agents share one machine's loopback).
+/// The underlay `config` selects (read from the kernel, nothing changed); see
+/// [`dataplane::underlay::discover`].
 pub async fn resolve_underlay(config: &Config) -> Result<UnderlayInfo, AgentError> {
-    match default_underlay(config).await {
-        Ok(u) => Ok(u),
-        Err(e) if config.dry_run && config.public_ip.is_some() => {
-            let ip = config
-                .public_ip
-                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-            info!(node = %config.node_name, error = %e, %ip, "dry run: no usable underlay interface; assuming MTU 1500");
-            Ok(UnderlayInfo {
-                ifname: "dry-run".to_string(),
-                ifindex: 0,
-                ip,
-                mtu: 1500,
-            })
-        }
-        Err(e) => Err(e),
-    }
-}
-
-async fn default_underlay(config: &Config) -> Result<UnderlayInfo, AgentError> {
-    dataplane::netlink::discover_underlay(&config.underlay, config.public_ip)
+    dataplane::underlay::discover(&config.underlay, config.public_ip, config.dry_run)
         .await
         .map_err(|e| match e {
             DataplaneError::Underlay(why) => AgentError::Underlay(why),
@@ -1197,8 +1177,8 @@ impl Worker {
             .iter()
             .filter(|r| r.member.alive)
             .filter_map(|r| match &r.verdict {
-                lease::Verdict::Refused(why) if why.starts_with("mixed cluster") => {
-                    Some((r.member.name.clone(), why.clone()))
+                lease::Verdict::Refused(why) if why.is_mixed_cluster() => {
+                    Some((r.member.name.clone(), why.to_string()))
                 }
                 _ => None,
             })

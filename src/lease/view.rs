@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use ipnet::Ipv4Net;
-use weft_proto::{Backend, ClaimState, NodeRecord};
+use weft_proto::{Backend, ClaimState, Ipv4Cidr, NodeRecord};
 
 use super::cidr_to_net;
 
@@ -45,7 +45,7 @@ pub enum Verdict {
     /// A newer generation of the same node name replaces it.
     Superseded { by_generation: u64 },
     /// Identity conflict or mixed cluster: ignored, never programmed.
-    Refused(String),
+    Refused(Refusal),
     /// The record is missing, undecodable or fails validation.
     Invalid(String),
     /// Dead for longer than the reservation period, or its subnet was taken over by a newer
@@ -53,6 +53,107 @@ pub enum Verdict {
     Expired,
     /// It announced `weft leave`: its subnet is free, its routes go.
     Leaving,
+}
+
+/// Why a member is refused (ignored, never programmed). `Display` is the sentence `weft status`
+/// shows; [`Refusal::label`] names the kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A live member uses this node's name from another underlay address; this node is older.
+    UsesOurName { ip: IpAddr },
+    /// A younger live member announces this node's underlay address.
+    UsesOurUnderlay { ip: IpAddr },
+    /// An older live member holds the same name at another address.
+    NameHeldByOlder { ip: IpAddr },
+    /// An older live member (`other`) holds the same underlay address.
+    UnderlayHeldByOlder { ip: IpAddr, other: String },
+    /// Mixed cluster: another backend, network or VNI.
+    MixedDataPlane {
+        backend: Backend,
+        network: Ipv4Cidr,
+        vni: u32,
+        ours: (Backend, Ipv4Net, u32),
+    },
+    /// Mixed cluster: the peer runs other address families (this node: IPv4 only).
+    MixedFamilies { ipv4: bool, ipv6: bool },
+    /// Mixed cluster: the peer's subnet is not a subnet of this node's length in the network.
+    MixedSubnet {
+        subnet: Ipv4Net,
+        subnet_len: u8,
+        network: Ipv4Net,
+    },
+}
+
+impl Refusal {
+    /// Whether the peer is refused for running a different overlay (rather than for an
+    /// identity conflict): the operator is told once per peer.
+    pub fn is_mixed_cluster(&self) -> bool {
+        matches!(
+            self,
+            Refusal::MixedDataPlane { .. }
+                | Refusal::MixedFamilies { .. }
+                | Refusal::MixedSubnet { .. }
+        )
+    }
+
+    /// A short label for the kind of refusal (logs, metrics).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::UsesOurName { .. } | Refusal::NameHeldByOlder { .. } => "name_conflict",
+            Refusal::UsesOurUnderlay { .. } | Refusal::UnderlayHeldByOlder { .. } => {
+                "underlay_conflict"
+            }
+            Refusal::MixedDataPlane { .. } => "mixed_data_plane",
+            Refusal::MixedFamilies { .. } => "mixed_families",
+            Refusal::MixedSubnet { .. } => "mixed_subnet",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::UsesOurName { ip } => {
+                write!(f, "uses this node's name from {ip}, and this node is older")
+            }
+            Refusal::UsesOurUnderlay { ip } => {
+                write!(f, "shares underlay IP {ip} with this node, which is older")
+            }
+            Refusal::NameHeldByOlder { ip } => {
+                write!(f, "node name also used by older node at {ip}")
+            }
+            Refusal::UnderlayHeldByOlder { ip, other } => {
+                write!(f, "underlay IP {ip} also used by older node {other:?}")
+            }
+            Refusal::MixedDataPlane {
+                backend,
+                network,
+                vni,
+                ours,
+            } => write!(
+                f,
+                "mixed cluster: peer runs {backend:?} on {network} vni {vni}, this node {:?} on {} vni {}",
+                ours.0, ours.1, ours.2
+            ),
+            Refusal::MixedFamilies { ipv4, ipv6 } => write!(
+                f,
+                "mixed cluster: peer runs {}, this node IPv4 only",
+                match (ipv4, ipv6) {
+                    (true, true) => "a dual-stack overlay",
+                    (false, true) => "an IPv6-only overlay",
+                    _ => "no address family",
+                }
+            ),
+            Refusal::MixedSubnet {
+                subnet,
+                subnet_len,
+                network,
+            } => write!(
+                f,
+                "mixed cluster: subnet {subnet} is not a /{subnet_len} of {network}"
+            ),
+        }
+    }
 }
 
 /// A member with its verdict and, if its claim counts, the subnet it holds.
@@ -368,29 +469,27 @@ fn judge(
     // the identity, the younger is refused.
     if m.alive {
         if m.name == me.name && record.underlay_ip != me.underlay_ip {
-            return Verdict::Refused(format!(
-                "uses this node's name from {}, and this node is older",
-                record.underlay_ip
-            ));
+            return Verdict::Refused(Refusal::UsesOurName {
+                ip: record.underlay_ip,
+            });
         }
         if m.name != me.name && record.underlay_ip == me.underlay_ip && m.generation > me.generation
         {
-            return Verdict::Refused(format!(
-                "shares underlay IP {} with this node, which is older",
-                record.underlay_ip
-            ));
+            return Verdict::Refused(Refusal::UsesOurUnderlay {
+                ip: record.underlay_ip,
+            });
         }
         for other in live.around(index, &m.name, record.underlay_ip, all) {
             let Some(ip) = record_ip(other) else { continue };
             let older = other.generation < m.generation;
             if older && other.name == m.name && ip != record.underlay_ip {
-                return Verdict::Refused(format!("node name also used by older node at {ip}"));
+                return Verdict::Refused(Refusal::NameHeldByOlder { ip });
             }
             if older && other.name != m.name && ip == record.underlay_ip {
-                return Verdict::Refused(format!(
-                    "underlay IP {ip} also used by older node {:?}",
-                    other.name
-                ));
+                return Verdict::Refused(Refusal::UnderlayHeldByOlder {
+                    ip,
+                    other: other.name.clone(),
+                });
             }
         }
     }
@@ -398,29 +497,21 @@ fn judge(
         || cidr_to_net(record.network) != me.network
         || (record.backend == Backend::Vxlan && record.vni != me.vni)
     {
-        return Verdict::Refused(format!(
-            "mixed cluster: peer runs {:?} on {}/{} vni {}, this node {:?} on {} vni {}",
-            record.backend,
-            record.network.addr,
-            record.network.len,
-            record.vni,
-            me.backend,
-            me.network,
-            me.vni
-        ));
+        return Verdict::Refused(Refusal::MixedDataPlane {
+            backend: record.backend,
+            network: record.network,
+            vni: record.vni,
+            ours: (me.backend, me.network, me.vni),
+        });
     }
     // This agent runs an IPv4-only overlay; a peer with an IPv6 overlay (or IPv6-only) would
     // want IPv6 routes this agent does not program, and an IPv6-only peer's record holds no
     // IPv4 subnet to route to.
     if record.families != weft_proto::FamiliesV1::default() {
-        return Verdict::Refused(format!(
-            "mixed cluster: peer runs {}, this node IPv4 only",
-            match (record.families.ipv4, record.families.ipv6.is_some()) {
-                (true, true) => "a dual-stack overlay",
-                (false, true) => "an IPv6-only overlay",
-                _ => "no address family",
-            }
-        ));
+        return Verdict::Refused(Refusal::MixedFamilies {
+            ipv4: record.families.ipv4,
+            ipv6: record.families.ipv6.is_some(),
+        });
     }
     if record.state == ClaimState::Leaving {
         return Verdict::Leaving;
@@ -434,10 +525,11 @@ fn judge(
     if let Some(s) = record.subnet {
         let net = cidr_to_net(s);
         if net.prefix_len() != me.subnet_len || !me.network.contains(&net) {
-            return Verdict::Refused(format!(
-                "mixed cluster: subnet {net} is not a /{} of {}",
-                me.subnet_len, me.network
-            ));
+            return Verdict::Refused(Refusal::MixedSubnet {
+                subnet: net,
+                subnet_len: me.subnet_len,
+                network: me.network,
+            });
         }
     }
     Verdict::Usable
