@@ -28,6 +28,7 @@ pub mod keys;
 #[allow(missing_docs)]
 pub mod lease;
 pub mod metrics;
+pub mod node;
 #[allow(missing_docs)]
 pub mod tunnel;
 

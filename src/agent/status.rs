@@ -2,11 +2,11 @@
 
 use weft_proto::ClaimState;
 
-use super::Worker;
+use super::driver::Driver;
 use crate::api::{NodeStatus, StatusReport};
 use crate::lease::{Phase, Verdict};
 
-pub(super) fn build(w: &Worker) -> StatusReport {
+pub(super) fn build(w: &Driver) -> StatusReport {
     let (state, subnet) = match w.lease.phase() {
         Phase::Warmup { .. } => ("searching", None),
         Phase::Searching { .. } => ("searching", None),

@@ -15,7 +15,8 @@ use rtnetlink::LinkUnspec;
 use tracing::{info, warn};
 use weft_proto::Backend;
 
-use super::{AgentError, UnderlayInfo, Worker};
+use super::driver::{Driver, note_kept};
+use super::{AgentError, UnderlayInfo};
 use crate::config::Config;
 use crate::dataplane::{self, LINK_ALIAS, Route, State};
 use crate::files;
@@ -261,7 +262,7 @@ fn ifindex(name: &str) -> Option<u32> {
     (i != 0).then_some(i)
 }
 
-impl Worker {
+impl Driver {
     /// The udp backend's desired state: the bridge (if any) and one route for the whole overlay
     /// network to weft0 (the node's own subnet stays on the bridge, a longer prefix).
     pub(super) fn udp_desired(&self, udp: &UdpPlane) -> State {
@@ -333,7 +334,7 @@ impl Worker {
             && (changed || file.failure().is_some())
         {
             let kept = file.keep(&peers_text(&udp.peers));
-            super::note_kept(&self.config.node_name, "udp_peers", &self.metrics, kept);
+            note_kept(&self.config.node_name, "udp_peers", &self.metrics, kept);
         }
         let own = claim.map(|c| c.subnet);
         if let Some(subnet) = own

@@ -41,6 +41,22 @@ pub fn vxlan_mtu(underlay_mtu: u32, underlay_is_v6: bool) -> u32 {
     underlay_mtu.saturating_sub(overhead)
 }
 
+/// The MTU containers get (FLANNEL_MTU, the bridge) on `backend`: host-gw adds no
+/// encapsulation; vxlan (also with DirectRouting, where a peer may move off-link) pays its
+/// overhead; udp its tunnel's frame overhead (`udp_mtu`, from [`crate::tunnel::tunnel_mtu`]).
+pub fn overlay_mtu(
+    backend: weft_proto::Backend,
+    underlay_mtu: u32,
+    underlay_is_v6: bool,
+    udp_mtu: Option<u32>,
+) -> u32 {
+    match (backend, udp_mtu) {
+        (_, Some(mtu)) => mtu,
+        (weft_proto::Backend::HostGw, None) => underlay_mtu,
+        _ => vxlan_mtu(underlay_mtu, underlay_is_v6),
+    }
+}
+
 /// `weft.<vni>`.
 pub fn vxlan_device_name(vni: u32) -> String {
     format!("weft.{vni}")
@@ -163,6 +179,11 @@ mod tests {
 
     #[test]
     fn mtu_overheads() {
+        use weft_proto::Backend;
+        assert_eq!(overlay_mtu(Backend::Vxlan, 1500, false, None), 1450);
+        assert_eq!(overlay_mtu(Backend::Vxlan, 1500, true, None), 1430);
+        assert_eq!(overlay_mtu(Backend::HostGw, 9000, false, None), 9000);
+        assert_eq!(overlay_mtu(Backend::Udp, 1500, false, Some(1440)), 1440);
         assert_eq!(vxlan_mtu(1500, false), 1450);
         assert_eq!(vxlan_mtu(1500, true), 1430);
         assert_eq!(vxlan_mtu(9000, false), 8950);

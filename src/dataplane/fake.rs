@@ -330,9 +330,9 @@ impl Inner {
 
 #[async_trait]
 impl Dataplane for FakeDataplane {
-    async fn onlink(&mut self, ips: &[IpAddr]) -> Result<super::routing::Onlink, DataplaneError> {
+    async fn onlink(&mut self, ips: &[IpAddr]) -> Result<super::paths::Onlink, DataplaneError> {
         let inner = self.lock();
-        Ok(super::routing::Onlink::Known(
+        Ok(super::paths::Onlink::Known(
             ips.iter()
                 .filter(|ip| !inner.off_link.contains(ip))
                 .copied()

@@ -7,8 +7,8 @@ pub mod conformance;
 pub mod desired;
 pub mod fake;
 pub mod netlink;
+pub mod paths;
 mod plan;
-pub mod routing;
 pub mod underlay;
 
 use std::collections::BTreeSet;
@@ -199,10 +199,10 @@ pub trait Dataplane: Send {
     async fn apply(&mut self, op: &Op) -> Result<(), DataplaneError>;
 
     /// Which of `ips` this host reaches without a gateway (same L2 segment): host-gw and
-    /// DirectRouting route to those directly. [`routing::Onlink::Unknown`] when this data plane
+    /// DirectRouting route to those directly. [`paths::Onlink::Unknown`] when this data plane
     /// cannot tell (every peer then counts as on-link).
-    async fn onlink(&mut self, _ips: &[IpAddr]) -> Result<routing::Onlink, DataplaneError> {
-        Ok(routing::Onlink::Unknown)
+    async fn onlink(&mut self, _ips: &[IpAddr]) -> Result<paths::Onlink, DataplaneError> {
+        Ok(paths::Onlink::Unknown)
     }
 
     /// The underlay `select` names as the host holds it now (read only): its interface, index,

@@ -917,14 +917,14 @@ impl NetlinkDataplane {
 
 #[async_trait::async_trait]
 impl Dataplane for NetlinkDataplane {
-    async fn onlink(&mut self, ips: &[IpAddr]) -> Result<super::routing::Onlink, DataplaneError> {
+    async fn onlink(&mut self, ips: &[IpAddr]) -> Result<super::paths::Onlink, DataplaneError> {
         let addrs = dump_addrs(self.handle()).await?;
         let routes = if ips.iter().any(|ip| ip.is_ipv4()) {
             dump_routes(self.handle(), false).await?
         } else {
             Vec::new()
         };
-        Ok(super::routing::Onlink::Known(
+        Ok(super::paths::Onlink::Known(
             ips.iter()
                 .copied()
                 .filter(|ip| onlink_by_routes(&routes, &addrs, *ip))
