@@ -121,8 +121,35 @@ async fn run_agent(
     clock_offset_ms: i64,
 ) -> Result<(), Box<dyn Error + Send + Sync>> {
     let shutdown = shutdown_signal()?;
-    let agent = weft::agent::Agent::new(config).clock_offset_ms(clock_offset_ms);
-    weft::agent::run_agent(agent, shutdown).await?;
+    let hangup = signal(SignalKind::hangup());
+    let handle = weft::agent::Agent::new(config)
+        .clock_offset_ms(clock_offset_ms)
+        .start()
+        .await?;
+    match hangup {
+        Ok(mut hup) => {
+            let store = handle.keys();
+            let metrics = handle.metrics();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    match &store {
+                        Some(store) => {
+                            let _ = weft::keys::reload_logged(store, &metrics);
+                        }
+                        None => tracing::info!(
+                            "SIGHUP: gossip is not sealed (--insecure), no keyring to reload"
+                        ),
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot handle SIGHUP; keyring reloads need `weft keys reload`"
+        ),
+    }
+    handle.stop_on(shutdown);
+    handle.wait().await?;
     Ok(())
 }
 

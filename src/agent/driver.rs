@@ -30,7 +30,7 @@ use crate::node::pacing::{self, NEWS_FANOUT, Pacer};
 use crate::node::{generation::generation_at, persist};
 use crate::{files, keys};
 
-use super::{AgentError, UnderlayInfo, UnderlaySelect, masq, status, udp};
+use super::{AgentError, UnderlayInfo, UnderlaySelect, status, udp};
 
 /// The agent's two readings of time. `now_ms`: the wall clock read once at start, then counted
 /// forward by a monotonic clock (tokio's, so tests can pause time); it measures durations
@@ -116,7 +116,6 @@ pub(super) struct Driver {
     pub(super) rediscover_underlay: bool,
     /// The udp backend's tunnel, when that is the backend.
     pub(super) udp: Option<udp::UdpPlane>,
-    pub(super) masq: masq::IpMasq,
 }
 
 impl Driver {
@@ -211,7 +210,6 @@ impl Driver {
             key_view_tx: None,
             rediscover_underlay: false,
             udp: None,
-            masq: masq::IpMasq::default(),
         };
         worker.handle_events(events);
         worker.publish_status();
@@ -599,6 +597,20 @@ impl Driver {
 
     /// The desired state and each peer's fate (programmed, and how; or skipped, and why).
     fn selection(&self) -> Selection {
+        let mut selection = self.peer_selection();
+        // `--ip-masq`: the masquerade table follows the active subnet.
+        selection.state.masq = match self.lease.active_subnet() {
+            Some(subnet) if self.config.ip_masq => Some(dataplane::Masquerade {
+                network: self.config.network,
+                subnet,
+            }),
+            _ => None,
+        };
+        selection
+    }
+
+    /// The devices, entries and routes for the peers, and each peer's fate.
+    fn peer_selection(&self) -> Selection {
         if let Some(udp) = &self.udp {
             return Selection {
                 state: self.udp_desired(udp),
@@ -798,6 +810,9 @@ impl Driver {
                 if !report.applied.is_empty() {
                     debug!(node = %self.config.node_name, ops = ?report.applied, "reconciled");
                 }
+                if report.applied.contains(&"ip_masq") {
+                    info!(node = %self.config.node_name, subnet = ?desired.masq.map(|m| m.subnet), op = "ip_masq", "masquerade rules installed (nftables table ip weft)");
+                }
                 report.failed.is_empty()
             }
             Err(e) => {
@@ -833,32 +848,9 @@ impl Driver {
         if ok {
             self.paths = selection.paths;
         }
-        self.ensure_masq().await;
         self.programmed = now_programmed;
         self.applied = Some((desired, ok));
         self.last_reconcile = Some(Instant::now());
-    }
-
-    /// `--ip-masq`: the masquerade rules follow the active subnet.
-    async fn ensure_masq(&mut self) {
-        if !self.config.ip_masq || self.config.dry_run {
-            return;
-        }
-        let Some(active) = self.lease.active_subnet() else {
-            return;
-        };
-        match self.masq.ensure(self.config.network, active).await {
-            Ok(true) => {
-                self.metrics.op("ip_masq", true);
-                info!(node = %self.config.node_name, subnet = %active, op = "ip_masq", "masquerade rules installed (nftables table ip weft)");
-            }
-            Ok(false) => {}
-            Err(e) => {
-                self.metrics.op("ip_masq", false);
-                Metrics::add(&self.metrics.reconcile_failures, 1);
-                warn!(node = %self.config.node_name, error = %e, op = "ip_masq", "cannot install masquerade rules");
-            }
-        }
     }
 
     async fn leave(&mut self, cluster: &mut Cluster) -> String {
@@ -892,12 +884,6 @@ impl Driver {
         }
         if let Some(udp) = &mut self.udp {
             udp.stop();
-        }
-        if self.config.ip_masq
-            && !self.config.dry_run
-            && let Err(e) = self.masq.remove().await
-        {
-            failures.push(format!("ip-masq: {e}"));
         }
         for path in [
             self.config.subnet_file.clone(),

@@ -3,8 +3,6 @@
 //! writes subnet.env and the state file, and serves the local API. [`Agent`] is the embedding
 //! API; [`run`] is what `weft run` calls.
 
-pub mod masq;
-
 mod driver;
 mod status;
 mod udp;
@@ -18,7 +16,7 @@ use chitchat::transport::Transport;
 use ipnet::Ipv4Net;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::api::StatusReport;
 use crate::cluster::ClusterError;
@@ -260,6 +258,15 @@ impl AgentHandle {
         self.status.clone()
     }
 
+    /// Stops the agent (as [`AgentHandle::shutdown`]) when `shutdown` completes.
+    pub fn stop_on(&self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let cancel = self.cancel.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            cancel.cancel();
+        });
+    }
+
     /// The counters behind `/metrics`.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
@@ -344,38 +351,15 @@ pub async fn run(
     run_agent(Agent::new(config), shutdown).await
 }
 
-/// Like [`run`] for a configured builder; SIGHUP reloads the keyring.
+/// Like [`run`] for a configured builder: starts it, stops it when `shutdown` completes, and
+/// waits for it. Signals are the binary's business (`weft run`: SIGINT/SIGTERM stop, SIGHUP
+/// reloads the keyring through [`AgentHandle::reload_keys`]).
 pub async fn run_agent(
     agent: Agent,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
     let handle = agent.start().await?;
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(mut hup) => {
-            let store = handle.keys.clone();
-            let metrics = handle.metrics.clone();
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    match &store {
-                        Some(store) => {
-                            let _ = keys::reload_logged(store, &metrics);
-                        }
-                        None => {
-                            info!("SIGHUP: gossip is not sealed (--insecure), no keyring to reload")
-                        }
-                    }
-                }
-            });
-        }
-        Err(e) => {
-            warn!(error = %e, "cannot handle SIGHUP; keyring reloads need `weft keys reload`")
-        }
-    }
-    let cancel = handle.cancel.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        cancel.cancel();
-    });
+    handle.stop_on(shutdown);
     handle.wait().await
 }
 

@@ -70,6 +70,12 @@ impl FakeDataplane {
         inner.interfaces.len() != before
     }
 
+    /// Delete the masquerade table behind weft's back (as `nft delete table ip weft`); returns
+    /// whether it was there.
+    pub fn remove_masq(&self) -> bool {
+        self.lock().state.masq.take().is_some()
+    }
+
     /// What the fake kernel holds now.
     pub fn snapshot(&self) -> State {
         self.lock().state.clone()
@@ -323,6 +329,8 @@ impl Inner {
                         && (route.device.is_none() || r.device == route.device))
                 });
             }
+            Op::SetMasq(m) => self.state.masq = Some(*m),
+            Op::DelMasq => self.state.masq = None,
         }
         Ok(())
     }

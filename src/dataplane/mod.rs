@@ -6,6 +6,7 @@
 pub mod conformance;
 pub mod desired;
 pub mod fake;
+pub mod masq;
 pub mod netlink;
 pub mod paths;
 mod plan;
@@ -95,6 +96,14 @@ pub struct Route {
     pub onlink: bool,
 }
 
+/// `--ip-masq`: flannel's masquerade rules for the overlay `network` and this node's `subnet`,
+/// in the nftables table weft owns (`table ip weft`, see [`masq`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Masquerade {
+    pub network: Ipv4Net,
+    pub subnet: Ipv4Net,
+}
+
 /// Everything weft holds in the kernel. The same shape is desired and observed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
@@ -103,6 +112,8 @@ pub struct State {
     pub neighbours: BTreeSet<Neighbour>,
     pub fdb: BTreeSet<FdbEntry>,
     pub routes: BTreeSet<Route>,
+    /// The masquerade table (`--ip-masq`).
+    pub masq: Option<Masquerade>,
 }
 
 /// One step of a reconcile plan. [`plan`] orders them so that applying in sequence is safe:
@@ -147,6 +158,10 @@ pub enum Op {
     },
     AddRoute(Route),
     DelRoute(Route),
+    /// Replace `table ip weft` with the masquerade rules.
+    SetMasq(Masquerade),
+    /// Delete `table ip weft`.
+    DelMasq,
 }
 
 impl Op {
@@ -165,6 +180,8 @@ impl Op {
             Op::DelFdb { .. } => "del_fdb",
             Op::AddRoute(_) => "add_route",
             Op::DelRoute(_) => "del_route",
+            Op::SetMasq(_) => "ip_masq",
+            Op::DelMasq => "del_masq",
         }
     }
 }
@@ -187,6 +204,9 @@ pub enum DataplaneError {
     Underlay(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The masquerade table could not be written.
+    #[error("ip-masq: {0}")]
+    Masq(#[from] masq::MasqError),
 }
 
 /// A data plane: it reports what weft owns in it and applies single operations. Adds are
@@ -256,6 +276,7 @@ impl Op {
                 | Op::DelNeighbour { .. }
                 | Op::DelFdb { .. }
                 | Op::DelRoute(_)
+                | Op::DelMasq
         )
     }
 }

@@ -825,6 +825,8 @@ impl NetlinkDataplane {
             }
             Op::AddRoute(route) => self.add_route(route).await,
             Op::DelRoute(route) => self.del_route(route).await,
+            Op::SetMasq(m) => Ok(super::masq::install(*m).await?),
+            Op::DelMasq => Ok(super::masq::remove().await?),
         }
     }
 
@@ -911,6 +913,7 @@ impl NetlinkDataplane {
                 state.routes.insert(route);
             }
         }
+        state.masq = super::masq::observe().await;
         Ok(state)
     }
 }

@@ -1,7 +1,7 @@
 //! The reconcile diff: a pure function from (desired, observed) to an ordered list of [`Op`]s.
 //!
 //! Order: VXLAN device ops, bridge ops, then removals (route → FDB → neighbour), then additions
-//! (neighbour → FDB → route). Deleting or recreating a device drops everything the kernel held on
+//! (neighbour → FDB → route), then the masquerade table. Deleting or recreating a device drops everything the kernel held on
 //! it, so the plan treats those entries as gone: it emits no removals for them and re-adds every
 //! desired entry.
 
@@ -125,6 +125,12 @@ pub fn plan(desired: &State, observed: &State) -> Vec<Op> {
     }
     for route in desired.routes.iter().filter(|r| !have_routes.contains(r)) {
         ops.push(Op::AddRoute(route.clone()));
+    }
+    // The masquerade table stands alone: replaced whole when it differs, deleted when unwanted.
+    match (desired.masq, observed.masq) {
+        (Some(want), have) if have != Some(want) => ops.push(Op::SetMasq(want)),
+        (None, Some(_)) => ops.push(Op::DelMasq),
+        _ => {}
     }
     ops
 }
@@ -566,6 +572,8 @@ mod tests {
                 Op::DelRoute(r) => {
                     s.routes.remove(r);
                 }
+                Op::SetMasq(m) => s.masq = Some(*m),
+                Op::DelMasq => s.masq = None,
             }
         }
         let mut variants = vec![
