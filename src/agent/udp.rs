@@ -4,21 +4,20 @@
 //! plain frames it keeps the last peer table in the state directory (`udp-peers`), so a restarted
 //! agent forwards at once instead of after gossip has refilled the table.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use ring::rand::SecureRandom;
-use rtnetlink::LinkUnspec;
 use tracing::{info, warn};
 use weft_proto::Backend;
 
 use super::driver::{Driver, note_kept};
 use super::{AgentError, UnderlayInfo};
 use crate::config::Config;
-use crate::dataplane::{self, LINK_ALIAS, Route, State};
+use crate::dataplane::{self, Route, State};
 use crate::files;
 use crate::tunnel::{self, PeerSpec, Tunnel, TunnelConfig, TunnelCounters};
 
@@ -30,8 +29,6 @@ pub(super) struct UdpPlane {
     encrypted: bool,
     pub(super) mtu: u32,
     peers: Vec<PeerSpec>,
-    /// The subnet whose `.0` address weft0 holds.
-    addressed: Option<Ipv4Net>,
     /// The peers file, with plain frames (sealed ones need the peers' current keys, which only
     /// gossip carries).
     peers_file: Option<files::KeptFile>,
@@ -157,7 +154,6 @@ impl UdpPlane {
             };
             let t =
                 Tunnel::start(cfg, counters).map_err(|e| AgentError::Underlay(e.to_string()))?;
-            configure_link(mtu).await?;
             Some(t)
         } else {
             None
@@ -184,7 +180,6 @@ impl UdpPlane {
             encrypted,
             mtu,
             peers,
-            addressed: None,
             peers_file,
             restored_until,
         }))
@@ -214,54 +209,6 @@ impl UdpPlane {
     }
 }
 
-/// MTU, alias and up on weft0, through rtnetlink.
-async fn configure_link(mtu: u32) -> Result<(), AgentError> {
-    let index = ifindex(tunnel::DEVICE)
-        .ok_or_else(|| AgentError::Underlay(format!("{} vanished", tunnel::DEVICE)))?;
-    let (conn, handle, _) =
-        rtnetlink::new_connection().map_err(|e| AgentError::Underlay(format!("netlink: {e}")))?;
-    let task = tokio::spawn(conn);
-    let msg = LinkUnspec::new_with_index(index)
-        .mtu(mtu)
-        // The TX thread drains the queue in batches; the default 500 drops under a burst and
-        // TCP then backs off (measured: 2,700 retransmits in 5 s at 500, none at 10,000).
-        .txqueuelen(10_000)
-        .alias(LINK_ALIAS)
-        .up()
-        .build();
-    let result = handle.link().set(msg).execute().await;
-    task.abort();
-    // No IPv6 on weft0: the tunnel carries IPv4 only (and router solicitations would count as
-    // drops). /proc/sys/net is this network namespace's. Best effort.
-    let _ = std::fs::write(
-        format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", tunnel::DEVICE),
-        "1",
-    );
-    result.map_err(|e| AgentError::Underlay(format!("configure {}: {e}", tunnel::DEVICE)))
-}
-
-/// `<subnet>.0/32` on weft0, the source address the host uses towards the overlay.
-async fn set_address(subnet: Ipv4Net) -> Result<(), String> {
-    let index = ifindex(tunnel::DEVICE).ok_or("no device")?;
-    let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| e.to_string())?;
-    let task = tokio::spawn(conn);
-    let result = handle
-        .address()
-        .add(index, IpAddr::V4(subnet.network()), 32)
-        .replace()
-        .execute()
-        .await;
-    task.abort();
-    result.map_err(|e| e.to_string())
-}
-
-fn ifindex(name: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: a valid NUL-terminated string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (i != 0).then_some(i)
-}
-
 impl Driver {
     /// The udp backend's desired state: the bridge (if any) and one route for the whole overlay
     /// network to weft0 (the node's own subnet stays on the bridge, a longer prefix).
@@ -269,7 +216,14 @@ impl Driver {
         if self.lease.claim().is_none() {
             return State::default();
         }
-        let mut state = State::default();
+        let mut state = State {
+            tun: Some(dataplane::TunLink {
+                name: tunnel::DEVICE.into(),
+                mtu: udp.mtu,
+                addr: self.lease.claim().map(|(subnet, _)| subnet.network()),
+            }),
+            ..State::default()
+        };
         if let (Some(bridge), Some(active)) = (&self.config.bridge, self.lease.active_subnet()) {
             state.bridge = Some(dataplane::Bridge {
                 name: bridge.clone(),
@@ -335,16 +289,6 @@ impl Driver {
         {
             let kept = file.keep(&peers_text(&udp.peers));
             note_kept(&self.config.node_name, "udp_peers", &self.metrics, kept);
-        }
-        let own = claim.map(|c| c.subnet);
-        if let Some(subnet) = own
-            && udp.tunnel.is_some()
-            && own != udp.addressed
-        {
-            match set_address(subnet).await {
-                Ok(()) => udp.addressed = Some(subnet),
-                Err(e) => warn!(node = %self.config.node_name, error = %e, "cannot address weft0"),
-            }
         }
     }
 }

@@ -204,6 +204,7 @@ impl Inner {
     fn link_exists(&self, name: &str) -> bool {
         self.vxlan_named(name)
             || self.state.bridge.as_ref().is_some_and(|b| b.name == name)
+            || self.state.tun.as_ref().is_some_and(|t| t.name == name)
             || self.foreign_links.contains(name)
     }
 
@@ -328,6 +329,10 @@ impl Inner {
                         && r.gateway == route.gateway
                         && (route.device.is_none() || r.device == route.device))
                 });
+            }
+            Op::ConfigureTun(t) => {
+                self.refuse_foreign(kind, &t.name)?;
+                self.state.tun = Some(t.clone());
             }
             Op::SetMasq(m) => self.state.masq = Some(*m),
             Op::DelMasq => self.state.masq = None,

@@ -96,6 +96,17 @@ pub struct Route {
     pub onlink: bool,
 }
 
+/// The udp backend's TUN device (`weft0`) as weft configures it: created by the tunnel, given
+/// its MTU, weft's alias, a long transmit queue and `<subnet>.0/32` here, up. Its life is the
+/// tunnel's: the plan configures it, never creates or deletes it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TunLink {
+    pub name: String,
+    pub mtu: u32,
+    /// `<own subnet>.0`, the source address the host uses towards the overlay (a /32).
+    pub addr: Option<Ipv4Addr>,
+}
+
 /// `--ip-masq`: flannel's masquerade rules for the overlay `network` and this node's `subnet`,
 /// in the nftables table weft owns (`table ip weft`, see [`masq`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -109,6 +120,8 @@ pub struct Masquerade {
 pub struct State {
     pub vxlan: Option<VxlanDevice>,
     pub bridge: Option<Bridge>,
+    /// The udp backend's TUN device.
+    pub tun: Option<TunLink>,
     pub neighbours: BTreeSet<Neighbour>,
     pub fdb: BTreeSet<FdbEntry>,
     pub routes: BTreeSet<Route>,
@@ -135,6 +148,9 @@ pub enum Op {
     DeleteVxlan {
         name: String,
     },
+    /// Give the existing TUN device its MTU, alias, queue length and address (the only one it
+    /// keeps), and bring it up.
+    ConfigureTun(TunLink),
     /// Create the bridge if missing, set MTU, replace its address, bring it up.
     EnsureBridge(Bridge),
     DeleteBridge {
@@ -172,6 +188,7 @@ impl Op {
             Op::SetVxlanMtu { .. } => "set_mtu",
             Op::SetVxlanAddr { .. } => "set_addr",
             Op::DeleteVxlan { .. } => "delete_vxlan",
+            Op::ConfigureTun(_) => "tun_link",
             Op::EnsureBridge(_) => "ensure_bridge",
             Op::DeleteBridge { .. } => "delete_bridge",
             Op::AddNeighbour { .. } => "add_neigh",

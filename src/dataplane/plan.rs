@@ -66,6 +66,14 @@ pub fn plan(desired: &State, observed: &State) -> Vec<Op> {
         &mut dropped,
     );
 
+    // The TUN device is configured (never created or deleted: the tunnel owns its life) before
+    // any route goes through it.
+    if let Some(want) = &desired.tun
+        && observed.tun.as_ref() != Some(want)
+    {
+        ops.push(Op::ConfigureTun(want.clone()));
+    }
+
     // What survives the device ops above.
     let vxlan_kept = observed
         .vxlan
@@ -553,6 +561,7 @@ mod tests {
                 Op::SetVxlanMtu { mtu, .. } => s.vxlan.as_mut().unwrap().mtu = *mtu,
                 Op::SetVxlanAddr { addr, .. } => s.vxlan.as_mut().unwrap().addr = *addr,
                 Op::EnsureBridge(b) => s.bridge = Some(b.clone()),
+                Op::ConfigureTun(t) => s.tun = Some(t.clone()),
                 Op::DeleteBridge { .. } => s.bridge = None,
                 Op::AddNeighbour { neighbour, .. } => {
                     s.neighbours.insert(*neighbour);
