@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chitchat::transport::ChannelTransport;
 use ipnet::Ipv4Net;
-use l1config::node_config;
+use l1config::{node_config, wait_until};
 use weft::Config;
 use weft::agent::{Agent, AgentHandle, UnderlayInfo};
 use weft::api::NodeStatus;
@@ -48,17 +48,6 @@ async fn start(t: &ChannelTransport, config: Config, i: usize, dp: &FakeDataplan
         .start()
         .await
         .expect("agent starts")
-}
-
-async fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    check()
 }
 
 fn peer(h: &AgentHandle, name: &str) -> Option<NodeStatus> {

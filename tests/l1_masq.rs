@@ -9,22 +9,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use chitchat::transport::ChannelTransport;
-use l1config::node_config;
+use l1config::{node_config, wait_until};
 use weft::Config;
 use weft::agent::{Agent, AgentHandle, UnderlayInfo};
 use weft::dataplane::Masquerade;
 use weft::dataplane::fake::FakeDataplane;
-
-async fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    check()
-}
 
 async fn start(config: Config, dp: &FakeDataplane) -> AgentHandle {
     Agent::new(config)

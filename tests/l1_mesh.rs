@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chitchat::transport::ChannelTransport;
 use ipnet::Ipv4Net;
-use l1config::node_config;
+use l1config::{node_config, wait_until};
 use weft::Config;
 use weft::agent::{Agent, AgentHandle, UnderlayInfo};
 use weft::dataplane::fake::FakeDataplane;
@@ -97,17 +97,6 @@ fn routes(n: &Node) -> BTreeSet<Ipv4Net> {
 }
 
 /// Waits (in paused time) until `check` holds, up to `limit`.
-async fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    check()
-}
-
 /// Every running node is ready with a distinct subnet and holds a route to each other's subnet.
 fn converged(nodes: &[Node]) -> Result<(), String> {
     let running: Vec<&Node> = nodes.iter().filter(|n| n.handle.is_some()).collect();

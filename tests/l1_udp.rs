@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use chitchat::transport::ChannelTransport;
-use l1config::node_config;
+use l1config::{node_config, wait_until};
 use weft::Config;
 use weft::agent::{Agent, AgentHandle, UnderlayInfo};
 use weft::dataplane::fake::FakeDataplane;
@@ -19,17 +19,6 @@ use weft_proto::Backend;
 
 fn gossip_addr(i: usize) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 95, 0, i as u8 + 1)), 7947)
-}
-
-async fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    check()
 }
 
 async fn start(

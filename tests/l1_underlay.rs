@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use chitchat::transport::ChannelTransport;
-use l1config::node_config;
+use l1config::{node_config, wait_until};
 use weft::agent::{Agent, AgentHandle, UnderlayInfo};
 use weft::dataplane::fake::FakeDataplane;
 
@@ -22,17 +22,6 @@ fn eth(name: &str, ifindex: u32, mtu: u32) -> UnderlayInfo {
         ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
         mtu,
     }
-}
-
-async fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    check()
 }
 
 fn vxlan(dp: &FakeDataplane) -> Option<(u32, Option<u32>)> {

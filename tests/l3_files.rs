@@ -312,7 +312,7 @@ fn subnet_env_write_failures_keep_readyz_503_until_the_file_is_right() {
 
     // 2. A re-claim (restart on another subnet) while the directory is read-only. A directory
     // that is read-only at start is refused before anything happens (exit 2, see
-    // tests/bad_inputs.rs): it turns read-only while the new claim settles.
+    // tests/cli_bad_inputs.rs): it turns read-only while the new claim settles.
     agent.stop();
     let agent = AgentProc::start_settling(&ns, dir.path(), &subnet_file, "10.244.6.0/24", "6s");
     wait_readyz(

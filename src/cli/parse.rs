@@ -212,7 +212,7 @@ mod tests {
     use super::*;
 
     // clap reads variables from the process environment, so the variable cases run the real
-    // binary (tests/bad_inputs.rs); these need none.
+    // binary (tests/cli_bad_inputs.rs); these need none.
     fn parse_err(argv: &[&str]) -> String {
         match parse(argv.iter().map(OsString::from), []) {
             Err(ParseError::Usage(line)) => line,

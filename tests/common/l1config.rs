@@ -1,5 +1,6 @@
-//! Test helper for L1 tests: the `Config` of in-process agent I (fake data plane, paused time),
-//! vxlan on 10.244.0.0/16 with /24 subnets, 1 s gossip, its state under DIR.
+//! The L1 harness (in-process agents, fake data plane, paused time): the `Config` of agent I
+//! (vxlan on 10.244.0.0/16 with /24 subnets, 1 s gossip, its state under DIR) and waiting on
+//! a condition in paused time.
 //!
 //! Use from an integration test with `#[path = "common/l1config.rs"] mod l1config;`.
 #![allow(dead_code)]
@@ -55,4 +56,17 @@ pub fn node_config(
         cluster_key_file: None,
         dry_run: false,
     }
+}
+
+/// Polls `check` every 250 ms of (paused) time until it holds or `limit` passed; the last
+/// answer.
+pub async fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    check()
 }
