@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 use crate::cluster::RecordRejects;
-use crate::cluster::transport::GossipCounters;
+use crate::cluster::transport::{GOSSIP_METRICS, GossipCounters};
 use crate::tunnel::{DropReason, TunnelCounters};
 
 /// Label set of a family: `(name, value)` pairs.
@@ -218,75 +218,26 @@ impl Metrics {
             ConstGauge::new(g(&self.time_to_ready_ms) as f64 / 1000.0),
         );
 
-        let s = self.gossip.snapshot();
-        reg.register(
-            "gossip_datagrams",
-            "Gossip datagrams on the underlay socket",
-            labelled(&[
-                (&[("direction", "in")], s.datagrams_in),
-                (&[("direction", "out")], s.datagrams_out),
-            ]),
-        );
-        reg.register(
-            "gossip_bytes",
-            "Gossip bytes on the underlay socket",
-            labelled(&[
-                (&[("direction", "in")], s.bytes_in),
-                (&[("direction", "out")], s.bytes_out),
-            ]),
-        );
-        reg.register(
-            "gossip_dropped",
-            "Gossip datagrams rejected, by reason",
-            labelled(&[
-                (&[("reason", "malformed")], s.drop_malformed),
-                (&[("reason", "unknown_key")], s.drop_unknown_key),
-                (&[("reason", "auth")], s.drop_auth),
-                (&[("reason", "replay")], s.drop_replay),
-                (&[("reason", "plaintext")], s.drop_plaintext),
-                (&[("reason", "misdirected")], s.drop_misdirected),
-                (&[("reason", "oversized")], s.drop_oversized),
-            ]),
-        );
-        counter(
-            &mut reg,
-            "gossip_send_errors",
-            "Underlay gossip sends that failed",
-            s.send_errors,
-        );
+        let exported = self.gossip.snapshot().exported();
+        for (family, help) in GOSSIP_METRICS {
+            let rows: Vec<_> = exported.iter().filter(|(f, ..)| f == family).collect();
+            match rows.as_slice() {
+                [(_, "", _, v)] => counter(&mut reg, family, help, *v),
+                _ => {
+                    let fam = Family::<Labels, Counter>::default();
+                    for (_, key, value, v) in &rows {
+                        fam.get_or_create(&vec![(*key, value.to_string())])
+                            .inc_by(*v);
+                    }
+                    reg.register(*family, *help, fam);
+                }
+            }
+        }
         counter(
             &mut reg,
             "gossip_syns_skipped",
             "Gossip exchanges chitchat wanted that the fan-out skipped",
             g(&self.gossip_syns_skipped),
-        );
-        counter(
-            &mut reg,
-            "gossip_relays_evicted",
-            "Gossip relay sockets evicted",
-            s.relays_evicted,
-        );
-        reg.register(
-            "gossip_digests",
-            "Gossip digests sent, with node ids left out (compact) or not (full)",
-            labelled(&[
-                (&[("form", "compact")], s.digests_compact),
-                (&[("form", "full")], s.digests_full),
-            ]),
-        );
-        counter(
-            &mut reg,
-            "gossip_empty_acks_skipped",
-            "chitchat ACKs with nothing in them, not sent",
-            s.empty_acks_skipped,
-        );
-        reg.register(
-            "gossip_digest_nacks",
-            "Compact digests on an id list the receiver did not hold, sent again in full",
-            labelled(&[
-                (&[("direction", "sent")], s.digest_nacks_sent),
-                (&[("direction", "received")], s.digest_nacks_received),
-            ]),
         );
 
         let t = &self.tunnel;
@@ -367,6 +318,38 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_gossip_counter_is_exported_once_under_its_family() {
+        let m = Metrics::default();
+        m.gossip.drop_misdirected.store(7, Ordering::Relaxed);
+        m.gossip.send_errors.store(3, Ordering::Relaxed);
+        m.gossip.hellos_sent.store(5, Ordering::Relaxed);
+        let text = m.render(&[]);
+        for line in [
+            "weft_gossip_dropped_total{reason=\"misdirected\"} 7",
+            "weft_gossip_send_errors_total 3",
+            "weft_gossip_hellos_total{kind=\"sent\"} 5",
+            "weft_gossip_datagrams_total{direction=\"in\"} 0",
+            "weft_gossip_digest_nacks_total{direction=\"received\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        let snapshot = m.gossip.snapshot();
+        assert_eq!(snapshot.drops(), 7);
+        for (family, key, value, _) in snapshot.exported() {
+            assert!(
+                GOSSIP_METRICS.iter().any(|(f, _)| *f == family),
+                "{family} has no help text, so it is not exported"
+            );
+            let sample = if key.is_empty() {
+                format!("weft_{family}_total ")
+            } else {
+                format!("weft_{family}_total{{{key}=\"{value}\"}} ")
+            };
+            assert_eq!(text.matches(&sample).count(), 1, "{sample}");
+        }
+    }
 
     #[test]
     fn render_shows_counters_and_families() {

@@ -86,70 +86,114 @@ const MAX_UNBOUND_KEPT: usize = 8192;
 /// Receive buffer: one byte more than the largest valid datagram, to detect oversized ones.
 const RECV_BUF_LEN: usize = MAX_DATAGRAM + 1;
 
-/// Gossip traffic counters, shared with whoever exports metrics.
-#[derive(Debug, Default)]
-pub struct GossipCounters {
-    /// Datagrams and bytes received on the underlay socket (all of them, dropped ones included).
-    pub datagrams_in: AtomicU64,
-    pub bytes_in: AtomicU64,
-    /// Datagrams and bytes sent on the underlay socket.
-    pub datagrams_out: AtomicU64,
-    pub bytes_out: AtomicU64,
-    /// Inbound drops, by reason.
-    pub drop_malformed: AtomicU64,
-    pub drop_unknown_key: AtomicU64,
-    pub drop_auth: AtomicU64,
-    pub drop_replay: AtomicU64,
-    pub drop_plaintext: AtomicU64,
-    /// Authentic datagrams bound to another process (captured elsewhere, or sent to an
-    /// earlier process of this agent).
-    pub drop_misdirected: AtomicU64,
-    /// Authentic datagrams bound to no process yet (first contact): not delivered, answered
-    /// with a hello.
-    pub unbound_in: AtomicU64,
-    /// Hellos sent (empty messages telling a peer this process's salt).
-    pub hellos_sent: AtomicU64,
-    /// Inbound datagrams over the size limit, and outbound messages too large to seal.
-    pub drop_oversized: AtomicU64,
-    /// Underlay sends that failed (the message is lost; gossip retries by itself).
-    pub send_errors: AtomicU64,
-    /// Relay sockets evicted to respect the bound.
-    pub relays_evicted: AtomicU64,
-    /// Digest messages sent with ids left out, and with ids (see `digest_codec`).
-    pub digests_compact: AtomicU64,
-    pub digests_full: AtomicU64,
-    /// Compact digests this agent could not read and asked again for, and those it was asked
-    /// to send again in full.
-    pub digest_nacks_sent: AtomicU64,
-    pub digest_nacks_received: AtomicU64,
-    /// chitchat ACKs with an empty delta, not sent (see `digest_codec::is_empty_ack`).
-    pub empty_acks_skipped: AtomicU64,
+/// Declares every gossip counter once: the live counters ([`GossipCounters`]), their copy
+/// ([`GossipCountersSnapshot`]) and where `/metrics` exports each ([`GOSSIP_METRICS`]: family,
+/// label name, label value; an empty label name for a family of one counter). Adding a counter
+/// is one line here.
+macro_rules! gossip_counters {
+    ($( $(#[$doc:meta])* $name:ident => ($family:literal, $label:literal, $value:literal), )*) => {
+        /// Gossip traffic counters, shared with whoever exports metrics.
+        #[derive(Debug, Default)]
+        pub struct GossipCounters {
+            $( $(#[$doc])* pub $name: AtomicU64, )*
+        }
+
+        /// A point-in-time copy of [`GossipCounters`].
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+        pub struct GossipCountersSnapshot {
+            $( $(#[$doc])* pub $name: u64, )*
+        }
+
+        impl GossipCounters {
+            /// A copy of every counter now.
+            pub fn snapshot(&self) -> GossipCountersSnapshot {
+                GossipCountersSnapshot {
+                    $( $name: self.$name.load(Ordering::Relaxed), )*
+                }
+            }
+        }
+
+        impl GossipCountersSnapshot {
+            /// Every counter with its export: (metric family, label name, label value, value).
+            pub fn exported(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+                vec![ $( ($family, $label, $value, self.$name), )* ]
+            }
+        }
+    };
 }
 
-/// A point-in-time copy of [`GossipCounters`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct GossipCountersSnapshot {
-    pub datagrams_in: u64,
-    pub bytes_in: u64,
-    pub datagrams_out: u64,
-    pub bytes_out: u64,
-    pub drop_malformed: u64,
-    pub drop_unknown_key: u64,
-    pub drop_auth: u64,
-    pub drop_replay: u64,
-    pub drop_plaintext: u64,
-    pub drop_misdirected: u64,
-    pub unbound_in: u64,
-    pub hellos_sent: u64,
-    pub drop_oversized: u64,
-    pub send_errors: u64,
-    pub relays_evicted: u64,
-    pub digests_compact: u64,
-    pub digests_full: u64,
-    pub digest_nacks_sent: u64,
-    pub digest_nacks_received: u64,
-    pub empty_acks_skipped: u64,
+gossip_counters! {
+    /// Datagrams received on the underlay socket (all of them, dropped ones included).
+    datagrams_in => ("gossip_datagrams", "direction", "in"),
+    /// Bytes received on the underlay socket.
+    bytes_in => ("gossip_bytes", "direction", "in"),
+    /// Datagrams sent on the underlay socket.
+    datagrams_out => ("gossip_datagrams", "direction", "out"),
+    /// Bytes sent on the underlay socket.
+    bytes_out => ("gossip_bytes", "direction", "out"),
+    /// Inbound drops: not an envelope.
+    drop_malformed => ("gossip_dropped", "reason", "malformed"),
+    /// Inbound drops: sealed with a key this agent does not hold.
+    drop_unknown_key => ("gossip_dropped", "reason", "unknown_key"),
+    /// Inbound drops: authentication failed.
+    drop_auth => ("gossip_dropped", "reason", "auth"),
+    /// Inbound drops: a counter already seen.
+    drop_replay => ("gossip_dropped", "reason", "replay"),
+    /// Inbound drops: unsealed while this agent seals.
+    drop_plaintext => ("gossip_dropped", "reason", "plaintext"),
+    /// Authentic datagrams bound to another process (captured elsewhere, or sent to an
+    /// earlier process of this agent).
+    drop_misdirected => ("gossip_dropped", "reason", "misdirected"),
+    /// Inbound datagrams over the size limit, and outbound messages too large to seal.
+    drop_oversized => ("gossip_dropped", "reason", "oversized"),
+    /// Authentic datagrams bound to no process yet (first contact): not delivered, answered
+    /// with a hello.
+    unbound_in => ("gossip_hellos", "kind", "unbound_received"),
+    /// Hellos sent (empty messages telling a peer this process's salt).
+    hellos_sent => ("gossip_hellos", "kind", "sent"),
+    /// Underlay sends that failed (the message is lost; gossip retries by itself).
+    send_errors => ("gossip_send_errors", "", ""),
+    /// Relay sockets evicted to respect the bound.
+    relays_evicted => ("gossip_relays_evicted", "", ""),
+    /// Digest messages sent with ids left out (see `digest_codec`).
+    digests_compact => ("gossip_digests", "form", "compact"),
+    /// Digest messages sent with ids.
+    digests_full => ("gossip_digests", "form", "full"),
+    /// Compact digests this agent could not read and asked again for.
+    digest_nacks_sent => ("gossip_digest_nacks", "direction", "sent"),
+    /// Compact digests this agent was asked to send again in full.
+    digest_nacks_received => ("gossip_digest_nacks", "direction", "received"),
+    /// chitchat ACKs with an empty delta, not sent (see `digest_codec::is_empty_ack`).
+    empty_acks_skipped => ("gossip_empty_acks_skipped", "", ""),
 }
+
+/// The help text of each gossip metric family.
+pub const GOSSIP_METRICS: &[(&str, &str)] = &[
+    (
+        "gossip_datagrams",
+        "Gossip datagrams on the underlay socket",
+    ),
+    ("gossip_bytes", "Gossip bytes on the underlay socket"),
+    ("gossip_dropped", "Gossip datagrams rejected, by reason"),
+    (
+        "gossip_hellos",
+        "Hellos sent, and first-contact datagrams answered with one",
+    ),
+    ("gossip_send_errors", "Underlay gossip sends that failed"),
+    ("gossip_relays_evicted", "Gossip relay sockets evicted"),
+    (
+        "gossip_digests",
+        "Gossip digests sent, with node ids left out (compact) or not (full)",
+    ),
+    (
+        "gossip_digest_nacks",
+        "Compact digests on an id list the receiver did not hold, sent again in full",
+    ),
+    (
+        "gossip_empty_acks_skipped",
+        "chitchat ACKs with nothing in them, not sent",
+    ),
+];
 
 fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
@@ -158,32 +202,6 @@ fn add(counter: &AtomicU64, n: u64) {
 impl GossipCounters {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
-    }
-
-    pub fn snapshot(&self) -> GossipCountersSnapshot {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        GossipCountersSnapshot {
-            datagrams_in: g(&self.datagrams_in),
-            bytes_in: g(&self.bytes_in),
-            datagrams_out: g(&self.datagrams_out),
-            bytes_out: g(&self.bytes_out),
-            drop_malformed: g(&self.drop_malformed),
-            drop_unknown_key: g(&self.drop_unknown_key),
-            drop_auth: g(&self.drop_auth),
-            drop_replay: g(&self.drop_replay),
-            drop_plaintext: g(&self.drop_plaintext),
-            drop_misdirected: g(&self.drop_misdirected),
-            unbound_in: g(&self.unbound_in),
-            hellos_sent: g(&self.hellos_sent),
-            drop_oversized: g(&self.drop_oversized),
-            send_errors: g(&self.send_errors),
-            relays_evicted: g(&self.relays_evicted),
-            digests_compact: g(&self.digests_compact),
-            digests_full: g(&self.digests_full),
-            digest_nacks_sent: g(&self.digest_nacks_sent),
-            digest_nacks_received: g(&self.digest_nacks_received),
-            empty_acks_skipped: g(&self.empty_acks_skipped),
-        }
     }
 
     fn count_drop(&self, reason: OpenError) {
@@ -202,13 +220,11 @@ impl GossipCounters {
 impl GossipCountersSnapshot {
     /// All inbound drops together.
     pub fn drops(&self) -> u64 {
-        self.drop_malformed
-            + self.drop_unknown_key
-            + self.drop_auth
-            + self.drop_replay
-            + self.drop_plaintext
-            + self.drop_misdirected
-            + self.drop_oversized
+        self.exported()
+            .iter()
+            .filter(|(family, ..)| *family == "gossip_dropped")
+            .map(|(.., v)| v)
+            .sum()
     }
 }
 
