@@ -104,10 +104,8 @@ fn run(args: RunArgs, warnings: &[String]) -> ExitCode {
     match runtime.block_on(run_agent(config, clock_offset_ms)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e)
-            if matches!(
-                e.downcast_ref(),
-                Some(weft::agent::AgentError::Config(_) | weft::agent::AgentError::Underlay(_))
-            ) =>
+            if e.downcast_ref::<weft::agent::AgentError>()
+                .is_some_and(weft::agent::AgentError::is_config) =>
         {
             refuse(&e)
         }

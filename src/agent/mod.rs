@@ -32,12 +32,36 @@ pub use crate::dataplane::underlay::{UnderlayInfo, UnderlaySelect};
 #[derive(Debug, thiserror::Error)]
 /// Why an agent could not start or stopped with an error.
 pub enum AgentError {
+    #[error(transparent)]
+    /// The configuration does not fit this host (exit code 2): the overlay overlaps the
+    /// underlay address.
+    Config(#[from] crate::config::ConfigError),
+    #[error("no cluster key: give --cluster-key-file or --insecure")]
+    /// Neither a key file nor `--insecure` (exit code 2).
+    NoClusterKey,
+    #[error("invalid --cluster-key-file: {0}")]
+    /// The key file is unusable (exit code 2).
+    KeyFile(#[source] keys::KeyStoreError),
     #[error("{0}")]
-    /// The configuration is unusable (exit code 2).
-    Config(String),
+    /// The control socket's place is taken or unsafe (exit code 2).
+    ControlSocket(#[source] crate::api::BindError),
+    #[error("{}", dataplane::underlay::failure_text(.0))]
+    /// The underlay interface or address could not be found (exit code 2).
+    Underlay(#[source] DataplaneError),
+    #[error("underlay MTU {underlay} leaves {left} for the udp tunnel (at least 576 needed)")]
+    /// The underlay MTU is too small for the udp tunnel (exit code 2).
+    TunnelMtu {
+        /// The underlay's MTU.
+        underlay: u32,
+        /// What the tunnel would carry.
+        left: u32,
+    },
     #[error("underlay: {0}")]
-    /// The underlay interface or address could not be found.
-    Underlay(String),
+    /// The udp tunnel could not start (its device or socket).
+    Tunnel(#[source] crate::tunnel::TunnelError),
+    #[error("cannot draw a tunnel key")]
+    /// The system's random generator failed.
+    Random,
     #[error(transparent)]
     /// Gossip could not start.
     Cluster(#[from] ClusterError),
@@ -53,9 +77,28 @@ pub enum AgentError {
         /// Why it failed.
         source: std::io::Error,
     },
+    #[error("the agent stopped before it was ready")]
+    /// The agent stopped before it was ready.
+    StoppedBeforeReady,
     #[error("agent task failed: {0}")]
     /// The agent task panicked or was cancelled.
-    Join(String),
+    Join(#[source] tokio::task::JoinError),
+}
+
+impl AgentError {
+    /// Whether the operator must change the configuration or the host (`weft run` exits 2).
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            AgentError::Config(_)
+                | AgentError::NoClusterKey
+                | AgentError::KeyFile(_)
+                | AgentError::ControlSocket(_)
+                | AgentError::Underlay(_)
+                | AgentError::TunnelMtu { .. }
+                | AgentError::Tunnel(_)
+        )
+    }
 }
 
 /// Builds an agent. Everything the kernel or the network provides can be replaced (a fake data
@@ -151,16 +194,13 @@ impl Agent {
             None if given => dataplane
                 .underlay(&config.underlay, config.public_ip)
                 .await
-                .map_err(|e| AgentError::Underlay(e.to_string()))?,
+                .map_err(AgentError::Underlay)?,
             None => resolve_underlay(&config).await?,
         };
         let announce_ip = config.public_ip.unwrap_or(underlay.ip);
-        crate::config::check_underlay_overlap(config.network, announce_ip)
-            .and(crate::config::check_underlay_overlap(
-                config.network,
-                underlay.ip,
-            ))
-            .map_err(|e| AgentError::Config(e.to_string()))?;
+        crate::config::check_underlay_overlap(config.network, announce_ip).and(
+            crate::config::check_underlay_overlap(config.network, underlay.ip),
+        )?;
         let gossip = GossipCounters::new();
         let key_store = load_key_store(&config)?;
         let sealing = key_store
@@ -188,7 +228,7 @@ impl Agent {
                             AgentError::Api { addr, source }
                         }
                         // A second agent on this state dir, or an unsafe one: configuration.
-                        e @ crate::api::BindError::Control(_) => AgentError::Config(e.to_string()),
+                        e @ crate::api::BindError::Control(_) => AgentError::ControlSocket(e),
                     })?;
             let state = crate::api::ApiState {
                 node: config.node_name.clone(),
@@ -315,7 +355,7 @@ impl AgentHandle {
         rx.wait_for(|s| s.ready)
             .await
             .map(|s| s.clone())
-            .map_err(|_| AgentError::Join("the agent stopped before it was ready".into()))
+            .map_err(|_| AgentError::StoppedBeforeReady)
     }
 
     /// Stops like SIGTERM: the claim, routes and devices stay for a restart.
@@ -337,9 +377,7 @@ impl AgentHandle {
 
     /// Waits for the agent to stop by itself (leave through the API, or a fatal error).
     pub async fn wait(self) -> Result<(), AgentError> {
-        self.join
-            .await
-            .map_err(|e| AgentError::Join(e.to_string()))?
+        self.join.await.map_err(AgentError::Join)?
     }
 }
 
@@ -368,10 +406,7 @@ pub async fn run_agent(
 pub async fn resolve_underlay(config: &Config) -> Result<UnderlayInfo, AgentError> {
     dataplane::underlay::discover(&config.underlay, config.public_ip, config.dry_run)
         .await
-        .map_err(|e| match e {
-            DataplaneError::Underlay(why) => AgentError::Underlay(why),
-            other => AgentError::Underlay(other.to_string()),
-        })
+        .map_err(AgentError::Underlay)
 }
 
 async fn default_dataplane() -> Result<Box<dyn Dataplane>, AgentError> {
@@ -384,12 +419,9 @@ fn load_key_store(config: &Config) -> Result<Option<Arc<keys::KeyStore>>, AgentE
         return Ok(None);
     }
     let Some(path) = &config.cluster_key_file else {
-        return Err(AgentError::Config(
-            "no cluster key: give --cluster-key-file or --insecure".to_string(),
-        ));
+        return Err(AgentError::NoClusterKey);
     };
-    let store = keys::KeyStore::open(path)
-        .map_err(|e| AgentError::Config(format!("invalid --cluster-key-file: {e}")))?;
+    let store = keys::KeyStore::open(path).map_err(AgentError::KeyFile)?;
     let ids = store.ids();
     info!(
         path = %path.display(),

@@ -135,15 +135,15 @@ impl UdpPlane {
         let mut private_key = [0u8; 32];
         ring::rand::SystemRandom::new()
             .fill(&mut private_key)
-            .map_err(|_| AgentError::Config("cannot draw a tunnel key".into()))?;
+            .map_err(|_| AgentError::Random)?;
         let public_key = weft_proto::frame::public_key(&private_key);
         let encrypted = config.udp_encryption;
         let mtu = tunnel::tunnel_mtu(underlay.mtu, underlay.ip.is_ipv6(), encrypted);
         if mtu < 576 {
-            return Err(AgentError::Underlay(format!(
-                "underlay MTU {} leaves {mtu} for the udp tunnel (at least 576 needed)",
-                underlay.mtu
-            )));
+            return Err(AgentError::TunnelMtu {
+                underlay: underlay.mtu,
+                left: mtu,
+            });
         }
         let tunnel = if kernel {
             let cfg = TunnelConfig {
@@ -152,8 +152,7 @@ impl UdpPlane {
                 mtu,
                 private_key: encrypted.then_some(private_key),
             };
-            let t =
-                Tunnel::start(cfg, counters).map_err(|e| AgentError::Underlay(e.to_string()))?;
+            let t = Tunnel::start(cfg, counters).map_err(AgentError::Tunnel)?;
             Some(t)
         } else {
             None

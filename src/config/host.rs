@@ -47,7 +47,13 @@ pub async fn preflight(config: &Config, checks: &HostChecks) -> Result<(), Confi
     let underlay =
         crate::dataplane::underlay::discover(&config.underlay, config.public_ip, config.dry_run)
             .await
-            .map_err(|e| underlay_error(config, checks, &underlay_reason(&e)))?;
+            .map_err(|e| {
+                underlay_error(
+                    config,
+                    checks,
+                    &crate::dataplane::underlay::failure_text(&e),
+                )
+            })?;
     check_underlay(config, checks, underlay.ip)
 }
 
@@ -64,14 +70,6 @@ pub fn check_host(config: &Config, checks: &HostChecks) -> Result<(), ConfigErro
         &checks.name("--subnet-file"),
         checks.create_dirs,
     )
-}
-
-/// The reason an underlay lookup failed, as the agent words it (`underlay: <why>`).
-fn underlay_reason(e: &crate::dataplane::DataplaneError) -> String {
-    match e {
-        crate::dataplane::DataplaneError::Underlay(why) => format!("underlay: {why}"),
-        other => format!("underlay: {other}"),
-    }
 }
 
 /// The underlay could not be found: one line naming `--iface` (or its variable).

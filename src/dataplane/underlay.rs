@@ -53,3 +53,11 @@ pub async fn discover(
         },
     }
 }
+
+/// How an underlay lookup failure reads to the operator: `underlay: <why>`.
+pub fn failure_text(e: &super::DataplaneError) -> String {
+    match e {
+        super::DataplaneError::Underlay(why) => format!("underlay: {why}"),
+        other => format!("underlay: {other}"),
+    }
+}
