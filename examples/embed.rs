@@ -73,7 +73,7 @@ async fn main() {
                     format!(
                         "{} {} {}",
                         n.name,
-                        n.subnet.as_deref().unwrap_or("-"),
+                        n.subnet.map_or("-".to_string(), |s| s.to_string()),
                         n.state
                     )
                 })
@@ -93,7 +93,7 @@ async fn main() {
             .expect("agent runs");
         println!(
             "{name} is ready: subnet {} ({} peer(s))",
-            status.subnet.as_deref().unwrap_or("-"),
+            status.subnet.map_or("-".to_string(), |s| s.to_string()),
             handle.peers().len()
         );
     }

@@ -60,7 +60,7 @@ fn peer(h: &AgentHandle, name: &str) -> Option<NodeStatus> {
 }
 
 fn subnet(h: &AgentHandle) -> Option<Ipv4Net> {
-    h.status().borrow().subnet.as_ref()?.parse().ok()
+    h.status().borrow().subnet
 }
 
 fn gateways(dp: &FakeDataplane) -> Vec<(Ipv4Net, Ipv4Addr, Option<String>)> {

@@ -85,14 +85,12 @@ async fn two_agents_see_each_other(key: bool) {
     loop {
         let ra = dp_a.snapshot().routes.iter().any(|r| r.dst == sb);
         let rb = dp_b.snapshot().routes.iter().any(|r| r.dst == sa);
-        let pa = a
-            .peers()
-            .iter()
-            .any(|p| p.name == "emb-b" && p.programmed && p.state == "active");
-        let pb = b
-            .peers()
-            .iter()
-            .any(|p| p.name == "emb-a" && p.programmed && p.state == "active");
+        let pa = a.peers().iter().any(|p| {
+            p.name == "emb-b" && p.programmed && p.state == weft::api::ClaimStatus::Active
+        });
+        let pb = b.peers().iter().any(|p| {
+            p.name == "emb-a" && p.programmed && p.state == weft::api::ClaimStatus::Active
+        });
         if ra && rb && pa && pb {
             break;
         }

@@ -69,7 +69,7 @@ async fn unwritable_subnet_env_and_state_keep_the_agent_unready_until_written() 
 
     // Active, but subnet.env cannot be written: not ready, and the reason says so.
     wait_status(&handle, Duration::from_secs(60), "active", |s| {
-        s.state == "active"
+        s.state == weft::api::ClaimStatus::Active
     })
     .await;
     // A few more steps: it stays that way (and is retried, not forgotten).
@@ -79,7 +79,7 @@ async fn unwritable_subnet_env_and_state_keep_the_agent_unready_until_written() 
     let reason = status.ready_reason.clone().unwrap_or_default();
     assert!(reason.contains("subnet.env"), "{reason}");
     assert!(
-        reason.contains(status.subnet.as_deref().unwrap()),
+        reason.contains(&status.subnet.unwrap().to_string()),
         "{reason}"
     );
     assert!(
@@ -109,7 +109,7 @@ async fn unwritable_subnet_env_and_state_keep_the_agent_unready_until_written() 
     })
     .await;
     assert!(!status.ready);
-    let subnet: ipnet::Ipv4Net = status.subnet.as_deref().unwrap().parse().unwrap();
+    let subnet: ipnet::Ipv4Net = status.subnet.unwrap();
     let env = std::fs::read_to_string(&config.subnet_file).unwrap();
     let first = Ipv4Addr::from(u32::from(subnet.network()) + 1);
     assert!(

@@ -84,7 +84,7 @@ async fn start_mesh(
 }
 
 fn subnet_of(n: &Node) -> Option<String> {
-    n.handle.as_ref()?.status().borrow().subnet.clone()
+    Some(n.handle.as_ref()?.status().borrow().subnet?.to_string())
 }
 
 fn ready(n: &Node) -> bool {
@@ -363,7 +363,7 @@ async fn killed_agent_stays_programmed_during_the_reservation() {
             let st = n.handle.as_ref().unwrap().status().borrow().clone();
             st.nodes
                 .iter()
-                .any(|x| x.name == "node-02" && x.liveness == "dead")
+                .any(|x| x.name == "node-02" && x.liveness == weft::api::Liveness::Dead)
         })
     })
     .await;
@@ -571,7 +571,7 @@ async fn observers_restarted_during_and_after_a_reservation_agree_on_its_end() {
         let holder = st
             .nodes
             .iter()
-            .find(|x| x.subnet.as_deref() == Some(&gone.to_string()) && x.programmed)
+            .find(|x| x.subnet.map(|s| s.to_string()) == Some(gone.to_string()) && x.programmed)
             .map(|x| x.name.clone());
         assert_eq!(holder.as_deref(), Some("node-03"), "node-0{}", n.i);
     }

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use weft::agent::{Agent, AgentHandle, UnderlayInfo};
-use weft::api::StatusReport;
+use weft::api::{Liveness, StatusReport};
 use weft::cluster::transport::{GossipCounters, Keyring, SealedTransport, Sealing};
 use weft::config::Config;
 use weft::dataplane::fake::FakeDataplane;
@@ -680,9 +680,9 @@ impl Fleet {
 
     fn status_subnet(&self, i: usize) -> Option<String> {
         match &self.members.get(i)?.runner {
-            Runner::InProc { status, .. } => status.borrow().subnet.clone(),
-            Runner::Proc(p) => p.status.as_ref()?.subnet.clone(),
-            Runner::Serf(p) => p.status.as_ref()?.subnet.clone(),
+            Runner::InProc { status, .. } => status.borrow().subnet.map(|s| s.to_string()),
+            Runner::Proc(p) => p.status.as_ref()?.subnet.map(|s| s.to_string()),
+            Runner::Serf(p) => p.status.as_ref()?.subnet.map(|s| s.to_string()),
         }
     }
 
@@ -698,9 +698,9 @@ impl Fleet {
         let mut by_name = HashMap::new();
         let mut owners: HashMap<String, usize> = HashMap::new();
         self.each_status(|_, s| {
-            if let Some(sub) = &s.subnet {
+            if let Some(sub) = s.subnet.map(|s| s.to_string()) {
                 by_name.insert(s.node_name.clone(), sub.clone());
-                *owners.entry(sub.clone()).or_default() += 1;
+                *owners.entry(sub).or_default() += 1;
             }
         });
         let dup = owners.values().filter(|n| **n > 1).count();
@@ -774,7 +774,12 @@ impl Fleet {
                 let mut alive = Vec::new();
                 let mut active = 0;
                 self.each_status(|_, s| {
-                    alive.push(s.nodes.iter().filter(|n| n.liveness == "alive").count());
+                    alive.push(
+                        s.nodes
+                            .iter()
+                            .filter(|n| n.liveness == Liveness::Alive)
+                            .count(),
+                    );
                     active += usize::from(s.ready);
                 });
                 alive.sort_unstable();
@@ -905,11 +910,11 @@ pub fn complete(s: &StatusReport, ctx: &Ctx) -> bool {
         .iter()
         .filter(|n| {
             !n.is_self
-                && n.liveness == "alive"
+                && n.liveness == Liveness::Alive
                 && n.programmed
                 && ctx.running_names.contains(&n.name)
                 && n.subnet.is_some()
-                && ctx.subnets.get(&n.name) == n.subnet.as_ref()
+                && ctx.subnets.get(&n.name) == n.subnet.map(|s| s.to_string()).as_ref()
         })
         .count();
     ok + 1 == ctx.running
@@ -920,7 +925,9 @@ pub fn sees_all_alive(s: &StatusReport, ctx: &Ctx) -> bool {
     let alive = s
         .nodes
         .iter()
-        .filter(|n| !n.is_self && n.liveness == "alive" && ctx.running_names.contains(&n.name))
+        .filter(|n| {
+            !n.is_self && n.liveness == Liveness::Alive && ctx.running_names.contains(&n.name)
+        })
         .count();
     alive + 1 == ctx.running
 }
@@ -934,12 +941,12 @@ fn node<'a>(s: &'a StatusReport, name: &str) -> Option<&'a weft::api::NodeStatus
 
 /// Whether `s` programmed `name`'s routes for `subnet`.
 pub fn has_routes_of(s: &StatusReport, name: &str, subnet: &str) -> bool {
-    node(s, name).is_some_and(|n| n.programmed && n.subnet.as_deref() == Some(subnet))
+    node(s, name).is_some_and(|n| n.programmed && n.subnet.is_some_and(|s| s.to_string() == subnet))
 }
 
 /// Whether `s` marks `name` dead.
 pub fn sees_dead(s: &StatusReport, name: &str) -> bool {
-    node(s, name).is_some_and(|n| n.liveness == "dead")
+    node(s, name).is_some_and(|n| n.liveness == Liveness::Dead)
 }
 
 /// Whether `s` holds no routes of `name`.
@@ -951,7 +958,7 @@ pub fn removed_routes_of(s: &StatusReport, name: &str) -> bool {
 fn sees_false_death(s: &StatusReport, ctx: &Ctx) -> bool {
     s.nodes
         .iter()
-        .any(|n| !n.is_self && n.liveness == "dead" && ctx.running_names.contains(&n.name))
+        .any(|n| !n.is_self && n.liveness == Liveness::Dead && ctx.running_names.contains(&n.name))
 }
 
 fn default_weft_bin() -> Result<PathBuf, String> {
@@ -1092,7 +1099,8 @@ async fn run_scenarios(
             let now = Instant::now();
             fleet.each_status(|i, s| {
                 if i != new
-                    && let Some(claimed) = node(s, &name).and_then(|n| n.subnet.clone())
+                    && let Some(claimed) =
+                        node(s, &name).and_then(|n| n.subnet.map(|s| s.to_string()))
                 {
                     first_seen.entry(claimed).or_insert(now);
                 }

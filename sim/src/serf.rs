@@ -11,7 +11,7 @@ use std::process::Stdio;
 use futures::StreamExt;
 use serde::Deserialize;
 
-use weft::api::{NodeStatus, StatusReport};
+use weft::api::{ClaimStatus, Liveness, NodeStatus, StatusReport};
 
 pub(super) const SERF_PORT: u16 = 7946;
 const RPC_PORT: u16 = 7373;
@@ -172,29 +172,29 @@ impl Serf {
             .into_iter()
             .map(|m| NodeStatus {
                 is_self: m.name == self.name,
-                liveness: match m.status.as_str() {
-                    "alive" => "alive",
-                    "failed" => "dead",
-                    _ => "left",
-                }
-                .to_string(),
+                // Serf's "left" and "failed" both mean not alive; the state tells them apart.
+                liveness: if m.status == "alive" {
+                    Liveness::Alive
+                } else {
+                    Liveness::Dead
+                },
                 programmed: m.status == "alive",
-                subnet: m.tags.get("subnet").cloned(),
-                state: m.status,
+                subnet: m.tags.get("subnet").and_then(|s| s.parse().ok()),
+                state: match m.status.as_str() {
+                    "alive" | "failed" => ClaimStatus::Active,
+                    _ => ClaimStatus::Leaving,
+                },
                 underlay_ip: m.addr,
                 name: m.name,
                 ..NodeStatus::default()
             })
             .collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        let own = nodes
-            .iter()
-            .find(|n| n.is_self)
-            .and_then(|n| n.subnet.clone());
+        let own = nodes.iter().find(|n| n.is_self).and_then(|n| n.subnet);
         StatusReport {
             node_name: self.name.clone(),
             subnet: own,
-            state: "active".into(),
+            state: ClaimStatus::Active,
             ready: true,
             nodes,
             ..StatusReport::default()

@@ -330,7 +330,7 @@ impl AgentHandle {
 
     /// This node's subnet once claimed (settling or active), `None` before.
     pub fn subnet(&self) -> Option<Ipv4Net> {
-        self.status.borrow().subnet.as_deref()?.parse().ok()
+        self.status.borrow().subnet
     }
 
     /// Every other node this agent knows, as of now (watch [`AgentHandle::status`] for changes).

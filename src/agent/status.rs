@@ -3,17 +3,17 @@
 use weft_proto::ClaimState;
 
 use super::driver::Driver;
-use crate::api::{NodeStatus, StatusReport};
+use crate::api::{ClaimStatus, Liveness, NodeStatus, StatusReport};
 use crate::lease::{Phase, Verdict};
 
 pub(super) fn build(w: &Driver) -> StatusReport {
     let (state, subnet) = match w.lease.phase() {
-        Phase::Warmup { .. } => ("searching", None),
-        Phase::Searching { .. } => ("searching", None),
-        Phase::Claimed { subnet, .. } => ("claimed", Some(*subnet)),
-        Phase::Active { subnet, .. } => ("active", Some(*subnet)),
-        Phase::Refused { .. } => ("refused", None),
-        Phase::Leaving { subnet, .. } => ("leaving", *subnet),
+        Phase::Warmup { .. } => (ClaimStatus::Searching, None),
+        Phase::Searching { .. } => (ClaimStatus::Searching, None),
+        Phase::Claimed { subnet, .. } => (ClaimStatus::Claimed, Some(*subnet)),
+        Phase::Active { subnet, .. } => (ClaimStatus::Active, Some(*subnet)),
+        Phase::Refused { .. } => (ClaimStatus::Refused, None),
+        Phase::Leaving { subnet, .. } => (ClaimStatus::Leaving, *subnet),
     };
     let applied_ok = w.applied.as_ref().is_some_and(|(_, ok)| *ok);
     let ready_reason = match w.lease.phase() {
@@ -65,9 +65,9 @@ pub(super) fn build(w: &Driver) -> StatusReport {
         name: w.config.node_name.clone(),
         generation: w.generation,
         underlay_ip: w.announce_ip.to_string(),
-        subnet: subnet.map(|s| s.to_string()),
-        state: state.to_string(),
-        liveness: "alive".to_string(),
+        subnet,
+        state,
+        liveness: Liveness::Alive,
         is_self: true,
         programmed: applied_ok,
         reason: None,
@@ -118,17 +118,18 @@ pub(super) fn build(w: &Driver) -> StatusReport {
             underlay_ip: record
                 .map(|x| x.underlay_ip.to_string())
                 .unwrap_or_default(),
-            subnet: record
-                .and_then(|x| x.subnet)
-                .map(|s| format!("{}/{}", s.addr, s.len)),
+            subnet: record.and_then(|x| x.subnet).map(crate::lease::cidr_to_net),
             state: match record.map(|x| (x.state, x.subnet.is_some())) {
-                Some((ClaimState::Leaving, _)) => "leaving",
-                Some((_, false)) | None => "none",
-                Some((ClaimState::Claimed, true)) => "claimed",
-                Some((ClaimState::Active, true)) => "active",
-            }
-            .to_string(),
-            liveness: if r.member.alive { "alive" } else { "dead" }.to_string(),
+                Some((ClaimState::Leaving, _)) => ClaimStatus::Leaving,
+                Some((_, false)) | None => ClaimStatus::None,
+                Some((ClaimState::Claimed, true)) => ClaimStatus::Claimed,
+                Some((ClaimState::Active, true)) => ClaimStatus::Active,
+            },
+            liveness: if r.member.alive {
+                Liveness::Alive
+            } else {
+                Liveness::Dead
+            },
             is_self: false,
             programmed,
             reason,
@@ -148,8 +149,8 @@ pub(super) fn build(w: &Driver) -> StatusReport {
         }
         .to_string(),
         network: w.config.network.to_string(),
-        subnet: subnet.map(|s| s.to_string()),
-        state: state.to_string(),
+        subnet,
+        state,
         ready: ready_reason.is_none(),
         ready_reason,
         insecure: w.config.insecure,

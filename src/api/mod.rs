@@ -7,7 +7,74 @@
 //! Every answer carries the header [`NODE_HEADER`] with the agent's node name, and every answer
 //! of a `POST` (or an error) is an [`ApiAnswer`]: this is how a client knows it talks to weft.
 
+use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
+
+/// Where a node's claim stands, as `weft status` shows it (lowercase in JSON).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClaimStatus {
+    /// Looking for a subnet (also while warming up).
+    #[default]
+    Searching,
+    /// Claimed, settling.
+    Claimed,
+    /// Settled: the subnet is this node's.
+    Active,
+    /// Refused by an identity conflict: claims nothing.
+    Refused,
+    /// `weft leave` in progress.
+    Leaving,
+    /// A peer with no claim.
+    None,
+}
+
+impl ClaimStatus {
+    /// The word shown in tables, JSON and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimStatus::Searching => "searching",
+            ClaimStatus::Claimed => "claimed",
+            ClaimStatus::Active => "active",
+            ClaimStatus::Refused => "refused",
+            ClaimStatus::Leaving => "leaving",
+            ClaimStatus::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for ClaimStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether gossip hears a node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Liveness {
+    /// Heard recently.
+    #[default]
+    Alive,
+    /// Not heard for the failure detector's threshold.
+    Dead,
+}
+
+impl Liveness {
+    /// The word shown in tables, JSON and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Alive => "alive",
+            Liveness::Dead => "dead",
+        }
+    }
+}
+
+impl std::fmt::Display for Liveness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What `GET /v1/status` returns and `weft status` renders.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,9 +90,9 @@ pub struct StatusReport {
     /// The overlay network.
     pub network: String,
     /// This node's subnet, once claimed.
-    pub subnet: Option<String>,
+    pub subnet: Option<Ipv4Net>,
     /// `searching` | `claimed` | `active` | `refused` | `leaving`.
-    pub state: String,
+    pub state: ClaimStatus,
     /// Subnet active and data plane programmed.
     pub ready: bool,
     /// Why not ready (e.g. "no seed reachable yet: 10.0.0.1:7947").
@@ -48,11 +115,11 @@ pub struct NodeStatus {
     /// Underlay address.
     pub underlay_ip: String,
     /// Subnet the node claims, if any.
-    pub subnet: Option<String>,
+    pub subnet: Option<Ipv4Net>,
     /// `claimed` | `active` | `leaving` | `none`.
-    pub state: String,
+    pub state: ClaimStatus,
     /// `alive` | `dead`.
-    pub liveness: String,
+    pub liveness: Liveness,
     /// Whether this row is the agent itself.
     pub is_self: bool,
     /// Whether this agent has programmed the node's routes.
@@ -78,3 +145,41 @@ mod server;
 pub use control::{ControlError, ControlListener, Refusals, RefuseReason, socket_path};
 pub use keys::{KeyRequest, KeysReport, NodeKeys};
 pub use server::{ApiState, BindError, Listeners, serve};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Embedders get types; `/v1/status` keeps its JSON words.
+    #[test]
+    fn typed_status_keeps_the_json_words() {
+        let report = StatusReport {
+            subnet: Some("10.244.3.0/24".parse().unwrap()),
+            state: ClaimStatus::Active,
+            nodes: vec![NodeStatus {
+                state: ClaimStatus::None,
+                liveness: Liveness::Dead,
+                ..NodeStatus::default()
+            }],
+            ..StatusReport::default()
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["subnet"], "10.244.3.0/24");
+        assert_eq!(json["state"], "active");
+        assert_eq!(json["nodes"][0]["state"], "none");
+        assert_eq!(json["nodes"][0]["liveness"], "dead");
+        assert_eq!(json["nodes"][0]["subnet"], serde_json::Value::Null);
+        let back: StatusReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back, report);
+        for s in [
+            ClaimStatus::Searching,
+            ClaimStatus::Claimed,
+            ClaimStatus::Active,
+            ClaimStatus::Refused,
+            ClaimStatus::Leaving,
+            ClaimStatus::None,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
+}

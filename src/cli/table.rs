@@ -19,12 +19,12 @@ pub fn render_status(report: &StatusReport) -> String {
         clean(&report.backend),
         clean(&report.network),
     );
-    let subnet = report.subnet.as_deref().map(clean);
+    let subnet = report.subnet.map(|s| s.to_string());
     let _ = writeln!(
         out,
         "subnet {}, state {}",
         subnet.as_deref().unwrap_or("none"),
-        clean(&report.state)
+        report.state
     );
     if report.ready {
         out.push_str("ready\n");
@@ -73,11 +73,10 @@ fn row(node: &NodeStatus) -> [String; 6] {
         clean(&node.name),
         clean(&node.underlay_ip),
         node.subnet
-            .as_deref()
-            .map(clean)
+            .map(|s| s.to_string())
             .unwrap_or_else(|| "-".into()),
-        clean(&node.state),
-        clean(&node.liveness),
+        node.state.to_string(),
+        node.liveness.to_string(),
         routes,
     ]
 }
@@ -105,15 +104,16 @@ fn clean(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{ClaimStatus, Liveness};
 
     fn node(name: &str, ip: &str, subnet: Option<&str>) -> NodeStatus {
         NodeStatus {
             name: name.into(),
             generation: 1,
             underlay_ip: ip.into(),
-            subnet: subnet.map(Into::into),
-            state: "active".into(),
-            liveness: "alive".into(),
+            subnet: subnet.map(|s| s.parse().unwrap()),
+            state: ClaimStatus::Active,
+            liveness: Liveness::Alive,
             is_self: false,
             programmed: true,
             reason: None,
@@ -126,11 +126,11 @@ mod tests {
         me.is_self = true;
         let peer = node("host-number-2", "172.31.250.12", Some("10.244.7.0/24"));
         let mut dead = node("h3", "172.31.250.13", Some("10.244.9.0/24"));
-        dead.liveness = "dead".into();
+        dead.liveness = Liveness::Dead;
         dead.programmed = false;
         dead.reason = Some("reservation expired".into());
         let mut searching = node("h4", "172.31.250.14", None);
-        searching.state = "none".into();
+        searching.state = ClaimStatus::None;
         searching.programmed = false;
         let report = StatusReport {
             node_name: "h1".into(),
@@ -138,8 +138,8 @@ mod tests {
             underlay_ip: "172.31.250.11".into(),
             backend: "vxlan".into(),
             network: "10.244.0.0/16".into(),
-            subnet: Some("10.244.1.0/24".into()),
-            state: "active".into(),
+            subnet: Some("10.244.1.0/24".parse().unwrap()),
+            state: ClaimStatus::Active,
             ready: true,
             ready_reason: None,
             insecure: true,
@@ -166,7 +166,7 @@ h4             172.31.250.14  -              none    alive     no
     fn not_ready_and_hostile_text() {
         let report = StatusReport {
             node_name: "h1\u{1b}[2J".into(),
-            state: "searching".into(),
+            state: ClaimStatus::Searching,
             ready_reason: Some("no seed reachable yet:\n10.0.0.1:7947".into()),
             ..StatusReport::default()
         };
