@@ -30,6 +30,6 @@ pub mod lease;
 pub mod metrics;
 pub mod node;
 #[allow(missing_docs)]
-pub mod tunnel;
+pub mod udp;
 
 pub use config::Config;

@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 
 use crate::cluster::RecordRejects;
 use crate::cluster::transport::{GOSSIP_METRICS, GossipCounters};
-use crate::tunnel::{DropReason, TunnelCounters};
+use crate::udp::{DropReason, TunnelCounters};
 
 /// Label set of a family: `(name, value)` pairs.
 pub type Labels = Vec<(&'static str, String)>;

@@ -30,7 +30,7 @@ use crate::node::pacing::{self, NEWS_FANOUT, Pacer};
 use crate::node::{generation::generation_at, persist};
 use crate::{files, keys};
 
-use super::{AgentError, UnderlayInfo, UnderlaySelect, status, udp};
+use super::{AgentError, UnderlayInfo, UnderlaySelect, status};
 
 /// The agent's two readings of time. `now_ms`: the wall clock read once at start, then counted
 /// forward by a monotonic clock (tokio's, so tests can pause time); it measures durations
@@ -115,7 +115,7 @@ pub(super) struct Driver {
     /// agent discovered it itself rather than being handed one.
     pub(super) rediscover_underlay: bool,
     /// The udp backend's tunnel, when that is the backend.
-    pub(super) udp: Option<udp::UdpPlane>,
+    pub(super) udp: Option<crate::udp::plane::UdpPlane>,
 }
 
 impl Driver {
@@ -526,7 +526,7 @@ impl Driver {
             self.config.backend,
             self.underlay.mtu,
             self.underlay.ip.is_ipv6(),
-            self.udp.as_ref().map(|u| u.mtu),
+            self.udp.as_ref().map(|u| u.mtu()),
         )
     }
 

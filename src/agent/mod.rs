@@ -5,7 +5,7 @@
 
 mod driver;
 mod status;
-mod udp;
+mod udp_steps;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,20 +48,9 @@ pub enum AgentError {
     #[error("{}", dataplane::underlay::failure_text(.0))]
     /// The underlay interface or address could not be found (exit code 2).
     Underlay(#[source] DataplaneError),
-    #[error("underlay MTU {underlay} leaves {left} for the udp tunnel (at least 576 needed)")]
-    /// The underlay MTU is too small for the udp tunnel (exit code 2).
-    TunnelMtu {
-        /// The underlay's MTU.
-        underlay: u32,
-        /// What the tunnel would carry.
-        left: u32,
-    },
-    #[error("underlay: {0}")]
-    /// The udp tunnel could not start (its device or socket).
-    Tunnel(#[source] crate::tunnel::TunnelError),
-    #[error("cannot draw a tunnel key")]
-    /// The system's random generator failed.
-    Random,
+    #[error(transparent)]
+    /// The udp backend could not start (its MTU is a configuration problem, exit code 2).
+    Udp(#[from] crate::udp::plane::PlaneError),
     #[error(transparent)]
     /// Gossip could not start.
     Cluster(#[from] ClusterError),
@@ -95,8 +84,10 @@ impl AgentError {
                 | AgentError::KeyFile(_)
                 | AgentError::ControlSocket(_)
                 | AgentError::Underlay(_)
-                | AgentError::TunnelMtu { .. }
-                | AgentError::Tunnel(_)
+                | AgentError::Udp(
+                    crate::udp::plane::PlaneError::Mtu { .. }
+                        | crate::udp::plane::PlaneError::Tunnel(_)
+                )
         )
     }
 }
@@ -247,7 +238,9 @@ impl Agent {
             None
         };
 
-        let udp = udp::UdpPlane::start(&config, &underlay, kernel, metrics.tunnel.clone()).await?;
+        let udp =
+            crate::udp::plane::UdpPlane::start(&config, &underlay, kernel, metrics.tunnel.clone())
+                .await?;
         let mut worker = Driver::new(
             config,
             underlay,

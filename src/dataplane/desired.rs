@@ -43,7 +43,7 @@ pub fn vxlan_mtu(underlay_mtu: u32, underlay_is_v6: bool) -> u32 {
 
 /// The MTU containers get (FLANNEL_MTU, the bridge) on `backend`: host-gw adds no
 /// encapsulation; vxlan (also with DirectRouting, where a peer may move off-link) pays its
-/// overhead; udp its tunnel's frame overhead (`udp_mtu`, from [`crate::tunnel::tunnel_mtu`]).
+/// overhead; udp its tunnel's frame overhead (`udp_mtu`, from [`crate::udp::tunnel_mtu`]).
 pub fn overlay_mtu(
     backend: weft_proto::Backend,
     underlay_mtu: u32,

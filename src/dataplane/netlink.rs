@@ -897,7 +897,7 @@ impl NetlinkDataplane {
         // The udp tunnel's device, configured (weft's alias) and up.
         let tun_link = links
             .iter()
-            .find(|l| l.name == crate::tunnel::DEVICE && l.owned() && l.up)
+            .find(|l| l.name == crate::udp::DEVICE && l.owned() && l.up)
             .cloned();
         let addrs = if vxlan_link.is_some() || bridge_link.is_some() || tun_link.is_some() {
             dump_addrs(self.handle()).await?

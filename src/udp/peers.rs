@@ -23,12 +23,25 @@ pub struct PeerSpec {
     pub live: bool,
 }
 
+/// The keys of one peer pair, derived from this node's private key and the peer's public key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PairKeys {
+    /// Seals the frames sent to the peer.
+    pub send: [u8; 32],
+    /// Opens the frames received from the peer.
+    pub recv: [u8; 32],
+    /// The key id frames to the peer carry (this node's public key's id).
+    pub send_id: u32,
+    /// The key id frames from the peer must carry (its public key's id).
+    pub recv_id: u32,
+}
+
 /// A peer with its derived keys.
 #[derive(Clone, Debug)]
 pub struct Peer {
     pub spec: PeerSpec,
-    /// (send key, receive key, key id we send with, key id we expect), when encrypting.
-    pub keys: Option<([u8; 32], [u8; 32], u32, u32)>,
+    /// Its keys, when encrypting and it publishes a usable public key.
+    pub keys: Option<PairKeys>,
 }
 
 /// An immutable snapshot, replaced as a whole by the agent.
@@ -49,9 +62,14 @@ impl PeerTable {
         let own_id = private_key.map(|k| frame::key_id(&frame::public_key(k)));
         for spec in specs {
             let keys = match (private_key, own_id, &spec.public_key) {
-                (Some(k), Some(own_id), Some(pk)) => frame::derive_keys(k, pk)
-                    .ok()
-                    .map(|(s, r)| (s, r, own_id, frame::key_id(pk))),
+                (Some(k), Some(own_id), Some(pk)) => {
+                    frame::derive_keys(k, pk).ok().map(|(send, recv)| PairKeys {
+                        send,
+                        recv,
+                        send_id: own_id,
+                        recv_id: frame::key_id(pk),
+                    })
+                }
                 _ => None,
             };
             let i = t.peers.len();
@@ -165,7 +183,7 @@ impl PeerCrypto {
             }
         }
         for peer in &table.peers {
-            let Some((send, _, send_id, _)) = peer.keys else {
+            let Some(PairKeys { send, send_id, .. }) = peer.keys else {
                 self.seal_keys.push(None);
                 self.sealers.push(None);
                 continue;
@@ -185,7 +203,7 @@ impl PeerCrypto {
         self.opener_of.clear();
         let mut index: HashMap<[u8; 32], usize> = HashMap::new();
         for peer in &table.peers {
-            let Some((_, recv, _, recv_id)) = peer.keys else {
+            let Some(PairKeys { recv, recv_id, .. }) = peer.keys else {
                 self.opener_of.push(None);
                 continue;
             };
@@ -550,7 +568,7 @@ mod tests {
                             let Ok(Header::Sealed { counter, .. }) = frame::decode(&buf) else {
                                 panic!("not a sealed frame");
                             };
-                            let send_key = table.peers[i].keys.unwrap().0;
+                            let send_key = table.peers[i].keys.unwrap().send;
                             proptest::prop_assert!(seen.insert((send_key, counter)),
                                 "nonce {counter} reused under one key");
                             let (rt, rc) = &mut receivers[key_index];

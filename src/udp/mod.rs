@@ -1,4 +1,5 @@
-//! The `udp` backend's userspace tunnel (Linux): a TUN device (`weft0`) the overlay network is
+//! The `udp` backend, both halves: [`plane`] is what the agent runs (start, key pair, peer
+//! table, peers file); the rest is the userspace tunnel (Linux): a TUN device (`weft0`) the overlay network is
 //! routed to, and a UDP socket (`--udp-port`, 8285). Two blocking threads, outside tokio, one per
 //! direction: TUN → frame (and seal) → sendmmsg, and recvmmsg → filter (and open) → TUN. The
 //! kernel's UDP segmentation offload carries runs of frames as one packet where it can (GSO on
@@ -9,6 +10,7 @@
 mod gso;
 mod offload;
 mod peers;
+pub mod plane;
 mod sys;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -347,16 +349,17 @@ impl Drop for Tunnel {
     }
 }
 
-/// A thread's view of the peer table, refreshed when the agent replaced it.
-struct View {
+/// A packet thread's copy of the peer table (and the crypto state derived from it), refreshed
+/// when the agent replaced the table.
+struct ThreadPeers {
     generation: u64,
     table: Arc<PeerTable>,
     crypto: peers::PeerCrypto,
 }
 
-impl View {
-    fn new() -> View {
-        View {
+impl ThreadPeers {
+    fn new() -> ThreadPeers {
+        ThreadPeers {
             generation: u64::MAX,
             table: Arc::new(PeerTable::default()),
             crypto: peers::PeerCrypto::default(),
@@ -388,7 +391,7 @@ fn tx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, mtu: usize) {
     let mut batch = gso::SendBatch::new(BATCH, head_len + mtu + tail_len, SEND_ARENA);
     let mut sender = sys::Sender::new(BATCH);
     let mut big = vec![0u8; TUN_READ_LEN].into_boxed_slice();
-    let mut view = View::new();
+    let mut view = ThreadPeers::new();
     let mut local = Local::default();
     let (tun_fd, sock_fd) = (tun.as_raw_fd(), socket.as_raw_fd());
     while !shared.stop.load(Ordering::Relaxed) {
@@ -544,7 +547,7 @@ fn gro_flush(gro: &mut offload::Gro, tun_fd: i32, local: &mut Local) {
 fn rx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, (slots, buf_len): (usize, usize)) {
     let mut batch = sys::Batch::new(slots, buf_len);
     let mut gro = offload::Gro::default();
-    let mut view = View::new();
+    let mut view = ThreadPeers::new();
     let mut local = Local::default();
     let (tun_fd, sock_fd) = (tun.as_raw_fd(), socket.as_raw_fd());
     while !shared.stop.load(Ordering::Relaxed) {
@@ -587,7 +590,7 @@ fn rx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, (slots, buf_len):
 /// One received frame: filter (and open), then coalesce into `gro` or write to the TUN device.
 fn rx_frame(
     shared: &Shared,
-    view: &mut View,
+    view: &mut ThreadPeers,
     gro: &mut offload::Gro,
     tun_fd: i32,
     local: &mut Local,

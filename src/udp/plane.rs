@@ -1,10 +1,10 @@
-//! The `udp` backend in the agent: starts the tunnel ([`crate::tunnel`]), labels and sizes its
-//! TUN device, publishes the tunnel port and public key, feeds the peer table from the peer view,
-//! and contributes the desired state (one route for the whole overlay network to `weft0`). With
-//! plain frames it keeps the last peer table in the state directory (`udp-peers`), so a restarted
-//! agent forwards at once instead of after gossip has refilled the table.
+//! The udp backend as the agent runs it: starts the tunnel (the packet engine beside this file),
+//! draws its key pair, sizes it from the underlay, takes the peer table the agent computes from
+//! the peer view, and with plain frames keeps the last table in the state directory
+//! (`udp-peers`), so a restarted agent forwards at once instead of after gossip has refilled
+//! it. Its TUN device is configured by the data plane (`dataplane::TunLink`).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,20 +14,46 @@ use ring::rand::SecureRandom;
 use tracing::{info, warn};
 use weft_proto::Backend;
 
-use super::driver::{Driver, note_kept};
-use super::{AgentError, UnderlayInfo};
 use crate::config::Config;
-use crate::dataplane::{self, Route, State};
+use crate::dataplane::underlay::UnderlayInfo;
 use crate::files;
-use crate::tunnel::{self, PeerSpec, Tunnel, TunnelConfig, TunnelCounters};
+use crate::udp::{self, PeerSpec, Tunnel, TunnelConfig, TunnelCounters, TunnelError};
 
-/// The udp backend's part of the agent.
-pub(super) struct UdpPlane {
+/// Why the udp backend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaneError {
+    /// The system's random generator failed.
+    #[error("cannot draw a tunnel key")]
+    Random,
+    /// The underlay MTU is too small for the tunnel (a configuration problem).
+    #[error("underlay MTU {underlay} leaves {left} for the udp tunnel (at least 576 needed)")]
+    Mtu {
+        /// The underlay's MTU.
+        underlay: u32,
+        /// What the tunnel would carry.
+        left: u32,
+    },
+    /// The TUN device or the socket could not be opened.
+    #[error("underlay: {0}")]
+    Tunnel(#[source] TunnelError),
+}
+
+/// What [`UdpPlane::update_peers`] did that the agent reports.
+#[derive(Debug, Default)]
+pub struct PeersUpdate {
+    /// Peers that publish no key while frames are sealed (their traffic is dropped).
+    pub unkeyed: Vec<String>,
+    /// The peers file write, when one was due.
+    pub kept: Option<files::Kept>,
+}
+
+/// The udp backend's running part.
+pub struct UdpPlane {
     /// `None` when nothing may touch the kernel (dry run, an injected data plane).
     tunnel: Option<Tunnel>,
     public_key: [u8; 32],
     encrypted: bool,
-    pub(super) mtu: u32,
+    mtu: u32,
     peers: Vec<PeerSpec>,
     /// The peers file, with plain frames (sealed ones need the peers' current keys, which only
     /// gossip carries).
@@ -38,7 +64,7 @@ pub(super) struct UdpPlane {
 }
 
 /// The peers file's name in the state directory.
-pub(super) const PEERS_FILE: &str = "udp-peers";
+pub const PEERS_FILE: &str = "udp-peers";
 /// Largest peers file read, in bytes.
 const MAX_PEERS_FILE: u64 = 1 << 20;
 /// How long restored peers stand in while gossip names none.
@@ -123,36 +149,36 @@ impl UdpPlane {
     /// `None` unless the backend is udp. A fresh X25519 key pair is drawn at every start (ring
     /// cannot persist private keys and need not: peers learn the new public key with the new
     /// generation's record, which rotates every pair's keys at each restart).
-    pub(super) async fn start(
+    pub async fn start(
         config: &Config,
         underlay: &UnderlayInfo,
         kernel: bool,
         counters: Arc<TunnelCounters>,
-    ) -> Result<Option<UdpPlane>, AgentError> {
+    ) -> Result<Option<UdpPlane>, PlaneError> {
         if config.backend != Backend::Udp {
             return Ok(None);
         }
         let mut private_key = [0u8; 32];
         ring::rand::SystemRandom::new()
             .fill(&mut private_key)
-            .map_err(|_| AgentError::Random)?;
+            .map_err(|_| PlaneError::Random)?;
         let public_key = weft_proto::frame::public_key(&private_key);
         let encrypted = config.udp_encryption;
-        let mtu = tunnel::tunnel_mtu(underlay.mtu, underlay.ip.is_ipv6(), encrypted);
+        let mtu = udp::tunnel_mtu(underlay.mtu, underlay.ip.is_ipv6(), encrypted);
         if mtu < 576 {
-            return Err(AgentError::TunnelMtu {
+            return Err(PlaneError::Mtu {
                 underlay: underlay.mtu,
                 left: mtu,
             });
         }
         let tunnel = if kernel {
             let cfg = TunnelConfig {
-                device: tunnel::DEVICE.into(),
+                device: udp::DEVICE.into(),
                 bind: SocketAddr::new(underlay.ip, config.udp_port),
                 mtu,
                 private_key: encrypted.then_some(private_key),
             };
-            let t = Tunnel::start(cfg, counters).map_err(AgentError::Tunnel)?;
+            let t = Tunnel::start(cfg, counters).map_err(PlaneError::Tunnel)?;
             Some(t)
         } else {
             None
@@ -185,17 +211,56 @@ impl UdpPlane {
     }
 
     /// Why the peers file's last write failed, while it does.
-    pub(super) fn peers_file_failure(&self) -> Option<&str> {
+    pub fn peers_file_failure(&self) -> Option<&str> {
         self.peers_file.as_ref().and_then(|f| f.failure())
     }
 
-    pub(super) fn public_key(&self) -> [u8; 32] {
+    /// This start's X25519 public key (published in the record).
+    pub fn public_key(&self) -> [u8; 32] {
         self.public_key
+    }
+
+    /// The tunnel's MTU: what containers get.
+    pub fn mtu(&self) -> u32 {
+        self.mtu
+    }
+
+    /// Hands the peers the agent computed (sorted) to the tunnel. Restored peers stand in until
+    /// gossip names a peer (or for RESTORED_TRUST at most); the peers file is written when they
+    /// change and retried while its write fails.
+    pub fn update_peers(&mut self, peers: Vec<PeerSpec>) -> PeersUpdate {
+        let mut update = PeersUpdate::default();
+        let keep_restored = self
+            .restored_until
+            .is_some_and(|until| peers.is_empty() && Instant::now() < until);
+        if !keep_restored {
+            self.restored_until = None;
+        }
+        let changed = !keep_restored && peers != self.peers;
+        if changed {
+            if self.encrypted {
+                update.unkeyed = peers
+                    .iter()
+                    .filter(|p| p.public_key.is_none())
+                    .map(|p| p.name.clone())
+                    .collect();
+            }
+            if let Some(t) = &self.tunnel {
+                t.set_peers(peers.clone());
+            }
+            self.peers = peers;
+        }
+        if let Some(file) = &mut self.peers_file
+            && (changed || file.failure().is_some())
+        {
+            update.kept = Some(file.keep(&peers_text(&self.peers)));
+        }
+        update
     }
 
     /// Stops the tunnel and deletes `weft0` with its address and routes (`weft leave`). A plain
     /// shutdown only drops the tunnel, which leaves the persistent device for the next start.
-    pub(super) fn stop(&mut self) {
+    pub fn stop(&mut self) {
         if let Some(t) = self.tunnel.take() {
             t.remove();
         }
@@ -204,90 +269,6 @@ impl UdpPlane {
             && e.kind() != std::io::ErrorKind::NotFound
         {
             warn!(path = %path.display(), error = %e, "cannot remove the peers file");
-        }
-    }
-}
-
-impl Driver {
-    /// The udp backend's desired state: the bridge (if any) and one route for the whole overlay
-    /// network to weft0 (the node's own subnet stays on the bridge, a longer prefix).
-    pub(super) fn udp_desired(&self, udp: &UdpPlane) -> State {
-        if self.lease.claim().is_none() {
-            return State::default();
-        }
-        let mut state = State {
-            tun: Some(dataplane::TunLink {
-                name: tunnel::DEVICE.into(),
-                mtu: udp.mtu,
-                addr: self.lease.claim().map(|(subnet, _)| subnet.network()),
-            }),
-            ..State::default()
-        };
-        if let (Some(bridge), Some(active)) = (&self.config.bridge, self.lease.active_subnet()) {
-            state.bridge = Some(dataplane::Bridge {
-                name: bridge.clone(),
-                addr: Ipv4Net::new(files::first_host(active), active.prefix_len())
-                    .unwrap_or(active),
-                mtu: udp.mtu,
-            });
-        }
-        state.routes.insert(Route {
-            dst: self.config.network,
-            gateway: Ipv4Addr::UNSPECIFIED,
-            device: Some(tunnel::DEVICE.into()),
-            onlink: false,
-        });
-        state
-    }
-
-    /// Hands the current winners to the tunnel and keeps weft0's address on the own subnet.
-    pub(super) async fn udp_step(&mut self) {
-        let Some(udp) = &mut self.udp else { return };
-        let claim = self.lease.own_claim();
-        let mut peers: Vec<PeerSpec> = if claim.is_some() {
-            self.view
-                .winners(claim, &self.config.node_name)
-                .into_iter()
-                .filter_map(|r| {
-                    let record = r.record()?;
-                    Some(PeerSpec {
-                        name: r.member.name.clone(),
-                        subnet: r.holds?,
-                        addr: SocketAddr::new(record.underlay_ip, record.tunnel_port),
-                        public_key: record.public_key,
-                        live: r.member.alive,
-                    })
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        peers.sort_by(|a, b| (a.subnet, &a.name).cmp(&(b.subnet, &b.name)));
-        // Restored peers stand in until gossip names a peer (or for RESTORED_TRUST at most).
-        let keep_restored = udp
-            .restored_until
-            .is_some_and(|until| peers.is_empty() && Instant::now() < until);
-        if !keep_restored {
-            udp.restored_until = None;
-        }
-        let changed = !keep_restored && peers != udp.peers;
-        if changed {
-            if udp.encrypted {
-                for p in peers.iter().filter(|p| p.public_key.is_none()) {
-                    warn!(node = %self.config.node_name, peer = %p.name, "peer publishes no tunnel key; its traffic is dropped");
-                }
-            }
-            if let Some(t) = &udp.tunnel {
-                t.set_peers(peers.clone());
-            }
-            udp.peers = peers;
-        }
-        // Written when the peers change, retried every step while it fails.
-        if let Some(file) = &mut udp.peers_file
-            && (changed || file.failure().is_some())
-        {
-            let kept = file.keep(&peers_text(&udp.peers));
-            note_kept(&self.config.node_name, "udp_peers", &self.metrics, kept);
         }
     }
 }
@@ -352,14 +333,14 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(p.mtu, 1440);
+        assert_eq!(p.mtu(), 1440);
         assert_ne!(p.public_key(), [0u8; 32]);
         config.udp_encryption = false;
         let p = UdpPlane::start(&config, &underlay, false, counters.clone())
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(p.mtu, 1468);
+        assert_eq!(p.mtu(), 1468);
         config.backend = Backend::Vxlan;
         assert!(
             UdpPlane::start(&config, &underlay, false, counters)
