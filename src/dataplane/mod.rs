@@ -1,8 +1,10 @@
 //! The data plane as desired state: what the kernel should hold for the current peer view, the
 //! diff against what it holds ([`plan`]), and the [`Dataplane`] trait that observes and applies.
 //! Implementations: [`netlink`] (the kernel, through rtnetlink) and [`fake`] (in memory); both pass
-//! the one suite in [`conformance`].
+//! the one suite in `conformance` (built with the `testing` feature, which the crate's own tests
+//! turn on; the fake is always built: `--dry-run` runs on it).
 
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod desired;
 pub mod fake;
