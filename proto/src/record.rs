@@ -124,7 +124,7 @@ pub struct NodeRecord {
     pub families: FamiliesV1,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RecordError {
     #[error("record is not valid base64")]
     Base64,
@@ -145,6 +145,26 @@ pub enum RecordError {
         why: &'static str,
     },
 }
+
+/// Every label [`RecordError::reason`] can return (`weft_records_rejected_total{reason}` is
+/// exported for each, zeros included).
+pub const REJECT_REASONS: &[&str] = &[
+    "malformed",
+    "too_long",
+    "version",
+    "invalid",
+    "node_name",
+    "underlay_ip",
+    "network",
+    "subnet",
+    "claim_time",
+    "vtep_mac",
+    "vni",
+    "families",
+    "ipv6_network",
+    "ipv6_subnet",
+    "ipv6_underlay_ip",
+];
 
 impl RecordError {
     /// A short label for counting rejections (`weft_records_rejected_total{reason}`): `malformed`,
@@ -680,6 +700,15 @@ pub(crate) mod tests {
         r.families.ipv4 = false;
         assert_eq!(r.validate().err().map(|e| e.reason()), Some("families"));
         assert_eq!(RecordError::UnsupportedVersion(2).reason(), "version");
+        // Every label validation uses is exported.
+        let src = include_str!("record.rs");
+        for part in src.split("field(\"").skip(1) {
+            let label = &part[..part.find('"').unwrap()];
+            assert!(
+                REJECT_REASONS.contains(&label),
+                "{label} is not in REJECT_REASONS"
+            );
+        }
         assert_eq!(RecordError::Base64.reason(), "malformed");
         assert_eq!(RecordError::TooLong(3000).reason(), "too_long");
     }

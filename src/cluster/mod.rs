@@ -20,7 +20,7 @@ use weft_proto::NodeRecord;
 use weft_proto::keyfile::{KEYS_KEY, KeyIds};
 use weft_proto::record::RECORD_KEY;
 
-use crate::lease::Member;
+use crate::lease::{Member, Rejection};
 use fanout::FanoutGate;
 
 /// How this node joins the mesh.
@@ -58,22 +58,6 @@ pub struct MeshCounts {
     pub bad_records: usize,
 }
 
-/// Reasons a peer's record is rejected, each a label of `weft_records_rejected_total`.
-pub const REJECT_REASONS: &[&str] = &[
-    "malformed",
-    "too_long",
-    "version",
-    "node_name",
-    "underlay_ip",
-    "network",
-    "subnet",
-    "vtep_mac",
-    "vni",
-    "claim_time",
-    "name_mismatch",
-    "invalid",
-];
-
 /// Records rejected before anything acted on them, by reason. Each distinct bad value of a
 /// node's record counts once (chitchat hands the same value back at every read).
 #[derive(Debug)]
@@ -84,7 +68,7 @@ pub struct RecordRejects {
 impl Default for RecordRejects {
     fn default() -> Self {
         RecordRejects {
-            counts: Mutex::new(REJECT_REASONS.iter().map(|r| (*r, 0)).collect()),
+            counts: Mutex::new(crate::lease::Rejection::labels().map(|r| (r, 0)).collect()),
         }
     }
 }
@@ -354,18 +338,15 @@ impl Cluster {
                 Some(value) => {
                     let checked = NodeRecord::decode(value)
                         .and_then(|r| r.validate_in(scope).map(|()| r))
-                        .map_err(|e| (e.reason(), e.to_string()))
+                        .map_err(Rejection::Record)
                         .and_then(|r| {
                             if *r.node_name == *id.node_id {
                                 Ok(r)
                             } else {
-                                Err((
-                                    "name_mismatch",
-                                    format!(
-                                        "record names {:?} but gossips as {:?}",
-                                        r.node_name, id.node_id
-                                    ),
-                                ))
+                                Err(Rejection::NameMismatch {
+                                    record: r.node_name,
+                                    gossip: id.node_id.to_string(),
+                                })
                             }
                         });
                     match checked {
@@ -373,17 +354,17 @@ impl Cluster {
                             self.rejected.remove(id);
                             Ok(r)
                         }
-                        Err((reason, why)) => {
+                        Err(why) => {
                             if self.rejected.get(id).map(String::as_str) != Some(value) {
-                                self.rejects.count(reason);
+                                self.rejects.count(why.label());
                                 self.rejected.insert(id.clone(), value.to_string());
-                                tracing::warn!(peer = %id.node_id, reason, error = %why, op = "record", "peer record rejected");
+                                tracing::warn!(peer = %id.node_id, reason = why.label(), error = %why, op = "record", "peer record rejected");
                             }
                             Err(why)
                         }
                     }
                 }
-                None => Err("no record yet".to_string()),
+                None => Err(Rejection::Missing),
             };
             if record.is_err() {
                 counts.bad_records += 1;

@@ -19,8 +19,8 @@ use weft_proto::record::MAX_CLAIM_TIME_MS;
 use weft_proto::{ClaimState, Ipv4Cidr};
 
 pub use view::{
-    ClaimKey, Identity, Limits, Member, OwnClaim, Refusal, Resolved, Standing, Verdict, View,
-    resolve,
+    ClaimKey, Identity, Limits, Member, OwnClaim, Refusal, Rejection, Resolved, Standing, Verdict,
+    View, resolve,
 };
 
 pub(crate) fn cidr_to_net(c: Ipv4Cidr) -> Ipv4Net {

@@ -22,7 +22,56 @@ pub struct Member {
     /// every observer at once (see [`resolve`]).
     pub dead_since_ms: Option<u64>,
     /// The decoded record, or why it could not be used.
-    pub record: Result<NodeRecord, String>,
+    pub record: Result<NodeRecord, Rejection>,
+}
+
+/// Why a member's record is not used (`weft status` shows it; `label` is the metric label of
+/// `weft_records_rejected_total{reason}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// The node gossips no record (yet).
+    Missing,
+    /// The record does not decode or fails validation.
+    Record(weft_proto::RecordError),
+    /// The record names another node than the one gossiping it.
+    NameMismatch {
+        /// The name in the record.
+        record: String,
+        /// The name the node gossips under.
+        gossip: String,
+    },
+}
+
+impl Rejection {
+    /// Labels of the rejections that are counted, zeros included: every record error and a
+    /// name mismatch (a missing record is not a rejection of anything received).
+    pub fn labels() -> impl Iterator<Item = &'static str> {
+        weft_proto::record::REJECT_REASONS
+            .iter()
+            .copied()
+            .chain(["name_mismatch"])
+    }
+
+    /// The metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Rejection::Missing => "missing",
+            Rejection::Record(e) => e.reason(),
+            Rejection::NameMismatch { .. } => "name_mismatch",
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::Missing => f.write_str("no record yet"),
+            Rejection::Record(e) => write!(f, "{e}"),
+            Rejection::NameMismatch { record, gossip } => {
+                write!(f, "record names {record:?} but gossips as {gossip:?}")
+            }
+        }
+    }
 }
 
 /// What this agent is: the reference point for identity conflicts and mixed-cluster checks.
@@ -47,7 +96,7 @@ pub enum Verdict {
     /// Identity conflict or mixed cluster: ignored, never programmed.
     Refused(Refusal),
     /// The record is missing, undecodable or fails validation.
-    Invalid(String),
+    Invalid(Rejection),
     /// Dead for longer than the reservation period, or its subnet was taken over by a newer
     /// settled claim: its subnet is free again.
     Expired,
@@ -453,10 +502,10 @@ fn judge(
         Err(why) => return Verdict::Invalid(why.clone()),
     };
     if record.node_name != m.name {
-        return Verdict::Invalid(format!(
-            "record names {:?} but gossips as {:?}",
-            record.node_name, m.name
-        ));
+        return Verdict::Invalid(Rejection::NameMismatch {
+            record: record.node_name.clone(),
+            gossip: m.name.clone(),
+        });
     }
     if let Some(&gen_newest) = newest.get(&m.name)
         && gen_newest > m.generation
