@@ -283,33 +283,6 @@ impl KeyStore {
     }
 }
 
-/// Reloads the keyring, logging and counting the outcome (SIGHUP, `weft keys reload`).
-pub fn reload_logged(
-    store: &KeyStore,
-    metrics: &crate::metrics::Metrics,
-) -> Result<bool, KeyStoreError> {
-    match store.reload() {
-        Ok(changed) => {
-            crate::metrics::Metrics::add(&metrics.key_reloads, 1);
-            let ids = store.ids();
-            tracing::info!(
-                path = %store.path().display(),
-                primary = %format_id(ids.primary),
-                keys = ids.installed.len(),
-                changed,
-                op = "keys",
-                "keyring reloaded"
-            );
-            Ok(changed)
-        }
-        Err(e) => {
-            crate::metrics::Metrics::add(&metrics.key_reload_failures, 1);
-            tracing::error!(error = %e, op = "keys", "keyring reload failed; keeping the current keys");
-            Err(e)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

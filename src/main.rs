@@ -132,7 +132,7 @@ async fn run_agent(
                 while hup.recv().await.is_some() {
                     match &store {
                         Some(store) => {
-                            let _ = weft::keys::reload_logged(store, &metrics);
+                            let _ = weft::metrics::reload_keys(store, &metrics);
                         }
                         None => tracing::info!(
                             "SIGHUP: gossip is not sealed (--insecure), no keyring to reload"

@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 
 use crate::cluster::RecordRejects;
 use crate::cluster::transport::{GOSSIP_METRICS, GossipCounters};
+use crate::keys::{KeyStore, KeyStoreError};
 use crate::udp::{DropReason, TunnelCounters};
 
 /// Label set of a family: `(name, value)` pairs.
@@ -312,6 +313,30 @@ impl Metrics {
         }
         let _ = prometheus_client::encoding::text::encode_eof(&mut out);
         out
+    }
+}
+
+/// Reloads the keyring, logging and counting the outcome (SIGHUP, `weft keys reload`).
+pub fn reload_keys(store: &KeyStore, metrics: &Metrics) -> Result<bool, KeyStoreError> {
+    match store.reload() {
+        Ok(changed) => {
+            Metrics::add(&metrics.key_reloads, 1);
+            let ids = store.ids();
+            tracing::info!(
+                path = %store.path().display(),
+                primary = %weft_proto::keyfile::format_id(ids.primary),
+                keys = ids.installed.len(),
+                changed,
+                op = "keys",
+                "keyring reloaded"
+            );
+            Ok(changed)
+        }
+        Err(e) => {
+            Metrics::add(&metrics.key_reload_failures, 1);
+            tracing::error!(error = %e, op = "keys", "keyring reload failed; keeping the current keys");
+            Err(e)
+        }
     }
 }
 

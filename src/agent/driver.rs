@@ -30,7 +30,7 @@ use crate::node::pacing::{self, NEWS_FANOUT, Pacer};
 use crate::node::{generation::generation_at, persist};
 use crate::{files, keys};
 
-use super::{AgentError, UnderlayInfo, UnderlaySelect, status};
+use super::{AgentError, UnderlayInfo, UnderlaySelect};
 
 /// The agent's two readings of time. `now_ms`: the wall clock read once at start, then counted
 /// forward by a monotonic clock (tokio's, so tests can pause time); it measures durations
@@ -910,7 +910,7 @@ impl Driver {
     }
 
     fn publish_status(&mut self) {
-        let report = status::build(self);
+        let report = self.status_report();
         let ready = report.ready;
         if ready && self.ready_since.is_none() {
             self.ready_since = Some(Instant::now());

@@ -313,7 +313,7 @@ impl AgentHandle {
     /// What SIGHUP does: re-reads `--cluster-key-file`; on error the keys in use stay.
     pub fn reload_keys(&self) -> Result<bool, keys::KeyStoreError> {
         match &self.keys {
-            Some(store) => keys::reload_logged(store, &self.metrics),
+            Some(store) => crate::metrics::reload_keys(store, &self.metrics),
             None => {
                 info!("SIGHUP: gossip is not sealed (--insecure), no keyring to reload");
                 Ok(false)
@@ -395,9 +395,9 @@ pub async fn run_agent(
 }
 
 /// The underlay `config` selects (read from the kernel, nothing changed); see
-/// [`dataplane::underlay::discover`].
+/// [`dataplane::netlink::discover`].
 pub async fn resolve_underlay(config: &Config) -> Result<UnderlayInfo, AgentError> {
-    dataplane::underlay::discover(&config.underlay, config.public_ip, config.dry_run)
+    dataplane::netlink::discover(&config.underlay, config.public_ip, config.dry_run)
         .await
         .map_err(AgentError::Underlay)
 }

@@ -6,155 +6,163 @@ use super::driver::Driver;
 use crate::api::{ClaimStatus, Liveness, NodeStatus, StatusReport};
 use crate::lease::{Phase, Verdict};
 
-pub(super) fn build(w: &Driver) -> StatusReport {
-    let (state, subnet) = match w.lease.phase() {
-        Phase::Warmup { .. } => (ClaimStatus::Searching, None),
-        Phase::Searching { .. } => (ClaimStatus::Searching, None),
-        Phase::Claimed { subnet, .. } => (ClaimStatus::Claimed, Some(*subnet)),
-        Phase::Active { subnet, .. } => (ClaimStatus::Active, Some(*subnet)),
-        Phase::Refused { .. } => (ClaimStatus::Refused, None),
-        Phase::Leaving { subnet, .. } => (ClaimStatus::Leaving, *subnet),
-    };
-    let applied_ok = w.applied.as_ref().is_some_and(|(_, ok)| *ok);
-    let ready_reason = match w.lease.phase() {
-        _ if !w.config.seeds.is_empty() && w.first_live_peer.is_none() => Some(format!(
-            "no seed reachable yet ({}); retrying",
-            w.config.seeds.join(", ")
-        )),
-        Phase::Warmup { .. } => Some("listening to the mesh before claiming".to_string()),
-        Phase::Searching { reason } => Some(reason.clone()),
-        Phase::Claimed { subnet, .. } => Some(format!("claim on {subnet} settling")),
-        Phase::Refused { reason } => Some(format!("identity conflict: {reason}")),
-        Phase::Leaving { .. } => Some("leaving".to_string()),
-        // CNI hands out addresses from subnet.env: not ready until it names the active subnet.
-        Phase::Active { subnet, .. } if !w.subnet_env.holds(&w.subnet_env_text(*subnet)) => {
-            Some(match w.subnet_env.failure() {
-                Some(e) => format!("subnet.env does not hold {subnet}: {e}; retrying"),
-                None => format!(
-                    "subnet.env ({}) not written yet for {subnet}",
-                    w.subnet_env.path().display()
-                ),
-            })
-        }
-        Phase::Active { .. } if w.state_file.failure().is_some() => Some(format!(
-            "state file not saved: {}; retrying",
-            w.state_file.failure().unwrap_or_default()
-        )),
-        Phase::Active { .. } if !applied_ok => Some("data plane not fully programmed".to_string()),
-        Phase::Active { .. } => None,
-    };
-    let mut warnings = w.warnings.clone();
-    let failures = [
-        ("subnet.env not written", w.subnet_env.failure()),
-        ("state file not saved", w.state_file.failure()),
-        (
-            "udp peers file not saved",
-            w.udp.as_ref().and_then(|u| u.peers_file_failure()),
-        ),
-    ];
-    for (what, e) in failures {
-        if let Some(e) = e {
-            warnings.push(format!("{what}: {e}; retrying"));
-        }
-    }
-    if let Phase::Refused { reason } = w.lease.phase() {
-        warnings.push(format!("identity conflict: {reason}"));
-    }
-
-    let mut nodes = vec![NodeStatus {
-        name: w.config.node_name.clone(),
-        generation: w.generation,
-        underlay_ip: w.announce_ip.to_string(),
-        subnet,
-        state,
-        liveness: Liveness::Alive,
-        is_self: true,
-        programmed: applied_ok,
-        reason: None,
-    }];
-    for r in &w.view.members {
-        // Superseded generations are noise for an operator: show the current one only.
-        if matches!(r.verdict, Verdict::Superseded { .. }) {
-            continue;
-        }
-        let record = r.record();
-        let programmed = w.programmed.contains_key(&r.member.name)
-            && w.programmed.get(&r.member.name) == r.holds.as_ref();
-        let reason = if programmed {
-            None
-        } else {
-            Some(match &r.verdict {
-                Verdict::Usable if r.holds.is_none() => "no subnet claimed".to_string(),
-                Verdict::Usable if w.lease.claim().is_none() => {
-                    "this node has no claim yet".to_string()
-                }
-                Verdict::Usable if w.skipped.contains_key(&r.member.name) => {
-                    w.skipped.get(&r.member.name).cloned().unwrap_or_default()
-                }
-                Verdict::Usable => match r
-                    .holds
-                    .and_then(|s| w.view.held().get(&s).map(|b| b.name.to_string()))
-                {
-                    Some(winner) if winner != r.member.name => format!("subnet held by {winner}"),
-                    _ => match w.lease.claim() {
-                        Some((own, _)) if Some(own) == r.holds => {
-                            "subnet contested with this node".to_string()
-                        }
-                        _ => "not yet programmed".to_string(),
-                    },
-                },
-                Verdict::Superseded { by_generation } => {
-                    format!("superseded by generation {by_generation}")
-                }
-                Verdict::Refused(why) => format!("refused: {why}"),
-                Verdict::Invalid(why) => format!("invalid record: {why}"),
-                Verdict::Expired => "dead beyond the reservation period".to_string(),
-                Verdict::Leaving => "left the mesh".to_string(),
-            })
+impl Driver {
+    /// What `/v1/status`, `weft status` and `/readyz` show now.
+    pub(super) fn status_report(&self) -> StatusReport {
+        let w = self;
+        let (state, subnet) = match w.lease.phase() {
+            Phase::Warmup { .. } => (ClaimStatus::Searching, None),
+            Phase::Searching { .. } => (ClaimStatus::Searching, None),
+            Phase::Claimed { subnet, .. } => (ClaimStatus::Claimed, Some(*subnet)),
+            Phase::Active { subnet, .. } => (ClaimStatus::Active, Some(*subnet)),
+            Phase::Refused { .. } => (ClaimStatus::Refused, None),
+            Phase::Leaving { subnet, .. } => (ClaimStatus::Leaving, *subnet),
         };
-        nodes.push(NodeStatus {
-            name: r.member.name.clone(),
-            generation: r.member.generation,
-            underlay_ip: record
-                .map(|x| x.underlay_ip.to_string())
-                .unwrap_or_default(),
-            subnet: record.and_then(|x| x.subnet).map(crate::lease::cidr_to_net),
-            state: match record.map(|x| (x.state, x.subnet.is_some())) {
-                Some((ClaimState::Leaving, _)) => ClaimStatus::Leaving,
-                Some((_, false)) | None => ClaimStatus::None,
-                Some((ClaimState::Claimed, true)) => ClaimStatus::Claimed,
-                Some((ClaimState::Active, true)) => ClaimStatus::Active,
-            },
-            liveness: if r.member.alive {
-                Liveness::Alive
-            } else {
-                Liveness::Dead
-            },
-            is_self: false,
-            programmed,
-            reason,
-        });
-    }
-    nodes.sort_by(|a, b| (&a.name, a.generation).cmp(&(&b.name, b.generation)));
-
-    StatusReport {
-        node_name: w.config.node_name.clone(),
-        generation: w.generation,
-        underlay_ip: w.announce_ip.to_string(),
-        backend: match w.config.backend {
-            weft_proto::Backend::Vxlan if w.config.direct_routing => "vxlan (DirectRouting)",
-            weft_proto::Backend::Vxlan => "vxlan",
-            weft_proto::Backend::HostGw => "host-gw",
-            weft_proto::Backend::Udp => "udp",
+        let applied_ok = w.applied.as_ref().is_some_and(|(_, ok)| *ok);
+        let ready_reason = match w.lease.phase() {
+            _ if !w.config.seeds.is_empty() && w.first_live_peer.is_none() => Some(format!(
+                "no seed reachable yet ({}); retrying",
+                w.config.seeds.join(", ")
+            )),
+            Phase::Warmup { .. } => Some("listening to the mesh before claiming".to_string()),
+            Phase::Searching { reason } => Some(reason.clone()),
+            Phase::Claimed { subnet, .. } => Some(format!("claim on {subnet} settling")),
+            Phase::Refused { reason } => Some(format!("identity conflict: {reason}")),
+            Phase::Leaving { .. } => Some("leaving".to_string()),
+            // CNI hands out addresses from subnet.env: not ready until it names the active subnet.
+            Phase::Active { subnet, .. } if !w.subnet_env.holds(&w.subnet_env_text(*subnet)) => {
+                Some(match w.subnet_env.failure() {
+                    Some(e) => format!("subnet.env does not hold {subnet}: {e}; retrying"),
+                    None => format!(
+                        "subnet.env ({}) not written yet for {subnet}",
+                        w.subnet_env.path().display()
+                    ),
+                })
+            }
+            Phase::Active { .. } if w.state_file.failure().is_some() => Some(format!(
+                "state file not saved: {}; retrying",
+                w.state_file.failure().unwrap_or_default()
+            )),
+            Phase::Active { .. } if !applied_ok => {
+                Some("data plane not fully programmed".to_string())
+            }
+            Phase::Active { .. } => None,
+        };
+        let mut warnings = w.warnings.clone();
+        let failures = [
+            ("subnet.env not written", w.subnet_env.failure()),
+            ("state file not saved", w.state_file.failure()),
+            (
+                "udp peers file not saved",
+                w.udp.as_ref().and_then(|u| u.peers_file_failure()),
+            ),
+        ];
+        for (what, e) in failures {
+            if let Some(e) = e {
+                warnings.push(format!("{what}: {e}; retrying"));
+            }
         }
-        .to_string(),
-        network: w.config.network.to_string(),
-        subnet,
-        state,
-        ready: ready_reason.is_none(),
-        ready_reason,
-        insecure: w.config.insecure,
-        warnings,
-        nodes,
+        if let Phase::Refused { reason } = w.lease.phase() {
+            warnings.push(format!("identity conflict: {reason}"));
+        }
+
+        let mut nodes = vec![NodeStatus {
+            name: w.config.node_name.clone(),
+            generation: w.generation,
+            underlay_ip: w.announce_ip.to_string(),
+            subnet,
+            state,
+            liveness: Liveness::Alive,
+            is_self: true,
+            programmed: applied_ok,
+            reason: None,
+        }];
+        for r in &w.view.members {
+            // Superseded generations are noise for an operator: show the current one only.
+            if matches!(r.verdict, Verdict::Superseded { .. }) {
+                continue;
+            }
+            let record = r.record();
+            let programmed = w.programmed.contains_key(&r.member.name)
+                && w.programmed.get(&r.member.name) == r.holds.as_ref();
+            let reason = if programmed {
+                None
+            } else {
+                Some(match &r.verdict {
+                    Verdict::Usable if r.holds.is_none() => "no subnet claimed".to_string(),
+                    Verdict::Usable if w.lease.claim().is_none() => {
+                        "this node has no claim yet".to_string()
+                    }
+                    Verdict::Usable if w.skipped.contains_key(&r.member.name) => {
+                        w.skipped.get(&r.member.name).cloned().unwrap_or_default()
+                    }
+                    Verdict::Usable => match r
+                        .holds
+                        .and_then(|s| w.view.held().get(&s).map(|b| b.name.to_string()))
+                    {
+                        Some(winner) if winner != r.member.name => {
+                            format!("subnet held by {winner}")
+                        }
+                        _ => match w.lease.claim() {
+                            Some((own, _)) if Some(own) == r.holds => {
+                                "subnet contested with this node".to_string()
+                            }
+                            _ => "not yet programmed".to_string(),
+                        },
+                    },
+                    Verdict::Superseded { by_generation } => {
+                        format!("superseded by generation {by_generation}")
+                    }
+                    Verdict::Refused(why) => format!("refused: {why}"),
+                    Verdict::Invalid(why) => format!("invalid record: {why}"),
+                    Verdict::Expired => "dead beyond the reservation period".to_string(),
+                    Verdict::Leaving => "left the mesh".to_string(),
+                })
+            };
+            nodes.push(NodeStatus {
+                name: r.member.name.clone(),
+                generation: r.member.generation,
+                underlay_ip: record
+                    .map(|x| x.underlay_ip.to_string())
+                    .unwrap_or_default(),
+                subnet: record.and_then(|x| x.subnet).map(crate::lease::cidr_to_net),
+                state: match record.map(|x| (x.state, x.subnet.is_some())) {
+                    Some((ClaimState::Leaving, _)) => ClaimStatus::Leaving,
+                    Some((_, false)) | None => ClaimStatus::None,
+                    Some((ClaimState::Claimed, true)) => ClaimStatus::Claimed,
+                    Some((ClaimState::Active, true)) => ClaimStatus::Active,
+                },
+                liveness: if r.member.alive {
+                    Liveness::Alive
+                } else {
+                    Liveness::Dead
+                },
+                is_self: false,
+                programmed,
+                reason,
+            });
+        }
+        nodes.sort_by(|a, b| (&a.name, a.generation).cmp(&(&b.name, b.generation)));
+
+        StatusReport {
+            node_name: w.config.node_name.clone(),
+            generation: w.generation,
+            underlay_ip: w.announce_ip.to_string(),
+            backend: match w.config.backend {
+                weft_proto::Backend::Vxlan if w.config.direct_routing => "vxlan (DirectRouting)",
+                weft_proto::Backend::Vxlan => "vxlan",
+                weft_proto::Backend::HostGw => "host-gw",
+                weft_proto::Backend::Udp => "udp",
+            }
+            .to_string(),
+            network: w.config.network.to_string(),
+            subnet,
+            state,
+            ready: ready_reason.is_none(),
+            ready_reason,
+            insecure: w.config.insecure,
+            warnings,
+            nodes,
+        }
     }
 }

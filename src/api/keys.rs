@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use weft_proto::keyfile::{format_id, parse_id};
 
-use super::ApiState;
+use super::handler::{ApiState, Reply};
 use crate::keys::KeyStoreError;
 
 /// What `GET /v1/keys` returns and `weft keys list` renders.
@@ -58,10 +58,10 @@ pub struct KeyRequest {
     pub force: bool,
 }
 
-type Answer = super::server::Reply;
+type Answer = Reply;
 
 fn answer(status: StatusCode, text: impl Into<String>) -> Answer {
-    super::server::Reply(status, text.into())
+    Reply(status, text.into())
 }
 
 pub(super) async fn list(State(s): State<ApiState>) -> Json<KeysReport> {
@@ -229,7 +229,7 @@ pub(super) async fn reload(State(s): State<ApiState>) -> Answer {
     let Some(store) = &s.keys else {
         return insecure();
     };
-    match crate::keys::reload_logged(store, &s.metrics) {
+    match crate::metrics::reload_keys(store, &s.metrics) {
         Ok(true) => answer(StatusCode::OK, "keyring reloaded"),
         Ok(false) => answer(StatusCode::OK, "keyring unchanged"),
         Err(e) => answer(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),

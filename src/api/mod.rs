@@ -139,12 +139,14 @@ pub struct ApiAnswer {
 }
 
 pub mod control;
+mod handler;
 #[allow(missing_docs)]
 mod keys;
 mod server;
 pub use control::{ControlError, ControlListener, Refusals, RefuseReason, socket_path};
+pub use handler::ApiState;
 pub use keys::{KeyRequest, KeysReport, NodeKeys};
-pub use server::{ApiState, BindError, Listeners, serve};
+pub use server::{BindError, Listeners, serve};
 
 #[cfg(test)]
 mod tests {

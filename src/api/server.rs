@@ -10,29 +10,12 @@ use axum::extract::{ConnectInfo, FromRef, State};
 use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::NODE_HEADER;
 use super::control::{self, ControlError, ControlListener, Peer, Refusals, RefuseReason};
-use super::{ApiAnswer, NODE_HEADER, StatusReport};
-use crate::metrics::Metrics;
-
-/// What the handlers read and send.
-#[derive(Clone)]
-pub struct ApiState {
-    /// This agent's node name (the [`NODE_HEADER`] of every answer).
-    pub node: String,
-    /// The agent's latest status.
-    pub status: watch::Receiver<StatusReport>,
-    /// The agent's counters (`/metrics`).
-    pub metrics: Arc<Metrics>,
-    /// A leave request carries the channel its answer comes back on.
-    pub leave: mpsc::Sender<oneshot::Sender<String>>,
-    /// The keyring (`None` with `--insecure`).
-    pub keys: Option<Arc<crate::keys::KeyStore>>,
-    /// Which nodes announced which key ids.
-    pub key_view: watch::Receiver<Vec<super::NodeKeys>>,
-}
+use super::handler::{ApiState, Reply};
 
 /// Why the API could not listen.
 #[derive(Debug, thiserror::Error)]
@@ -112,16 +95,6 @@ fn header_value(node: &str) -> HeaderValue {
         .ok()
         .filter(|_| node.chars().all(|c| c.is_ascii_graphic()))
         .unwrap_or(HeaderValue::from_static("?"))
-}
-
-/// A handler's answer: the status and an [`ApiAnswer`] body.
-pub(super) struct Reply(pub StatusCode, pub String);
-
-impl IntoResponse for Reply {
-    fn into_response(self) -> Response {
-        let message = self.1.trim_end().to_string();
-        (self.0, axum::Json(ApiAnswer { message })).into_response()
-    }
 }
 
 #[derive(Clone)]
@@ -332,8 +305,11 @@ async fn leave(State(s): State<ApiState>) -> Reply {
 mod tests {
     use std::time::Duration;
 
+    use super::super::{ApiAnswer, StatusReport};
     use super::*;
     use crate::cli::http::{self, Endpoint};
+    use crate::metrics::Metrics;
+    use tokio::sync::{mpsc, watch};
 
     const T: Duration = Duration::from_secs(5);
 

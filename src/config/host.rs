@@ -45,7 +45,7 @@ impl HostChecks {
 pub async fn preflight(config: &Config, checks: &HostChecks) -> Result<(), ConfigError> {
     check_host(config, checks)?;
     let underlay =
-        crate::dataplane::underlay::discover(&config.underlay, config.public_ip, config.dry_run)
+        crate::dataplane::netlink::discover(&config.underlay, config.public_ip, config.dry_run)
             .await
             .map_err(|e| {
                 underlay_error(

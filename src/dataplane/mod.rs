@@ -24,6 +24,8 @@ pub use plan::plan;
 
 /// Route protocol number marking every route weft installs (`ip route show proto 87`).
 pub const RTPROT_WEFT: u8 = 87;
+/// The udp backend's TUN device.
+pub const TUN_DEVICE: &str = "weft0";
 /// Interface alias marking every link weft created (`ip link show` prints `alias weft`).
 pub const LINK_ALIAS: &str = "weft";
 

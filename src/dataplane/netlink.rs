@@ -897,7 +897,7 @@ impl NetlinkDataplane {
         // The udp tunnel's device, configured (weft's alias) and up.
         let tun_link = links
             .iter()
-            .find(|l| l.name == crate::udp::DEVICE && l.owned() && l.up)
+            .find(|l| l.name == super::TUN_DEVICE && l.owned() && l.up)
             .cloned();
         let addrs = if vxlan_link.is_some() || bridge_link.is_some() || tun_link.is_some() {
             dump_addrs(self.handle()).await?
@@ -1139,6 +1139,31 @@ pub async fn discover_underlay(
 ) -> Result<UnderlayInfo, DataplaneError> {
     let mut dp = NetlinkDataplane::new().await?;
     dp.underlay(select, public_ip).await
+}
+
+/// The underlay `select` names on this host, read from the kernel (nothing changed). A dry run
+/// with a `public_ip` needs no usable interface: an announced address is all it needs (this is
+/// how many agents share one machine's loopback), so it gets a stand-in with MTU 1500.
+pub async fn discover(
+    select: &UnderlaySelect,
+    public_ip: Option<IpAddr>,
+    dry_run: bool,
+) -> Result<UnderlayInfo, DataplaneError> {
+    match discover_underlay(select, public_ip).await {
+        Ok(u) => Ok(u),
+        Err(e) => match public_ip {
+            Some(ip) if dry_run => {
+                tracing::info!(error = %e, %ip, "dry run: no usable underlay interface; assuming MTU 1500");
+                Ok(UnderlayInfo {
+                    ifname: "dry-run".to_string(),
+                    ifindex: 0,
+                    ip,
+                    mtu: 1500,
+                })
+            }
+            _ => Err(e),
+        },
+    }
 }
 
 fn onlink_in(addrs: &[Addr], ip: IpAddr) -> bool {

@@ -29,31 +29,6 @@ pub struct UnderlayInfo {
     pub mtu: u32,
 }
 
-/// The underlay `select` names on this host, read from the kernel (nothing changed). A dry run
-/// with a `public_ip` needs no usable interface: an announced address is all it needs (this is
-/// how many agents share one machine's loopback), so it gets a stand-in with MTU 1500.
-pub async fn discover(
-    select: &UnderlaySelect,
-    public_ip: Option<IpAddr>,
-    dry_run: bool,
-) -> Result<UnderlayInfo, super::DataplaneError> {
-    match super::netlink::discover_underlay(select, public_ip).await {
-        Ok(u) => Ok(u),
-        Err(e) => match public_ip {
-            Some(ip) if dry_run => {
-                tracing::info!(error = %e, %ip, "dry run: no usable underlay interface; assuming MTU 1500");
-                Ok(UnderlayInfo {
-                    ifname: "dry-run".to_string(),
-                    ifindex: 0,
-                    ip,
-                    mtu: 1500,
-                })
-            }
-            _ => Err(e),
-        },
-    }
-}
-
 /// How an underlay lookup failure reads to the operator: `underlay: <why>`.
 pub fn failure_text(e: &super::DataplaneError) -> String {
     match e {

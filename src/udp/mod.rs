@@ -25,7 +25,7 @@ use weft_proto::frame::{self, PLAIN_HEADER_LEN, SEALED_HEADER_LEN, SEALED_OVERHE
 pub use peers::{PeerSpec, PeerTable, accept};
 
 /// The TUN device's name.
-pub const DEVICE: &str = "weft0";
+pub use crate::dataplane::TUN_DEVICE as DEVICE;
 /// Default UDP port.
 pub const DEFAULT_PORT: u16 = 8285;
 /// TUN reads per round, datagrams per recvmmsg (without GRO), messages per sendmmsg.
