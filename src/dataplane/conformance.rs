@@ -119,6 +119,31 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
     converge(dp, &empty, "clean start").await;
     assert_holds(dp, &empty, "clean start").await;
 
+    // 0b. The masquerade table (ip-masq): installed, left alone when right, replaced for another
+    // subnet, removed when unwanted.
+    let masq = |subnet: &str| State {
+        masq: Some(super::Masquerade {
+            network: "10.244.0.0/16".parse().unwrap_or_default(),
+            subnet: subnet.parse().unwrap_or_default(),
+        }),
+        ..State::default()
+    };
+    let report = converge(dp, &masq("10.244.3.0/24"), "masq install").await;
+    assert_eq!(report.applied, vec!["ip_masq"], "[masq install]");
+    assert_holds(dp, &masq("10.244.3.0/24"), "masq install").await;
+    let report = converge(dp, &masq("10.244.3.0/24"), "masq again").await;
+    assert!(
+        report.applied.is_empty(),
+        "[masq again] {:?}",
+        report.applied
+    );
+    let report = converge(dp, &masq("10.244.4.0/24"), "masq moves").await;
+    assert_eq!(report.applied, vec!["ip_masq"], "[masq moves]");
+    assert_holds(dp, &masq("10.244.4.0/24"), "masq moves").await;
+    let report = converge(dp, &empty, "masq removed").await;
+    assert_eq!(report.applied, vec!["del_masq"], "[masq removed]");
+    assert_holds(dp, &empty, "masq removed").await;
+
     // 1. A first desired state is reached.
     let dev = env.device();
     let bridge = env.bridge();
