@@ -21,12 +21,13 @@ use weft_proto::{Backend, ClaimState, NodeRecord, PersistedState};
 use crate::api::StatusReport;
 use crate::cluster::{Cluster, ClusterConfig, MeshCounts};
 use crate::config::Config;
-use crate::dataplane::paths::{self, Onlink, Path, Selection};
+use crate::dataplane::paths::{self, Onlink, Selection};
 use crate::dataplane::{self, Dataplane, State};
 use crate::lease::{self, Identity, Lease, LeaseConfig, LeaseEvent, Phase, Restored, View};
 use crate::metrics::Metrics;
 use crate::node::notices::Notices;
 use crate::node::pacing::{self, NEWS_FANOUT, Pacer};
+use crate::node::programming::{Change, Programming};
 use crate::node::{generation::generation_at, persist};
 use crate::{files, keys};
 
@@ -83,10 +84,8 @@ pub(super) struct Driver {
     pub(super) generation: u64,
     pub(super) lease: Lease,
     pub(super) identity: Identity,
-    /// Last applied desired state and whether that apply fully succeeded.
-    pub(super) applied: Option<(State, bool)>,
-    pub(super) last_reconcile: Option<Instant>,
-    pub(super) programmed: BTreeMap<String, Ipv4Net>,
+    /// The last reconcile: what it applied, whether it took, which peers are programmed.
+    pub(super) programming: Programming,
     pub(super) first_live_peer: Option<Instant>,
     pub(super) started: Instant,
     /// The state last saved, and when (since start).
@@ -103,8 +102,6 @@ pub(super) struct Driver {
     pub(super) onlink: Onlink,
     /// Peers (by name) this node would program but cannot, with the reason (`weft status`).
     pub(super) skipped: BTreeMap<String, String>,
-    /// How each programmed peer is reached.
-    pub(super) paths: BTreeMap<String, Path>,
     /// What the operator was told (peers joining and leaving, why a peer is not programmed,
     /// seeds not answering), so that each is told once.
     pub(super) notices: Notices,
@@ -190,9 +187,7 @@ impl Driver {
             generation,
             lease,
             identity,
-            applied: None,
-            last_reconcile: None,
-            programmed: BTreeMap::new(),
+            programming: Programming::default(),
             first_live_peer: None,
             started: Instant::now(),
             last_saved: None,
@@ -204,7 +199,6 @@ impl Driver {
             counts: MeshCounts::default(),
             onlink: Onlink::Unknown,
             skipped: BTreeMap::new(),
-            paths: BTreeMap::new(),
             notices: Notices::default(),
             keys: None,
             key_view_tx: None,
@@ -348,7 +342,7 @@ impl Driver {
     /// netlink read can tell), or the periodic pass is due.
     fn step_due(&self, pacer: &Pacer, now: Duration) -> bool {
         !matches!(self.lease.phase(), Phase::Active { .. })
-            || !self.applied.as_ref().is_some_and(|(_, ok)| *ok)
+            || !self.programming.applied_ok()
             || !self.view_is_warm()
             || paths::needs_onlink(self.config.backend, self.config.direct_routing)
             || pacer.periodic_due(now, self.config.reconcile_interval)
@@ -781,12 +775,11 @@ impl Driver {
         }
         self.skipped = selection.skipped;
         let desired = selection.state;
-        let due = match (&self.applied, self.last_reconcile) {
-            (Some((prev, ok)), Some(at)) => {
-                *prev != desired || !ok || at.elapsed() >= self.config.reconcile_interval
-            }
-            _ => true,
-        };
+        let due = self.programming.due(
+            &desired,
+            self.started.elapsed(),
+            self.config.reconcile_interval,
+        );
         if !due {
             return;
         }
@@ -821,36 +814,29 @@ impl Driver {
                 false
             }
         };
-        let now_programmed: BTreeMap<String, Ipv4Net> = if ok {
-            self.targets()
-                .into_iter()
-                .filter(|(n, _, _)| !self.skipped.contains_key(n))
-                .map(|(n, s, _)| (n, s))
-                .collect()
-        } else {
-            self.programmed.clone()
-        };
-        for (name, subnet) in &now_programmed {
-            let path = selection.paths.get(name).copied();
-            if self.programmed.get(name) != Some(subnet)
-                || (ok && self.paths.get(name) != path.as_ref())
-            {
-                info!(node = %self.config.node_name, peer = %name, subnet = %subnet, via = path.map(Path::as_str).unwrap_or("-"), "peer routes programmed");
+        let targets: BTreeMap<String, Ipv4Net> = self
+            .targets()
+            .into_iter()
+            .filter(|(n, _, _)| !self.skipped.contains_key(n))
+            .map(|(n, s, _)| (n, s))
+            .collect();
+        let changes = self.programming.record(
+            desired,
+            ok,
+            self.started.elapsed(),
+            targets,
+            selection.paths,
+        );
+        for change in changes {
+            if let Change::Programmed { peer, .. } = &change {
+                self.notices.programmed(peer);
             }
-            self.notices.programmed(name);
+            change.log(&self.config.node_name);
         }
-        for (name, subnet) in &self.programmed {
-            if !now_programmed.contains_key(name) {
-                info!(node = %self.config.node_name, peer = %name, subnet = %subnet, "peer routes removed");
-            }
-        }
-        Metrics::set(&self.metrics.peers_programmed, now_programmed.len() as u64);
-        if ok {
-            self.paths = selection.paths;
-        }
-        self.programmed = now_programmed;
-        self.applied = Some((desired, ok));
-        self.last_reconcile = Some(Instant::now());
+        Metrics::set(
+            &self.metrics.peers_programmed,
+            self.programming.count() as u64,
+        );
     }
 
     async fn leave(&mut self, cluster: &mut Cluster) -> String {
@@ -867,9 +853,9 @@ impl Driver {
             .clamp(Duration::from_secs(1), Duration::from_secs(10));
         tokio::time::sleep(spread).await;
         let look_at = self
-            .applied
-            .as_ref()
-            .map(|(s, _)| s.clone())
+            .programming
+            .last_applied()
+            .cloned()
             .unwrap_or_else(|| self.desired());
         let mut failures = Vec::new();
         match self.dataplane.observe(&look_at).await {

@@ -18,7 +18,7 @@ impl Driver {
             Phase::Refused { .. } => (ClaimStatus::Refused, None),
             Phase::Leaving { subnet, .. } => (ClaimStatus::Leaving, *subnet),
         };
-        let applied_ok = w.applied.as_ref().is_some_and(|(_, ok)| *ok);
+        let applied_ok = w.programming.applied_ok();
         let ready_reason = match w.lease.phase() {
             _ if !w.config.seeds.is_empty() && w.first_live_peer.is_none() => Some(format!(
                 "no seed reachable yet ({}); retrying",
@@ -83,8 +83,10 @@ impl Driver {
                 continue;
             }
             let record = r.record();
-            let programmed = w.programmed.contains_key(&r.member.name)
-                && w.programmed.get(&r.member.name) == r.holds.as_ref();
+            let programmed = w
+                .programming
+                .programmed(&r.member.name)
+                .is_some_and(|s| Some(s) == r.holds);
             let reason = if programmed {
                 None
             } else {
