@@ -21,10 +21,12 @@ use weft_proto::{Backend, ClaimState, NodeRecord, PersistedState};
 use crate::api::StatusReport;
 use crate::cluster::{Cluster, ClusterConfig, MeshCounts};
 use crate::config::Config;
+use crate::dataplane::desired::PeerTarget;
 use crate::dataplane::paths::{self, Onlink, Selection};
 use crate::dataplane::{self, Dataplane, State};
 use crate::lease::{self, Identity, Lease, LeaseConfig, LeaseEvent, Phase, Restored, View};
 use crate::metrics::Metrics;
+use crate::node::desired;
 use crate::node::notices::Notices;
 use crate::node::pacing::{self, NEWS_FANOUT, Pacer};
 use crate::node::programming::{Change, Programming};
@@ -510,18 +512,9 @@ impl Driver {
         }
     }
 
-    fn vxlan_mtu(&self) -> u32 {
-        dataplane::desired::vxlan_mtu(self.underlay.mtu, self.underlay.ip.is_ipv6())
-    }
-
-    /// The MTU containers get (FLANNEL_MTU, the bridge): [`dataplane::desired::overlay_mtu`].
+    /// The MTU containers get (FLANNEL_MTU, the bridge).
     fn overlay_mtu(&self) -> u32 {
-        dataplane::desired::overlay_mtu(
-            self.config.backend,
-            self.underlay.mtu,
-            self.underlay.ip.is_ipv6(),
-            self.udp.as_ref().map(|u| u.mtu()),
-        )
+        desired::overlay_mtu(&self.desired_inputs(&[]))
     }
 
     /// What subnet.env must say for `subnet`.
@@ -589,71 +582,39 @@ impl Driver {
         self.selection().state
     }
 
-    /// The desired state and each peer's fate (programmed, and how; or skipped, and why).
+    /// The desired state and each peer's fate ([`crate::node::desired`]).
     fn selection(&self) -> Selection {
-        let mut selection = self.peer_selection();
-        // `--ip-masq`: the masquerade table follows the active subnet.
-        selection.state.masq = match self.lease.active_subnet() {
-            Some(subnet) if self.config.ip_masq => Some(dataplane::Masquerade {
-                network: self.config.network,
-                subnet,
-            }),
-            _ => None,
-        };
-        selection
-    }
-
-    /// The devices, entries and routes for the peers, and each peer's fate.
-    fn peer_selection(&self) -> Selection {
-        if let Some(udp) = &self.udp {
-            return Selection {
-                state: self.udp_desired(udp),
-                ..Selection::default()
-            };
-        }
-        let Some((subnet, _)) = self.lease.claim() else {
-            return Selection::default();
-        };
-        let bridge = match (&self.config.bridge, self.lease.active_subnet()) {
-            (Some(bridge), Some(active)) => Some(dataplane::Bridge {
-                name: bridge.clone(),
-                addr: Ipv4Net::new(files::first_host(active), active.prefix_len())
-                    .unwrap_or(active),
-                mtu: self.overlay_mtu(),
-            }),
-            _ => None,
-        };
-        let device = match self.config.backend {
-            Backend::Vxlan => Some(dataplane::VxlanDevice {
-                name: dataplane::desired::vxlan_device_name(self.config.vni),
-                vni: self.config.vni,
-                port: self.config.vxlan_port,
-                local_ip: self.underlay.ip,
-                underlay_ifindex: Some(self.underlay.ifindex),
-                mac: self.vtep_mac,
-                mtu: self.vxlan_mtu(),
-                addr: subnet.network(),
-            }),
-            Backend::HostGw | Backend::Udp => None,
-        };
-        let peers: Vec<dataplane::desired::PeerTarget> = self
+        let peers: Vec<PeerTarget> = self
             .targets()
             .into_iter()
-            .map(|(name, subnet, record)| dataplane::desired::PeerTarget {
+            .map(|(name, subnet, record)| PeerTarget {
                 name,
                 subnet,
                 underlay_ip: record.underlay_ip,
                 vtep_mac: record.vtep_mac,
             })
             .collect();
-        paths::select(
-            self.config.backend,
-            self.config.direct_routing,
-            device,
-            bridge,
-            &peers,
-            &self.onlink,
-        )
+        desired::selection(&self.desired_inputs(&peers))
+    }
+
+    /// What [`crate::node::desired`] builds from.
+    fn desired_inputs<'a>(&'a self, peers: &'a [PeerTarget]) -> desired::Inputs<'a> {
+        desired::Inputs {
+            backend: self.config.backend,
+            direct_routing: self.config.direct_routing,
+            vni: self.config.vni,
+            vxlan_port: self.config.vxlan_port,
+            network: self.config.network,
+            ip_masq: self.config.ip_masq,
+            bridge: self.config.bridge.as_deref(),
+            claim: self.lease.claim().map(|(subnet, _)| subnet),
+            active: self.lease.active_subnet(),
+            underlay: &self.underlay,
+            vtep_mac: self.vtep_mac,
+            udp_mtu: self.udp.as_ref().map(|u| u.mtu()),
+            peers,
+            onlink: &self.onlink,
+        }
     }
 
     /// Re-reads which peers are on-link (host-gw and DirectRouting only): a changed underlay

@@ -1,0 +1,211 @@
+//! What the kernel should hold, from what the node knows: its claim (settling or active), the
+//! peers it programs (the winners of their subnets), which of them are on-link, the underlay,
+//! and the configuration. Pure; the driver gathers the inputs and reconciles the result.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use weft_proto::Backend;
+
+use crate::dataplane::desired::{PeerTarget, vxlan_device_name, vxlan_mtu};
+use crate::dataplane::paths::{self, Onlink, Selection};
+use crate::dataplane::underlay::UnderlayInfo;
+use crate::dataplane::{self, Bridge, Masquerade, Route, State, TunLink, VxlanDevice};
+use crate::files::first_host;
+
+/// What the desired state is built from.
+#[derive(Clone, Debug)]
+pub struct Inputs<'a> {
+    /// The configured backend.
+    pub backend: Backend,
+    /// vxlan with plain routes to on-link peers.
+    pub direct_routing: bool,
+    /// The VXLAN network identifier.
+    pub vni: u32,
+    /// The VXLAN UDP port.
+    pub vxlan_port: u16,
+    /// The overlay network.
+    pub network: Ipv4Net,
+    /// Whether to masquerade what leaves the overlay (`--ip-masq`).
+    pub ip_masq: bool,
+    /// The bridge weft owns (`--bridge`).
+    pub bridge: Option<&'a str>,
+    /// This node's claim (settling or active).
+    pub claim: Option<Ipv4Net>,
+    /// Its subnet once the claim is active.
+    pub active: Option<Ipv4Net>,
+    /// The underlay in use.
+    pub underlay: &'a UnderlayInfo,
+    /// This node's VTEP MAC (vxlan).
+    pub vtep_mac: dataplane::Mac,
+    /// The udp tunnel's MTU when the backend is udp.
+    pub udp_mtu: Option<u32>,
+    /// The peers to program (the winner of each subnet).
+    pub peers: &'a [PeerTarget],
+    /// Which peers are on-link (host-gw, DirectRouting).
+    pub onlink: &'a Onlink,
+}
+
+/// The desired state and each peer's fate (programmed, and how; or skipped, and why).
+pub fn selection(i: &Inputs) -> Selection {
+    let mut selection = peer_selection(i);
+    // `--ip-masq`: the masquerade table follows the active subnet.
+    selection.state.masq = match i.active {
+        Some(subnet) if i.ip_masq => Some(Masquerade {
+            network: i.network,
+            subnet,
+        }),
+        _ => None,
+    };
+    selection
+}
+
+/// The MTU containers get (FLANNEL_MTU, the bridge).
+pub fn overlay_mtu(i: &Inputs) -> u32 {
+    dataplane::desired::overlay_mtu(
+        i.backend,
+        i.underlay.mtu,
+        i.underlay.ip.is_ipv6(),
+        i.udp_mtu,
+    )
+}
+
+fn bridge(i: &Inputs, mtu: u32) -> Option<Bridge> {
+    match (i.bridge, i.active) {
+        (Some(name), Some(active)) => Some(Bridge {
+            name: name.to_string(),
+            addr: Ipv4Net::new(first_host(active), active.prefix_len()).unwrap_or(active),
+            mtu,
+        }),
+        _ => None,
+    }
+}
+
+fn peer_selection(i: &Inputs) -> Selection {
+    let Some(subnet) = i.claim else {
+        return Selection::default();
+    };
+    if let Some(mtu) = i.udp_mtu {
+        return Selection {
+            state: udp_state(i, subnet, mtu),
+            ..Selection::default()
+        };
+    }
+    let device = match i.backend {
+        Backend::Vxlan => Some(VxlanDevice {
+            name: vxlan_device_name(i.vni),
+            vni: i.vni,
+            port: i.vxlan_port,
+            local_ip: i.underlay.ip,
+            underlay_ifindex: Some(i.underlay.ifindex),
+            mac: i.vtep_mac,
+            mtu: vxlan_mtu(i.underlay.mtu, i.underlay.ip.is_ipv6()),
+            addr: subnet.network(),
+        }),
+        Backend::HostGw | Backend::Udp => None,
+    };
+    paths::select(
+        i.backend,
+        i.direct_routing,
+        device,
+        bridge(i, overlay_mtu(i)),
+        i.peers,
+        i.onlink,
+    )
+}
+
+/// The udp backend: its TUN device with `<subnet>.0`, the bridge, and one route for the whole
+/// overlay network to the device (the node's own subnet stays on the bridge, a longer prefix).
+fn udp_state(i: &Inputs, subnet: Ipv4Net, mtu: u32) -> State {
+    let mut state = State {
+        tun: Some(TunLink {
+            name: dataplane::TUN_DEVICE.into(),
+            mtu,
+            addr: Some(subnet.network()),
+        }),
+        bridge: bridge(i, mtu),
+        ..State::default()
+    };
+    state.routes.insert(Route {
+        dst: i.network,
+        gateway: Ipv4Addr::UNSPECIFIED,
+        device: Some(dataplane::TUN_DEVICE.into()),
+        onlink: false,
+    });
+    state
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs<'a>(
+        underlay: &'a UnderlayInfo,
+        peers: &'a [PeerTarget],
+        onlink: &'a Onlink,
+    ) -> Inputs<'a> {
+        Inputs {
+            backend: Backend::Vxlan,
+            direct_routing: false,
+            vni: 1,
+            vxlan_port: 8472,
+            network: "10.244.0.0/16".parse().unwrap(),
+            ip_masq: true,
+            bridge: Some("cni0"),
+            claim: Some("10.244.3.0/24".parse().unwrap()),
+            active: None,
+            underlay,
+            vtep_mac: [2, 0, 0, 0, 0, 1],
+            udp_mtu: None,
+            peers,
+            onlink,
+        }
+    }
+
+    #[test]
+    fn bridge_and_masquerade_wait_for_the_active_subnet_and_mtus_follow_the_backend() {
+        let underlay = UnderlayInfo {
+            ifname: "eth0".into(),
+            ifindex: 2,
+            ip: "192.0.2.1".parse().unwrap(),
+            mtu: 1500,
+        };
+        let peers = [PeerTarget {
+            name: "b".into(),
+            subnet: "10.244.4.0/24".parse().unwrap(),
+            underlay_ip: "192.0.2.2".parse().unwrap(),
+            vtep_mac: [2, 0, 0, 0, 0, 2],
+        }];
+        let onlink = Onlink::Unknown;
+        let mut i = inputs(&underlay, &peers, &onlink);
+        let settling = selection(&i).state;
+        assert_eq!(settling.vxlan.as_ref().map(|d| d.mtu), Some(1450));
+        assert!(settling.bridge.is_none() && settling.masq.is_none());
+        assert_eq!(settling.routes.len(), 1);
+        i.active = i.claim;
+        let active = selection(&i).state;
+        assert_eq!(
+            active.bridge.as_ref().map(|b| (b.addr.to_string(), b.mtu)),
+            Some(("10.244.3.1/24".into(), 1450))
+        );
+        assert_eq!(active.masq.map(|m| m.subnet), i.claim);
+        // udp: the TUN device at the tunnel MTU, one route for the network, no VXLAN.
+        i.udp_mtu = Some(1440);
+        i.backend = Backend::Udp;
+        let udp = selection(&i).state;
+        assert_eq!(
+            udp.tun.as_ref().map(|t| (t.mtu, t.addr)),
+            Some((1440, Some("10.244.3.0".parse().unwrap())))
+        );
+        assert!(udp.vxlan.is_none());
+        assert_eq!(udp.bridge.map(|b| b.mtu), Some(1440));
+        // host-gw: the underlay MTU.
+        i.udp_mtu = None;
+        i.backend = Backend::HostGw;
+        assert_eq!(overlay_mtu(&i), 1500);
+        // No claim: nothing but what needs no subnet.
+        i.claim = None;
+        i.active = None;
+        assert_eq!(selection(&i).state, State::default());
+    }
+}
