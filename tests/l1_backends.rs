@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use chitchat::transport::ChannelTransport;
 use ipnet::Ipv4Net;
-use l1config::{node_config, wait_until};
+use l1config::{node_config, start_agent, wait_until};
 use weft::Config;
-use weft::agent::{Agent, AgentHandle, UnderlayInfo};
+use weft::agent::AgentHandle;
 use weft::api::NodeStatus;
 use weft::dataplane::fake::FakeDataplane;
 use weft_proto::Backend;
@@ -35,19 +35,7 @@ fn config(i: usize, dir: &Path, backend: Backend) -> Config {
 }
 
 async fn start(t: &ChannelTransport, config: Config, i: usize, dp: &FakeDataplane) -> AgentHandle {
-    Agent::new(config)
-        .dataplane(Box::new(dp.clone()))
-        .transport(Box::new(t.clone()))
-        .underlay(UnderlayInfo {
-            ifname: "eth0".into(),
-            ifindex: 2,
-            ip: underlay_ip(i),
-            mtu: 1500,
-        })
-        .serve_api(false)
-        .start()
-        .await
-        .expect("agent starts")
+    start_agent(config, i, dp, t).await
 }
 
 fn peer(h: &AgentHandle, name: &str) -> Option<NodeStatus> {

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use chitchat::transport::ChannelTransport;
-use weft::agent::{Agent, AgentHandle, UnderlayInfo};
+use weft::agent::AgentHandle;
 use weft::api::StatusReport;
 use weft::dataplane::fake::FakeDataplane;
 
@@ -53,19 +53,13 @@ async fn unwritable_subnet_env_and_state_keep_the_agent_unready_until_written() 
     std::fs::write(&lib, "").unwrap();
     config.subnet_file = run.join("flannel/subnet.env");
     config.state_dir = lib.join("weft");
-    let handle = Agent::new(config.clone())
-        .dataplane(Box::new(FakeDataplane::new()))
-        .transport(Box::new(ChannelTransport::default()))
-        .underlay(UnderlayInfo {
-            ifname: "eth0".into(),
-            ifindex: 2,
-            ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
-            mtu: 1500,
-        })
-        .serve_api(false)
-        .start()
-        .await
-        .expect("agent starts");
+    let handle = l1config::start_agent(
+        config.clone(),
+        0,
+        &FakeDataplane::new(),
+        &ChannelTransport::default(),
+    )
+    .await;
 
     // Active, but subnet.env cannot be written: not ready, and the reason says so.
     wait_status(&handle, Duration::from_secs(60), "active", |s| {

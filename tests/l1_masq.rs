@@ -9,26 +9,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use chitchat::transport::ChannelTransport;
-use l1config::{node_config, wait_until};
+use l1config::{node_config, start_agent, wait_until};
 use weft::Config;
-use weft::agent::{Agent, AgentHandle, UnderlayInfo};
+use weft::agent::AgentHandle;
 use weft::dataplane::Masquerade;
 use weft::dataplane::fake::FakeDataplane;
 
 async fn start(config: Config, dp: &FakeDataplane) -> AgentHandle {
-    Agent::new(config)
-        .dataplane(Box::new(dp.clone()))
-        .transport(Box::new(ChannelTransport::default()))
-        .underlay(UnderlayInfo {
-            ifname: "eth0".into(),
-            ifindex: 2,
-            ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
-            mtu: 1500,
-        })
-        .serve_api(false)
-        .start()
-        .await
-        .expect("agent starts")
+    start_agent(config, 0, dp, &ChannelTransport::default()).await
 }
 
 fn config(dir: &std::path::Path, ip_masq: bool) -> Config {

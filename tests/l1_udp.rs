@@ -10,9 +10,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use chitchat::transport::ChannelTransport;
-use l1config::{node_config, wait_until};
+use l1config::{node_config, start_agent, wait_until};
 use weft::Config;
-use weft::agent::{Agent, AgentHandle, UnderlayInfo};
+use weft::agent::AgentHandle;
 use weft::dataplane::fake::FakeDataplane;
 use weft::dataplane::{State, TunLink};
 use weft_proto::Backend;
@@ -32,19 +32,7 @@ async fn start(
         backend: Backend::Udp,
         ..node_config(i, dir, gossip_addr(i), &seeds, "l1udp")
     };
-    let h = Agent::new(config.clone())
-        .dataplane(Box::new(dp.clone()))
-        .transport(Box::new(t.clone()))
-        .underlay(UnderlayInfo {
-            ifname: "eth0".into(),
-            ifindex: 2,
-            ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, i as u8 + 1)),
-            mtu: 1500,
-        })
-        .serve_api(false)
-        .start()
-        .await
-        .expect("agent starts");
+    let h = start_agent(config.clone(), i, dp, t).await;
     (h, config)
 }
 

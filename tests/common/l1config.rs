@@ -1,6 +1,6 @@
 //! The L1 harness (in-process agents, fake data plane, paused time): the `Config` of agent I
 //! (vxlan on 10.244.0.0/16 with /24 subnets, 1 s gossip, its state under DIR) and waiting on
-//! a condition in paused time.
+//! a condition in paused time, and starting agent I on a fake data plane and an in-memory mesh.
 //!
 //! Use from an integration test with `#[path = "common/l1config.rs"] mod l1config;`.
 #![allow(dead_code)]
@@ -9,8 +9,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use chitchat::transport::ChannelTransport;
 use weft::Config;
+use weft::agent::{Agent, AgentHandle, UnderlayInfo};
 use weft::config::{LogFormat, UnderlaySelect};
+use weft::dataplane::fake::FakeDataplane;
 use weft_proto::Backend;
 
 /// Agent I gossiping on LISTEN, joining through SEEDS, in cluster CLUSTER_ID.
@@ -69,4 +72,32 @@ pub async fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> boo
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     check()
+}
+
+/// The underlay of in-process agent I: `eth0` (index 2, MTU 1500) holding 192.0.2.(I+1).
+pub fn underlay(i: usize) -> UnderlayInfo {
+    UnderlayInfo {
+        ifname: "eth0".into(),
+        ifindex: 2,
+        ip: std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, i as u8 + 1)),
+        mtu: 1500,
+    }
+}
+
+/// Starts `config` as agent I on the fake data plane `dp` (a shared handle) gossiping over
+/// `transport`, with [`underlay`]`(i)` and no API.
+pub async fn start_agent(
+    config: Config,
+    i: usize,
+    dp: &FakeDataplane,
+    transport: &ChannelTransport,
+) -> AgentHandle {
+    Agent::new(config)
+        .dataplane(Box::new(dp.clone()))
+        .transport(Box::new(transport.clone()))
+        .underlay(underlay(i))
+        .serve_api(false)
+        .start()
+        .await
+        .expect("agent starts")
 }
