@@ -272,8 +272,20 @@ fn cases() -> Vec<Case> {
             .set("--network", "10.0.0.0/33"),
         case("host bits", "invalid --network \"10.99.1.0/16\": host bits are set (did you mean 10.99.0.0/16?)")
             .set("--network", "10.99.1.0/16"),
-        case("ipv6 network", "invalid --network \"fd00::/64\": IPv6 is not supported for the overlay; use an IPv4 address")
+        case("ipv6 network", "invalid --network \"fd00::/64\": IPv6: the IPv6 overlay has its own flags (--ipv6-network, --ipv6-subnet-min/max)")
             .set("--network", "fd00::/64"),
+        case("ipv4 in ipv6 network", "invalid --ipv6-network \"10.0.0.0/16\": an IPv4 network goes in --network")
+            .set("--ipv6-network", "10.0.0.0/16"),
+        case("ipv6 link-local network", "invalid --ipv6-network \"fe80::/56\": cannot be an overlay network: fe80::/10 is link-local: routers do not forward it")
+            .set("--ipv6-network", "fe80::/56"),
+        case("ipv6 subnet len out of range", "invalid --ipv6-subnet-len \"127\": must be a whole number from 1 to 126")
+            .set("--ipv6-network", "fd00:99::/56").set("--ipv6-subnet-len", "127"),
+        case("ipv6 pool smaller than the ipv4 one", "invalid --ipv6-network: its claimable subnets fd00:99:0:1:: to fd00:99:0:f:: (indices 1..=15) do not pair every IPv4 subnet 10.99.1.0 to 10.99.255.0 (indices 1..=255): a node's IPv6 subnet has its IPv4 subnet's index (use a larger IPv6 network, or a smaller IPv4 range)")
+            .set("--ipv6-network", "fd00:99::/60"),
+        case("no family left", "invalid --no-ipv4: no address family left: an IPv6-only overlay needs --ipv6-network (or EnableIPv6 with IPv6Network)")
+            .extra("--no-ipv4"),
+        case("ipv6 not run by this version", "invalid --ipv6-network: IPv6 overlays are not carried by this version's data plane yet (IPv4 overlays only): the IPv6 settings are valid, remove them to run")
+            .set("--ipv6-network", "fd00:99::/56"),
         case("subnet len 31", "invalid --subnet-len \"31\": must be a whole number from 1 to 30")
             .set("--subnet-len", "31"),
         case("static subnet outside", "invalid --subnet \"10.98.0.0/24\": outside the network 10.99.0.0/16")
@@ -405,8 +417,10 @@ fn cases() -> Vec<Case> {
             .net_conf(r#"{"Network": "10.99.0.0/16", "network": "10.98.0.0/16"}"#),
         case("net-conf without Network", "invalid Network in net-conf \"{dir}/net-conf.json\": missing: net-conf.json must set Network (or give --network)")
             .net_conf(r#"{"SubnetLen": 24}"#),
-        case("net-conf IPv6", "invalid EnableIPv6 in net-conf \"{dir}/net-conf.json\" \"true\": flannel's EnableIPv6 is not supported by weft (remove it)")
+        case("net-conf IPv6 without a network", "invalid EnableIPv6 in net-conf \"{dir}/net-conf.json\": true, but no IPv6Network is set (set it, or give --ipv6-network)")
             .net_conf(r#"{"Network": "10.99.0.0/16", "EnableIPv6": true}"#),
+        case("net-conf IPv6 network not enabled", "invalid IPv6Network in net-conf \"{dir}/net-conf.json\": set, but EnableIPv6 is not true: flannel would ignore it (set \"EnableIPv6\": true, or remove it)")
+            .net_conf(r#"{"Network": "10.99.0.0/16", "IPv6Network": "fd00:99::/56"}"#),
         case("net-conf loopback network", "invalid Network in net-conf \"{dir}/net-conf.json\" \"127.0.0.0/16\": cannot be an overlay network: 127.0.0.0/8 is loopback: packets never leave the host")
             .net_conf(r#"{"Network": "127.0.0.0/16"}"#),
         case("net-conf wrong type", "invalid SubnetLen in net-conf \"{dir}/net-conf.json\" \"\\\"24\\\"\": expected a number")

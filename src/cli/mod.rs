@@ -351,8 +351,8 @@ mod tests {
                 checked += 1;
             }
         }
-        // 37 flags of `run`, 4 of `status`, 1 of `leave`, 1 of `keygen`, 4 of `docker-opts`.
-        assert_eq!(checked, 47);
+        // 43 flags of `run`, 4 of `status`, 1 of `leave`, 1 of `keygen`, 4 of `docker-opts`.
+        assert_eq!(checked, 53);
     }
 
     #[test]

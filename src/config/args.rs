@@ -69,7 +69,40 @@ pub struct RunArgs {
     #[arg(long, env = "WEFT_SUBNET", value_name = "CIDR")]
     pub subnet: Option<String>,
 
-    /// flannel-style net-conf.json (Network, SubnetLen, SubnetMin, SubnetMax, Backend)
+    /// IPv6 overlay network beside the IPv4 one, e.g. fd00:10:244::/56 [or IPv6Network with
+    /// EnableIPv6]
+    #[arg(long, env = "WEFT_IPV6_NETWORK", value_name = "CIDR")]
+    pub ipv6_network: Option<String>,
+
+    /// Prefix length of each node's IPv6 subnet [default: 64, or IPv6SubnetLen]
+    #[arg(
+        long,
+        env = "WEFT_IPV6_SUBNET_LEN",
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
+    pub ipv6_subnet_len: Option<String>,
+
+    /// First IPv6 subnet that may be claimed [default: the IPv6 network's second subnet, or
+    /// IPv6SubnetMin]
+    #[arg(long, env = "WEFT_IPV6_SUBNET_MIN", value_name = "IP")]
+    pub ipv6_subnet_min: Option<String>,
+
+    /// Last IPv6 subnet that may be claimed [default: the IPv6 network's last, or IPv6SubnetMax]
+    #[arg(long, env = "WEFT_IPV6_SUBNET_MAX", value_name = "IP")]
+    pub ipv6_subnet_max: Option<String>,
+
+    /// No IPv4 overlay: an IPv6-only overlay (needs --ipv6-network) [or EnableIPv4: false]
+    #[arg(long, env = "WEFT_NO_IPV4", value_parser = BoolishValueParser::new())]
+    pub no_ipv4: bool,
+
+    /// IPv6 underlay address announced to peers [default: the underlay interface's global IPv6
+    /// address, when the overlay needs one]
+    #[arg(long, env = "WEFT_PUBLIC_IPV6", value_name = "IP")]
+    pub public_ipv6: Option<String>,
+
+    /// flannel-style net-conf.json (Network, SubnetLen, SubnetMin, SubnetMax, Backend, EnableIPv4,
+    /// EnableIPv6, IPv6Network, IPv6SubnetLen, IPv6SubnetMin, IPv6SubnetMax)
     #[arg(long, env = "WEFT_NET_CONF", value_name = "FILE")]
     pub net_conf: Option<PathBuf>,
 

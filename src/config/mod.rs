@@ -1,12 +1,13 @@
 //! Configuration: the `weft` command line (clap derive, every flag also a `WEFT_*` variable),
 //! flannel's net-conf.json, and validation into one [`Config`] before anything touches the kernel.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
+pub use crate::lease::families::Ipv6Pool;
 pub use weft_proto::Backend;
 
 mod args;
@@ -15,6 +16,7 @@ mod duration;
 #[allow(missing_docs)]
 mod error;
 mod host;
+mod ipv6;
 #[allow(missing_docs)]
 mod netconf;
 mod suggest;
@@ -42,6 +44,8 @@ pub mod defaults {
     pub const NETWORK: &str = "10.244.0.0/16";
     /// `--subnet-len`.
     pub const SUBNET_LEN: &str = "24";
+    /// `--ipv6-subnet-len` (flannel's IPv6SubnetLen default).
+    pub const IPV6_SUBNET_LEN: &str = "64";
     /// `--backend`.
     pub const BACKEND: &str = "vxlan";
     /// `--vni`.
@@ -118,6 +122,13 @@ pub struct Config {
     pub subnet_max: Ipv4Addr,
     /// `--subnet`: a static claim.
     pub static_subnet: Option<Ipv4Net>,
+    /// Whether the overlay carries IPv4 (`--no-ipv4`, net-conf `EnableIPv4: false`, turn it off).
+    pub ipv4: bool,
+    /// The IPv6 overlay (`--ipv6-network`, or net-conf `EnableIPv6` with `IPv6Network`); each
+    /// node's IPv6 subnet is claimed with its IPv4 one ([`crate::lease::families`]).
+    pub ipv6: Option<Ipv6Pool>,
+    /// IPv6 underlay address announced to peers (`--public-ipv6`).
+    pub public_ipv6: Option<Ipv6Addr>,
     /// `vxlan`, `host-gw` or `udp` (`--backend`).
     pub backend: Backend,
     /// VXLAN network identifier (`--vni`).

@@ -1,5 +1,6 @@
-//! flannel's net-conf.json: `Network`, `SubnetLen`, `SubnetMin`, `SubnetMax` and
-//! `Backend: {Type, VNI, Port, DirectRouting}`. Keys match case-insensitively (as Go's encoding/json
+//! flannel's net-conf.json: `Network`, `SubnetLen`, `SubnetMin`, `SubnetMax`, the address
+//! families (`EnableIPv4`, `EnableIPv6`, `IPv6Network`, `IPv6SubnetLen`, `IPv6SubnetMin`,
+//! `IPv6SubnetMax`) and `Backend: {Type, VNI, Port, DirectRouting}`. Keys match case-insensitively (as Go's encoding/json
 //! does). Unknown keys (a typo such as `SubnetLength` or `VNII`) and duplicate keys are refused,
 //! naming the key, so that no setting is silently ignored; flannel keys weft does not implement
 //! are accepted only with the value that means "off".
@@ -24,29 +25,38 @@ pub struct NetConf {
     pub vni: Option<u64>,
     pub port: Option<u64>,
     pub direct_routing: Option<bool>,
+    pub enable_ipv4: Option<bool>,
+    pub enable_ipv6: Option<bool>,
+    pub ipv6_network: Option<String>,
+    pub ipv6_subnet_len: Option<u64>,
+    pub ipv6_subnet_min: Option<String>,
+    pub ipv6_subnet_max: Option<String>,
 }
 
 /// Top-level keys weft reads.
-const TOP_KEYS: [&str; 5] = ["Network", "SubnetLen", "SubnetMin", "SubnetMax", "Backend"];
+const TOP_KEYS: [&str; 11] = [
+    "Network",
+    "SubnetLen",
+    "SubnetMin",
+    "SubnetMax",
+    "Backend",
+    "EnableIPv4",
+    "EnableIPv6",
+    "IPv6Network",
+    "IPv6SubnetLen",
+    "IPv6SubnetMin",
+    "IPv6SubnetMax",
+];
 /// `Backend` keys weft reads.
 const BACKEND_KEYS: [&str; 4] = ["Type", "VNI", "Port", "DirectRouting"];
 /// flannel keys weft does not implement, with the value that means "not used".
-const TOP_OFF: [(&str, Off); 7] = [
-    ("EnableIPv4", Off::Bool(true)),
-    ("EnableIPv6", Off::Bool(false)),
-    ("EnableNFTables", Off::AnyBool),
-    ("IPv6Network", Off::Null),
-    ("IPv6SubnetLen", Off::Null),
-    ("IPv6SubnetMin", Off::Null),
-    ("IPv6SubnetMax", Off::Null),
-];
+const TOP_OFF: [(&str, Off); 1] = [("EnableNFTables", Off::AnyBool)];
 const BACKEND_OFF: [(&str, Off); 2] = [("GBP", Off::Bool(false)), ("Learning", Off::Bool(false))];
 
 #[derive(Clone, Copy)]
 enum Off {
     Bool(bool),
     AnyBool,
-    Null,
 }
 
 impl NetConf {
@@ -119,6 +129,12 @@ impl NetConf {
             subnet_len: ctx.number(&root, "SubnetLen")?,
             subnet_min: ctx.string(&root, "SubnetMin")?,
             subnet_max: ctx.string(&root, "SubnetMax")?,
+            enable_ipv4: ctx.boolean(&root, "EnableIPv4")?,
+            enable_ipv6: ctx.boolean(&root, "EnableIPv6")?,
+            ipv6_network: ctx.string(&root, "IPv6Network")?,
+            ipv6_subnet_len: ctx.number(&root, "IPv6SubnetLen")?,
+            ipv6_subnet_min: ctx.string(&root, "IPv6SubnetMin")?,
+            ipv6_subnet_max: ctx.string(&root, "IPv6SubnetMax")?,
             ..NetConf::default()
         };
         match lookup(&root, "Backend") {
@@ -382,6 +398,8 @@ mod tests {
                 vni: Some(42),
                 port: Some(4789),
                 direct_routing: Some(true),
+                enable_ipv6: Some(false),
+                ..NetConf::default()
             }
         );
     }

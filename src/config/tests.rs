@@ -172,6 +172,12 @@ fn all_flags_parse() {
         subnet_min: Some("10.50.0.64".into()),
         subnet_max: Some("10.50.10.192".into()),
         subnet: Some("10.50.3.128/26".into()),
+        ipv6_network: Some("fd00:50::/48".into()),
+        ipv6_subnet_len: Some("64".into()),
+        ipv6_subnet_min: Some("fd00:50:0:1::".into()),
+        ipv6_subnet_max: Some("fd00:50:0:ff::".into()),
+        no_ipv4: false,
+        public_ipv6: Some("2001:db8::10".into()),
         net_conf: None,
         backend: Some("VXLAN".into()),
         vni: Some("16777215".into()),
@@ -214,6 +220,19 @@ fn all_flags_parse() {
     assert_eq!(c.subnet_min, ip4("10.50.0.64"));
     assert_eq!(c.subnet_max, ip4("10.50.10.192"));
     assert_eq!(c.static_subnet, Some(net("10.50.3.128/26")));
+    assert!(c.ipv4);
+    let v6 = c.ipv6.expect("IPv6 overlay");
+    assert_eq!(v6.network, "fd00:50::/48".parse().unwrap());
+    assert_eq!(v6.subnet_len, 64);
+    assert_eq!(
+        v6.subnet_min,
+        "fd00:50:0:1::".parse::<std::net::Ipv6Addr>().unwrap()
+    );
+    assert_eq!(
+        v6.subnet_max,
+        "fd00:50:0:ff::".parse::<std::net::Ipv6Addr>().unwrap()
+    );
+    assert_eq!(c.public_ipv6, Some("2001:db8::10".parse().unwrap()));
     assert_eq!(c.backend, Backend::Vxlan);
     assert_eq!(c.vni, 16_777_215);
     assert_eq!(c.vxlan_port, 4789);
@@ -1095,7 +1114,7 @@ fn net_conf_typos_duplicates_and_missing_network() {
         (
             r#"{"Network": "10.9.0.0/16", "EnableIPv6": true}"#,
             "EnableIPv6",
-            "not supported",
+            "no IPv6Network",
         ),
     ] {
         let f = write_conf(text);

@@ -125,9 +125,9 @@ fn empty(field: &str, hint: &str) -> ConfigError {
 }
 
 /// A raw value and the name of the field it came from (flag or net-conf key).
-struct Raw {
-    field: String,
-    value: String,
+pub(super) struct Raw {
+    pub(super) field: String,
+    pub(super) value: String,
 }
 
 /// The given flag value, refused when empty (`--network ""`, `WEFT_NETWORK=`).
@@ -150,7 +150,7 @@ fn given(
 }
 
 /// Flag if set, else the net-conf value if present, else the default.
-fn pick(
+pub(super) fn pick(
     names: &Names,
     flag: &str,
     arg: Option<String>,
@@ -173,7 +173,7 @@ fn pick(
 }
 
 /// Like [`pick`] without a default.
-fn pick_opt(
+pub(super) fn pick_opt(
     names: &Names,
     flag: &str,
     arg: Option<String>,
@@ -191,7 +191,11 @@ fn pick_opt(
     })
 }
 
-fn flag_opt(names: &Names, flag: &str, arg: Option<String>) -> Result<Option<Raw>, ConfigError> {
+pub(super) fn flag_opt(
+    names: &Names,
+    flag: &str,
+    arg: Option<String>,
+) -> Result<Option<Raw>, ConfigError> {
     given(names, flag, arg, None)
 }
 
@@ -200,11 +204,11 @@ fn flag(names: &Names, flag: &str, arg: Option<String>, default: &str) -> Result
 }
 
 impl Raw {
-    fn invalid(&self, reason: impl Into<String>) -> ConfigError {
+    pub(super) fn invalid(&self, reason: impl Into<String>) -> ConfigError {
         ConfigError::invalid(self.field.clone(), self.value.clone(), reason)
     }
 
-    fn parse<T: std::str::FromStr>(&self) -> Result<T, ConfigError>
+    pub(super) fn parse<T: std::str::FromStr>(&self) -> Result<T, ConfigError>
     where
         T::Err: Into<super::error::ParseError>,
     {
@@ -215,7 +219,7 @@ impl Raw {
     }
 
     /// An integer in `range`; anything else (negative, too large, not a number) says the range.
-    fn int_in<T>(&self, range: std::ops::RangeInclusive<T>) -> Result<T, ConfigError>
+    pub(super) fn int_in<T>(&self, range: std::ops::RangeInclusive<T>) -> Result<T, ConfigError>
     where
         T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
     {
@@ -245,7 +249,7 @@ impl Raw {
 
     /// An address peers send to: unicast, and loopback only in a `--dry-run` mesh on one
     /// machine (peers on a real network cannot reach 127.0.0.1).
-    fn peer_ip(&self, ip: IpAddr, dry_run: bool) -> Result<IpAddr, ConfigError> {
+    pub(super) fn peer_ip(&self, ip: IpAddr, dry_run: bool) -> Result<IpAddr, ConfigError> {
         if ip.is_unspecified() || ip.is_multicast() {
             return Err(self.invalid("not a unicast address"));
         }
@@ -263,7 +267,7 @@ impl Raw {
 
     fn ipv4(&self) -> Result<Ipv4Addr, ConfigError> {
         if self.value.trim().parse::<std::net::Ipv6Addr>().is_ok() {
-            return Err(self.invalid("IPv6 is not supported for the overlay; use an IPv4 address"));
+            return Err(self.invalid("IPv6: the IPv6 overlay has its own flags (--ipv6-network, --ipv6-subnet-min/max)"));
         }
         self.parse()
     }
@@ -337,7 +341,7 @@ fn check_overlay(raw: &Raw, network: Ipv4Net) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn conf_str<'a>(
+pub(super) fn conf_str<'a>(
     net_conf: &'a Option<(PathBuf, NetConf)>,
     key: &'a str,
     get: impl Fn(&NetConf) -> Option<String>,
@@ -495,6 +499,27 @@ pub(crate) fn build(
         }
         None => None,
     };
+
+    let families = super::ipv6::families(
+        n,
+        super::ipv6::FamilyArgs {
+            no_ipv4: args.no_ipv4,
+            ipv6_network: args.ipv6_network,
+            ipv6_subnet_len: args.ipv6_subnet_len,
+            ipv6_subnet_min: args.ipv6_subnet_min,
+            ipv6_subnet_max: args.ipv6_subnet_max,
+            public_ipv6: args.public_ipv6,
+            dry_run: args.dry_run,
+        },
+        &net_conf,
+        &super::ipv6::Ipv4Side {
+            network: network_net,
+            subnet_len,
+            subnet_min,
+            subnet_max,
+            static_subnet,
+        },
+    )?;
 
     // Backend.
     let backend_raw = pick(
@@ -779,6 +804,9 @@ pub(crate) fn build(
         subnet_min,
         subnet_max,
         static_subnet,
+        ipv4: families.ipv4,
+        ipv6: families.ipv6,
+        public_ipv6: families.public_ipv6,
         backend,
         vni,
         vxlan_port,

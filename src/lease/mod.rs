@@ -10,6 +10,7 @@
 //! `active`; a dead node's subnet stays reserved for the
 //! reservation period; a restart inside that period keeps its subnet and original claim time.
 
+pub mod families;
 pub mod view;
 
 use std::net::Ipv4Addr;
