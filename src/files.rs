@@ -12,13 +12,13 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use weft_proto::PersistedState;
 
 /// The marker between a target's name and the random part of its temporary files' names:
@@ -444,13 +444,45 @@ fn read_regular(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// flannel's subnet.env: what the flannel CNI plugin and docker's `--bip` read.
+/// flannel's subnet.env for an IPv4 overlay: what the flannel CNI plugin and docker's `--bip`
+/// read.
 pub fn subnet_env(network: Ipv4Net, subnet: Ipv4Net, mtu: u32, ip_masq: bool) -> String {
-    let first = first_host(subnet);
-    format!(
-        "FLANNEL_NETWORK={network}\nFLANNEL_SUBNET={first}/{}\nFLANNEL_MTU={mtu}\nFLANNEL_IPMASQ={ip_masq}\n",
-        subnet.prefix_len()
-    )
+    subnet_env_families(Some((network, subnet)), None, mtu, ip_masq)
+}
+
+/// flannel's subnet.env for any families, keys in flannel's order: `FLANNEL_NETWORK` and
+/// `FLANNEL_SUBNET` (IPv4: network, and the subnet's first host with its length), then
+/// `FLANNEL_IPV6_NETWORK` and `FLANNEL_IPV6_SUBNET` (the same for IPv6), `FLANNEL_MTU`,
+/// `FLANNEL_IPMASQ`. The flannel CNI plugin hands out an address of each family it finds.
+pub fn subnet_env_families(
+    ipv4: Option<(Ipv4Net, Ipv4Net)>,
+    ipv6: Option<(Ipv6Net, Ipv6Net)>,
+    mtu: u32,
+    ip_masq: bool,
+) -> String {
+    let mut text = String::new();
+    if let Some((network, subnet)) = ipv4 {
+        let first = first_host(subnet);
+        text.push_str(&format!(
+            "FLANNEL_NETWORK={network}\nFLANNEL_SUBNET={first}/{}\n",
+            subnet.prefix_len()
+        ));
+    }
+    if let Some((network, subnet)) = ipv6 {
+        let first = first_host_v6(subnet);
+        text.push_str(&format!(
+            "FLANNEL_IPV6_NETWORK={network}\nFLANNEL_IPV6_SUBNET={first}/{}\n",
+            subnet.prefix_len()
+        ));
+    }
+    text.push_str(&format!("FLANNEL_MTU={mtu}\nFLANNEL_IPMASQ={ip_masq}\n"));
+    text
+}
+
+/// The IPv6 subnet's first host address (the bridge's), e.g. fd00:10:244:3::1 for
+/// fd00:10:244:3::/64.
+pub fn first_host_v6(subnet: Ipv6Net) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(subnet.network()).saturating_add(1))
 }
 
 /// The subnet's first host address (the bridge's), e.g. 10.244.3.1 for 10.244.3.0/24.
@@ -502,6 +534,29 @@ mod tests {
         assert_eq!(
             env,
             "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
+        );
+    }
+
+    #[test]
+    fn dual_stack_and_ipv6_only_subnet_env_use_flannels_keys_and_order() {
+        let v4 = Some((
+            "10.244.0.0/16".parse().unwrap(),
+            "10.244.3.0/24".parse().unwrap(),
+        ));
+        let v6 = Some((
+            "fd00:10:244::/56".parse().unwrap(),
+            "fd00:10:244:3::/64".parse().unwrap(),
+        ));
+        assert_eq!(
+            subnet_env_families(v4, v6, 1450, true),
+            "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\n\
+             FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:3::1/64\n\
+             FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
+        );
+        assert_eq!(
+            subnet_env_families(None, v6, 1430, false),
+            "FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:3::1/64\n\
+             FLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n"
         );
     }
 

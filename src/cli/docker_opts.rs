@@ -27,8 +27,12 @@ pub struct DockerOptsArgs {
 /// What subnet.env says, as far as docker cares.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubnetEnv {
-    /// `FLANNEL_SUBNET`: the bridge address with the subnet's prefix length, e.g. `10.244.3.1/24`.
-    pub subnet: String,
+    /// `FLANNEL_SUBNET`: the bridge address with the subnet's prefix length, e.g. `10.244.3.1/24`
+    /// (absent in an IPv6-only overlay).
+    pub subnet: Option<String>,
+    /// `FLANNEL_IPV6_SUBNET`, as the network docker's `--fixed-cidr-v6` wants: e.g.
+    /// `fd00:10:244:3::/64` for `fd00:10:244:3::1/64`.
+    pub ipv6_subnet: Option<ipnet::Ipv6Net>,
     /// `FLANNEL_MTU`.
     pub mtu: u32,
     /// `FLANNEL_IPMASQ`: weft masquerades, so docker must not.
@@ -82,6 +86,7 @@ pub enum DockerOptsError {
 /// Parses flannel's subnet.env (`KEY=value` lines; unknown keys ignored).
 pub fn parse_subnet_env(text: &str) -> Result<SubnetEnv, SubnetEnvError> {
     let mut subnet = None;
+    let mut ipv6_subnet = None;
     let mut mtu = None;
     let mut ip_masq = false;
     for line in text.lines() {
@@ -100,6 +105,16 @@ pub fn parse_subnet_env(text: &str) -> Result<SubnetEnv, SubnetEnvError> {
                     })?;
                 subnet = Some(value.to_string());
             }
+            "FLANNEL_IPV6_SUBNET" => {
+                let net = value
+                    .parse::<ipnet::Ipv6Net>()
+                    .map_err(|e| SubnetEnvError::Invalid {
+                        key: "FLANNEL_IPV6_SUBNET",
+                        value: value.to_string(),
+                        why: e.to_string(),
+                    })?;
+                ipv6_subnet = Some(net.trunc());
+            }
             "FLANNEL_MTU" => {
                 mtu = Some(value.parse::<u32>().map_err(|e| SubnetEnvError::Invalid {
                     key: "FLANNEL_MTU",
@@ -111,17 +126,29 @@ pub fn parse_subnet_env(text: &str) -> Result<SubnetEnv, SubnetEnvError> {
             _ => {}
         }
     }
+    if subnet.is_none() && ipv6_subnet.is_none() {
+        return Err(SubnetEnvError::Missing("FLANNEL_SUBNET"));
+    }
     Ok(SubnetEnv {
-        subnet: subnet.ok_or(SubnetEnvError::Missing("FLANNEL_SUBNET"))?,
+        subnet,
+        ipv6_subnet,
         mtu: mtu.ok_or(SubnetEnvError::Missing("FLANNEL_MTU"))?,
         ip_masq,
     })
 }
 
-/// The docker flags: `--bip=<first host>/<len> --mtu=<mtu>` (and `--ip-masq=false` when weft
-/// masquerades).
+/// The docker flags: `--bip=<first host>/<len>` (IPv4), `--ipv6=true --fixed-cidr-v6=<subnet>`
+/// (IPv6), `--mtu=<mtu>`, and `--ip-masq=false` when weft masquerades.
 pub fn docker_flags(env: &SubnetEnv) -> String {
-    let mut flags = format!("--bip={} --mtu={}", env.subnet, env.mtu);
+    let mut parts = Vec::new();
+    if let Some(subnet) = &env.subnet {
+        parts.push(format!("--bip={subnet}"));
+    }
+    if let Some(subnet) = env.ipv6_subnet {
+        parts.push(format!("--ipv6=true --fixed-cidr-v6={subnet}"));
+    }
+    parts.push(format!("--mtu={}", env.mtu));
+    let mut flags = parts.join(" ");
     if env.ip_masq {
         flags.push_str(" --ip-masq=false");
     }
@@ -179,6 +206,39 @@ mod tests {
         );
         assert!(parse_subnet_env("FLANNEL_MTU=1450\n").is_err());
         assert!(parse_subnet_env("FLANNEL_SUBNET=bogus\nFLANNEL_MTU=1\n").is_err());
+    }
+
+    #[test]
+    fn dual_stack_and_ipv6_only_subnet_env_give_dockers_ipv6_flags() {
+        let text = crate::files::subnet_env_families(
+            Some((
+                "10.244.0.0/16".parse().unwrap(),
+                "10.244.3.0/24".parse().unwrap(),
+            )),
+            Some((
+                "fd00:10:244::/56".parse().unwrap(),
+                "fd00:10:244:3::/64".parse().unwrap(),
+            )),
+            1450,
+            false,
+        );
+        let env = parse_subnet_env(&text).unwrap();
+        assert_eq!(
+            docker_flags(&env),
+            "--bip=10.244.3.1/24 --ipv6=true --fixed-cidr-v6=fd00:10:244:3::/64 --mtu=1450"
+        );
+        let env = parse_subnet_env(
+            "FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:3::1/64\nFLANNEL_MTU=1430\n",
+        )
+        .unwrap();
+        assert_eq!(
+            docker_flags(&env),
+            "--ipv6=true --fixed-cidr-v6=fd00:10:244:3::/64 --mtu=1430"
+        );
+        assert!(
+            parse_subnet_env("FLANNEL_IPV6_SUBNET=10.0.0.1/24\nFLANNEL_MTU=1\n").is_err(),
+            "an IPv4 subnet under the IPv6 key is refused"
+        );
     }
 
     #[test]
