@@ -267,7 +267,9 @@ impl Raw {
 
     fn ipv4(&self) -> Result<Ipv4Addr, ConfigError> {
         if self.value.trim().parse::<std::net::Ipv6Addr>().is_ok() {
-            return Err(self.invalid("IPv6: the IPv6 overlay has its own flags (--ipv6-network, --ipv6-subnet-min/max)"));
+            return Err(self.invalid(
+                "IPv6: the IPv6 overlay has its own flags (--ipv6-network, --ipv6-subnet-min/max)",
+            ));
         }
         self.parse()
     }
