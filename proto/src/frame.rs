@@ -1,4 +1,4 @@
-//! The UDP-tunnel frame (backend `udp`): a small header, then the inner IPv4 packet in clear
+//! The UDP-tunnel frame (backend `udp`): a small header, then the inner IPv4 or IPv6 packet in clear
 //! (plain) or sealed with a per-peer AEAD key (sealed). Spec: `proto/README.md` section 5.
 //!
 //! Everything here works in caller-provided buffers: no allocation per packet, no I/O. Keys come
@@ -12,7 +12,7 @@
 //! counter is handed out twice, so no (key, nonce) pair repeats; and a returning peer's receiver,
 //! which may have kept its replay window, sees counters above its old high-water mark.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -120,21 +120,48 @@ pub fn decode(frame: &[u8]) -> Result<Header, FrameError> {
     }
 }
 
-/// Checks an inner packet: IPv4, header length 20..=60 within the packet, total length equal to
-/// the packet's length. Returns (source, destination).
-pub fn check_packet(packet: &[u8]) -> Result<(Ipv4Addr, Ipv4Addr), FrameError> {
-    let Some(head) = packet.first_chunk::<20>() else {
-        return Err(FrameError::BadPacket);
-    };
-    let ihl = usize::from(head[0] & 0x0f) * 4;
-    if head[0] >> 4 != 4 || ihl < 20 || ihl > packet.len() {
-        return Err(FrameError::BadPacket);
+/// Checks an inner packet: IPv4 (header length 20..=60 within the packet, total length equal to
+/// the packet's length) or IPv6 (a 40-byte header, payload length equal to the rest of the
+/// packet; jumbograms are refused). Returns (source, destination).
+pub fn check_packet(packet: &[u8]) -> Result<(IpAddr, IpAddr), FrameError> {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            let head = packet.first_chunk::<20>().ok_or(FrameError::BadPacket)?;
+            let ihl = usize::from(head[0] & 0x0f) * 4;
+            if ihl < 20 || ihl > packet.len() {
+                return Err(FrameError::BadPacket);
+            }
+            let total = usize::from(u16::from_be_bytes([head[2], head[3]]));
+            if total != packet.len() {
+                return Err(FrameError::BadPacket);
+            }
+            let (src, dst) = packet_addrs(head);
+            Ok((IpAddr::V4(src), IpAddr::V4(dst)))
+        }
+        Some(6) => {
+            let head = packet.first_chunk::<40>().ok_or(FrameError::BadPacket)?;
+            let payload = usize::from(u16::from_be_bytes([head[4], head[5]]));
+            if IPV6_HEADER_LEN + payload != packet.len() {
+                return Err(FrameError::BadPacket);
+            }
+            let (src, dst) = packet6_addrs(head);
+            Ok((IpAddr::V6(src), IpAddr::V6(dst)))
+        }
+        _ => Err(FrameError::BadPacket),
     }
-    let total = usize::from(u16::from_be_bytes([head[2], head[3]]));
-    if total != packet.len() {
-        return Err(FrameError::BadPacket);
+}
+
+/// Length of the fixed IPv6 header.
+pub const IPV6_HEADER_LEN: usize = 40;
+
+/// The destination of an IPv4 or IPv6 packet, read from its header only (no length checks
+/// beyond the header's own).
+pub fn packet_dst(packet: &[u8]) -> Option<IpAddr> {
+    match packet.first()? >> 4 {
+        4 => Some(IpAddr::V4(packet_addrs(packet.first_chunk::<20>()?).1)),
+        6 => Some(IpAddr::V6(packet6_addrs(packet.first_chunk::<40>()?).1)),
+        _ => None,
     }
-    Ok(packet_addrs(head))
 }
 
 /// Source and destination of an IPv4 header (no checks).
@@ -142,6 +169,15 @@ pub fn packet_addrs(head: &[u8; 20]) -> (Ipv4Addr, Ipv4Addr) {
     let src = Ipv4Addr::new(head[12], head[13], head[14], head[15]);
     let dst = Ipv4Addr::new(head[16], head[17], head[18], head[19]);
     (src, dst)
+}
+
+/// Source and destination of an IPv6 header (no checks).
+pub fn packet6_addrs(head: &[u8; 40]) -> (Ipv6Addr, Ipv6Addr) {
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(&head[8..24]);
+    dst.copy_from_slice(&head[24..40]);
+    (Ipv6Addr::from(src), Ipv6Addr::from(dst))
 }
 
 /// Writes a plain header into `out[..4]`.
@@ -480,6 +516,18 @@ mod tests {
         p
     }
 
+    /// An IPv6/UDP-less packet (next header 59, "no next header") carrying `payload`.
+    pub(crate) fn packet6(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u16;
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&len.to_be_bytes());
+        p.extend_from_slice(&[59, 64]);
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        p.extend_from_slice(payload);
+        p
+    }
+
     fn pair() -> (FrameSealer, FrameOpener) {
         let a = [1u8; 32];
         let b = [2u8; 32];
@@ -615,11 +663,39 @@ mod tests {
         assert_eq!(decode(&f), Err(FrameError::BadPacket), "trailing bytes");
         assert_eq!(
             check_packet(&p),
-            Ok((Ipv4Addr::new(1, 2, 3, 4), Ipv4Addr::new(5, 6, 7, 8)))
+            Ok((
+                IpAddr::V4(Ipv4Addr::new(1, 2, 3, 4)),
+                IpAddr::V4(Ipv4Addr::new(5, 6, 7, 8))
+            ))
         );
+        // An IPv4 header with the version nibble of IPv6 is not an IPv6 packet.
         let mut v6 = p.clone();
         v6[0] = 0x65;
         assert_eq!(check_packet(&v6), Err(FrameError::BadPacket));
+        // A real IPv6 packet: 40-byte header, payload length = the rest.
+        let p6 = packet6(
+            "fd00:10:244:1::2".parse().unwrap(),
+            "fd00:10:244:2::3".parse().unwrap(),
+            b"weft",
+        );
+        assert_eq!(
+            check_packet(&p6),
+            Ok((
+                "fd00:10:244:1::2".parse().unwrap(),
+                "fd00:10:244:2::3".parse().unwrap()
+            ))
+        );
+        assert_eq!(packet_dst(&p6), Some("fd00:10:244:2::3".parse().unwrap()));
+        let mut short6 = p6.clone();
+        short6.pop();
+        assert_eq!(check_packet(&short6), Err(FrameError::BadPacket));
+        let mut jumbo = p6.clone();
+        jumbo[4..6].copy_from_slice(&[0, 0]);
+        assert_eq!(check_packet(&jumbo), Err(FrameError::BadPacket));
+        assert_eq!(check_packet(&p6[..39]), Err(FrameError::BadPacket));
+        let mut f6 = b"WU\x01\x00".to_vec();
+        f6.extend_from_slice(&p6);
+        assert_eq!(decode(&f6), Ok(Header::Plain));
         let mut ihl = p.clone();
         ihl[0] = 0x4f;
         assert_eq!(check_packet(&ihl), Err(FrameError::BadPacket));
@@ -656,10 +732,26 @@ mod tests {
             f.extend_from_slice(&p);
             prop_assert_eq!(decode(&f), Ok(Header::Plain));
             prop_assert_eq!(check_packet(&f[PLAIN_HEADER_LEN..]),
-                            Ok((Ipv4Addr::from(src), Ipv4Addr::from(dst))));
+                            Ok((IpAddr::from(src), IpAddr::from(dst))));
             let (mut s, mut o) = pair();
             let mut sealed = seal(&mut s, &p);
             prop_assert_eq!(sealed.len(), p.len() + SEALED_OVERHEAD);
+            let r = o.open(&mut sealed).unwrap();
+            prop_assert_eq!(&sealed[r], &p[..]);
+        }
+
+        #[test]
+        fn round_trip_ipv6(payload in proptest::collection::vec(any::<u8>(), 0..1400),
+                           src in any::<[u8; 16]>(), dst in any::<[u8; 16]>()) {
+            let p = packet6(Ipv6Addr::from(src), Ipv6Addr::from(dst), &payload);
+            let mut f = vec![0u8; 4];
+            write_plain_header(&mut f).unwrap();
+            f.extend_from_slice(&p);
+            prop_assert_eq!(decode(&f), Ok(Header::Plain));
+            prop_assert_eq!(check_packet(&f[PLAIN_HEADER_LEN..]),
+                            Ok((IpAddr::from(src), IpAddr::from(dst))));
+            let (mut s, mut o) = pair();
+            let mut sealed = seal(&mut s, &p);
             let r = o.open(&mut sealed).unwrap();
             prop_assert_eq!(&sealed[r], &p[..]);
         }

@@ -22,6 +22,7 @@ impl Driver {
                     Some(PeerSpec {
                         name: r.member.name.clone(),
                         subnet: r.holds?,
+                        ipv6_subnet: None,
                         addr: SocketAddr::new(record.underlay_ip, record.tunnel_port),
                         public_key: record.public_key,
                         live: r.member.alive,

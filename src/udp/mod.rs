@@ -42,7 +42,7 @@ const WAKE: Duration = Duration::from_millis(200);
 /// Why a packet was dropped; `label()` is the `reason` of `weft_tunnel_drops_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
-    /// Not a frame (bad magic/version/type, truncated, inner packet not IPv4).
+    /// Not a frame (bad magic/version/type, truncated, inner packet neither IPv4 nor IPv6).
     Garbage,
     /// From an address:port that is not a live peer's.
     UnknownSource,
@@ -432,15 +432,11 @@ fn tx_loop(shared: &Shared, socket: &UdpSocket, tun: &OwnedFd, mtu: usize) {
                 local.drop(DropReason::NoRoute);
                 continue;
             };
-            let Some(dst) = packet
-                .first_chunk::<20>()
-                .filter(|h| h[0] >> 4 == 4)
-                .map(|h| frame::packet_addrs(h).1)
-            else {
+            let Some(dst) = frame::packet_dst(packet) else {
                 local.drop(DropReason::NoRoute);
                 continue;
             };
-            let Some(i) = view.table.route(dst) else {
+            let Some(i) = view.table.route_ip(dst) else {
                 local.drop(DropReason::NoRoute);
                 continue;
             };

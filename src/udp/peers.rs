@@ -2,10 +2,10 @@
 //! loops in [`super`] own one [`PeerCrypto`] each and consult a shared, immutable [`PeerTable`].
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use weft_proto::frame::{self, CounterSource, FrameError, FrameOpener, FrameSealer, Header};
 
 use super::DropReason;
@@ -15,6 +15,8 @@ use super::DropReason;
 pub struct PeerSpec {
     pub name: String,
     pub subnet: Ipv4Net,
+    /// Its IPv6 subnet, in a dual-stack overlay.
+    pub ipv6_subnet: Option<Ipv6Net>,
     /// Underlay address and tunnel port frames go to, and must come from.
     pub addr: SocketAddr,
     /// X25519 public key from the peer's record.
@@ -52,6 +54,9 @@ pub struct PeerTable {
     /// Distinct prefix lengths, longest first, and network → peer index.
     prefixes: Vec<u8>,
     by_net: HashMap<(u32, u8), usize>,
+    /// The same for the peers' IPv6 subnets.
+    prefixes6: Vec<u8>,
+    by_net6: HashMap<(u128, u8), usize>,
 }
 
 impl PeerTable {
@@ -81,10 +86,35 @@ impl PeerTable {
                 t.prefixes.push(len);
             }
             t.by_net.insert((u32::from(spec.subnet.network()), len), i);
+            if let Some(net6) = spec.ipv6_subnet {
+                let len = net6.prefix_len();
+                if !t.prefixes6.contains(&len) {
+                    t.prefixes6.push(len);
+                }
+                t.by_net6.insert((u128::from(net6.network()), len), i);
+            }
             t.peers.push(Peer { spec, keys });
         }
         t.prefixes.sort_unstable_by(|a, b| b.cmp(a));
+        t.prefixes6.sort_unstable_by(|a, b| b.cmp(a));
         t
+    }
+
+    /// The peer owning `dst`'s subnet, in either family.
+    pub fn route_ip(&self, dst: IpAddr) -> Option<usize> {
+        match dst {
+            IpAddr::V4(v4) => self.route(v4),
+            IpAddr::V6(v6) => self.route6(v6),
+        }
+    }
+
+    /// The peer owning `dst`'s IPv6 subnet.
+    pub fn route6(&self, dst: Ipv6Addr) -> Option<usize> {
+        let ip = u128::from(dst);
+        self.prefixes6.iter().find_map(|&len| {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            self.by_net6.get(&(ip & mask, len)).copied()
+        })
     }
 
     /// The peer owning `dst`'s subnet.
@@ -265,7 +295,8 @@ fn reason(e: FrameError) -> DropReason {
 
 /// The receive filter: a frame is accepted only from a known live peer's address, only in the
 /// configured mode (sealed frames opened with that peer's key), and only if the inner source is
-/// inside that peer's subnet. Returns the inner packet's range in `frame`.
+/// inside that peer's subnet of the packet's family (an IPv6 packet from a peer without an IPv6
+/// subnet is spoofed). Returns the inner packet's range in `frame`.
 pub fn accept(
     table: &PeerTable,
     crypto: &mut PeerCrypto,
@@ -287,9 +318,12 @@ pub fn accept(
         _ => return Err(DropReason::Auth),
     };
     let packet = frame.get(range.clone()).ok_or(DropReason::Garbage)?;
-    let head = packet.first_chunk::<20>().ok_or(DropReason::Garbage)?;
-    let (src, _) = frame::packet_addrs(head);
-    if !peer.spec.subnet.contains(&src) {
+    let (src, _) = frame::check_packet(packet).map_err(reason)?;
+    let inside = match src {
+        IpAddr::V4(v4) => peer.spec.subnet.contains(&v4),
+        IpAddr::V6(v6) => peer.spec.ipv6_subnet.is_some_and(|n| n.contains(&v6)),
+    };
+    if !inside {
         return Err(DropReason::Spoofed);
     }
     Ok(range)
@@ -312,10 +346,66 @@ mod tests {
         PeerSpec {
             name: name.into(),
             subnet: subnet.parse().unwrap(),
+            ipv6_subnet: None,
             addr: addr.parse().unwrap(),
             public_key: pk,
             live: true,
         }
+    }
+
+    fn packet6(src: &str, dst: &str) -> Vec<u8> {
+        let src: Ipv6Addr = src.parse().unwrap();
+        let dst: Ipv6Addr = dst.parse().unwrap();
+        let mut p = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        p.extend_from_slice(&[0; 8]);
+        p
+    }
+
+    #[test]
+    fn ipv6_routes_and_sources_are_checked_per_family() {
+        let with6 = |name, v4, v6: &str, addr| PeerSpec {
+            ipv6_subnet: Some(v6.parse().unwrap()),
+            ..spec(name, v4, addr, None)
+        };
+        let t = PeerTable::new(
+            vec![
+                with6("a", "10.244.1.0/24", "fd00:10:244:1::/64", "192.0.2.1:8285"),
+                with6("b", "10.244.2.0/24", "fd00:10:244:2::/64", "192.0.2.2:8285"),
+                spec("v4only", "10.244.3.0/24", "192.0.2.3:8285", None),
+            ],
+            None,
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(t.route_ip(ip("fd00:10:244:2::9")), Some(1));
+        assert_eq!(t.route_ip(ip("fd00:10:244:1::1")), Some(0));
+        assert_eq!(t.route_ip(ip("fd00:10:244:3::1")), None);
+        assert_eq!(t.route_ip(ip("10.244.3.7")), Some(2));
+        let mut c = PeerCrypto::default();
+        c.refresh(&t, false);
+        let from = |a: &str| Some(a.parse().unwrap());
+        let good = packet6("fd00:10:244:1::5", "fd00:10:244:2::5");
+        let mut f = plain(&good);
+        let r = accept(&t, &mut c, false, from("192.0.2.1:8285"), &mut f).unwrap();
+        assert_eq!(&f[r], &good[..]);
+        // b's IPv6 source from a's address; any IPv6 source from a peer without an IPv6 subnet.
+        let mut f = plain(&packet6("fd00:10:244:2::5", "fd00:10:244:1::5"));
+        assert_eq!(
+            accept(&t, &mut c, false, from("192.0.2.1:8285"), &mut f),
+            Err(DropReason::Spoofed)
+        );
+        let mut f = plain(&packet6("fd00:10:244:3::5", "fd00:10:244:1::5"));
+        assert_eq!(
+            accept(&t, &mut c, false, from("192.0.2.3:8285"), &mut f),
+            Err(DropReason::Spoofed)
+        );
+        // An IPv4 source outside the IPv4 subnet stays spoofed next to a valid IPv6 subnet.
+        let mut f = plain(&packet([10, 244, 2, 5], [10, 244, 1, 5]));
+        assert_eq!(
+            accept(&t, &mut c, false, from("192.0.2.1:8285"), &mut f),
+            Err(DropReason::Spoofed)
+        );
     }
 
     fn plain(p: &[u8]) -> Vec<u8> {

@@ -105,6 +105,7 @@ fn parse_peers(text: &str) -> (Vec<PeerSpec>, usize) {
                     (Ok(subnet), Ok(addr)) if subnet == subnet.trunc() => Some(PeerSpec {
                         name: name.to_string(),
                         subnet,
+                        ipv6_subnet: None,
                         addr,
                         public_key: None,
                         live: true,
@@ -283,6 +284,7 @@ mod tests {
             PeerSpec {
                 name: "h1".into(),
                 subnet: "10.244.1.0/24".parse().unwrap(),
+                ipv6_subnet: None,
                 addr: "192.0.2.1:8285".parse().unwrap(),
                 public_key: Some([7; 32]),
                 live: false,
@@ -290,6 +292,7 @@ mod tests {
             PeerSpec {
                 name: "h-2.x_y".into(),
                 subnet: "10.244.2.0/24".parse().unwrap(),
+                ipv6_subnet: None,
                 addr: "[2001:db8::2]:8285".parse().unwrap(),
                 public_key: None,
                 live: true,
