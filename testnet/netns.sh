@@ -3,7 +3,8 @@
 #
 # Topology (prefix P = $WEFT_TESTNET, default "wt"):
 #   namespace P-ul   the underlay: bridge br0 holding 172.31.250.1/24
-#   namespace P-hI   host I: veth-ul (172.31.250.(10+I)/24, default route via .1) on P-ul's br0;
+#   namespace P-hI   host I: veth-ul (172.31.250.(10+I)/24, default route via .1; and
+#                    fd7e:31:250::(10+I)/64, default route via ::1) on P-ul's br0;
 #                    veth-c, the host end of container I's link, enslaved to cni0 once weft made it
 #   namespace P-cI   container I: eth0, addressed from host I's subnet by `wire-containers`
 # Every address and every packet stays inside these namespaces. State, logs and pid files live in
@@ -16,6 +17,9 @@ STATE="${WEFT_TESTNET_STATE:-/tmp/weft-testnet-$P}"
 UL="$P-ul"
 NET=172.31.250
 NET2=172.31.251
+# The IPv6 underlay beside the IPv4 one (unique-local; hosts are ::(10+I), the underlay ::1).
+NET6=fd7e:31:250
+NET6_2=fd7e:31:251
 API=127.0.0.1:7948
 GOSSIP_PORT=7947
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,7 +38,9 @@ usage: $0 COMMAND [ARGS]
   wait-ready [SECS]   wait until every agent reports ready (default 60 s)
   wire-containers     address each container from its host's subnet.env (.2, default route .1)
   ping I J [COUNT]    ping container J from container I (across the overlay)
+  ping6 I J [COUNT]   the same over IPv6 (a dual-stack or IPv6-only overlay)
   uping I J [COUNT]   ping host J's underlay address from host I
+  uping6 I J [COUNT]  the same to host J's IPv6 underlay address
   demo [--down-after] up 3, start, measure route convergence, wire, status, ping
   partition A,B C,D   cut the underlay between two groups of hosts (blackhole routes)
   heal                undo every partition
@@ -78,6 +84,13 @@ host_ip() {
         echo "$NET2.$((10 + $1))"
     else
         echo "$NET.$((10 + $1))"
+    fi
+}
+host_ip6() {
+    if is_routed "$1"; then
+        echo "$NET6_2::$((10 + $1))"
+    else
+        echo "$NET6::$((10 + $1))"
     fi
 }
 host_dir() { echo "$STATE/h$1"; }
@@ -182,6 +195,22 @@ host_subnet() {
     ((len >= 1 && len <= 30)) || die "h$1: unexpected prefix length in FLANNEL_SUBNET '$subnet'"
     mask=$(((0xffffffff << (32 - len)) & 0xffffffff))
     echo "$(($(ip_to_int "$addr") & mask)) $len"
+}
+
+# "GATEWAY LEN" of host I's IPv6 subnet: FLANNEL_IPV6_SUBNET holds the subnet's first address
+# (the bridge's, ending in ::1) with its length.
+host_subnet6() {
+    local subnet
+    subnet=$(subnet_env "$1" FLANNEL_IPV6_SUBNET)
+    [[ $subnet =~ ^([0-9a-f:]+::1)/([0-9]+)$ ]] ||
+        die "h$1: unexpected FLANNEL_IPV6_SUBNET '$subnet'"
+    echo "${BASH_REMATCH[1]} ${BASH_REMATCH[2]}"
+}
+
+container_ip6() {
+    local gw len
+    read -r gw len <<<"$(host_subnet6 "$1")"
+    echo "${gw%1}2"
 }
 
 container_ip() {
@@ -302,11 +331,14 @@ cmd_up() {
     ip -n "$UL" link set lo up
     ip -n "$UL" link add br0 type bridge
     ip -n "$UL" addr add "$NET.1/24" dev br0
+    ip -n "$UL" addr add "$NET6::1/64" dev br0 nodad
     ip -n "$UL" link set br0 up
     if [[ -s $STATE/routed ]]; then
         # The underlay namespace routes between the two subnets.
         ip -n "$UL" addr add "$NET2.1/24" dev br0
+        ip -n "$UL" addr add "$NET6_2::1/64" dev br0 nodad
         ip netns exec "$UL" sysctl -qw net.ipv4.ip_forward=1
+        ip netns exec "$UL" sysctl -qw net.ipv6.conf.all.forwarding=1
     fi
 
     for i in $(seq 1 "$n"); do
@@ -318,15 +350,23 @@ cmd_up() {
         ip -n "$h" link set lo up
         ip -n "$c" link set lo up
         ip netns exec "$h" sysctl -qw net.ipv4.ip_forward=1
+        ip netns exec "$h" sysctl -qw net.ipv6.conf.all.forwarding=1
+        # Addresses are usable at once (no duplicate detection in a testnet of unique ones).
+        ip netns exec "$h" sysctl -qw net.ipv6.conf.default.accept_dad=0
+        ip netns exec "$c" sysctl -qw net.ipv6.conf.default.accept_dad=0
+        ip netns exec "$c" sysctl -qw net.ipv6.conf.all.accept_dad=0
         # Underlay link: veth-ul in the host, hI on the underlay bridge.
         ip -n "$h" link add veth-ul type veth peer name "h$i" netns "$UL"
         ip -n "$UL" link set "h$i" master br0 up
         ip -n "$h" addr add "$(host_ip "$i")/24" dev veth-ul
+        ip -n "$h" addr add "$(host_ip6 "$i")/64" dev veth-ul nodad
         ip -n "$h" link set veth-ul up
         if is_routed "$i"; then
             ip -n "$h" route add default via "$NET2.1"
+            ip -n "$h" -6 route add default via "$NET6_2::1"
         else
             ip -n "$h" route add default via "$NET.1"
+            ip -n "$h" -6 route add default via "$NET6::1"
         fi
         # Container link: eth0 in the container, veth-c in the host (enslaved by wire-containers).
         ip -n "$c" link add eth0 type veth peer name veth-c netns "$h"
@@ -444,16 +484,12 @@ cmd_wait_ready() {
 
 cmd_wire_containers() {
     require_root
-    local hosts i h c subnet net len mtu gw addr waited
+    local hosts i h c subnet net len mtu gw addr waited subnet6
     hosts=$(targets)
     for i in $hosts; do
         h=$(host_ns "$i")
         c=$(ctr_ns "$i")
-        subnet=$(host_subnet "$i")
-        read -r net len <<<"$subnet"
         mtu=$(subnet_env "$i" FLANNEL_MTU)
-        gw=$(int_to_ip $((net + 1)))
-        addr=$(int_to_ip $((net + 2)))
         waited=0
         until ip -n "$h" link show cni0 >/dev/null 2>&1; do
             ((waited < 100)) || die "h$i: weft made no cni0 bridge within 10 s"
@@ -465,10 +501,26 @@ cmd_wire_containers() {
             ip -n "$c" link set eth0 mtu "$mtu"
         fi
         ip -n "$h" link set veth-c master cni0 up
-        ip -n "$c" addr replace "$addr/$len" dev eth0
         ip -n "$c" link set eth0 up
-        ip -n "$c" route replace default via "$gw"
-        log "c$i: $addr/$len via $gw (host h$i, mtu ${mtu:-default})"
+        # IPv4 (absent in an IPv6-only overlay): .2 of the subnet, default route via .1.
+        if [[ -n $(subnet_env "$i" FLANNEL_SUBNET) ]]; then
+            subnet=$(host_subnet "$i")
+            read -r net len <<<"$subnet"
+            gw=$(int_to_ip $((net + 1)))
+            addr=$(int_to_ip $((net + 2)))
+            ip -n "$c" addr replace "$addr/$len" dev eth0
+            ip -n "$c" route replace default via "$gw"
+            log "c$i: $addr/$len via $gw (host h$i, mtu ${mtu:-default})"
+        fi
+        # IPv6 (a dual-stack or IPv6-only overlay): ::2 of the subnet, default route via ::1.
+        subnet6=$(subnet_env "$i" FLANNEL_IPV6_SUBNET)
+        if [[ -n $subnet6 ]]; then
+            read -r gw len <<<"$(host_subnet6 "$i")"
+            addr="${gw%1}2"
+            ip -n "$c" addr replace "$addr/$len" dev eth0 nodad
+            ip -n "$c" -6 route replace default via "$gw"
+            log "c$i: $addr/$len via $gw (host h$i)"
+        fi
     done
 }
 
@@ -480,6 +532,22 @@ cmd_ping() {
     local dst
     dst=$(container_ip "$2")
     ip netns exec "$(ctr_ns "$1")" ping -n -c "${3:-3}" -i 0.2 -W 2 "$dst"
+}
+
+cmd_ping6() {
+    [[ -n ${1:-} && -n ${2:-} ]] || die "usage: $0 ping6 I J [COUNT]"
+    check_index "$1"
+    check_index "$2"
+    command -v ping >/dev/null || die "ping not found (apt-get install iputils-ping)"
+    ip netns exec "$(ctr_ns "$1")" ping -6 -n -c "${3:-3}" -i 0.2 -W 2 "$(container_ip6 "$2")"
+}
+
+cmd_uping6() {
+    [[ -n ${1:-} && -n ${2:-} ]] || die "usage: $0 uping6 I J [COUNT]"
+    check_index "$1"
+    check_index "$2"
+    command -v ping >/dev/null || die "ping not found (apt-get install iputils-ping)"
+    ip netns exec "$(host_ns "$1")" ping -6 -n -c "${3:-3}" -i 0.2 -W 2 "$(host_ip6 "$2")"
 }
 
 cmd_uping() {
@@ -650,6 +718,8 @@ main() {
     wire-containers) cmd_wire_containers "$@" ;;
     ping) cmd_ping "$@" ;;
     uping) cmd_uping "$@" ;;
+    ping6) cmd_ping6 "$@" ;;
+    uping6) cmd_uping6 "$@" ;;
     demo) cmd_demo "$@" ;;
     partition) cmd_partition "$@" ;;
     heal) cmd_heal "$@" ;;
