@@ -4,8 +4,6 @@
 //! API; [`run`] is what `weft run` calls.
 
 mod driver;
-mod status;
-mod udp_steps;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,7 +23,7 @@ use crate::config::Config;
 use crate::dataplane::{self, Dataplane, DataplaneError};
 use crate::keys;
 use crate::metrics::Metrics;
-use driver::{Clock, Driver};
+use driver::{Clock, Driver, Start};
 
 pub use crate::dataplane::underlay::{UnderlayInfo, UnderlaySelect};
 
@@ -242,19 +240,19 @@ impl Agent {
         let udp =
             crate::udp::plane::UdpPlane::start(&config, &underlay, kernel, metrics.tunnel.clone())
                 .await?;
-        let mut worker = Driver::new(
+        let worker = Driver::new(Start {
             config,
             underlay,
             announce_ip,
+            rediscover_underlay: discovered,
             dataplane,
-            metrics.clone(),
+            metrics: metrics.clone(),
             status_tx,
-            Clock::new(clock_offset_ms, wall_step_ms),
-        );
-        worker.keys = key_store.clone();
-        worker.key_view_tx = Some(key_view_tx);
-        worker.rediscover_underlay = discovered;
-        worker.udp = udp;
+            clock: Clock::new(clock_offset_ms, wall_step_ms),
+            keys: key_store.clone(),
+            key_view_tx,
+            udp,
+        });
         let loop_cancel = cancel.clone();
         let join = tokio::spawn(async move {
             let result = worker.run(transport, loop_cancel.clone(), leave_rx).await;

@@ -6,6 +6,7 @@
 //! are [`crate::dataplane::paths`] and [`crate::dataplane::desired`]. Everything here is tested
 //! without root and without timers; [`generation`] is the gossip generation of a start.
 
+pub mod core;
 pub mod desired;
 pub mod generation;
 pub mod notices;

@@ -1,6 +1,7 @@
 //! What to tell the operator, once: which peers joined or left, why a peer is not programmed
 //! (again only when the reason changes), that the mesh was joined, and — with a backoff — that
-//! no seed answers yet. Pure memory of what was said; the driver logs the [`Notice`]s.
+//! no seed answers yet; and the node's one-off notices (state file, underlay changes, ready).
+//! Pure memory of what was said; the driver logs the [`Notice`]s.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -42,6 +43,43 @@ pub enum Notice {
         /// When the next warning comes, if nobody answers.
         retry_in: Duration,
     },
+    /// The state file names another node: ignored.
+    StateFileForeign {
+        /// The name it holds.
+        other: String,
+    },
+    /// The state file could not be read: the node claims anew.
+    StateFileUnreadable {
+        /// Why.
+        error: String,
+    },
+    /// The underlay interface's address changed; the announced one stays until restart.
+    UnderlayAddressChanged {
+        /// The announced address.
+        old: IpAddr,
+        /// The interface's address now.
+        new: IpAddr,
+    },
+    /// The underlay interface was re-created (another index or name): the data plane is
+    /// rebuilt on it.
+    UnderlayInterfaceChanged {
+        /// Its name now.
+        iface: String,
+        /// Its index now.
+        ifindex: u32,
+    },
+    /// The underlay MTU changed; the overlay MTU follows.
+    UnderlayMtuChanged {
+        /// Before.
+        from: u32,
+        /// Now.
+        to: u32,
+    },
+    /// The node is ready (told once per start).
+    Ready {
+        /// Its active subnet.
+        subnet: Option<ipnet::Ipv4Net>,
+    },
 }
 
 impl Notice {
@@ -65,6 +103,22 @@ impl Notice {
             Notice::NoSeedYet { retry_in } => {
                 tracing::warn!(node = %node, retry_in = ?retry_in, "no seed reachable yet; retrying")
             }
+            Notice::StateFileForeign { other } => {
+                tracing::warn!(node = %node, other = %other, "state file belongs to another node name; ignored")
+            }
+            Notice::StateFileUnreadable { error } => {
+                tracing::warn!(node = %node, error = %error, "state file unreadable; claiming anew")
+            }
+            Notice::UnderlayAddressChanged { old, new } => {
+                tracing::warn!(node = %node, old = %old, new = %new, "underlay address changed; weft keeps the announced one until restart")
+            }
+            Notice::UnderlayInterfaceChanged { iface, ifindex } => {
+                tracing::info!(node = %node, iface = %iface, ifindex, "underlay interface changed; rebuilding the data plane on it")
+            }
+            Notice::UnderlayMtuChanged { from, to } => {
+                tracing::info!(node = %node, from, to, "underlay MTU changed; overlay MTU follows")
+            }
+            Notice::Ready { subnet } => tracing::info!(node = %node, subnet = ?subnet, "ready"),
         }
     }
 }

@@ -1,14 +1,15 @@
-//! Builds the [`StatusReport`] (`weft status`, `/v1/status`, `/readyz`) from the agent's state.
+//! The [`StatusReport`] (`weft status`, `/v1/status`, `/readyz`) from the node's state and what
+//! the files answered.
 
 use weft_proto::ClaimState;
 
-use super::driver::Driver;
+use super::{FileFacts, Node};
 use crate::api::{ClaimStatus, Liveness, NodeStatus, StatusReport};
 use crate::lease::{Phase, Verdict};
 
-impl Driver {
+impl Node {
     /// What `/v1/status`, `weft status` and `/readyz` show now.
-    pub(super) fn status_report(&self) -> StatusReport {
+    pub fn status(&self, files: &dyn FileFacts) -> StatusReport {
         let w = self;
         let (state, subnet) = match w.lease.phase() {
             Phase::Warmup { .. } => (ClaimStatus::Searching, None),
@@ -30,18 +31,20 @@ impl Driver {
             Phase::Refused { reason } => Some(format!("identity conflict: {reason}")),
             Phase::Leaving { .. } => Some("leaving".to_string()),
             // CNI hands out addresses from subnet.env: not ready until it names the active subnet.
-            Phase::Active { subnet, .. } if !w.subnet_env.holds(&w.subnet_env_text(*subnet)) => {
-                Some(match w.subnet_env.failure() {
+            Phase::Active { subnet, .. }
+                if !files.subnet_env_holds(&w.subnet_env_text(*subnet)) =>
+            {
+                Some(match files.subnet_env_failure() {
                     Some(e) => format!("subnet.env does not hold {subnet}: {e}; retrying"),
                     None => format!(
                         "subnet.env ({}) not written yet for {subnet}",
-                        w.subnet_env.path().display()
+                        files.subnet_env_path()
                     ),
                 })
             }
-            Phase::Active { .. } if w.state_file.failure().is_some() => Some(format!(
+            Phase::Active { .. } if files.state_failure().is_some() => Some(format!(
                 "state file not saved: {}; retrying",
-                w.state_file.failure().unwrap_or_default()
+                files.state_failure().unwrap_or_default()
             )),
             Phase::Active { .. } if !applied_ok => {
                 Some("data plane not fully programmed".to_string())
@@ -50,12 +53,9 @@ impl Driver {
         };
         let mut warnings = w.warnings.clone();
         let failures = [
-            ("subnet.env not written", w.subnet_env.failure()),
-            ("state file not saved", w.state_file.failure()),
-            (
-                "udp peers file not saved",
-                w.udp.as_ref().and_then(|u| u.peers_file_failure()),
-            ),
+            ("subnet.env not written", files.subnet_env_failure()),
+            ("state file not saved", files.state_failure()),
+            ("udp peers file not saved", files.udp_peers_failure()),
         ];
         for (what, e) in failures {
             if let Some(e) = e {
