@@ -44,7 +44,7 @@ async fn the_underlay_is_found_and_followed_through_the_data_plane() {
         .await
         .err()
         .expect("no underlay: the agent refuses to start");
-    assert!(err.to_string().contains("no default route"), "{err}");
+    assert!(err.to_string().contains("no IPv4 default route"), "{err}");
 
     dp.set_interface(eth("eth0", 2, 1500));
     let h: AgentHandle = Agent::new(config)

@@ -25,8 +25,26 @@ const UNDERLAY_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 #[tokio::test]
 async fn fake_dataplane_passes_the_suite() {
     let mut dp = FakeDataplane::new();
-    run_suite(&mut dp, &SuiteEnv::new(UNDERLAY_IP, Some(2), 1500)).await;
-    assert_eq!(dp.snapshot(), State::default());
+    dp.set_interface(weft::dataplane::underlay::UnderlayInfo {
+        ifname: UNDERLAY_IF.into(),
+        ifindex: 2,
+        ip: IpAddr::V4(UNDERLAY_IP),
+        mtu: 1500,
+    });
+    let env = SuiteEnv {
+        underlay_ifname: Some(UNDERLAY_IF.into()),
+        tun: true,
+        ..SuiteEnv::new(UNDERLAY_IP, Some(2), 1500)
+    };
+    run_suite(&mut dp, &env).await;
+    // Everything weft programmed is gone; the TUN device stays for the tunnel that owns it.
+    assert_eq!(
+        State {
+            tun: None,
+            ..dp.snapshot()
+        },
+        State::default()
+    );
 }
 
 fn mac_text(mac: [u8; 6]) -> String {
@@ -91,6 +109,8 @@ fn setup(ns: &NetnsGuard) {
             "dev",
             UNDERLAY_IF,
         ],
+        // The udp tunnel's device, as the tunnel makes it (persistent, nobody reading).
+        &["tuntap", "add", "dev", "weft0", "mode", "tun"],
         // Things weft must never touch.
         &[
             "link", "add", "foreign0", "type", "veth", "peer", "name", "foreign1",
@@ -281,13 +301,16 @@ fn netlink_dataplane_in_netns() {
         assert!(!is_onlink("198.51.100.1".parse().unwrap()).await.unwrap());
 
         let mut dp = NetlinkDataplane::new().await.expect("netlink");
-        run_suite(
-            &mut dp,
-            &SuiteEnv::new(UNDERLAY_IP, Some(by_name.ifindex), 1500),
-        )
-        .await;
+        let env = SuiteEnv {
+            underlay_ifname: Some(UNDERLAY_IF.into()),
+            tun: true,
+            ..SuiteEnv::new(UNDERLAY_IP, Some(by_name.ifindex), 1500)
+        };
+        run_suite(&mut dp, &env).await;
         by_name.ifindex
     });
+    // The tunnel's device, as a stopped tunnel leaves it.
+    ns.ip(&["link", "del", "weft0"]).unwrap();
     assert_foreign_intact(&ns);
     assert!(kernel_routes(&ns).is_empty());
 
@@ -338,7 +361,7 @@ fn netlink_dataplane_in_netns() {
         let mut dp = NetlinkDataplane::new().await.expect("netlink");
         let report = reconcile(&mut dp, &w, true).await.expect("reconcile");
         assert!(report.failed.is_empty(), "{:?}", report.failed);
-        assert_eq!(dp.observe(&w).await.expect("observe"), w);
+        assert_eq!(dp.observe().await.expect("observe"), w);
     });
     check_kernel_holds(&ns, &want);
 
@@ -352,8 +375,33 @@ fn netlink_dataplane_in_netns() {
         let mut dp = NetlinkDataplane::new().await.expect("netlink");
         let report = reconcile(&mut dp, &w, true).await.expect("reconcile");
         assert_eq!(report.applied, ["set_mtu", "add_neigh", "add_route"]);
-        assert_eq!(dp.observe(&w).await.expect("observe"), w);
+        assert_eq!(dp.observe().await.expect("observe"), w);
     });
+    check_kernel_holds(&ns, &want);
+    // A second address on weft's device or bridge (added by hand) is observed without a hint
+    // as "not what weft configures": the reconcile leaves exactly the desired one.
+    ns.ip(&["addr", "add", "10.244.99.0/32", "dev", "weft.1"])
+        .unwrap();
+    ns.ip(&["addr", "add", "10.244.98.1/24", "dev", "weftcni0"])
+        .unwrap();
+    let w = want.clone();
+    ns.block_on(move || async move {
+        let mut dp = NetlinkDataplane::new().await.expect("netlink");
+        let report = reconcile(&mut dp, &w, true).await.expect("reconcile");
+        assert_eq!(report.applied, ["set_addr", "ensure_bridge"]);
+        assert_eq!(dp.observe().await.expect("observe"), w);
+    });
+    let v4 = |dev: &str| ns.ip(&["-4", "-o", "addr", "show", "dev", dev]).unwrap();
+    let on_device = v4("weft.1");
+    assert!(
+        on_device.contains("10.244.3.0/32") && !on_device.contains("10.244.99.0"),
+        "{on_device}"
+    );
+    let on_bridge = v4("weftcni0");
+    assert!(
+        on_bridge.contains("10.244.3.1/24") && !on_bridge.contains("10.244.98.1"),
+        "{on_bridge}"
+    );
     check_kernel_holds(&ns, &want);
     ns.ip(&["link", "del", "weft.1"]).unwrap();
     let w = want.clone();
@@ -370,10 +418,7 @@ fn netlink_dataplane_in_netns() {
     ns.block_on(|| async {
         let mut dp = NetlinkDataplane::new().await.expect("netlink");
         dp.remove_all_owned().await.expect("remove all owned");
-        assert_eq!(
-            dp.observe(&State::default()).await.expect("observe"),
-            State::default()
-        );
+        assert_eq!(dp.observe().await.expect("observe"), State::default());
     });
     assert!(kernel_routes(&ns).is_empty());
     let links = ns.ip(&["-d", "link", "show"]).unwrap();

@@ -558,9 +558,8 @@ impl Driver {
         let spread = (self.node.config().gossip_interval * 5)
             .clamp(Duration::from_secs(1), Duration::from_secs(10));
         tokio::time::sleep(spread).await;
-        let look_at = self.node.teardown_target();
         let mut failures = Vec::new();
-        match self.dataplane.observe(&look_at).await {
+        match self.dataplane.observe().await {
             Ok(observed) => {
                 for op in dataplane::plan(&State::default(), &observed) {
                     if let Err(e) = self.dataplane.apply(&op).await {

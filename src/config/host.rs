@@ -52,7 +52,7 @@ pub async fn preflight(config: &Config, checks: &HostChecks) -> Result<(), Confi
                 underlay_error(
                     config,
                     checks,
-                    &crate::dataplane::underlay::failure_text(&e),
+                    &crate::dataplane::underlay::failure_reason(&e),
                 )
             })?;
     check_underlay(config, checks, underlay.ip)
@@ -73,10 +73,12 @@ pub fn check_host(config: &Config, checks: &HostChecks) -> Result<(), ConfigErro
     )
 }
 
-/// The underlay could not be found: one line naming `--iface` (or its variable).
+/// The underlay could not be found (`reason`: why, as
+/// [`failure_reason`](crate::dataplane::underlay::failure_reason) says it): one line naming
+/// `--iface` (or its variable).
 pub fn underlay_error(config: &Config, checks: &HostChecks, reason: &str) -> ConfigError {
     let field = checks.name("--iface");
-    let reason = reason.trim_start_matches("underlay: ").to_string();
+    let reason = reason.to_string();
     match &config.underlay {
         UnderlaySelect::Iface(name) => ConfigError::invalid(field, name.as_str(), reason),
         UnderlaySelect::Addr(ip) => ConfigError::invalid(field, ip.to_string(), reason),
@@ -246,10 +248,18 @@ mod tests {
         assert_eq!(e.field(), "WEFT_NETWORK");
         assert!(e.to_string().contains("underlay address 10.244.3.3"), "{e}");
         check_underlay(&config, &checks, "192.0.2.1".parse().unwrap()).unwrap();
-        let e = underlay_error(&config, &checks, "underlay: no IPv4 default route");
+        let e = underlay_error(
+            &config,
+            &checks,
+            &crate::dataplane::underlay::failure_reason(
+                &crate::dataplane::DataplaneError::Underlay(
+                    crate::dataplane::underlay::UnderlayError::NoDefaultRoute,
+                ),
+            ),
+        );
         assert_eq!(
             e.to_string(),
-            "invalid --iface (unset: the default route's interface): no IPv4 default route"
+            "invalid --iface (unset: the default route's interface): no IPv4 default route: choose the interface with --iface"
         );
     }
 

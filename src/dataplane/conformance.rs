@@ -7,7 +7,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::desired::{
     PeerTarget, host_gw_state, vtep_mac, vxlan_device_name, vxlan_mtu, vxlan_state,
 };
-use super::{Bridge, Dataplane, Op, ReconcileReport, Route, State, VxlanDevice, plan, reconcile};
+use super::underlay::UnderlaySelect;
+use super::{
+    Bridge, Dataplane, Op, ReconcileReport, Route, State, TunLink, VxlanDevice, plan, reconcile,
+};
 
 /// Where the suite runs.
 #[doc(hidden)]
@@ -22,6 +25,12 @@ pub struct SuiteEnv {
     pub bridge_name: String,
     /// Underlay addresses for simulated peers (at least 6). For host-gw they must be on-link.
     pub peer_ips: Vec<Ipv4Addr>,
+    /// The underlay interface's name, when the data plane has one to look up (`underlay()`
+    /// cases: by name, by address, by default route, and a missing name).
+    pub underlay_ifname: Option<String>,
+    /// A TUN device named [`super::TUN_DEVICE`] exists, as the udp tunnel leaves it (the TUN
+    /// cases run last and leave it configured: the tunnel owns its life, the caller removes it).
+    pub tun: bool,
 }
 
 impl SuiteEnv {
@@ -35,6 +44,8 @@ impl SuiteEnv {
             vni: 1,
             bridge_name: "weftcni0".into(),
             peer_ips: (10..20).map(|d| Ipv4Addr::new(a, b, c, d)).collect(),
+            underlay_ifname: None,
+            tun: false,
         }
     }
 
@@ -94,7 +105,7 @@ async fn converge(dp: &mut dyn Dataplane, desired: &State, step: &str) -> Reconc
 
 async fn assert_holds(dp: &mut dyn Dataplane, desired: &State, step: &str) {
     let observed = dp
-        .observe(desired)
+        .observe()
         .await
         .unwrap_or_else(|e| panic!("[{step}] observe failed: {e}"));
     assert_eq!(
@@ -110,7 +121,8 @@ fn sorted(mut kinds: Vec<&'static str>) -> Vec<&'static str> {
     kinds
 }
 
-/// Run every check. Leaves the data plane empty (nothing owned by weft) on success.
+/// Run every check. Leaves the data plane empty (nothing owned by weft) on success, but for the
+/// TUN device when `env.tun` (configured: its owner removes it).
 #[doc(hidden)]
 pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
     let empty = State::default();
@@ -236,6 +248,48 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
     assert_eq!(report.applied, ["ensure_bridge"], "[bridge mtu]");
     assert_holds(dp, &want, "bridge mtu").await;
 
+    // 6b. weft's leftover devices (an old VNI's VXLAN device, an old --bridge) are found by
+    // weft's mark alone and removed; the device in use and its entries stay.
+    let old_vni = VxlanDevice {
+        name: vxlan_device_name(env.vni + 76),
+        vni: env.vni + 76,
+        ..dev2.clone()
+    };
+    let old_bridge = Bridge {
+        name: format!("{}o", env.bridge_name),
+        ..bridge2.clone()
+    };
+    for op in [
+        Op::CreateVxlan(old_vni.clone()),
+        Op::EnsureBridge(old_bridge.clone()),
+    ] {
+        dp.apply(&op)
+            .await
+            .unwrap_or_else(|e| panic!("[leftovers] {} failed: {e}", op.kind()));
+    }
+    let observed = dp
+        .observe()
+        .await
+        .unwrap_or_else(|e| panic!("[leftovers] observe: {e}"));
+    assert_eq!(
+        observed.other_vxlans,
+        [old_vni.name.clone()].into(),
+        "[leftovers] the old VNI's device"
+    );
+    assert_eq!(
+        observed.other_bridges,
+        [old_bridge.name.clone()].into(),
+        "[leftovers] the old bridge"
+    );
+    assert_eq!(observed.vxlan.as_ref().map(|d| &d.name), Some(&dev2.name));
+    let report = converge(dp, &want, "leftovers removed").await;
+    assert_eq!(
+        sorted(report.applied),
+        sorted(vec!["delete_bridge", "delete_vxlan"]),
+        "[leftovers removed]"
+    );
+    assert_holds(dp, &want, "leftovers removed").await;
+
     // 7. The device disappears: its entries go with it; reconcile brings everything back.
     dp.apply(&Op::DeleteVxlan {
         name: dev2.name.clone(),
@@ -243,7 +297,7 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
     .await
     .unwrap_or_else(|e| panic!("[delete device] {e}"));
     let observed = dp
-        .observe(&want)
+        .observe()
         .await
         .unwrap_or_else(|e| panic!("[device gone] observe: {e}"));
     assert_eq!(observed.vxlan, None, "[device gone]");
@@ -293,7 +347,7 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
         .unwrap_or_else(|e| panic!("[no delete] {e}"));
     assert!(report.failed.is_empty(), "[no delete] {:?}", report.failed);
     let observed = dp
-        .observe(&held)
+        .observe()
         .await
         .unwrap_or_else(|e| panic!("[no delete] observe: {e}"));
     for n in before.neighbours.iter().chain(&held.neighbours) {
@@ -321,7 +375,7 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
     converge(dp, &gw, "host-gw").await;
     assert_holds(dp, &gw, "host-gw").await;
     let observed = dp
-        .observe(&empty)
+        .observe()
         .await
         .unwrap_or_else(|e| panic!("[host-gw] observe: {e}"));
     assert_eq!(observed.vxlan, None, "[host-gw] device left behind");
@@ -384,11 +438,102 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
     converge(dp, &empty, "teardown").await;
     assert_holds(dp, &empty, "teardown").await;
     let observed = dp
-        .observe(&held)
+        .observe()
         .await
         .unwrap_or_else(|e| panic!("[teardown] observe: {e}"));
     assert_eq!(
         observed, empty,
         "[teardown] leftovers seen when looking for the old names"
     );
+
+    // 14. The underlay as the data plane reads it: by name, by its address, by the default
+    // route; a missing name is the typed underlay error.
+    if let Some(ifname) = &env.underlay_ifname {
+        let by_name = dp
+            .underlay(&UnderlaySelect::Iface(ifname.clone()), None)
+            .await
+            .unwrap_or_else(|e| panic!("[underlay] by name: {e}"));
+        assert_eq!(by_name.ip, env.underlay_ip, "[underlay] by name");
+        assert_eq!(by_name.mtu, env.underlay_mtu, "[underlay] by name");
+        assert_eq!(
+            Some(by_name.ifindex),
+            env.underlay_ifindex,
+            "[underlay] by name"
+        );
+        let by_addr = dp
+            .underlay(&UnderlaySelect::Addr(env.underlay_ip), None)
+            .await
+            .unwrap_or_else(|e| panic!("[underlay] by address: {e}"));
+        assert_eq!(by_addr, by_name, "[underlay] by address");
+        let by_route = dp
+            .underlay(&UnderlaySelect::DefaultRoute, None)
+            .await
+            .unwrap_or_else(|e| panic!("[underlay] by default route: {e}"));
+        assert_eq!(by_route, by_name, "[underlay] by default route");
+        let missing = dp
+            .underlay(&UnderlaySelect::Iface("weftnothere0".into()), None)
+            .await;
+        assert!(
+            matches!(missing, Err(super::DataplaneError::Underlay(_))),
+            "[underlay] missing: {missing:?}"
+        );
+    }
+
+    // 15. The udp backend's TUN device: configured (alias, MTU, its one address, up) with the
+    // route through it; idempotent; MTU and address changes repaired; a stale configuration (a
+    // crashed agent's) taken over.
+    if env.tun {
+        let tun = |mtu: u32, last: u8| TunLink {
+            name: super::TUN_DEVICE.into(),
+            mtu,
+            addr: Some(Ipv4Addr::new(10, 244, 3, last)),
+        };
+        let with_tun = |t: TunLink| State {
+            routes: [Route {
+                dst: "10.244.0.0/16".parse().unwrap_or_default(),
+                gateway: Ipv4Addr::UNSPECIFIED,
+                device: Some(t.name.clone()),
+                onlink: false,
+            }]
+            .into(),
+            tun: Some(t),
+            ..State::default()
+        };
+        let want = with_tun(tun(1440, 0));
+        let report = converge(dp, &want, "tun configured").await;
+        assert_eq!(
+            report.applied,
+            ["tun_link", "add_route"],
+            "[tun configured]"
+        );
+        assert_holds(dp, &want, "tun configured").await;
+        let report = converge(dp, &want, "tun again").await;
+        assert!(
+            report.applied.is_empty(),
+            "[tun again] {:?}",
+            report.applied
+        );
+        let want = with_tun(tun(1400, 0));
+        let report = converge(dp, &want, "tun mtu").await;
+        assert_eq!(report.applied, ["tun_link"], "[tun mtu]");
+        assert_holds(dp, &want, "tun mtu").await;
+        let want = with_tun(tun(1400, 7));
+        let report = converge(dp, &want, "tun addr").await;
+        assert_eq!(report.applied, ["tun_link"], "[tun addr]");
+        assert_holds(dp, &want, "tun addr").await;
+        // A stale configuration: what a crashed agent of another subnet left.
+        dp.apply(&Op::ConfigureTun(tun(1300, 9)))
+            .await
+            .unwrap_or_else(|e| panic!("[tun stale] {e}"));
+        let report = converge(dp, &want, "tun stale").await;
+        assert_eq!(report.applied, ["tun_link"], "[tun stale]");
+        assert_holds(dp, &want, "tun stale").await;
+        // Without a udp backend the route goes; the device stays for its owner.
+        let left = State {
+            tun: want.tun.clone(),
+            ..State::default()
+        };
+        let report = converge(dp, &left, "tun route removed").await;
+        assert_eq!(report.applied, ["del_route"], "[tun route removed]");
+    }
 }

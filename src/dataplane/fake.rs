@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
 
-use super::underlay::{UnderlayInfo, UnderlaySelect};
+use super::underlay::{UnderlayError, UnderlayInfo, UnderlaySelect};
 use super::{Dataplane, DataplaneError, Mac, Op, State};
 
 #[derive(Debug, Default)]
@@ -203,6 +203,8 @@ impl Inner {
 
     fn link_exists(&self, name: &str) -> bool {
         self.vxlan_named(name)
+            || self.state.other_vxlans.contains(name)
+            || self.state.other_bridges.contains(name)
             || self.state.bridge.as_ref().is_some_and(|b| b.name == name)
             || self.state.tun.as_ref().is_some_and(|t| t.name == name)
             || self.foreign_links.contains(name)
@@ -245,11 +247,23 @@ impl Inner {
                         what: format!("link {} is a bridge", dev.name),
                     });
                 }
-                // Recreate: the old device and everything on it go.
-                if let Some(old) = self.state.vxlan.take() {
-                    drop_device_entries(&mut self.state, &old.name, true);
+                match self.state.vxlan.take() {
+                    // Another name beside the device: a second device, listed after it (the
+                    // kernel's index order).
+                    Some(current) if current.name != dev.name => {
+                        self.state.other_vxlans.insert(dev.name.clone());
+                        self.state.vxlan = Some(current);
+                    }
+                    // Recreate: the old device and everything on it go.
+                    Some(old) => {
+                        drop_device_entries(&mut self.state, &old.name, true);
+                        self.state.vxlan = Some(dev.clone());
+                    }
+                    None => {
+                        self.state.other_vxlans.remove(&dev.name);
+                        self.state.vxlan = Some(dev.clone());
+                    }
                 }
-                self.state.vxlan = Some(dev.clone());
             }
             Op::SetVxlanMtu { name, mtu } => {
                 self.require_vxlan(kind, name)?;
@@ -269,6 +283,9 @@ impl Inner {
                     self.state.vxlan = None;
                     drop_device_entries(&mut self.state, name, true);
                 }
+                if self.state.other_vxlans.remove(name) {
+                    drop_device_entries(&mut self.state, name, false);
+                }
             }
             Op::EnsureBridge(bridge) => {
                 self.refuse_foreign(kind, &bridge.name)?;
@@ -278,15 +295,24 @@ impl Inner {
                         what: format!("link {} is not a bridge", bridge.name),
                     });
                 }
-                if let Some(old) = self.state.bridge.take().filter(|b| b.name != bridge.name) {
-                    drop_device_entries(&mut self.state, &old.name, false);
+                match &self.state.bridge {
+                    // Another name beside the bridge: a second one, listed after it.
+                    Some(current) if current.name != bridge.name => {
+                        self.state.other_bridges.insert(bridge.name.clone());
+                    }
+                    _ => {
+                        self.state.other_bridges.remove(&bridge.name);
+                        self.state.bridge = Some(bridge.clone());
+                    }
                 }
-                self.state.bridge = Some(bridge.clone());
             }
             Op::DeleteBridge { name } => {
                 self.refuse_foreign(kind, name)?;
                 if self.state.bridge.as_ref().is_some_and(|b| &b.name == name) {
                     self.state.bridge = None;
+                    drop_device_entries(&mut self.state, name, false);
+                }
+                if self.state.other_bridges.remove(name) {
                     drop_device_entries(&mut self.state, name, false);
                 }
             }
@@ -369,14 +395,14 @@ impl Dataplane for FakeDataplane {
         };
         found.cloned().ok_or_else(|| {
             DataplaneError::Underlay(match select {
-                UnderlaySelect::DefaultRoute => "no default route".to_string(),
-                UnderlaySelect::Iface(name) => format!("no interface named {name}"),
-                UnderlaySelect::Addr(ip) => format!("no interface holds address {ip}"),
+                UnderlaySelect::DefaultRoute => UnderlayError::NoDefaultRoute,
+                UnderlaySelect::Iface(name) => UnderlayError::NoInterface(name.clone()),
+                UnderlaySelect::Addr(ip) => UnderlayError::NoAddressHolder(*ip),
             })
         })
     }
 
-    async fn observe(&mut self, _desired: &State) -> Result<State, DataplaneError> {
+    async fn observe(&mut self) -> Result<State, DataplaneError> {
         let mut inner = self.lock();
         inner.observed += 1;
         if std::mem::take(&mut inner.fail_next_observe) {

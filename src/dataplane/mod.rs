@@ -131,6 +131,11 @@ pub struct State {
     pub routes: BTreeSet<Route>,
     /// The masquerade table (`--ip-masq`).
     pub masq: Option<Masquerade>,
+    /// Observed only: weft's own VXLAN devices and bridges (by its alias) besides `vxlan` and
+    /// `bridge`, e.g. left by a VNI or `--bridge` change. Whatever is not desired is deleted.
+    pub other_vxlans: BTreeSet<String>,
+    /// See `other_vxlans`.
+    pub other_bridges: BTreeSet<String>,
 }
 
 /// One step of a reconcile plan. [`plan`] orders them so that applying in sequence is safe:
@@ -222,7 +227,7 @@ pub enum DataplaneError {
     NoDevice { op: &'static str, name: String },
     /// The underlay interface or address could not be determined.
     #[error("underlay: {0}")]
-    Underlay(String),
+    Underlay(#[from] underlay::UnderlayError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     /// The masquerade table could not be written.
@@ -234,9 +239,13 @@ pub enum DataplaneError {
 /// idempotent (an existing equal entry is success), deletes of missing entries are success.
 #[async_trait]
 pub trait Dataplane: Send {
-    /// What weft owns right now. Only weft's own device(s), their neighbour/FDB entries and
-    /// routes with [`RTPROT_WEFT`]; `desired` names the devices to look at.
-    async fn observe(&mut self, desired: &State) -> Result<State, DataplaneError>;
+    /// What weft owns right now, found by its own marks alone: links with the alias
+    /// [`LINK_ALIAS`] (the first VXLAN device and bridge by index in `vxlan`/`bridge`, any others
+    /// in `other_vxlans`/`other_bridges`), the neighbour/FDB entries on that VXLAN device,
+    /// routes with [`RTPROT_WEFT`], the configured TUN device and the `ip weft` table. A device
+    /// holding more than one IPv4 address reports an unspecified one, so a reconcile leaves it
+    /// exactly the desired one.
+    async fn observe(&mut self) -> Result<State, DataplaneError>;
     async fn apply(&mut self, op: &Op) -> Result<(), DataplaneError>;
 
     /// Which of `ips` this host reaches without a gateway (same L2 segment): host-gw and
@@ -270,7 +279,7 @@ pub async fn reconcile(
     desired: &State,
     allow_delete: bool,
 ) -> Result<ReconcileReport, DataplaneError> {
-    let observed = dp.observe(desired).await?;
+    let observed = dp.observe().await?;
     let mut report = ReconcileReport::default();
     for op in plan(desired, &observed) {
         if !allow_delete && op.is_removal() {

@@ -26,7 +26,7 @@ use netlink_packet_route::route::{
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 use tokio::task::JoinHandle;
 
-use super::underlay::{UnderlayInfo, UnderlaySelect};
+use super::underlay::{UnderlayError, UnderlayInfo, UnderlaySelect};
 use super::{
     Bridge, Dataplane, DataplaneError, FdbEntry, LINK_ALIAS, Mac, Neighbour, Op, RTPROT_WEFT,
     Route, State, TunLink, VxlanDevice,
@@ -359,13 +359,6 @@ fn parse_route(msg: &RouteMessage, links: &HashMap<u32, Link>) -> Option<Route> 
         device,
         onlink: msg.header.flags.contains(RouteFlags::Onlink),
     })
-}
-
-/// Pick the address to report: the wanted one if present, else the first, else `None`.
-fn pick<T: PartialEq + Copy>(candidates: &[T], wanted: Option<T>) -> Option<T> {
-    wanted
-        .filter(|w| candidates.contains(w))
-        .or_else(|| candidates.first().copied())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -876,24 +869,22 @@ impl NetlinkDataplane {
         }
     }
 
-    async fn observe_state(&mut self, desired: &State) -> Result<State, DataplaneError> {
+    async fn observe_state(&mut self) -> Result<State, DataplaneError> {
         let links = dump_links(self.handle()).await?;
-        let owned = |pred: fn(&Link) -> bool, wanted: Option<&str>| -> Option<Link> {
-            let mut ours = links.iter().filter(|l| l.owned() && pred(l));
-            let first = ours.clone().next().cloned();
-            match wanted {
-                Some(name) => ours.find(|l| l.name == name).cloned().or(first),
-                None => first,
-            }
+        // weft's links of one kind, by index: the first is the device, the rest are leftovers.
+        let owned = |pred: fn(&Link) -> bool| -> Vec<Link> {
+            let mut ours: Vec<Link> = links
+                .iter()
+                .filter(|l| l.owned() && pred(l))
+                .cloned()
+                .collect();
+            ours.sort_by_key(|l| l.index);
+            ours
         };
-        let vxlan_link = owned(
-            Link::is_vxlan,
-            desired.vxlan.as_ref().map(|d| d.name.as_str()),
-        );
-        let bridge_link = owned(
-            Link::is_bridge,
-            desired.bridge.as_ref().map(|b| b.name.as_str()),
-        );
+        let mut vxlans = owned(Link::is_vxlan).into_iter();
+        let vxlan_link = vxlans.next();
+        let mut bridges = owned(Link::is_bridge).into_iter();
+        let bridge_link = bridges.next();
         // The udp tunnel's device, configured (weft's alias) and up.
         let tun_link = links
             .iter()
@@ -915,7 +906,11 @@ impl NetlinkDataplane {
                 .collect()
         };
 
-        let mut state = State::default();
+        let mut state = State {
+            other_vxlans: vxlans.map(|l| l.name).collect(),
+            other_bridges: bridges.map(|l| l.name).collect(),
+            ..State::default()
+        };
         if let Some(link) = &vxlan_link {
             let Kind::Vxlan(attrs) = &link.kind else {
                 return Err(DataplaneError::Refused {
@@ -923,11 +918,6 @@ impl NetlinkDataplane {
                     what: format!("link {} is not a VXLAN device", link.name),
                 });
             };
-            let host_addrs: Vec<Ipv4Addr> = v4_on(link.index)
-                .iter()
-                .filter(|n| n.prefix_len() == 32)
-                .map(|n| n.addr())
-                .collect();
             state.vxlan = Some(VxlanDevice {
                 name: link.name.clone(),
                 vni: attrs.vni.unwrap_or(0),
@@ -936,8 +926,11 @@ impl NetlinkDataplane {
                 underlay_ifindex: attrs.link,
                 mac: link.mac.unwrap_or([0; 6]),
                 mtu: link.mtu,
-                addr: pick(&host_addrs, desired.vxlan.as_ref().map(|d| d.addr))
-                    .unwrap_or(Ipv4Addr::UNSPECIFIED),
+                // Exactly one /32, or not what weft configures (unspecified: replaced).
+                addr: match v4_on(link.index).as_slice() {
+                    [one] if one.prefix_len() == 32 => one.addr(),
+                    _ => Ipv4Addr::UNSPECIFIED,
+                },
             });
             for msg in dump_neighbours(self.handle(), AddressFamily::Inet).await? {
                 if let Some(n) = parse_neighbour(&msg, link.index) {
@@ -953,8 +946,11 @@ impl NetlinkDataplane {
         if let Some(link) = &bridge_link {
             state.bridge = Some(Bridge {
                 name: link.name.clone(),
-                addr: pick(&v4_on(link.index), desired.bridge.as_ref().map(|b| b.addr))
-                    .unwrap_or_default(),
+                // Exactly one address, or not what weft configures (the default: replaced).
+                addr: match v4_on(link.index).as_slice() {
+                    [one] => *one,
+                    _ => Ipv4Net::default(),
+                },
                 mtu: link.mtu,
             });
         }
@@ -1013,8 +1009,8 @@ impl Dataplane for NetlinkDataplane {
         select_underlay(select, public_ip, &links, &addrs, &routes)
     }
 
-    async fn observe(&mut self, desired: &State) -> Result<State, DataplaneError> {
-        self.observe_state(desired).await
+    async fn observe(&mut self) -> Result<State, DataplaneError> {
+        self.observe_state().await
     }
 
     async fn apply(&mut self, op: &Op) -> Result<(), DataplaneError> {
@@ -1074,22 +1070,21 @@ fn select_underlay(
         links
             .iter()
             .find(|l| l.index == index)
-            .ok_or_else(|| DataplaneError::Underlay(format!("no link with index {index}")))
+            .ok_or(DataplaneError::Underlay(UnderlayError::NoLinkIndex(index)))
     };
     let (link, ip) = match select {
         UnderlaySelect::Addr(ip) => {
-            let index = holder(*ip).ok_or_else(|| {
-                DataplaneError::Underlay(format!("no interface holds address {ip}"))
-            })?;
+            let index = holder(*ip).ok_or(DataplaneError::Underlay(
+                UnderlayError::NoAddressHolder(*ip),
+            ))?;
             (link_at(index)?, *ip)
         }
         UnderlaySelect::Iface(name) => {
-            let link = links
-                .iter()
-                .find(|l| &l.name == name)
-                .ok_or_else(|| DataplaneError::Underlay(format!("no interface named {name}")))?;
+            let link = links.iter().find(|l| &l.name == name).ok_or_else(|| {
+                DataplaneError::Underlay(UnderlayError::NoInterface(name.clone()))
+            })?;
             let ip = primary_addr(addrs, link.index).ok_or_else(|| {
-                DataplaneError::Underlay(format!("interface {name} has no global address"))
+                DataplaneError::Underlay(UnderlayError::NoGlobalAddress(name.clone()))
             })?;
             (link, ip)
         }
@@ -1098,11 +1093,8 @@ fn select_underlay(
             if let Some((index, ip)) = public_ip.and_then(|ip| holder(ip).map(|i| (i, ip))) {
                 (link_at(index)?, ip)
             } else {
-                let index = default_route_oif(routes).ok_or_else(|| {
-                    DataplaneError::Underlay(
-                        "no IPv4 default route: choose the interface with --iface".into(),
-                    )
-                })?;
+                let index = default_route_oif(routes)
+                    .ok_or(DataplaneError::Underlay(UnderlayError::NoDefaultRoute))?;
                 let link = link_at(index)?;
                 let ip = addrs
                     .iter()
@@ -1113,9 +1105,8 @@ fn select_underlay(
                     })
                     .map(|a| a.net.addr())
                     .ok_or_else(|| {
-                        DataplaneError::Underlay(format!(
-                            "default route interface {} has no IPv4 address",
-                            link.name
+                        DataplaneError::Underlay(UnderlayError::DefaultRouteNoAddress(
+                            link.name.clone(),
                         ))
                     })?;
                 (link, ip)

@@ -65,6 +65,19 @@ pub fn plan(desired: &State, observed: &State) -> Vec<Op> {
         &mut ops,
         &mut dropped,
     );
+    // weft's other devices (a VNI or bridge name changed): gone unless they are the desired one.
+    let desired_vxlan = desired.vxlan.as_ref().map(|d| d.name.as_str());
+    for name in &observed.other_vxlans {
+        if Some(name.as_str()) != desired_vxlan {
+            ops.push(Op::DeleteVxlan { name: name.clone() });
+        }
+    }
+    let desired_bridge = desired.bridge.as_ref().map(|b| b.name.as_str());
+    for name in &observed.other_bridges {
+        if Some(name.as_str()) != desired_bridge {
+            ops.push(Op::DeleteBridge { name: name.clone() });
+        }
+    }
 
     // The TUN device is configured (never created or deleted: the tunnel owns its life) before
     // any route goes through it.

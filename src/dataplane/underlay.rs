@@ -29,10 +29,41 @@ pub struct UnderlayInfo {
     pub mtu: u32,
 }
 
+/// Why the underlay could not be found (each displays as the operator reads it).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UnderlayError {
+    /// `--iface NAME`: no such interface.
+    #[error("no interface named {0}")]
+    NoInterface(String),
+    /// `--iface NAME`: it holds no global address.
+    #[error("interface {0} has no global address")]
+    NoGlobalAddress(String),
+    /// `--iface ADDR`: no interface holds it.
+    #[error("no interface holds address {0}")]
+    NoAddressHolder(IpAddr),
+    /// No IPv4 default route to follow.
+    #[error("no IPv4 default route: choose the interface with --iface")]
+    NoDefaultRoute,
+    /// The default route's interface has no IPv4 address.
+    #[error("default route interface {0} has no IPv4 address")]
+    DefaultRouteNoAddress(String),
+    /// A route or address names an interface index that is gone.
+    #[error("no link with index {0}")]
+    NoLinkIndex(u32),
+}
+
 /// How an underlay lookup failure reads to the operator: `underlay: <why>`.
 pub fn failure_text(e: &super::DataplaneError) -> String {
     match e {
         super::DataplaneError::Underlay(why) => format!("underlay: {why}"),
         other => format!("underlay: {other}"),
+    }
+}
+
+/// Why a lookup failed, without the `underlay: ` prefix (for a message that names the flag).
+pub fn failure_reason(e: &super::DataplaneError) -> String {
+    match e {
+        super::DataplaneError::Underlay(why) => why.to_string(),
+        other => other.to_string(),
     }
 }

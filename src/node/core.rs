@@ -553,14 +553,6 @@ impl Node {
         (released, self.record())
     }
 
-    /// What to tear down when leaving: what the last reconcile applied, else what it would have.
-    pub fn teardown_target(&self) -> State {
-        self.programming
-            .last_applied()
-            .cloned()
-            .unwrap_or_else(|| self.selection().state)
-    }
-
     /// The status is `ready` at `now`: returns the time to ready and the notice the first time.
     pub fn became_ready(&mut self, ready: bool, now: Duration) -> Option<(Duration, Notice)> {
         if !ready || self.ready_since.is_some() {
