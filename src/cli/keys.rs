@@ -77,7 +77,7 @@ pub async fn run(cmd: &KeysCommand) -> Result<String, CliError> {
     match cmd {
         KeysCommand::List(a) => list(a).await,
         KeysCommand::Install(a) => {
-            let text = read_key_text(&a.file).map_err(CliError::Input)?;
+            let text = read_key_text(&a.file)?;
             let key = weft_proto::envelope::decode_key(&text)
                 .map_err(|e| CliError::Input(format!("{}: {e}", a.file.display())))?;
             let body = KeyRequest {
@@ -102,7 +102,8 @@ fn id_request(a: &KeysIdArgs) -> KeyRequest {
     }
 }
 
-fn read_key_text(file: &std::path::Path) -> Result<String, String> {
+/// The key file's text (`-`: standard input), at most one byte over the longest key file.
+fn read_key_text(file: &std::path::Path) -> Result<String, CliError> {
     use std::io::Read;
     let limit = weft_proto::envelope::MAX_KEY_FILE_LEN as u64 + 1;
     let mut text = String::new();
@@ -111,7 +112,7 @@ fn read_key_text(file: &std::path::Path) -> Result<String, String> {
     } else {
         std::fs::File::open(file).and_then(|f| f.take(limit).read_to_string(&mut text))
     };
-    result.map_err(|e| format!("{}: {e}", file.display()))?;
+    result.map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
     Ok(text)
 }
 
