@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::args::RunArgs;
 use super::error::ConfigError;
-use super::validate::Names;
+use super::raw::Names;
 use super::{Config, UnderlaySelect};
 use crate::keys;
 

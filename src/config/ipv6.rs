@@ -11,7 +11,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::error::ConfigError;
 use super::netconf::{NetConf, net_conf_field};
-use super::validate::{Names, Raw, conf_str, flag_opt, pick, pick_opt};
+use super::raw::{Names, Raw, conf_str, flag_opt, pick, pick_opt};
 use super::{Ipv6Pool, defaults};
 use crate::lease::families;
 

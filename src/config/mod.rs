@@ -19,6 +19,7 @@ mod host;
 mod ipv6;
 #[allow(missing_docs)]
 mod netconf;
+mod raw;
 mod suggest;
 #[cfg(test)]
 mod tests;
@@ -29,11 +30,12 @@ pub use duration::{DurationError, format_duration, parse_duration};
 pub use error::{ConfigError, ParseError};
 pub use host::{HostChecks, check_host, check_underlay, preflight, underlay_error};
 pub use netconf::NetConf;
+pub use raw::env_var;
 #[doc(hidden)]
 pub use suggest::distance as suggest_distance;
 pub use validate::{
     MAX_DEAD_NODE_GRACE, MAX_GOSSIP_INTERVAL, MAX_NODE_NAME_LEN, MAX_PERIOD, MAX_SUBNET_LEN,
-    MAX_VNI, MIN_GOSSIP_INTERVAL, check_underlay_overlap, default_settle, env_var,
+    MAX_VNI, MIN_GOSSIP_INTERVAL, check_underlay_overlap, default_settle,
 };
 
 /// Defaults of `weft run`, as the flags spell them.
