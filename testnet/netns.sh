@@ -524,38 +524,34 @@ cmd_wire_containers() {
     done
 }
 
+# ping_from NS_OF ADDR_OF I J COUNT [-6]: ping ADDR_OF J from NS_OF I.
+ping_from() {
+    local ns_of=$1 addr_of=$2 i=$3 j=$4 count=$5
+    shift 5
+    check_index "$i"
+    check_index "$j"
+    command -v ping >/dev/null || die "ping not found (apt-get install iputils-ping)"
+    ip netns exec "$("$ns_of" "$i")" ping "$@" -n -c "$count" -i 0.2 -W 2 "$("$addr_of" "$j")"
+}
+
 cmd_ping() {
     [[ -n ${1:-} && -n ${2:-} ]] || die "usage: $0 ping I J [COUNT]"
-    check_index "$1"
-    check_index "$2"
-    command -v ping >/dev/null || die "ping not found (apt-get install iputils-ping)"
-    local dst
-    dst=$(container_ip "$2")
-    ip netns exec "$(ctr_ns "$1")" ping -n -c "${3:-3}" -i 0.2 -W 2 "$dst"
+    ping_from ctr_ns container_ip "$1" "$2" "${3:-3}"
 }
 
 cmd_ping6() {
     [[ -n ${1:-} && -n ${2:-} ]] || die "usage: $0 ping6 I J [COUNT]"
-    check_index "$1"
-    check_index "$2"
-    command -v ping >/dev/null || die "ping not found (apt-get install iputils-ping)"
-    ip netns exec "$(ctr_ns "$1")" ping -6 -n -c "${3:-3}" -i 0.2 -W 2 "$(container_ip6 "$2")"
-}
-
-cmd_uping6() {
-    [[ -n ${1:-} && -n ${2:-} ]] || die "usage: $0 uping6 I J [COUNT]"
-    check_index "$1"
-    check_index "$2"
-    command -v ping >/dev/null || die "ping not found (apt-get install iputils-ping)"
-    ip netns exec "$(host_ns "$1")" ping -6 -n -c "${3:-3}" -i 0.2 -W 2 "$(host_ip6 "$2")"
+    ping_from ctr_ns container_ip6 "$1" "$2" "${3:-3}" -6
 }
 
 cmd_uping() {
     [[ -n ${1:-} && -n ${2:-} ]] || die "usage: $0 uping I J [COUNT]"
-    check_index "$1"
-    check_index "$2"
-    command -v ping >/dev/null || die "ping not found (apt-get install iputils-ping)"
-    ip netns exec "$(host_ns "$1")" ping -n -c "${3:-3}" -i 0.2 -W 2 "$(host_ip "$2")"
+    ping_from host_ns host_ip "$1" "$2" "${3:-3}"
+}
+
+cmd_uping6() {
+    [[ -n ${1:-} && -n ${2:-} ]] || die "usage: $0 uping6 I J [COUNT]"
+    ping_from host_ns host_ip6 "$1" "$2" "${3:-3}" -6
 }
 
 # Host indices of a comma-separated group, checked.

@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::error::ConfigError;
 use super::netconf::{NetConf, net_conf_field};
@@ -340,14 +340,8 @@ fn ipv6_cidr(raw: &Raw) -> Result<Ipv6Net, ConfigError> {
     let IpAddr::V6(addr) = addr else {
         return Err(raw.invalid("an IPv4 network goes in --network"));
     };
-    let len: u8 = len
-        .parse()
-        .map_err(|e| ConfigError::parse(raw.field.clone(), raw.value.clone(), e))?;
-    let net = Ipv6Net::new(addr, len)
-        .map_err(|_| raw.invalid(format!("prefix length {len} is larger than 128")))?;
-    if net.network() != addr {
-        return Err(raw.invalid(format!("host bits are set (did you mean {}?)", net.trunc())));
-    }
+    let net = Ipv6Net::new(addr, raw.prefix_len(len, 128)?).unwrap_or_default();
+    raw.no_host_bits(IpNet::V6(net), IpAddr::V6(addr))?;
     Ok(net)
 }
 

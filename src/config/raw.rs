@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 
 use super::duration::{format_duration, parse_duration};
 use super::error::ConfigError;
@@ -223,15 +223,28 @@ impl Raw {
             ConfigError::Invalid { reason, .. } => self.invalid(reason),
             other => other,
         })?;
+        let net = Ipv4Net::new(addr, self.prefix_len(len, 32)?).unwrap_or_default();
+        self.no_host_bits(IpNet::V4(net), IpAddr::V4(addr))?;
+        Ok(net)
+    }
+
+    /// The prefix length after the `/` of a CIDR, at most `max`.
+    pub(super) fn prefix_len(&self, len: &str, max: u8) -> Result<u8, ConfigError> {
         let len: u8 = len
             .parse()
             .map_err(|e| ConfigError::parse(self.field.clone(), self.value.clone(), e))?;
-        let net = Ipv4Net::new(addr, len)
-            .map_err(|_| self.invalid(format!("prefix length {len} is larger than 32")))?;
-        if net.network() != addr {
+        if len > max {
+            return Err(self.invalid(format!("prefix length {len} is larger than {max}")));
+        }
+        Ok(len)
+    }
+
+    /// Refuses a network written with host bits set, naming the network meant.
+    pub(super) fn no_host_bits(&self, net: IpNet, written: IpAddr) -> Result<(), ConfigError> {
+        if net.network() != written {
             return Err(self.invalid(format!("host bits are set (did you mean {}?)", net.trunc())));
         }
-        Ok(net)
+        Ok(())
     }
 
     pub(super) fn socket_addr(&self) -> Result<SocketAddr, ConfigError> {
