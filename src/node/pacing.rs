@@ -9,6 +9,8 @@ pub const FULL_STEP_EVERY: Duration = Duration::from_secs(10);
 /// Live peers up to which the step and news gaps stay at their base; they grow in proportion
 /// above.
 pub const STEP_GAP_NODES: usize = 200;
+/// The most gossip intervals a slow step spaces the next one out by (above min_step_gap).
+pub const SLOW_STEP_GAP_MAX: u32 = 2;
 /// Random live peers a news push starts exchanges with (see `Cluster::spread`). With each newly
 /// told node doing the same, about 94% of the mesh hears a change within a few round trips
 /// (the fraction s with s = 1 - e^(-3s)); the regular gossip rounds reach the rest.
@@ -58,8 +60,10 @@ pub struct Pacer {
     /// A key changed here or arrived here since the last push.
     news: bool,
     last_step: Duration,
-    /// At least min_step_gap, and ten times as long as the last step took, so that a slow
-    /// step never takes more than a tenth of the time.
+    /// At least min_step_gap, and ten times as long as the last step took (so that slow steps
+    /// take at most a tenth of the time), but never more than [`SLOW_STEP_GAP_MAX`] intervals:
+    /// one slow step (a device created on a loaded host) must not leave the node deaf to the
+    /// mesh for ten times its length.
     step_gap: Duration,
     last_spread: Option<Duration>,
 }
@@ -131,8 +135,9 @@ impl Pacer {
     pub fn stepped(&mut self, started: Duration, finished: Duration, alive: usize) {
         self.dirty = false;
         self.last_step = finished;
-        self.step_gap =
-            min_step_gap(self.gossip_interval, alive).max(finished.saturating_sub(started) * 10);
+        let slow = (finished.saturating_sub(started) * 10)
+            .min(self.gossip_interval * SLOW_STEP_GAP_MAX);
+        self.step_gap = min_step_gap(self.gossip_interval, alive).max(slow);
     }
 }
 
@@ -208,5 +213,17 @@ mod tests {
         assert!(!p.periodic_due(9 * S, Duration::from_secs(60)));
         assert!(p.periodic_due(10100 * MS, Duration::from_secs(60)));
         assert!(p.periodic_due(5100 * MS, 5 * S));
+    }
+
+    #[test]
+    fn one_very_slow_step_delays_the_next_by_two_intervals_at_most() {
+        // A step of a loaded host that took a whole second (200 ms gossip): a change that comes
+        // right after is stepped 400 ms later, not 10 s.
+        let mut p = Pacer::new(200 * MS);
+        p.stepped(S, 2 * S, 3);
+        p.mesh_changed();
+        assert!(!p.step_now(2 * S + 399 * MS, false));
+        assert!(p.step_now(2 * S + 400 * MS, false));
+        assert_eq!(p.next_wake(3), Some(2 * S + 400 * MS));
     }
 }
