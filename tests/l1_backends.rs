@@ -55,7 +55,10 @@ fn gateways(dp: &FakeDataplane) -> Vec<(Ipv4Net, Ipv4Addr, Option<String>)> {
     dp.snapshot()
         .routes
         .iter()
-        .map(|r| (r.dst, r.gateway, r.device.clone()))
+        .filter_map(|r| match (r.dst, r.gateway) {
+            (ipnet::IpNet::V4(dst), std::net::IpAddr::V4(gw)) => Some((dst, gw, r.device.clone())),
+            _ => None,
+        })
         .collect()
 }
 

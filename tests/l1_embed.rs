@@ -83,8 +83,16 @@ async fn two_agents_see_each_other(key: bool) {
     // other as an active, programmed peer.
     let deadline = Instant::now() + limit;
     loop {
-        let ra = dp_a.snapshot().routes.iter().any(|r| r.dst == sb);
-        let rb = dp_b.snapshot().routes.iter().any(|r| r.dst == sa);
+        let ra = dp_a
+            .snapshot()
+            .routes
+            .iter()
+            .any(|r| r.dst == ipnet::IpNet::V4(sb));
+        let rb = dp_b
+            .snapshot()
+            .routes
+            .iter()
+            .any(|r| r.dst == ipnet::IpNet::V4(sa));
         let pa = a.peers().iter().any(|p| {
             p.name == "emb-b" && p.programmed && p.state == weft::api::ClaimStatus::Active
         });

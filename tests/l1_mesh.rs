@@ -93,7 +93,14 @@ fn ready(n: &Node) -> bool {
 
 /// Routes each node's fake kernel holds: destination → gateway.
 fn routes(n: &Node) -> BTreeSet<Ipv4Net> {
-    n.dp.snapshot().routes.iter().map(|r| r.dst).collect()
+    n.dp.snapshot()
+        .routes
+        .iter()
+        .filter_map(|r| match r.dst {
+            ipnet::IpNet::V4(dst) => Some(dst),
+            ipnet::IpNet::V6(_) => None,
+        })
+        .collect()
 }
 
 /// Waits (in paused time) until `check` holds, up to `limit`.
@@ -554,7 +561,7 @@ async fn observers_restarted_during_and_after_a_reservation_agree_on_its_end() {
     // Routed through the new owner's VTEP: the neighbour of `<subnet>.0` is its MAC.
     let to_new_owner = |n: &Node| {
         let s = n.dp.snapshot();
-        s.routes.iter().any(|r| r.dst == gone)
+        s.routes.iter().any(|r| r.dst == ipnet::IpNet::V4(gone))
             && s.neighbours
                 .iter()
                 .any(|nb| nb.ip == gone.network() && nb.mac == taker_vtep)

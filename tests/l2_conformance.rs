@@ -34,6 +34,9 @@ async fn fake_dataplane_passes_the_suite() {
     let env = SuiteEnv {
         underlay_ifname: Some(UNDERLAY_IF.into()),
         tun: true,
+        peer_ips6: (0x10..0x20)
+            .map(|i| std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i))
+            .collect(),
         ..SuiteEnv::new(UNDERLAY_IP, Some(2), 1500)
     };
     run_suite(&mut dp, &env).await;
@@ -65,10 +68,12 @@ fn populated(underlay_ifindex: u32) -> State {
         mac: vtep_mac("this-node"),
         mtu: vxlan_mtu(1500, false),
         addr: Ipv4Addr::new(10, 244, 3, 0),
+        addr6: None,
     };
     let bridge = Bridge {
         name: "weftcni0".into(),
         addr: "10.244.3.1/24".parse().unwrap(),
+        addr6: None,
         mtu: 1450,
     };
     let peers: Vec<PeerTarget> = (0..3u8)
@@ -79,6 +84,8 @@ fn populated(underlay_ifindex: u32) -> State {
                 name,
                 subnet: format!("10.244.{}.0/24", 20 + i).parse().unwrap(),
                 underlay_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 20 + i)),
+                ipv6_subnet: None,
+                ipv6_underlay: None,
             }
         })
         .collect();
@@ -98,6 +105,8 @@ fn setup(ns: &NetnsGuard) {
             "veth-u1",
         ],
         &["addr", "add", "192.0.2.1/24", "dev", UNDERLAY_IF],
+        // An IPv6 underlay beside it (host-gw's IPv6 routes go via on-link peers here).
+        &["addr", "add", "2001:db8::1/64", "dev", UNDERLAY_IF, "nodad"],
         &["link", "set", UNDERLAY_IF, "up"],
         &["link", "set", "veth-u1", "up"],
         &[
@@ -304,6 +313,9 @@ fn netlink_dataplane_in_netns() {
         let env = SuiteEnv {
             underlay_ifname: Some(UNDERLAY_IF.into()),
             tun: true,
+            peer_ips6: (0x10..0x20)
+                .map(|i| std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i))
+                .collect(),
             ..SuiteEnv::new(UNDERLAY_IP, Some(by_name.ifindex), 1500)
         };
         run_suite(&mut dp, &env).await;
@@ -320,6 +332,7 @@ fn netlink_dataplane_in_netns() {
         let foreign_bridge = Bridge {
             name: "cni-foreign".into(),
             addr: "10.244.3.1/24".parse().unwrap(),
+            addr6: None,
             mtu: 1450,
         };
         let err = dp
@@ -341,7 +354,7 @@ fn netlink_dataplane_in_netns() {
         }
         let clash = Route {
             dst: "10.244.250.0/24".parse().unwrap(),
-            gateway: Ipv4Addr::new(192, 0, 2, 30),
+            gateway: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 30)),
             device: None,
             onlink: false,
         };

@@ -28,6 +28,9 @@ pub struct SuiteEnv {
     /// The underlay interface's name, when the data plane has one to look up (`underlay()`
     /// cases: by name, by address, by default route, and a missing name).
     pub underlay_ifname: Option<String>,
+    /// IPv6 underlay addresses for simulated peers' host-gw IPv6 routes (on-link), when the
+    /// environment has an IPv6 underlay; empty: the dual-stack cases run on vxlan only.
+    pub peer_ips6: Vec<std::net::Ipv6Addr>,
     /// A TUN device named [`super::TUN_DEVICE`] exists, as the udp tunnel leaves it (the TUN
     /// cases run last and leave it configured: the tunnel owns its life, the caller removes it).
     pub tun: bool,
@@ -45,6 +48,7 @@ impl SuiteEnv {
             bridge_name: "weftcni0".into(),
             peer_ips: (10..20).map(|d| Ipv4Addr::new(a, b, c, d)).collect(),
             underlay_ifname: None,
+            peer_ips6: Vec::new(),
             tun: false,
         }
     }
@@ -59,6 +63,7 @@ impl SuiteEnv {
             mac: vtep_mac("suite-self"),
             mtu: vxlan_mtu(self.underlay_mtu, self.underlay_ip.is_ipv6()),
             addr: Ipv4Addr::new(10, 244, 3, 0),
+            addr6: None,
         }
     }
 
@@ -66,6 +71,7 @@ impl SuiteEnv {
         Bridge {
             name: self.bridge_name.clone(),
             addr: "10.244.3.1/24".parse().unwrap_or_default(),
+            addr6: None,
             mtu: vxlan_mtu(self.underlay_mtu, self.underlay_ip.is_ipv6()),
         }
     }
@@ -83,6 +89,8 @@ impl SuiteEnv {
             name,
             subnet: ipnet::Ipv4Net::new(Ipv4Addr::new(10, 244, 10 + i, 0), 24).unwrap_or_default(),
             underlay_ip: IpAddr::V4(ip),
+            ipv6_subnet: None,
+            ipv6_underlay: None,
         }
     }
 
@@ -114,6 +122,16 @@ async fn assert_holds(dp: &mut dyn Dataplane, desired: &State, step: &str) {
     );
     let left = plan(desired, &observed);
     assert!(left.is_empty(), "[{step}] plan not empty: {left:?}");
+}
+
+/// The IPv6 subnet the suite pairs with an IPv4 one: 10.244.N.0/24 → fd00:10:244:N::/64.
+fn v6_subnet_of(subnet: ipnet::Ipv4Net) -> ipnet::Ipv6Net {
+    let n = subnet.network().octets()[2];
+    ipnet::Ipv6Net::new(
+        std::net::Ipv6Addr::new(0xfd00, 0x10, 0x244, u16::from(n), 0, 0, 0, 0),
+        64,
+    )
+    .unwrap_or_default()
 }
 
 fn sorted(mut kinds: Vec<&'static str>) -> Vec<&'static str> {
@@ -392,7 +410,7 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
     // 12. Deleting what is not there succeeds.
     let missing_route = Route {
         dst: "10.244.200.0/24".parse().unwrap_or_default(),
-        gateway: Ipv4Addr::new(10, 244, 200, 0),
+        gateway: IpAddr::V4(Ipv4Addr::new(10, 244, 200, 0)),
         device: Some(dev2.name.clone()),
         onlink: true,
     };
@@ -409,7 +427,7 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
         Op::DelNeighbour {
             device: dev2.name.clone(),
             neighbour: super::Neighbour {
-                ip: missing_peer.subnet.network(),
+                ip: IpAddr::V4(missing_peer.subnet.network()),
                 mac: missing_peer.vtep_mac,
             },
         },
@@ -422,7 +440,7 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
         Op::DelNeighbour {
             device: "weft.4242".into(),
             neighbour: super::Neighbour {
-                ip: missing_peer.subnet.network(),
+                ip: IpAddr::V4(missing_peer.subnet.network()),
                 mac: missing_peer.vtep_mac,
             },
         },
@@ -433,6 +451,76 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
             .unwrap_or_else(|e| panic!("[delete missing] {} failed: {e}", op.kind()));
     }
     assert_holds(dp, &held, "delete missing").await;
+
+    // 12b. A dual-stack overlay: the same device carries IPv6 (its /128, a neighbour and an
+    // onlink route per peer), the bridge holds both gateways, one FDB entry per peer serves
+    // both families; an IPv6 address change is repaired; back to IPv4 only removes IPv6 alone.
+    let dual_peers: Vec<PeerTarget> = held_peers
+        .iter()
+        .map(|p| PeerTarget {
+            ipv6_subnet: Some(v6_subnet_of(p.subnet)),
+            ..p.clone()
+        })
+        .collect();
+    let dual_dev = VxlanDevice {
+        addr6: Some(v6_subnet_of(ipnet::Ipv4Net::new(dev2.addr, 24).unwrap_or_default()).network()),
+        ..dev2.clone()
+    };
+    let dual_bridge = Bridge {
+        addr6: "fd00:10:244:3::1/64".parse().ok(),
+        ..bridge2.clone()
+    };
+    let dual = vxlan_state(dual_dev.clone(), Some(dual_bridge.clone()), &dual_peers);
+    assert_eq!(
+        dual.fdb.len(),
+        dual_peers.len(),
+        "[dual-stack] one FDB entry per peer"
+    );
+    assert_eq!(dual.neighbours.len(), 2 * dual_peers.len(), "[dual-stack]");
+    let report = converge(dp, &dual, "dual-stack").await;
+    assert_eq!(
+        sorted(report.applied),
+        sorted(vec![
+            "set_addr",
+            "ensure_bridge",
+            "add_neigh",
+            "add_neigh",
+            "add_neigh",
+            "add_route",
+            "add_route",
+            "add_route",
+        ]),
+        "[dual-stack]"
+    );
+    assert_holds(dp, &dual, "dual-stack").await;
+    let moved = VxlanDevice {
+        addr6: Some(
+            "fd00:10:244:9::"
+                .parse()
+                .unwrap_or(std::net::Ipv6Addr::UNSPECIFIED),
+        ),
+        ..dual_dev.clone()
+    };
+    let dual_moved = vxlan_state(moved, Some(dual_bridge.clone()), &dual_peers);
+    let report = converge(dp, &dual_moved, "dual-stack addr").await;
+    assert_eq!(report.applied, ["set_addr"], "[dual-stack addr]");
+    assert_holds(dp, &dual_moved, "dual-stack addr").await;
+    if !env.peer_ips6.is_empty() {
+        let gw_peers: Vec<PeerTarget> = dual_peers
+            .iter()
+            .zip(&env.peer_ips6)
+            .map(|(p, ip6)| PeerTarget {
+                ipv6_underlay: Some(*ip6),
+                ..p.clone()
+            })
+            .collect();
+        let gw6 = host_gw_state(Some(dual_bridge.clone()), &gw_peers);
+        assert_eq!(gw6.routes.len(), 2 * gw_peers.len(), "[host-gw dual-stack]");
+        converge(dp, &gw6, "host-gw dual-stack").await;
+        assert_holds(dp, &gw6, "host-gw dual-stack").await;
+    }
+    converge(dp, &held, "back to IPv4 only").await;
+    assert_holds(dp, &held, "back to IPv4 only").await;
 
     // 13. Empty desired: everything weft owns is gone.
     converge(dp, &empty, "teardown").await;
@@ -491,7 +579,7 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
         let with_tun = |t: TunLink| State {
             routes: [Route {
                 dst: "10.244.0.0/16".parse().unwrap_or_default(),
-                gateway: Ipv4Addr::UNSPECIFIED,
+                gateway: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 device: Some(t.name.clone()),
                 onlink: false,
             }]

@@ -1,12 +1,14 @@
 //! Desired data-plane state computed from the local claim and the programmable peers (pure).
 //!
 //! vxlan, per remote peer: neighbour `<subnet>.0 → VTEP MAC`, FDB `VTEP MAC → underlay IP`, route
-//! `<subnet> via <subnet>.0 dev weft.<VNI> onlink`. host-gw, per remote peer: route `<subnet> via
-//! <underlay IP>`.
+//! `<subnet> via <subnet>.0 dev weft.<VNI> onlink`; in a dual-stack overlay the same device carries
+//! IPv6 too: neighbour `<IPv6 subnet>:: → VTEP MAC`, route `<IPv6 subnet> via <IPv6 subnet>:: dev
+//! weft.<VNI> onlink` (one FDB entry per peer serves both families). host-gw, per remote peer:
+//! route `<subnet> via <underlay IP>`, and `<IPv6 subnet> via <IPv6 underlay IP>`.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use ring::digest;
 
 use super::{Bridge, FdbEntry, Mac, Neighbour, Route, State, VxlanDevice};
@@ -69,6 +71,10 @@ pub struct PeerTarget {
     pub subnet: Ipv4Net,
     pub underlay_ip: IpAddr,
     pub vtep_mac: Mac,
+    /// Its IPv6 subnet, in a dual-stack overlay.
+    pub ipv6_subnet: Option<Ipv6Net>,
+    /// Its IPv6 underlay address (host-gw's IPv6 next hop), when it announces one.
+    pub ipv6_underlay: Option<Ipv6Addr>,
 }
 
 /// Desired state for the vxlan backend. Peers whose underlay address family differs from the
@@ -87,21 +93,28 @@ pub fn vxlan_state(device: VxlanDevice, bridge: Option<Bridge>, peers: &[PeerTar
             );
             continue;
         }
-        let subnet = peer.subnet.trunc();
-        let gateway = subnet.network();
-        state.neighbours.insert(Neighbour {
-            ip: gateway,
-            mac: peer.vtep_mac,
-        });
+        let subnets = [
+            Some(IpNet::V4(peer.subnet.trunc())),
+            peer.ipv6_subnet
+                .filter(|_| device.addr6.is_some())
+                .map(|s| IpNet::V6(s.trunc())),
+        ];
+        for subnet in subnets.into_iter().flatten() {
+            let gateway = subnet.network();
+            state.neighbours.insert(Neighbour {
+                ip: gateway,
+                mac: peer.vtep_mac,
+            });
+            state.routes.insert(Route {
+                dst: subnet,
+                gateway,
+                device: Some(device.name.clone()),
+                onlink: true,
+            });
+        }
         state.fdb.insert(FdbEntry {
             mac: peer.vtep_mac,
             dst: peer.underlay_ip,
-        });
-        state.routes.insert(Route {
-            dst: subnet,
-            gateway,
-            device: Some(device.name.clone()),
-            onlink: true,
         });
     }
     state.vxlan = Some(device);
@@ -116,16 +129,24 @@ pub fn host_gw_state(bridge: Option<Bridge>, peers: &[PeerTarget]) -> State {
         ..State::default()
     };
     for peer in peers {
-        let IpAddr::V4(gateway) = peer.underlay_ip else {
-            tracing::debug!(peer = %peer.name, "host-gw needs an IPv4 underlay; not programmed");
-            continue;
-        };
-        state.routes.insert(Route {
-            dst: peer.subnet.trunc(),
-            gateway,
-            device: None,
-            onlink: false,
-        });
+        if let IpAddr::V4(gateway) = peer.underlay_ip {
+            state.routes.insert(Route {
+                dst: IpNet::V4(peer.subnet.trunc()),
+                gateway: IpAddr::V4(gateway),
+                device: None,
+                onlink: false,
+            });
+        } else {
+            tracing::debug!(peer = %peer.name, "host-gw needs an IPv4 underlay for IPv4 routes");
+        }
+        if let (Some(subnet), Some(gateway)) = (peer.ipv6_subnet, peer.ipv6_underlay) {
+            state.routes.insert(Route {
+                dst: IpNet::V6(subnet.trunc()),
+                gateway: IpAddr::V6(gateway),
+                device: None,
+                onlink: false,
+            });
+        }
     }
     state
 }
@@ -152,6 +173,8 @@ mod tests {
             subnet: subnet.parse().unwrap(),
             underlay_ip: ip,
             vtep_mac: vtep_mac(name),
+            ipv6_subnet: None,
+            ipv6_underlay: None,
         }
     }
 
@@ -211,7 +234,7 @@ mod tests {
         assert_eq!(s.fdb.len(), 2);
         assert_eq!(s.routes.len(), 2);
         assert!(s.neighbours.contains(&Neighbour {
-            ip: Ipv4Addr::new(10, 244, 2, 0),
+            ip: IpAddr::V4(Ipv4Addr::new(10, 244, 2, 0)),
             mac: vtep_mac("c")
         }));
         assert!(s.fdb.contains(&FdbEntry {
@@ -220,7 +243,7 @@ mod tests {
         }));
         assert!(s.routes.contains(&Route {
             dst: "10.244.2.0/24".parse().unwrap(),
-            gateway: Ipv4Addr::new(10, 244, 2, 0),
+            gateway: IpAddr::V4(Ipv4Addr::new(10, 244, 2, 0)),
             device: Some("weft.1".into()),
             onlink: true,
         }));
@@ -231,6 +254,7 @@ mod tests {
         let bridge = Bridge {
             name: "cni0".into(),
             addr: "10.244.3.1/24".parse().unwrap(),
+            addr6: None,
             mtu: 1500,
         };
         let peers = [
@@ -245,7 +269,7 @@ mod tests {
             s.routes.into_iter().collect::<Vec<_>>(),
             vec![Route {
                 dst: "10.244.1.0/24".parse().unwrap(),
-                gateway: Ipv4Addr::new(192, 0, 2, 2),
+                gateway: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
                 device: None,
                 onlink: false,
             }]

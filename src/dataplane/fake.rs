@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 
 use super::underlay::{UnderlayError, UnderlayInfo, UnderlaySelect};
 use super::{Dataplane, DataplaneError, Mac, Op, State};
@@ -91,7 +91,7 @@ impl FakeDataplane {
     pub fn remove_route(&self, dst: Ipv4Net) -> bool {
         let mut inner = self.lock();
         let before = inner.state.routes.len();
-        inner.state.routes.retain(|r| r.dst != dst);
+        inner.state.routes.retain(|r| r.dst != IpNet::V4(dst));
         inner.state.routes.len() != before
     }
 
@@ -271,10 +271,11 @@ impl Inner {
                     dev.mtu = *mtu;
                 }
             }
-            Op::SetVxlanAddr { name, addr } => {
+            Op::SetVxlanAddr { name, addr, addr6 } => {
                 self.require_vxlan(kind, name)?;
                 if let Some(dev) = self.state.vxlan.as_mut() {
                     dev.addr = *addr;
+                    dev.addr6 = *addr6;
                 }
             }
             Op::DeleteVxlan { name } => {
@@ -453,7 +454,7 @@ mod tests {
             ..State::default()
         };
         s.neighbours.insert(Neighbour {
-            ip: Ipv4Addr::new(10, 244, 1, 0),
+            ip: IpAddr::V4(Ipv4Addr::new(10, 244, 1, 0)),
             mac: [2, 0, 0, 0, 1, 1],
         });
         s.fdb.insert(FdbEntry {
@@ -462,7 +463,7 @@ mod tests {
         });
         s.routes.insert(Route {
             dst: "10.244.1.0/24".parse().unwrap(),
-            gateway: Ipv4Addr::new(10, 244, 1, 0),
+            gateway: IpAddr::V4(Ipv4Addr::new(10, 244, 1, 0)),
             device: Some("weft.1".into()),
             onlink: true,
         });
@@ -519,6 +520,7 @@ mod tests {
         let bridge = super::super::Bridge {
             name: "cni0".into(),
             addr: "10.244.3.1/24".parse().unwrap(),
+            addr6: None,
             mtu: 1450,
         };
         let err = dp.apply(&Op::EnsureBridge(bridge)).await.unwrap_err();

@@ -15,10 +15,10 @@ mod plan;
 pub mod underlay;
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use async_trait::async_trait;
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 pub use plan::plan;
 
@@ -46,6 +46,9 @@ pub struct VxlanDevice {
     pub mtu: u32,
     /// `<subnet>.0`, assigned as a /32.
     pub addr: Ipv4Addr,
+    /// `<IPv6 subnet>::`, assigned as a /128, in a dual-stack overlay (the same device carries
+    /// both families).
+    pub addr6: Option<Ipv6Addr>,
 }
 
 #[cfg(test)]
@@ -62,6 +65,7 @@ impl VxlanDevice {
             mac: [0x02, 0, 0, 0, 0, 1],
             mtu: 1450,
             addr: Ipv4Addr::new(10, 244, 3, 0),
+            addr6: None,
         }
     }
 }
@@ -72,13 +76,16 @@ pub struct Bridge {
     pub name: String,
     /// e.g. 10.244.3.1/24.
     pub addr: Ipv4Net,
+    /// e.g. fd00:10:244:3::1/64, in a dual-stack overlay.
+    pub addr6: Option<Ipv6Net>,
     pub mtu: u32,
 }
 
 /// Permanent neighbour entry on the VXLAN device: `<peer subnet>.0 lladdr <peer VTEP MAC>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Neighbour {
-    pub ip: Ipv4Addr,
+    /// `<peer subnet>.0`, or `<peer IPv6 subnet>::` for the IPv6 overlay.
+    pub ip: IpAddr,
     pub mac: Mac,
 }
 
@@ -92,8 +99,10 @@ pub struct FdbEntry {
 /// A route in the main table with protocol [`RTPROT_WEFT`].
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Route {
-    pub dst: Ipv4Net,
-    pub gateway: Ipv4Addr,
+    /// A peer's subnet (IPv4 or IPv6), or the overlay network (udp).
+    pub dst: IpNet,
+    /// The next hop, of `dst`'s family; unspecified for a device route (udp's TUN).
+    pub gateway: IpAddr,
     /// Output device by name; `None` lets the kernel resolve the gateway (host-gw).
     pub device: Option<String>,
     /// `onlink` flag (vxlan routes via `<subnet>.0`).
@@ -149,10 +158,11 @@ pub enum Op {
         name: String,
         mtu: u32,
     },
-    /// Replace the address on the existing VXLAN device.
+    /// Replace the addresses on the existing VXLAN device (its IPv4 one; its IPv6 one, or none).
     SetVxlanAddr {
         name: String,
         addr: Ipv4Addr,
+        addr6: Option<Ipv6Addr>,
     },
     DeleteVxlan {
         name: String,

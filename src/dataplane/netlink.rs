@@ -7,12 +7,12 @@
 //! takes `&mut self` and awaits each request before the next.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netlink_packet_route::AddressFamily;
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -249,13 +249,13 @@ fn neighbour_parts(msg: &NeighbourMessage) -> (Option<IpAddr>, Option<Mac>) {
     (dst, lladdr)
 }
 
-/// A permanent IPv4 neighbour on `ifindex`.
+/// A permanent IPv4 or IPv6 neighbour on `ifindex`.
 fn parse_neighbour(msg: &NeighbourMessage, ifindex: u32) -> Option<Neighbour> {
     if msg.header.ifindex != ifindex || msg.header.state != NeighbourState::Permanent {
         return None;
     }
     match neighbour_parts(msg) {
-        (Some(IpAddr::V4(ip)), Some(mac)) => Some(Neighbour { ip, mac }),
+        (Some(ip), Some(mac)) => Some(Neighbour { ip, mac }),
         _ => None,
     }
 }
@@ -289,6 +289,45 @@ fn route_v4(addr: &RouteAddress) -> Option<Ipv4Addr> {
         RouteAddress::Inet(v4) => Some(*v4),
         _ => None,
     }
+}
+
+fn route_ip(addr: &RouteAddress) -> Option<IpAddr> {
+    match addr {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+/// The unspecified address of a route message's family.
+fn unspecified_of(msg: &RouteMessage) -> IpAddr {
+    if msg.header.address_family == AddressFamily::Inet6 {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    }
+}
+
+/// A unicast route of the main table in `dst`'s family.
+fn is_main_unicast_like(msg: &RouteMessage, dst: &IpNet) -> bool {
+    let family = match dst {
+        IpNet::V4(_) => AddressFamily::Inet,
+        IpNet::V6(_) => AddressFamily::Inet6,
+    };
+    msg.header.address_family == family
+        && msg.header.kind == RouteType::Unicast
+        && route_table(msg) == u32::from(RouteHeader::RT_TABLE_MAIN)
+}
+
+/// A route's destination (the family's unspecified address when absent: the default route).
+fn route_dst(msg: &RouteMessage) -> IpAddr {
+    msg.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Destination(d) => route_ip(d),
+            _ => None,
+        })
+        .unwrap_or_else(|| unspecified_of(msg))
 }
 
 /// An IPv4 unicast route of the main table (the only routes weft reads to choose or check paths).
@@ -325,24 +364,26 @@ fn is_weft_main(msg: &RouteMessage) -> bool {
         && route_table(msg) == u32::from(RouteHeader::RT_TABLE_MAIN)
 }
 
-/// A weft IPv4 route in the main table. The device is reported only when it is a link weft owns
-/// (a host-gw route resolves to the underlay interface, which the desired state leaves open).
+/// A weft route (IPv4 or IPv6) in the main table. The device is reported only when it is a link
+/// weft owns (a host-gw route resolves to the underlay interface, which the desired state leaves
+/// open).
 fn parse_route(msg: &RouteMessage, links: &HashMap<u32, Link>) -> Option<Route> {
-    if msg.header.address_family != AddressFamily::Inet || !is_weft_main(msg) {
+    let family = msg.header.address_family;
+    if !(family == AddressFamily::Inet || family == AddressFamily::Inet6) || !is_weft_main(msg) {
         return None;
     }
-    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut dst = unspecified_of(msg);
     let mut gateway = None;
     let mut oif = None;
     for attr in &msg.attributes {
         match attr {
-            RouteAttribute::Destination(a) => dst = route_v4(a)?,
-            RouteAttribute::Gateway(a) => gateway = route_v4(a),
+            RouteAttribute::Destination(a) => dst = route_ip(a)?,
+            RouteAttribute::Gateway(a) => gateway = route_ip(a),
             RouteAttribute::Oif(i) => oif = Some(*i),
             _ => {}
         }
     }
-    let dst = Ipv4Net::new(dst, msg.header.destination_prefix_length).ok()?;
+    let dst = IpNet::new(dst, msg.header.destination_prefix_length).ok()?;
     let device = oif
         .and_then(|i| links.get(&i))
         .filter(|l| l.owned())
@@ -350,7 +391,7 @@ fn parse_route(msg: &RouteMessage, links: &HashMap<u32, Link>) -> Option<Route> 
     // A route straight to a weft device (the udp backend's weft0) has no gateway.
     let gateway = match gateway {
         Some(g) => g,
-        None if device.is_some() => Ipv4Addr::UNSPECIFIED,
+        None if device.is_some() => unspecified_of(msg),
         None => return None,
     };
     Some(Route {
@@ -512,14 +553,33 @@ impl NetlinkDataplane {
 
     /// Make `net` the only IPv4 address on the link.
     async fn set_only_addr(&self, index: u32, net: Ipv4Net) -> Result<(), DataplaneError> {
-        let result = self
-            .handle()
-            .address()
-            .add(index, IpAddr::V4(net.addr()), net.prefix_len())
-            .replace()
-            .execute()
-            .await;
-        tolerate(result, "add address", &[libc::EEXIST])?;
+        self.keep_only_addr(index, false, Some(IpNet::V4(net)))
+            .await
+    }
+
+    /// Leaves `want` as the only address of its family on `index` (IPv6: the only global one;
+    /// the kernel's link-local address stays). `None`: no address of the family (`v6`) at all.
+    /// IPv6 addresses skip duplicate detection: they are this node's own subnet's.
+    async fn keep_only_addr(
+        &self,
+        index: u32,
+        v6: bool,
+        want: Option<IpNet>,
+    ) -> Result<(), DataplaneError> {
+        if let Some(net) = want {
+            let mut request = self
+                .handle()
+                .address()
+                .add(index, net.addr(), net.prefix_len())
+                .replace();
+            if v6 {
+                request
+                    .message_mut()
+                    .attributes
+                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            }
+            tolerate(request.execute().await, "add address", &[libc::EEXIST])?;
+        }
         let msgs: Vec<AddressMessage> = self
             .handle()
             .address()
@@ -533,7 +593,9 @@ impl NetlinkDataplane {
             let Some(addr) = parse_addr(&msg) else {
                 continue;
             };
-            if addr.index == index && addr.net.addr().is_ipv4() && addr.net != IpNet::V4(net) {
+            let of_family =
+                addr.net.addr().is_ipv6() == v6 && !(v6 && addr.scope == AddressScope::Link);
+            if addr.index == index && of_family && Some(addr.net) != want {
                 let result = self.handle().address().del(msg).execute().await;
                 tolerate(result, "del address", &[libc::EADDRNOTAVAIL, libc::ENOENT])?;
             }
@@ -583,6 +645,12 @@ impl NetlinkDataplane {
         self.set_alias(link.index).await?;
         self.set_only_addr(link.index, Ipv4Net::from(dev.addr))
             .await?;
+        self.keep_only_addr(
+            link.index,
+            true,
+            dev.addr6.map(|a| IpNet::V6(Ipv6Net::from(a))),
+        )
+        .await?;
         let up = LinkUnspec::new_with_index(link.index).up().build();
         self.handle()
             .link()
@@ -633,7 +701,9 @@ impl NetlinkDataplane {
             .execute()
             .await
             .map_err(nl("set bridge"))?;
-        self.set_only_addr(link.index, bridge.addr).await
+        self.set_only_addr(link.index, bridge.addr).await?;
+        self.keep_only_addr(link.index, true, bridge.addr6.map(IpNet::V6))
+            .await
     }
 
     /// Configures the udp tunnel's TUN device, which the tunnel created (weft's by name: the
@@ -691,31 +761,55 @@ impl NetlinkDataplane {
     }
 
     fn route_message(route: &Route, oif: Option<u32>) -> RouteMessage {
-        let mut builder = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(route.dst.network(), route.dst.prefix_len())
-            .table_id(u32::from(RouteHeader::RT_TABLE_MAIN))
-            .protocol(RouteProtocol::from(RTPROT_WEFT));
-        if !route.gateway.is_unspecified() {
-            builder = builder.gateway(route.gateway);
+        match (route.dst, route.gateway) {
+            (IpNet::V6(dst), gateway) => {
+                let mut builder = RouteMessageBuilder::<Ipv6Addr>::new()
+                    .destination_prefix(dst.network(), dst.prefix_len())
+                    .table_id(u32::from(RouteHeader::RT_TABLE_MAIN))
+                    .protocol(RouteProtocol::from(RTPROT_WEFT));
+                if let IpAddr::V6(gw) = gateway
+                    && !gw.is_unspecified()
+                {
+                    builder = builder.gateway(gw);
+                }
+                if let Some(oif) = oif {
+                    builder = builder.output_interface(oif);
+                }
+                if route.onlink {
+                    builder = builder.onlink();
+                }
+                builder.build()
+            }
+            (IpNet::V4(dst), gateway) => {
+                let mut builder = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(dst.network(), dst.prefix_len())
+                    .table_id(u32::from(RouteHeader::RT_TABLE_MAIN))
+                    .protocol(RouteProtocol::from(RTPROT_WEFT));
+                if let IpAddr::V4(gw) = gateway
+                    && !gw.is_unspecified()
+                {
+                    builder = builder.gateway(gw);
+                }
+                if let Some(oif) = oif {
+                    builder = builder.output_interface(oif);
+                }
+                if route.onlink {
+                    builder = builder.onlink();
+                }
+                builder.build()
+            }
         }
-        if let Some(oif) = oif {
-            builder = builder.output_interface(oif);
-        }
-        if route.onlink {
-            builder = builder.onlink();
-        }
-        builder.build()
     }
 
     /// The route in the main table to exactly `dst` (default tos and metric), if any.
-    async fn existing_route(&self, dst: Ipv4Net) -> Result<Option<RouteMessage>, DataplaneError> {
-        Ok(dump_routes(self.handle(), false)
+    async fn existing_route(&self, dst: IpNet) -> Result<Option<RouteMessage>, DataplaneError> {
+        Ok(dump_routes(self.handle(), dst.addr().is_ipv6())
             .await?
             .into_iter()
             .find(|msg| {
-                is_main_v4_unicast(msg)
+                is_main_unicast_like(msg, &dst)
                     && msg.header.destination_prefix_length == dst.prefix_len()
-                    && route_dst_v4(msg) == dst.network()
+                    && route_dst(msg) == dst.network()
                     && msg.header.tos == 0
                     && route_priority(msg) == 0
             }))
@@ -802,9 +896,11 @@ impl NetlinkDataplane {
                     .await
                     .map_err(nl("set mtu"))
             }
-            Op::SetVxlanAddr { name, addr } => {
+            Op::SetVxlanAddr { name, addr, addr6 } => {
                 let link = self.require_owned(kind, name).await?;
-                self.set_only_addr(link.index, Ipv4Net::from(*addr)).await
+                self.set_only_addr(link.index, Ipv4Net::from(*addr)).await?;
+                self.keep_only_addr(link.index, true, addr6.map(|a| IpNet::V6(Ipv6Net::from(a))))
+                    .await
             }
             Op::DeleteVxlan { name } | Op::DeleteBridge { name } => {
                 self.delete_link(kind, name).await
@@ -815,7 +911,7 @@ impl NetlinkDataplane {
                 let link = self.require_owned(kind, device).await?;
                 self.handle()
                     .neighbours()
-                    .add(link.index, IpAddr::V4(neighbour.ip))
+                    .add(link.index, neighbour.ip)
                     .link_layer_address(&neighbour.mac)
                     .state(NeighbourState::Permanent)
                     .replace()
@@ -827,11 +923,12 @@ impl NetlinkDataplane {
                 let Some(link) = link_by_name(self.handle(), device).await? else {
                     return Ok(());
                 };
-                let mut msg = Self::neighbour_message(AddressFamily::Inet, link.index);
-                msg.attributes
-                    .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
-                        neighbour.ip,
-                    )));
+                let (family, dst) = match neighbour.ip {
+                    IpAddr::V4(v4) => (AddressFamily::Inet, NeighbourAddress::Inet(v4)),
+                    IpAddr::V6(v6) => (AddressFamily::Inet6, NeighbourAddress::Inet6(v6)),
+                };
+                let mut msg = Self::neighbour_message(family, link.index);
+                msg.attributes.push(NeighbourAttribute::Destination(dst));
                 let result = self.handle().neighbours().del(msg).execute().await;
                 tolerate(result, "del neighbour", &[libc::ENOENT, libc::ESRCH])
             }
@@ -905,6 +1002,17 @@ impl NetlinkDataplane {
                 })
                 .collect()
         };
+        // Global IPv6 addresses (the kernel's link-local one is not weft's).
+        let v6_on = |index: u32| -> Vec<Ipv6Net> {
+            addrs
+                .iter()
+                .filter(|a| a.index == index && a.scope != AddressScope::Link)
+                .filter_map(|a| match a.net {
+                    IpNet::V6(n) => Some(n),
+                    IpNet::V4(_) => None,
+                })
+                .collect()
+        };
 
         let mut state = State {
             other_vxlans: vxlans.map(|l| l.name).collect(),
@@ -931,10 +1039,18 @@ impl NetlinkDataplane {
                     [one] if one.prefix_len() == 32 => one.addr(),
                     _ => Ipv4Addr::UNSPECIFIED,
                 },
+                // None, or exactly one /128; anything else reads as unspecified (replaced).
+                addr6: match v6_on(link.index).as_slice() {
+                    [] => None,
+                    [one] if one.prefix_len() == 128 => Some(one.addr()),
+                    _ => Some(Ipv6Addr::UNSPECIFIED),
+                },
             });
-            for msg in dump_neighbours(self.handle(), AddressFamily::Inet).await? {
-                if let Some(n) = parse_neighbour(&msg, link.index) {
-                    state.neighbours.insert(n);
+            for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+                for msg in dump_neighbours(self.handle(), family).await? {
+                    if let Some(n) = parse_neighbour(&msg, link.index) {
+                        state.neighbours.insert(n);
+                    }
                 }
             }
             for msg in dump_neighbours(self.handle(), AddressFamily::Bridge).await? {
@@ -951,13 +1067,20 @@ impl NetlinkDataplane {
                     [one] => *one,
                     _ => Ipv4Net::default(),
                 },
+                addr6: match v6_on(link.index).as_slice() {
+                    [] => None,
+                    [one] => Some(*one),
+                    _ => Some(Ipv6Net::default()),
+                },
                 mtu: link.mtu,
             });
         }
         let by_index: HashMap<u32, Link> = links.into_iter().map(|l| (l.index, l)).collect();
-        for msg in dump_routes(self.handle(), false).await? {
-            if let Some(route) = parse_route(&msg, &by_index) {
-                state.routes.insert(route);
+        for v6 in [false, true] {
+            for msg in dump_routes(self.handle(), v6).await? {
+                if let Some(route) = parse_route(&msg, &by_index) {
+                    state.routes.insert(route);
+                }
             }
         }
         if let Some(link) = &tun_link {
@@ -1289,7 +1412,7 @@ mod tests {
             r,
             Route {
                 dst: "10.244.1.0/24".parse().unwrap(),
-                gateway: gw,
+                gateway: IpAddr::V4(gw),
                 device: Some("weft.1".into()),
                 onlink: true
             }
@@ -1358,7 +1481,7 @@ mod tests {
         assert_eq!(
             parse_neighbour(&n, 7),
             Some(Neighbour {
-                ip: Ipv4Addr::new(10, 244, 1, 0),
+                ip: IpAddr::V4(Ipv4Addr::new(10, 244, 1, 0)),
                 mac: [2, 0, 0, 0, 0, 9]
             })
         );

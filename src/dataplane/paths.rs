@@ -170,6 +170,8 @@ mod tests {
             subnet: subnet.parse().unwrap(),
             underlay_ip: ip.parse().unwrap(),
             vtep_mac: vtep_mac(name),
+            ipv6_subnet: None,
+            ipv6_underlay: None,
         }
     }
 
@@ -187,7 +189,7 @@ mod tests {
     fn direct_route(dst: &str, gw: [u8; 4]) -> Route {
         Route {
             dst: dst.parse().unwrap(),
-            gateway: Ipv4Addr::from(gw),
+            gateway: IpAddr::V4(Ipv4Addr::from(gw)),
             device: None,
             onlink: false,
         }
@@ -290,7 +292,7 @@ mod tests {
         assert_eq!(s.state.neighbours.len(), 1);
         assert!(s.state.routes.contains(&Route {
             dst: "10.244.2.0/24".parse().unwrap(),
-            gateway: Ipv4Addr::new(10, 244, 2, 0),
+            gateway: IpAddr::V4(Ipv4Addr::new(10, 244, 2, 0)),
             device: Some("weft.1".into()),
             onlink: true,
         }));

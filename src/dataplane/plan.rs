@@ -43,10 +43,11 @@ pub fn plan(desired: &State, observed: &State) -> Vec<Op> {
                     mtu: want.mtu,
                 });
             }
-            if want.addr != have.addr {
+            if want.addr != have.addr || want.addr6 != have.addr6 {
                 ops.push(Op::SetVxlanAddr {
                     name: want.name.clone(),
                     addr: want.addr,
+                    addr6: want.addr6,
                 });
             }
         }
@@ -200,14 +201,17 @@ mod tests {
         let mac = [0x02, 0, 0, 0, 1, i];
         let gw = Ipv4Addr::new(10, 244, i, 0);
         (
-            Neighbour { ip: gw, mac },
+            Neighbour {
+                ip: IpAddr::V4(gw),
+                mac,
+            },
             FdbEntry {
                 mac,
                 dst: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10 + i)),
             },
             Route {
                 dst: format!("10.244.{i}.0/24").parse().unwrap(),
-                gateway: gw,
+                gateway: IpAddr::V4(gw),
                 device: Some("weft.1".into()),
                 onlink: true,
             },
@@ -236,6 +240,7 @@ mod tests {
         Bridge {
             name: "cni0".into(),
             addr: "10.244.3.1/24".parse().unwrap(),
+            addr6: None,
             mtu: 1450,
         }
     }
@@ -454,7 +459,7 @@ mod tests {
         let mut observed = state(&[1, 2]);
         let host_gw = Route {
             dst: "10.244.9.0/24".parse().unwrap(),
-            gateway: Ipv4Addr::new(192, 0, 2, 9),
+            gateway: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)),
             device: None,
             onlink: false,
         };
@@ -484,7 +489,7 @@ mod tests {
         let observed = state(&[1]);
         let route = Route {
             dst: "10.244.1.0/24".parse().unwrap(),
-            gateway: Ipv4Addr::new(192, 0, 2, 11),
+            gateway: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 11)),
             device: None,
             onlink: false,
         };
@@ -572,7 +577,11 @@ mod tests {
                         .retain(|r| r.device.as_deref() != Some(name.as_str()));
                 }
                 Op::SetVxlanMtu { mtu, .. } => s.vxlan.as_mut().unwrap().mtu = *mtu,
-                Op::SetVxlanAddr { addr, .. } => s.vxlan.as_mut().unwrap().addr = *addr,
+                Op::SetVxlanAddr { addr, addr6, .. } => {
+                    let dev = s.vxlan.as_mut().unwrap();
+                    dev.addr = *addr;
+                    dev.addr6 = *addr6;
+                }
                 Op::EnsureBridge(b) => s.bridge = Some(b.clone()),
                 Op::ConfigureTun(t) => s.tun = Some(t.clone()),
                 Op::DeleteBridge { .. } => s.bridge = None,

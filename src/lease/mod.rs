@@ -20,8 +20,8 @@ use weft_proto::record::MAX_CLAIM_TIME_MS;
 use weft_proto::{ClaimState, Ipv4Cidr};
 
 pub use view::{
-    ClaimKey, Identity, Limits, Member, OwnClaim, Refusal, Rejection, Resolved, Standing, Verdict,
-    View, resolve,
+    ClaimKey, Families, Identity, Limits, Member, OwnClaim, Refusal, Rejection, Resolved, Standing,
+    Verdict, View, resolve,
 };
 
 pub(crate) fn cidr_to_net(c: Ipv4Cidr) -> Ipv4Net {
@@ -29,6 +29,20 @@ pub(crate) fn cidr_to_net(c: Ipv4Cidr) -> Ipv4Net {
     Ipv4Net::new(c.addr, c.len.min(32))
         .unwrap_or_default()
         .trunc()
+}
+
+pub(crate) fn ipv6_net(c: weft_proto::Ipv6Cidr) -> ipnet::Ipv6Net {
+    // A prefix length above 128 cannot come out of a validated record; clamp rather than panic.
+    ipnet::Ipv6Net::new(c.addr, c.len.min(128))
+        .unwrap_or_default()
+        .trunc()
+}
+
+pub(crate) fn ipv6_cidr(n: ipnet::Ipv6Net) -> weft_proto::Ipv6Cidr {
+    weft_proto::Ipv6Cidr {
+        addr: n.network(),
+        len: n.prefix_len(),
+    }
 }
 
 pub(crate) fn net_to_cidr(n: Ipv4Net) -> Ipv4Cidr {

@@ -42,6 +42,7 @@ fn me(name: &str, generation: u64, last: u8) -> Identity {
         network: net("10.244.0.0/16"),
         subnet_len: 24,
         vni: 1,
+        families: Families::default(),
     }
 }
 

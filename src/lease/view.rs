@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use ipnet::Ipv4Net;
 use weft_proto::{Backend, ClaimState, Ipv4Cidr, NodeRecord};
 
-use super::cidr_to_net;
+use super::{cidr_to_net, ipv6_net};
 
 /// One chitchat node (one generation of one node name) as the cluster layer sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,6 +84,37 @@ pub struct Identity {
     pub network: Ipv4Net,
     pub subnet_len: u8,
     pub vni: u32,
+    /// The address families this node runs: every peer must run the same.
+    pub families: Families,
+}
+
+/// The address families of an overlay: IPv4 or not, and the IPv6 pool if any (a node's IPv6
+/// subnet is the one paired with its IPv4 subnet, [`super::families`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Families {
+    pub ipv4: bool,
+    pub ipv6: Option<super::families::Ipv6Pool>,
+}
+
+impl Default for Families {
+    /// IPv4 only.
+    fn default() -> Self {
+        Families {
+            ipv4: true,
+            ipv6: None,
+        }
+    }
+}
+
+impl Families {
+    fn describe(ipv4: bool, ipv6: Option<ipnet::Ipv6Net>) -> String {
+        match (ipv4, ipv6) {
+            (true, None) => "IPv4 only".to_string(),
+            (true, Some(net)) => format!("a dual-stack overlay (IPv6 {net})"),
+            (false, Some(net)) => format!("an IPv6-only overlay ({net})"),
+            (false, None) => "no address family".to_string(),
+        }
+    }
 }
 
 /// The fate of one member's record in this agent's view.
@@ -123,8 +154,13 @@ pub enum Refusal {
         vni: u32,
         ours: (Backend, Ipv4Net, u32),
     },
-    /// Mixed cluster: the peer runs other address families (this node: IPv4 only).
-    MixedFamilies { ipv4: bool, ipv6: bool },
+    /// Mixed cluster: the peer runs other address families, or another IPv6 network, or an
+    /// IPv6 subnet that is not the one paired with its IPv4 subnet.
+    MixedFamilies {
+        ipv4: bool,
+        ipv6: Option<ipnet::Ipv6Net>,
+        ours: (bool, Option<ipnet::Ipv6Net>),
+    },
     /// Mixed cluster: the peer's subnet is not a subnet of this node's length in the network.
     MixedSubnet {
         subnet: Ipv4Net,
@@ -184,14 +220,19 @@ impl std::fmt::Display for Refusal {
                 "mixed cluster: peer runs {backend:?} on {network} vni {vni}, this node {:?} on {} vni {}",
                 ours.0, ours.1, ours.2
             ),
-            Refusal::MixedFamilies { ipv4, ipv6 } => write!(
+            Refusal::MixedFamilies { ipv4, ipv6, ours } if (ipv4, ipv6) == (&ours.0, &ours.1) => {
+                write!(
+                    f,
+                    "mixed cluster: peer's IPv6 subnet is not the one paired with its IPv4 subnet \
+                     in {}",
+                    Families::describe(*ipv4, *ipv6)
+                )
+            }
+            Refusal::MixedFamilies { ipv4, ipv6, ours } => write!(
                 f,
-                "mixed cluster: peer runs {}, this node IPv4 only",
-                match (ipv4, ipv6) {
-                    (true, true) => "a dual-stack overlay",
-                    (false, true) => "an IPv6-only overlay",
-                    _ => "no address family",
-                }
+                "mixed cluster: peer runs {}, this node {}",
+                Families::describe(*ipv4, *ipv6),
+                Families::describe(ours.0, ours.1)
             ),
             Refusal::MixedSubnet {
                 subnet,
@@ -553,13 +594,24 @@ fn judge(
             ours: (me.backend, me.network, me.vni),
         });
     }
-    // This agent runs an IPv4-only overlay; a peer with an IPv6 overlay (or IPv6-only) would
-    // want IPv6 routes this agent does not program, and an IPv6-only peer's record holds no
-    // IPv4 subnet to route to.
-    if record.families != weft_proto::FamiliesV1::default() {
+    // Every node runs the same families on the same networks; a dual-stack peer's IPv6 subnet
+    // is the one paired with its IPv4 subnet (else two claims could disagree on IPv6).
+    let theirs = (
+        record.families.ipv4,
+        record.families.ipv6.map(|o| ipv6_net(o.network)),
+    );
+    let ours = (me.families.ipv4, me.families.ipv6.map(|p| p.network));
+    let paired = match (&me.families.ipv6, record.families.ipv6, record.subnet) {
+        (Some(pool), Some(o), Some(v4)) if me.families.ipv4 => {
+            o.subnet.map(ipv6_net) == pool.paired_with(me.network, cidr_to_net(v4))
+        }
+        _ => true,
+    };
+    if theirs != ours || !paired {
         return Verdict::Refused(Refusal::MixedFamilies {
-            ipv4: record.families.ipv4,
-            ipv6: record.families.ipv6.is_some(),
+            ipv4: theirs.0,
+            ipv6: theirs.1,
+            ours,
         });
     }
     if record.state == ClaimState::Leaving {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use weft_proto::{Backend, ClaimState, NodeRecord, PersistedState};
 
 use crate::config::Config;
@@ -196,6 +196,10 @@ impl Node {
             network: config.network,
             subnet_len: config.subnet_len,
             vni: config.vni,
+            families: lease::Families {
+                ipv4: config.ipv4,
+                ipv6: config.ipv6,
+            },
         };
         let node = Node {
             vtep_mac: vtep_mac(&config.node_name),
@@ -277,7 +281,18 @@ impl Node {
                 None => self.config.vxlan_port,
             },
             public_key: self.udp.map(|u| u.public_key),
-            families: weft_proto::FamiliesV1::default(),
+            families: weft_proto::FamiliesV1 {
+                ipv4: self.config.ipv4,
+                ipv6: self.config.ipv6.map(|pool| weft_proto::Ipv6Overlay {
+                    network: lease::ipv6_cidr(pool.network),
+                    subnet: self
+                        .lease
+                        .announcement()
+                        .and_then(|(s, _, _)| self.ipv6_subnet_of(s))
+                        .map(lease::ipv6_cidr),
+                    underlay_ip: self.config.public_ipv6,
+                }),
+            },
         }
     }
 
@@ -390,9 +405,12 @@ impl Node {
 
     /// subnet.env's text for `subnet`.
     pub fn subnet_env_text(&self, subnet: Ipv4Net) -> String {
-        crate::files::subnet_env(
-            self.config.network,
-            subnet,
+        crate::files::subnet_env_families(
+            self.config.ipv4.then_some((self.config.network, subnet)),
+            self.config
+                .ipv6
+                .zip(self.ipv6_subnet_of(subnet))
+                .map(|(pool, s)| (pool.network, s)),
             desired::overlay_mtu(&self.desired_inputs(&[])),
             self.config.ip_masq,
         )
@@ -533,8 +551,8 @@ impl Node {
             claim_time_ms,
             last_alive_ms: t.now_ms,
             active: self.lease.active_subnet().is_some(),
-            ipv6_network: None,
-            ipv6_subnet: None,
+            ipv6_network: self.config.ipv6.map(|p| lease::ipv6_cidr(p.network)),
+            ipv6_subnet: self.ipv6_subnet_of(subnet).map(lease::ipv6_cidr),
         };
         let prev = self.last_saved.as_ref().map(|(state, at)| (state, *at));
         persist::save_due(prev, &state, t.now, force).then_some(state)
@@ -567,6 +585,13 @@ impl Node {
         ))
     }
 
+    /// The IPv6 subnet claimed with the IPv4 `subnet` (dual-stack): the one at its index.
+    pub fn ipv6_subnet_of(&self, subnet: Ipv4Net) -> Option<Ipv6Net> {
+        self.config
+            .ipv6
+            .and_then(|pool| pool.paired_with(self.config.network, subnet))
+    }
+
     /// Peers whose routes this node programs: the winner of each subnet.
     fn targets(&self) -> Vec<(String, Ipv4Net, NodeRecord)> {
         if self.lease.claim().is_none() {
@@ -589,6 +614,13 @@ impl Node {
                 subnet,
                 underlay_ip: record.underlay_ip,
                 vtep_mac: record.vtep_mac,
+                // The view only admits peers whose IPv6 subnet is paired with their IPv4 one.
+                ipv6_subnet: record
+                    .families
+                    .ipv6
+                    .and_then(|o| o.subnet)
+                    .map(lease::ipv6_net),
+                ipv6_underlay: record.families.ipv6.and_then(|o| o.underlay_ip),
             })
             .collect();
         desired::selection(&self.desired_inputs(&peers))
@@ -605,6 +637,14 @@ impl Node {
             bridge: self.config.bridge.as_deref(),
             claim: self.lease.claim().map(|(subnet, _)| subnet),
             active: self.lease.active_subnet(),
+            claim6: self
+                .lease
+                .claim()
+                .and_then(|(subnet, _)| self.ipv6_subnet_of(subnet)),
+            active6: self
+                .lease
+                .active_subnet()
+                .and_then(|subnet| self.ipv6_subnet_of(subnet)),
             underlay: &self.underlay,
             vtep_mac: self.vtep_mac,
             udp_mtu: self.udp.map(|u| u.mtu),

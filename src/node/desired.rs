@@ -2,16 +2,16 @@
 //! peers it programs (the winners of their subnets), which of them are on-link, the underlay,
 //! and the configuration. Pure; the driver gathers the inputs and reconciles the result.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use weft_proto::Backend;
 
 use crate::dataplane::desired::{PeerTarget, vxlan_device_name, vxlan_mtu};
 use crate::dataplane::paths::{self, Onlink, Selection};
 use crate::dataplane::underlay::UnderlayInfo;
 use crate::dataplane::{self, Bridge, Masquerade, Route, State, TunLink, VxlanDevice};
-use crate::files::first_host;
+use crate::files::{first_host, first_host_v6};
 
 /// What the desired state is built from.
 #[derive(Clone, Debug)]
@@ -34,6 +34,10 @@ pub struct Inputs<'a> {
     pub claim: Option<Ipv4Net>,
     /// Its subnet once the claim is active.
     pub active: Option<Ipv4Net>,
+    /// The IPv6 subnet claimed with `claim` (dual-stack).
+    pub claim6: Option<Ipv6Net>,
+    /// The IPv6 subnet claimed with `active`, once active (dual-stack).
+    pub active6: Option<Ipv6Net>,
     /// The underlay in use.
     pub underlay: &'a UnderlayInfo,
     /// This node's VTEP MAC (vxlan).
@@ -75,6 +79,9 @@ fn bridge(i: &Inputs, mtu: u32) -> Option<Bridge> {
         (Some(name), Some(active)) => Some(Bridge {
             name: name.to_string(),
             addr: Ipv4Net::new(first_host(active), active.prefix_len()).unwrap_or(active),
+            addr6: i
+                .active6
+                .map(|s| Ipv6Net::new(first_host_v6(s), s.prefix_len()).unwrap_or(s)),
             mtu,
         }),
         _ => None,
@@ -101,6 +108,7 @@ fn peer_selection(i: &Inputs) -> Selection {
             mac: i.vtep_mac,
             mtu: vxlan_mtu(i.underlay.mtu, i.underlay.ip.is_ipv6()),
             addr: subnet.network(),
+            addr6: i.claim6.map(|s| s.network()),
         }),
         Backend::HostGw | Backend::Udp => None,
     };
@@ -127,8 +135,8 @@ fn udp_state(i: &Inputs, subnet: Ipv4Net, mtu: u32) -> State {
         ..State::default()
     };
     state.routes.insert(Route {
-        dst: i.network,
-        gateway: Ipv4Addr::UNSPECIFIED,
+        dst: IpNet::V4(i.network),
+        gateway: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         device: Some(dataplane::TUN_DEVICE.into()),
         onlink: false,
     });
@@ -154,12 +162,81 @@ mod tests {
             bridge: Some("cni0"),
             claim: Some("10.244.3.0/24".parse().unwrap()),
             active: None,
+            claim6: None,
+            active6: None,
             underlay,
             vtep_mac: [2, 0, 0, 0, 0, 1],
             udp_mtu: None,
             peers,
             onlink,
         }
+    }
+
+    #[test]
+    fn a_dual_stack_node_carries_both_families_on_one_device_and_one_fdb_entry_per_peer() {
+        let underlay = UnderlayInfo {
+            ifname: "eth0".into(),
+            ifindex: 2,
+            ip: "192.0.2.1".parse().unwrap(),
+            mtu: 1500,
+        };
+        let peers = [PeerTarget {
+            name: "b".into(),
+            subnet: "10.244.4.0/24".parse().unwrap(),
+            underlay_ip: "192.0.2.2".parse().unwrap(),
+            vtep_mac: [2, 0, 0, 0, 0, 2],
+            ipv6_subnet: Some("fd00:10:244:4::/64".parse().unwrap()),
+            ipv6_underlay: None,
+        }];
+        let onlink = Onlink::Unknown;
+        let mut i = inputs(&underlay, &peers, &onlink);
+        i.claim6 = Some("fd00:10:244:3::/64".parse().unwrap());
+        i.active = i.claim;
+        i.active6 = i.claim6;
+        let s = selection(&i).state;
+        let dev = s.vxlan.as_ref().unwrap();
+        assert_eq!(dev.addr6, Some("fd00:10:244:3::".parse().unwrap()));
+        assert_eq!(dev.mtu, 1450, "the same device, the same MTU rule");
+        assert_eq!(
+            s.bridge
+                .as_ref()
+                .and_then(|b| b.addr6)
+                .map(|a| a.to_string()),
+            Some("fd00:10:244:3::1/64".into())
+        );
+        assert_eq!(s.fdb.len(), 1, "one FDB entry serves both families");
+        let neighbours: Vec<String> = s.neighbours.iter().map(|n| n.ip.to_string()).collect();
+        assert_eq!(neighbours, ["10.244.4.0", "fd00:10:244:4::"]);
+        let routes: Vec<String> = s
+            .routes
+            .iter()
+            .map(|r| format!("{} via {} onlink={}", r.dst, r.gateway, r.onlink))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                "10.244.4.0/24 via 10.244.4.0 onlink=true",
+                "fd00:10:244:4::/64 via fd00:10:244:4:: onlink=true"
+            ]
+        );
+        // host-gw: IPv6 routes go via the peer's IPv6 underlay address, when it announces one.
+        i.backend = Backend::HostGw;
+        let s = selection(&i).state;
+        assert_eq!(s.routes.len(), 1, "no IPv6 underlay announced: IPv4 only");
+        let peers6 = [PeerTarget {
+            ipv6_underlay: Some("2001:db8::2".parse().unwrap()),
+            ..peers[0].clone()
+        }];
+        i.peers = &peers6;
+        let s = selection(&i).state;
+        assert!(
+            s.routes
+                .iter()
+                .any(|r| r.dst.to_string() == "fd00:10:244:4::/64"
+                    && r.gateway.to_string() == "2001:db8::2"),
+            "{:?}",
+            s.routes
+        );
     }
 
     #[test]
@@ -175,6 +252,8 @@ mod tests {
             subnet: "10.244.4.0/24".parse().unwrap(),
             underlay_ip: "192.0.2.2".parse().unwrap(),
             vtep_mac: [2, 0, 0, 0, 0, 2],
+            ipv6_subnet: None,
+            ipv6_underlay: None,
         }];
         let onlink = Onlink::Unknown;
         let mut i = inputs(&underlay, &peers, &onlink);

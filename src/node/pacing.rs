@@ -135,8 +135,8 @@ impl Pacer {
     pub fn stepped(&mut self, started: Duration, finished: Duration, alive: usize) {
         self.dirty = false;
         self.last_step = finished;
-        let slow = (finished.saturating_sub(started) * 10)
-            .min(self.gossip_interval * SLOW_STEP_GAP_MAX);
+        let slow =
+            (finished.saturating_sub(started) * 10).min(self.gossip_interval * SLOW_STEP_GAP_MAX);
         self.step_gap = min_step_gap(self.gossip_interval, alive).max(slow);
     }
 }
