@@ -36,6 +36,7 @@ async fn start(config: Config) -> AgentHandle {
         ifindex: 1,
         ip: config.listen.ip(),
         mtu: 1500,
+        ipv6: None,
     };
     Agent::new(config)
         .dataplane(Box::new(FakeDataplane::new()))

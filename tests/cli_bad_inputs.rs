@@ -284,8 +284,10 @@ fn cases() -> Vec<Case> {
             .set("--ipv6-network", "fd00:99::/60"),
         case("no family left", "invalid --no-ipv4: no address family left: an IPv6-only overlay needs --ipv6-network (or EnableIPv6 with IPv6Network)")
             .extra("--no-ipv4"),
-        case("ipv6 not run by this version", "invalid --ipv6-network: IPv6 overlays are not carried by this version's data plane yet (IPv4 overlays only): the IPv6 settings are valid, remove them to run")
-            .set("--ipv6-network", "fd00:99::/56"),
+        case("ipv6 on udp not run by this version", "invalid --ipv6-network: IPv6 on the udp backend is not carried by this version yet (dual-stack runs on vxlan and host-gw): the settings are valid, change them to run")
+            .set("--ipv6-network", "fd00:99::/56").set("--backend", "udp"),
+        case("ipv6-only not run by this version", "invalid --no-ipv4: an IPv6-only overlay is not carried by this version yet (dual-stack runs on vxlan and host-gw): the settings are valid, change them to run")
+            .set("--ipv6-network", "fd00:99::/56").extra("--no-ipv4"),
         case("subnet len 31", "invalid --subnet-len \"31\": must be a whole number from 1 to 30")
             .set("--subnet-len", "31"),
         case("static subnet outside", "invalid --subnet \"10.98.0.0/24\": outside the network 10.99.0.0/16")

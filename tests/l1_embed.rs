@@ -41,6 +41,7 @@ async fn start(config: Config, dp: &FakeDataplane) -> AgentHandle {
         ifindex: 1,
         ip: config.listen.ip(),
         mtu: 1500,
+        ipv6: None,
     };
     Agent::new(config)
         .dataplane(Box::new(dp.clone()))

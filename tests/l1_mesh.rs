@@ -36,6 +36,16 @@ fn underlay(i: usize) -> UnderlayInfo {
             (i % 250 + 1) as u8,
         )),
         mtu: 1500,
+        ipv6: Some(std::net::Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            0,
+            0,
+            0,
+            0,
+            0,
+            i as u16 + 1,
+        )),
     }
 }
 

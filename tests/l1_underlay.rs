@@ -21,6 +21,7 @@ fn eth(name: &str, ifindex: u32, mtu: u32) -> UnderlayInfo {
         ifindex,
         ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
         mtu,
+        ipv6: None,
     }
 }
 

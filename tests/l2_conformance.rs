@@ -30,6 +30,7 @@ async fn fake_dataplane_passes_the_suite() {
         ifindex: 2,
         ip: IpAddr::V4(UNDERLAY_IP),
         mtu: 1500,
+        ipv6: None,
     });
     let env = SuiteEnv {
         underlay_ifname: Some(UNDERLAY_IF.into()),

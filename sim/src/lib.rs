@@ -552,6 +552,7 @@ impl Fleet {
                     ifindex: 1,
                     ip: config.listen.ip(),
                     mtu: 1500,
+                    ipv6: None,
                 };
                 let handle = Agent::new(config)
                     .dataplane(Box::new(dp.clone()))

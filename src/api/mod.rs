@@ -7,7 +7,7 @@
 //! Every answer carries the header [`NODE_HEADER`] with the agent's node name, and every answer
 //! of a `POST` (or an error) is an [`ApiAnswer`]: this is how a client knows it talks to weft.
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 /// Where a node's claim stands, as `weft status` shows it (lowercase in JSON).
@@ -91,6 +91,9 @@ pub struct StatusReport {
     pub network: String,
     /// This node's subnet, once claimed.
     pub subnet: Option<Ipv4Net>,
+    /// Its IPv6 subnet, claimed with it (dual-stack); absent from the JSON otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_subnet: Option<Ipv6Net>,
     /// `searching` | `claimed` | `active` | `refused` | `leaving`.
     pub state: ClaimStatus,
     /// Subnet active and data plane programmed.
@@ -116,6 +119,9 @@ pub struct NodeStatus {
     pub underlay_ip: String,
     /// Subnet the node claims, if any.
     pub subnet: Option<Ipv4Net>,
+    /// Its IPv6 subnet (dual-stack); absent from the JSON otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_subnet: Option<Ipv6Net>,
     /// `claimed` | `active` | `leaving` | `none`.
     pub state: ClaimStatus,
     /// `alive` | `dead`.

@@ -19,7 +19,10 @@ pub fn render_status(report: &StatusReport) -> String {
         clean(&report.backend),
         clean(&report.network),
     );
-    let subnet = report.subnet.map(|s| s.to_string());
+    let subnet = report.subnet.map(|s| match report.ipv6_subnet {
+        Some(v6) => format!("{s} and {v6}"),
+        None => s.to_string(),
+    });
     let _ = writeln!(
         out,
         "subnet {}, state {}",
@@ -72,9 +75,12 @@ fn row(node: &NodeStatus) -> [String; 6] {
     [
         clean(&node.name),
         clean(&node.underlay_ip),
-        node.subnet
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "-".into()),
+        match (node.subnet, node.ipv6_subnet) {
+            (Some(s), Some(v6)) => format!("{s},{v6}"),
+            (Some(s), None) => s.to_string(),
+            (None, Some(v6)) => v6.to_string(),
+            (None, None) => "-".into(),
+        },
         node.state.to_string(),
         node.liveness.to_string(),
         routes,
@@ -112,6 +118,7 @@ mod tests {
             generation: 1,
             underlay_ip: ip.into(),
             subnet: subnet.map(|s| s.parse().unwrap()),
+            ipv6_subnet: None,
             state: ClaimStatus::Active,
             liveness: Liveness::Alive,
             is_self: false,
@@ -139,6 +146,7 @@ mod tests {
             backend: "vxlan".into(),
             network: "10.244.0.0/16".into(),
             subnet: Some("10.244.1.0/24".parse().unwrap()),
+            ipv6_subnet: None,
             state: ClaimStatus::Active,
             ready: true,
             ready_reason: None,
@@ -160,6 +168,38 @@ h3             172.31.250.13  10.244.9.0/24  active  dead      no (reservation e
 h4             172.31.250.14  -              none    alive     no
 ";
         assert_eq!(render_status(&report), expected);
+    }
+
+    #[test]
+    fn a_dual_stack_node_shows_both_subnets() {
+        let mut me = node("h1", "172.31.250.11", Some("10.244.1.0/24"));
+        me.is_self = true;
+        me.ipv6_subnet = Some("fd00:10:244:1::/64".parse().unwrap());
+        let report = StatusReport {
+            node_name: "h1".into(),
+            subnet: me.subnet,
+            ipv6_subnet: me.ipv6_subnet,
+            state: ClaimStatus::Active,
+            ready: true,
+            nodes: vec![me],
+            ..StatusReport::default()
+        };
+        let text = render_status(&report);
+        assert!(
+            text.contains("subnet 10.244.1.0/24 and fd00:10:244:1::/64, state active"),
+            "{text}"
+        );
+        assert!(text.contains("10.244.1.0/24,fd00:10:244:1::/64"), "{text}");
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(
+            json.contains(r#""ipv6_subnet":"fd00:10:244:1::/64""#),
+            "{json}"
+        );
+        let v4_only = serde_json::to_string(&StatusReport::default()).unwrap();
+        assert!(
+            !v4_only.contains("ipv6"),
+            "IPv4-only JSON is unchanged: {v4_only}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use super::error::ConfigError;
 use super::netconf::{NetConf, net_conf_field};
 use super::raw::{Names, Raw, conf_str, flag_opt, pick, pick_opt};
-use super::{Ipv6Pool, defaults};
+use super::{Backend, Ipv6Pool, defaults};
 use crate::lease::families;
 
 /// The longest IPv6 node subnet prefix (a /126 holds the gateway and two containers).
@@ -346,17 +346,28 @@ fn ipv6_cidr(raw: &Raw) -> Result<Ipv6Net, ConfigError> {
 }
 
 impl super::Config {
-    /// Refuses what this version validates but cannot run yet: IPv6 overlays (dual-stack or
-    /// IPv6-only). The data plane carries IPv4 overlays only (README, known limits), and a
-    /// configuration asking for more must fail at start, not run with half of it.
+    /// Refuses what this version validates but cannot run yet (README, known limits): an
+    /// IPv6-only overlay, IPv6 on the udp backend, and `--ip-masq` with IPv6. A configuration
+    /// asking for them fails at start rather than running with half of it. Dual-stack runs on
+    /// vxlan (with or without DirectRouting) and host-gw.
     pub fn check_supported(&self) -> Result<(), ConfigError> {
-        if self.ipv6.is_some() || !self.ipv4 {
-            return Err(ConfigError::Rule {
-                field: "--ipv6-network".to_string(),
-                reason: "IPv6 overlays are not carried by this version's data plane yet (IPv4 \
-                         overlays only): the IPv6 settings are valid, remove them to run"
-                    .to_string(),
-            });
+        let not_yet = |field: &str, what: &str| ConfigError::Rule {
+            field: field.to_string(),
+            reason: format!(
+                "{what} is not carried by this version yet (dual-stack runs on vxlan and \
+                 host-gw): the settings are valid, change them to run"
+            ),
+        };
+        if !self.ipv4 {
+            return Err(not_yet("--no-ipv4", "an IPv6-only overlay"));
+        }
+        if self.ipv6.is_some() {
+            if self.backend == Backend::Udp {
+                return Err(not_yet("--ipv6-network", "IPv6 on the udp backend"));
+            }
+            if self.ip_masq {
+                return Err(not_yet("--ip-masq", "masquerading IPv6 traffic"));
+            }
         }
         Ok(())
     }
@@ -664,16 +675,42 @@ mod tests {
     }
 
     #[test]
-    fn this_version_refuses_to_run_what_it_only_validates() {
-        let e = ok(dual(), None).check_supported().unwrap_err();
-        assert!(e.to_string().contains("IPv4 overlays only"), "{e}");
-        let c = ok(
-            RunArgs {
-                no_ipv4: true,
-                ..dual()
-            },
-            None,
-        );
-        assert!(c.check_supported().is_err());
+    fn this_version_runs_dual_stack_on_the_kernel_backends_and_refuses_the_rest() {
+        ok(dual(), None).check_supported().unwrap();
+        let host_gw = RunArgs {
+            backend: Some("host-gw".into()),
+            ..dual()
+        };
+        ok(host_gw, None).check_supported().unwrap();
+        for (args, field) in [
+            (
+                RunArgs {
+                    no_ipv4: true,
+                    ..dual()
+                },
+                "--no-ipv4",
+            ),
+            (
+                RunArgs {
+                    backend: Some("udp".into()),
+                    ..dual()
+                },
+                "--ipv6-network",
+            ),
+            (
+                RunArgs {
+                    ip_masq: true,
+                    ..dual()
+                },
+                "--ip-masq",
+            ),
+        ] {
+            let e = ok(args, None).check_supported().unwrap_err();
+            assert_eq!(e.field(), field, "{e}");
+            assert!(
+                e.to_string().contains("not carried by this version yet"),
+                "{e}"
+            );
+        }
     }
 }

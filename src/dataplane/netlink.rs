@@ -1241,6 +1241,13 @@ fn select_underlay(
         ifindex: link.index,
         ip,
         mtu: link.mtu,
+        ipv6: addrs
+            .iter()
+            .filter(|a| a.index == link.index && a.scope == AddressScope::Universe)
+            .find_map(|a| match a.net.addr() {
+                IpAddr::V6(v6) => Some(v6),
+                IpAddr::V4(_) => None,
+            }),
     })
 }
 
@@ -1273,6 +1280,7 @@ pub async fn discover(
                     ifindex: 0,
                     ip,
                     mtu: 1500,
+                    ipv6: None,
                 })
             }
             _ => Err(e),

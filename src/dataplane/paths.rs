@@ -101,6 +101,16 @@ pub fn select(
                     ),
                 );
             }
+            // A dual-stack peer's IPv6 subnet is routed via its IPv6 underlay address.
+            Backend::HostGw if peer.ipv6_subnet.is_some() && peer.ipv6_underlay.is_none() => {
+                skipped.insert(
+                    peer.name.clone(),
+                    "host-gw needs the peer's IPv6 underlay address for its IPv6 subnet (it \
+                     announces none: give it --public-ipv6, or a global IPv6 address on its \
+                     underlay interface)"
+                        .to_string(),
+                );
+            }
             Backend::HostGw => direct.push(peer.clone()),
             Backend::Vxlan => {
                 let family_ok = device
@@ -114,7 +124,11 @@ pub fn select(
                             peer.underlay_ip
                         ),
                     );
-                } else if direct_routing && on_link && peer.underlay_ip.is_ipv4() {
+                } else if direct_routing
+                    && on_link
+                    && peer.underlay_ip.is_ipv4()
+                    && (peer.ipv6_subnet.is_none() || peer.ipv6_underlay.is_some())
+                {
                     direct.push(peer.clone());
                 } else {
                     tunnelled.push(peer.clone());

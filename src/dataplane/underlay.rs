@@ -3,7 +3,7 @@
 //! query (`underlay`), so the agent follows a re-created interface or a changed MTU the same
 //! way on the kernel and on the fake.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 /// How the underlay interface and address are chosen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +27,9 @@ pub struct UnderlayInfo {
     pub ip: IpAddr,
     /// Underlay interface MTU.
     pub mtu: u32,
+    /// The interface's global IPv6 address, when it has one: a dual-stack node announces it
+    /// (unless `--public-ipv6` names another) as the next hop of host-gw's IPv6 routes.
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 /// Why the underlay could not be found (each displays as the operator reads it).

@@ -290,7 +290,7 @@ impl Node {
                         .announcement()
                         .and_then(|(s, _, _)| self.ipv6_subnet_of(s))
                         .map(lease::ipv6_cidr),
-                    underlay_ip: self.config.public_ipv6,
+                    underlay_ip: self.config.public_ipv6.or(self.underlay.ipv6),
                 }),
             },
         }

@@ -179,6 +179,7 @@ mod tests {
             ifindex: 2,
             ip: "192.0.2.1".parse().unwrap(),
             mtu: 1500,
+            ipv6: None,
         };
         let peers = [PeerTarget {
             name: "b".into(),
@@ -246,6 +247,7 @@ mod tests {
             ifindex: 2,
             ip: "192.0.2.1".parse().unwrap(),
             mtu: 1500,
+            ipv6: None,
         };
         let peers = [PeerTarget {
             name: "b".into(),

@@ -330,6 +330,7 @@ mod tests {
             ifindex: 2,
             ip: "192.0.2.1".parse().unwrap(),
             mtu: 1500,
+            ipv6: None,
         };
         let counters = Arc::new(TunnelCounters::default());
         let p = UdpPlane::start(&config, &underlay, false, counters.clone())

@@ -77,13 +77,24 @@ pub async fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> boo
     check()
 }
 
-/// The underlay of in-process agent I: `eth0` (index 2, MTU 1500) holding 192.0.2.(I+1).
+/// The underlay of in-process agent I: `eth0` (index 2, MTU 1500) holding 192.0.2.(I+1) and
+/// 2001:db8::(I+1).
 pub fn underlay(i: usize) -> UnderlayInfo {
     UnderlayInfo {
         ifname: "eth0".into(),
         ifindex: 2,
         ip: std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, i as u8 + 1)),
         mtu: 1500,
+        ipv6: Some(std::net::Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            0,
+            0,
+            0,
+            0,
+            0,
+            i as u16 + 1,
+        )),
     }
 }
 

@@ -19,6 +19,7 @@ impl Node {
             Phase::Refused { .. } => (ClaimStatus::Refused, None),
             Phase::Leaving { subnet, .. } => (ClaimStatus::Leaving, *subnet),
         };
+        let ipv6_subnet = subnet.and_then(|s| w.ipv6_subnet_of(s));
         let applied_ok = w.programming.applied_ok();
         let ready_reason = match w.lease.phase() {
             _ if !w.config.seeds.is_empty() && w.first_live_peer.is_none() => Some(format!(
@@ -71,6 +72,7 @@ impl Node {
             generation: w.generation,
             underlay_ip: w.announce_ip.to_string(),
             subnet,
+            ipv6_subnet,
             state,
             liveness: Liveness::Alive,
             is_self: true,
@@ -128,6 +130,9 @@ impl Node {
                     .map(|x| x.underlay_ip.to_string())
                     .unwrap_or_default(),
                 subnet: record.and_then(|x| x.subnet).map(crate::lease::cidr_to_net),
+                ipv6_subnet: record
+                    .and_then(|x| x.families.ipv6?.subnet)
+                    .map(crate::lease::ipv6_net),
                 state: match record.map(|x| (x.state, x.subnet.is_some())) {
                     Some((ClaimState::Leaving, _)) => ClaimStatus::Leaving,
                     Some((_, false)) | None => ClaimStatus::None,
@@ -159,6 +164,7 @@ impl Node {
             .to_string(),
             network: w.config.network.to_string(),
             subnet,
+            ipv6_subnet,
             state,
             ready: ready_reason.is_none(),
             ready_reason,

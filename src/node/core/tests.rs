@@ -30,6 +30,7 @@ fn underlay(mtu: u32) -> UnderlayInfo {
         ifindex: 2,
         ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
         mtu,
+        ipv6: None,
     }
 }
 
