@@ -1,8 +1,9 @@
 //! L3: real `weft` processes in network namespaces (testnet/netns.sh), one test per backend:
-//! host-gw, vxlan, and vxlan with DirectRouting. Three hosts each; every container pings every
-//! other across hosts, a 20 MB TCP stream container → container arrives intact (SHA-256), and a
-//! don't-fragment ping of exactly the advertised MTU (FLANNEL_MTU) passes while one byte more
-//! fails. A host-gw peer that is not on-link is not programmed and `weft status` says why.
+//! host-gw, vxlan, and vxlan with DirectRouting, and vxlan and host-gw dual-stack. Three hosts
+//! each; every container pings every other across hosts (over IPv4, and IPv6 when dual-stack), a
+//! 20 MB TCP stream container → container arrives intact (SHA-256), and a don't-fragment ping of
+//! exactly the advertised MTU (FLANNEL_MTU) passes while one byte more fails, in each family. A
+//! host-gw peer that is not on-link is not programmed and `weft status` says why.
 //!
 //! The TCP ends are this test binary itself, re-run inside a container namespace with
 //! `L3_HELPER_ROLE` set (see `helper_tcp_end`), so no extra tool is needed.
@@ -11,7 +12,7 @@
 mod testnet;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -64,9 +65,33 @@ fn ping_all(net: &Testnet) {
     }
 }
 
+/// The address family a check runs over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn container_ip(self, net: &Testnet, i: usize) -> IpAddr {
+        match self {
+            Family::V4 => IpAddr::V4(net.container_ip(i).parse().expect("container IP")),
+            Family::V6 => IpAddr::V6(net.container_ip6(i).parse().expect("container IPv6")),
+        }
+    }
+
+    /// IP + ICMP header bytes in front of a ping's payload.
+    fn ping_headers(self) -> u32 {
+        match self {
+            Family::V4 => 28,
+            Family::V6 => 48,
+        }
+    }
+}
+
 /// A don't-fragment ping of `size` ICMP payload bytes from container I to container J.
-fn df_ping(net: &Testnet, i: usize, j: usize, size: u32) -> Output {
-    let dst = net.container_ip(j);
+fn df_ping(net: &Testnet, family: Family, i: usize, j: usize, size: u32) -> Output {
+    let dst = family.container_ip(net, j).to_string();
     net.exec(
         &format!("c{i}"),
         &[
@@ -89,26 +114,30 @@ fn df_ping(net: &Testnet, i: usize, j: usize, size: u32) -> Output {
 
 /// The advertised MTU fits exactly: a DF packet of FLANNEL_MTU bytes goes through, one byte more
 /// is refused as too big.
-fn check_mtu(net: &Testnet, i: usize, j: usize) {
+fn check_mtu(net: &Testnet, family: Family, i: usize, j: usize) {
     let mtu = mtu_of(net, i);
-    let fits = df_ping(net, i, j, mtu - 28);
+    let fits = df_ping(net, family, i, j, mtu - family.ping_headers());
     assert!(
         fits.status.success(),
-        "c{i} → c{j}: DF ping of the advertised MTU {mtu} failed: {}",
+        "c{i} → c{j} ({family:?}): DF ping of the advertised MTU {mtu} failed: {}",
         text(&fits)
     );
-    let too_big = df_ping(net, i, j, mtu - 27);
+    let too_big = df_ping(net, family, i, j, mtu - family.ping_headers() + 1);
     let out = text(&too_big).to_lowercase();
     assert!(
         !too_big.status.success()
             && (out.contains("message too long") || out.contains("frag needed")),
-        "c{i} → c{j}: DF ping of MTU {mtu} + 1 did not fail as too big: {out}"
+        "c{i} → c{j} ({family:?}): DF ping of MTU {mtu} + 1 did not fail as too big: {out}"
     );
 }
 
 /// Streams 20 MB from container I to container J and compares SHA-256 of both ends.
-fn transfer(net: &Testnet, i: usize, j: usize) {
-    let dst: Ipv4Addr = net.container_ip(j).parse().expect("container IP");
+fn transfer(net: &Testnet, family: Family, i: usize, j: usize) {
+    let dst = family.container_ip(net, j);
+    let any = match family {
+        Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
     let exe = std::env::current_exe().expect("test binary");
     let helper = |ns: String, role: &str, addr: String| -> Child {
         Command::new("ip")
@@ -131,7 +160,7 @@ fn transfer(net: &Testnet, i: usize, j: usize) {
     let sink = helper(
         net.ns(&format!("c{j}")),
         "sink",
-        SocketAddr::from((Ipv4Addr::UNSPECIFIED, TCP_PORT)).to_string(),
+        SocketAddr::from((any, TCP_PORT)).to_string(),
     );
     let sink_guard = ChildGuard(Some(sink));
     let source = helper(
@@ -282,10 +311,84 @@ fn helper_tcp_end() {
 /// Pings, 20 MB transfers and the MTU check across every backend test.
 fn exercise(net: &Testnet) {
     ping_all(net);
-    transfer(net, 1, 2);
-    transfer(net, 3, 1);
-    check_mtu(net, 1, 2);
-    check_mtu(net, 2, 3);
+    transfer(net, Family::V4, 1, 2);
+    transfer(net, Family::V4, 3, 1);
+    check_mtu(net, Family::V4, 1, 2);
+    check_mtu(net, Family::V4, 2, 3);
+}
+
+/// The same over IPv6 in a dual-stack testnet: every container pings every other with
+/// `ping -6`, a 20 MB stream over IPv6, the DF ping at the IPv6 MTU.
+fn exercise_ipv6(net: &Testnet) {
+    for i in 1..=HOSTS {
+        for j in (1..=HOSTS).filter(|j| *j != i) {
+            assert!(
+                net.ping6_eventually(i, j, Duration::from_secs(20))
+                    .is_some(),
+                "c{i} cannot ping -6 c{j}"
+            );
+        }
+    }
+    transfer(net, Family::V6, 2, 3);
+    check_mtu(net, Family::V6, 3, 1);
+}
+
+/// A dual-stack testnet: each host's IPv6 subnet is paired with its IPv4 one, weft programs
+/// both families (`expect_v6_route` on every IPv6 route), and subnet.env carries both.
+fn dual_stack(tag: &str, backend: &str, expect_v6_route: &str) {
+    let net = Testnet::new(tag)
+        .with_env("WEFT_BACKEND", backend)
+        .with_env("WEFT_IPV6_NETWORK", "fd00:10:244::/56");
+    net.up_and_ready(HOSTS);
+    for i in 1..=HOSTS {
+        wait_routes(&net, i, 2);
+        if net
+            .wait_for(Duration::from_secs(30), || net.weft_routes6(i).len() == 2)
+            .is_none()
+        {
+            net.dump_logs();
+            panic!("h{i}: IPv6 routes {:?}", net.weft_routes6(i));
+        }
+        let routes6 = net.weft_routes6(i);
+        assert!(
+            routes6.iter().all(|r| r.contains(expect_v6_route)),
+            "h{i}: {routes6:?}"
+        );
+        let v4 = net.subnet(i);
+        let v6 = net.subnet_env(i, "FLANNEL_IPV6_SUBNET").unwrap();
+        assert_eq!(
+            v6,
+            format!("fd00:10:244:{:x}::1/64", v4.network().octets()[2]),
+            "h{i}: the IPv6 subnet is paired with {v4}"
+        );
+        assert_eq!(
+            net.subnet_env(i, "FLANNEL_IPV6_NETWORK").as_deref(),
+            Some("fd00:10:244::/56")
+        );
+        assert_eq!(
+            net.status_json(i)["ipv6_subnet"],
+            format!("fd00:10:244:{:x}::/64", v4.network().octets()[2])
+        );
+    }
+    exercise(&net);
+    exercise_ipv6(&net);
+}
+
+#[test]
+fn vxlan_dual_stack_three_hosts() {
+    if !l3_available("vxlan_dual_stack_three_hosts") {
+        return;
+    }
+    dual_stack("l3vx6", "vxlan", "dev weft.1");
+}
+
+#[test]
+fn host_gw_dual_stack_three_hosts() {
+    if !l3_available("host_gw_dual_stack_three_hosts") {
+        return;
+    }
+    // IPv6 routes go via the peers' IPv6 underlay addresses (found on veth-ul).
+    dual_stack("l3hg6", "host-gw", "via fd7e:31:250::");
 }
 
 #[test]

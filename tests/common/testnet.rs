@@ -212,9 +212,28 @@ impl Testnet {
         std::net::Ipv4Addr::from(net + 2).to_string()
     }
 
+    /// The IPv6 address `wire-containers` gave container I (::2 of its host's IPv6 subnet).
+    pub fn container_ip6(&self, i: usize) -> String {
+        let s = self
+            .subnet_env(i, "FLANNEL_IPV6_SUBNET")
+            .unwrap_or_else(|| panic!("h{i} has no FLANNEL_IPV6_SUBNET"));
+        let net: ipnet::Ipv6Net = s
+            .parse()
+            .unwrap_or_else(|e| panic!("h{i}: FLANNEL_IPV6_SUBNET {s}: {e}"));
+        std::net::Ipv6Addr::from(u128::from(net.network()) + 2).to_string()
+    }
+
     /// `ping` from container I to container J: COUNT pings every INTERVAL seconds.
     pub fn ping(&self, i: usize, j: usize, count: u32, interval: &str) -> PingResult {
-        let dst = self.container_ip(j);
+        self.ping_to(i, &self.container_ip(j), count, interval)
+    }
+
+    /// `ping -6` from container I to container J's IPv6 address.
+    pub fn ping6(&self, i: usize, j: usize, count: u32, interval: &str) -> PingResult {
+        self.ping_to(i, &self.container_ip6(j), count, interval)
+    }
+
+    fn ping_to(&self, i: usize, dst: &str, count: u32, interval: &str) -> PingResult {
         let out = self.exec(
             &format!("c{i}"),
             &[
@@ -227,12 +246,23 @@ impl Testnet {
                 interval,
                 "-W",
                 "1",
-                &dst,
+                dst,
             ],
         );
         let stdout = String::from_utf8_lossy(&out.stdout);
         parse_ping(&stdout)
-            .unwrap_or_else(|| panic!("c{i} -> c{j}: no ping summary:\n{}", text(&out)))
+            .unwrap_or_else(|| panic!("c{i} -> {dst}: no ping summary:\n{}", text(&out)))
+    }
+
+    /// Pings over IPv6 until one gets through or the deadline passes.
+    pub fn ping6_eventually(&self, i: usize, j: usize, within: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if self.ping6(i, j, 1, "0.2").received == 1 {
+                return Some(start.elapsed());
+            }
+        }
+        None
     }
 
     /// Pings until one gets through or the deadline passes; returns the time it took.
@@ -291,6 +321,14 @@ impl Testnet {
             host,
             &format!("weft_tunnel_drops_total{{reason=\"{reason}\"}}"),
         )
+    }
+
+    /// Host I's IPv6 routes with weft's protocol id (87), one line each.
+    pub fn weft_routes6(&self, i: usize) -> Vec<String> {
+        self.ip(&format!("h{i}"), &["-6", "route", "show", "proto", "87"])
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// Host I's routes with weft's protocol id (87), one line each.
