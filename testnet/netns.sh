@@ -41,7 +41,9 @@ usage: $0 COMMAND [ARGS]
   ping6 I J [COUNT]   the same over IPv6 (a dual-stack or IPv6-only overlay)
   uping I J [COUNT]   ping host J's underlay address from host I
   uping6 I J [COUNT]  the same to host J's IPv6 underlay address
-  demo [--down-after] up 3, start, measure route convergence, wire, status, ping
+  demo [--ipv6] [--down-after]
+                      up 3, start, measure route convergence, wire, status, ping
+                      (--ipv6: a dual-stack overlay, and ping -6 too)
   partition A,B C,D   cut the underlay between two groups of hosts (blackhole routes)
   heal                undo every partition
   attacker            add namespace P-a on the underlay (172.31.250.250), no key, for tests
@@ -659,11 +661,17 @@ measure_routes() {
 
 cmd_demo() {
     require_root
-    local down_after=0 n=3 ms
-    if [[ ${1:-} == --down-after ]]; then
-        down_after=1
-    elif [[ -n ${1:-} ]]; then
-        die "usage: $0 demo [--down-after]"
+    local down_after=0 ipv6=0 n=3 ms arg
+    for arg in "$@"; do
+        case $arg in
+        --down-after) down_after=1 ;;
+        --ipv6) ipv6=1 ;;
+        *) die "usage: $0 demo [--ipv6] [--down-after]" ;;
+        esac
+    done
+    if ((ipv6)); then
+        # A dual-stack overlay: every host also gets an IPv6 subnet of this network.
+        export WEFT_IPV6_NETWORK="${WEFT_IPV6_NETWORK:-fd00:10:244::/56}"
     fi
     weft_bin >/dev/null
     ensure_tools
@@ -687,6 +695,12 @@ cmd_demo() {
     echo
     cmd_ping 1 3
     echo
+    if ((ipv6)); then
+        cmd_ping6 1 2
+        echo
+        cmd_ping6 1 3
+        echo
+    fi
     if ((down_after)); then
         echo "tearing the testnet down (--down-after)"
     else
