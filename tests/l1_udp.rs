@@ -44,6 +44,7 @@ fn expected_tun(h: &AgentHandle, state: &State) -> Option<TunLink> {
         name: "weft0".into(),
         mtu,
         addr: Some(subnet.network()),
+        addr6: None,
     })
 }
 
@@ -85,6 +86,7 @@ async fn the_tun_device_is_configured_through_the_data_plane() {
         name: "weft0".into(),
         mtu: 9000,
         addr: Some(Ipv4Addr::new(10, 9, 9, 9)),
+        addr6: None,
     });
     dps[0].set_state(drifted);
     assert!(

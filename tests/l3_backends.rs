@@ -334,16 +334,19 @@ fn exercise_ipv6(net: &Testnet) {
 }
 
 /// A dual-stack testnet: each host's IPv6 subnet is paired with its IPv4 one, weft programs
-/// both families (`expect_v6_route` on every IPv6 route), and subnet.env carries both.
-fn dual_stack(tag: &str, backend: &str, expect_v6_route: &str) {
+/// both families (`routes` weft routes per family, `expect_v6_route` on every IPv6 one), and
+/// subnet.env carries both.
+fn dual_stack(tag: &str, backend: &str, routes: usize, expect_v6_route: &str) {
     let net = Testnet::new(tag)
         .with_env("WEFT_BACKEND", backend)
         .with_env("WEFT_IPV6_NETWORK", "fd00:10:244::/56");
     net.up_and_ready(HOSTS);
     for i in 1..=HOSTS {
-        wait_routes(&net, i, 2);
+        wait_routes(&net, i, routes);
         if net
-            .wait_for(Duration::from_secs(30), || net.weft_routes6(i).len() == 2)
+            .wait_for(Duration::from_secs(30), || {
+                net.weft_routes6(i).len() == routes
+            })
             .is_none()
         {
             net.dump_logs();
@@ -379,7 +382,7 @@ fn vxlan_dual_stack_three_hosts() {
     if !l3_available("vxlan_dual_stack_three_hosts") {
         return;
     }
-    dual_stack("l3vx6", "vxlan", "dev weft.1");
+    dual_stack("l3vx6", "vxlan", 2, "dev weft.1");
 }
 
 #[test]
@@ -388,7 +391,16 @@ fn host_gw_dual_stack_three_hosts() {
         return;
     }
     // IPv6 routes go via the peers' IPv6 underlay addresses (found on veth-ul).
-    dual_stack("l3hg6", "host-gw", "via fd7e:31:250::");
+    dual_stack("l3hg6", "host-gw", 2, "via fd7e:31:250::");
+}
+
+#[test]
+fn udp_sealed_dual_stack_three_hosts() {
+    if !l3_available("udp_sealed_dual_stack_three_hosts") {
+        return;
+    }
+    // One route per family for the whole overlay network, into the sealed tunnel.
+    dual_stack("l3ud6", "udp", 1, "dev weft0");
 }
 
 #[test]

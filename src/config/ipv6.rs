@@ -12,7 +12,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use super::error::ConfigError;
 use super::netconf::{NetConf, net_conf_field};
 use super::raw::{Names, Raw, conf_str, flag_opt, pick, pick_opt};
-use super::{Backend, Ipv6Pool, defaults};
+use super::{Ipv6Pool, defaults};
 use crate::lease::families;
 
 /// The longest IPv6 node subnet prefix (a /126 holds the gateway and two containers).
@@ -347,27 +347,21 @@ fn ipv6_cidr(raw: &Raw) -> Result<Ipv6Net, ConfigError> {
 
 impl super::Config {
     /// Refuses what this version validates but cannot run yet (README, known limits): an
-    /// IPv6-only overlay, IPv6 on the udp backend, and `--ip-masq` with IPv6. A configuration
-    /// asking for them fails at start rather than running with half of it. Dual-stack runs on
-    /// vxlan (with or without DirectRouting) and host-gw.
+    /// IPv6-only overlay and `--ip-masq` with IPv6. A configuration asking for them fails at
+    /// start rather than running with half of it. Dual-stack runs on every backend.
     pub fn check_supported(&self) -> Result<(), ConfigError> {
         let not_yet = |field: &str, what: &str| ConfigError::Rule {
             field: field.to_string(),
             reason: format!(
-                "{what} is not carried by this version yet (dual-stack runs on vxlan and \
-                 host-gw): the settings are valid, change them to run"
+                "{what} is not carried by this version yet (dual-stack runs on every \
+                 backend): the settings are valid, change them to run"
             ),
         };
         if !self.ipv4 {
             return Err(not_yet("--no-ipv4", "an IPv6-only overlay"));
         }
-        if self.ipv6.is_some() {
-            if self.backend == Backend::Udp {
-                return Err(not_yet("--ipv6-network", "IPv6 on the udp backend"));
-            }
-            if self.ip_masq {
-                return Err(not_yet("--ip-masq", "masquerading IPv6 traffic"));
-            }
+        if self.ipv6.is_some() && self.ip_masq {
+            return Err(not_yet("--ip-masq", "masquerading IPv6 traffic"));
         }
         Ok(())
     }
@@ -675,13 +669,14 @@ mod tests {
     }
 
     #[test]
-    fn this_version_runs_dual_stack_on_the_kernel_backends_and_refuses_the_rest() {
-        ok(dual(), None).check_supported().unwrap();
-        let host_gw = RunArgs {
-            backend: Some("host-gw".into()),
-            ..dual()
-        };
-        ok(host_gw, None).check_supported().unwrap();
+    fn this_version_runs_dual_stack_on_every_backend_and_refuses_the_rest() {
+        for backend in ["vxlan", "host-gw", "udp"] {
+            let args = RunArgs {
+                backend: Some(backend.into()),
+                ..dual()
+            };
+            ok(args, None).check_supported().unwrap();
+        }
         for (args, field) in [
             (
                 RunArgs {
@@ -689,13 +684,6 @@ mod tests {
                     ..dual()
                 },
                 "--no-ipv4",
-            ),
-            (
-                RunArgs {
-                    backend: Some("udp".into()),
-                    ..dual()
-                },
-                "--ipv6-network",
             ),
             (
                 RunArgs {

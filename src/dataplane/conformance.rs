@@ -575,6 +575,7 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
             name: super::TUN_DEVICE.into(),
             mtu,
             addr: Some(Ipv4Addr::new(10, 244, 3, last)),
+            addr6: None,
         };
         let with_tun = |t: TunLink| State {
             routes: [Route {
@@ -616,6 +617,33 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
         let report = converge(dp, &want, "tun stale").await;
         assert_eq!(report.applied, ["tun_link"], "[tun stale]");
         assert_holds(dp, &want, "tun stale").await;
+        // Dual-stack: the device gains its IPv6 /128 and a route for the IPv6 network.
+        let mut dual = with_tun(TunLink {
+            addr6: "fd00:10:244:3::".parse().ok(),
+            ..tun(1400, 7)
+        });
+        dual.routes.insert(Route {
+            dst: "fd00:10:244::/56"
+                .parse()
+                .unwrap_or(ipnet::IpNet::V4(Default::default())),
+            gateway: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+            device: Some(super::TUN_DEVICE.into()),
+            onlink: false,
+        });
+        let report = converge(dp, &dual, "tun dual-stack").await;
+        assert_eq!(
+            report.applied,
+            ["tun_link", "add_route"],
+            "[tun dual-stack]"
+        );
+        assert_holds(dp, &dual, "tun dual-stack").await;
+        let report = converge(dp, &want, "tun IPv4 only again").await;
+        assert_eq!(
+            sorted(report.applied),
+            sorted(vec!["tun_link", "del_route"]),
+            "[tun IPv4 only again]"
+        );
+        assert_holds(dp, &want, "tun IPv4 only again").await;
         // Without a udp backend the route goes; the device stays for its owner.
         let left = State {
             tun: want.tun.clone(),

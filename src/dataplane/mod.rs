@@ -118,6 +118,9 @@ pub struct TunLink {
     pub mtu: u32,
     /// `<own subnet>.0`, the source address the host uses towards the overlay (a /32).
     pub addr: Option<Ipv4Addr>,
+    /// `<own IPv6 subnet>::` (a /128) in a dual-stack overlay; without it the device carries no
+    /// IPv6 at all.
+    pub addr6: Option<Ipv6Addr>,
 }
 
 /// `--ip-masq`: flannel's masquerade rules for the overlay `network` and this node's `subnet`,

@@ -736,19 +736,26 @@ impl NetlinkDataplane {
             .execute()
             .await
             .map_err(nl("configure tun"))?;
-        // No IPv6 on the TUN device: the tunnel carries IPv4 only (and router solicitations
-        // would count as drops). /proc/sys/net is this network namespace's. Best effort.
+        // IPv6 on the TUN device only in a dual-stack overlay (otherwise its router
+        // solicitations would count as drops). /proc/sys/net is this network namespace's.
+        let disable = if tun.addr6.is_some() { "0" } else { "1" };
         let _ = std::fs::write(
             format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", tun.name),
-            "1",
+            disable,
         );
-        match tun.addr {
-            Some(addr) => {
-                self.set_only_addr(link.index, Ipv4Net::new_assert(addr, 32))
-                    .await
-            }
-            None => Ok(()),
+        if let Some(addr) = tun.addr {
+            self.set_only_addr(link.index, Ipv4Net::new_assert(addr, 32))
+                .await?;
         }
+        if tun.addr6.is_some() {
+            self.keep_only_addr(
+                link.index,
+                true,
+                tun.addr6.map(|a| IpNet::V6(Ipv6Net::from(a))),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn delete_link(&self, op: &'static str, name: &str) -> Result<(), DataplaneError> {
@@ -1093,6 +1100,11 @@ impl NetlinkDataplane {
                     [] => None,
                     [one] if one.prefix_len() == 32 => Some(one.addr()),
                     _ => Some(Ipv4Addr::UNSPECIFIED),
+                },
+                addr6: match v6_on(link.index).as_slice() {
+                    [] => None,
+                    [one] if one.prefix_len() == 128 => Some(one.addr()),
+                    _ => Some(Ipv6Addr::UNSPECIFIED),
                 },
             });
         }

@@ -526,7 +526,12 @@ impl Node {
                     Some(PeerSpec {
                         name: r.member.name.clone(),
                         subnet: r.holds?,
-                        ipv6_subnet: None,
+                        // The view only admits peers whose IPv6 subnet is paired with their IPv4 one.
+                        ipv6_subnet: record
+                            .families
+                            .ipv6
+                            .and_then(|o| o.subnet)
+                            .map(lease::ipv6_net),
                         addr: SocketAddr::new(record.underlay_ip, record.tunnel_port),
                         public_key: record.public_key,
                         live: r.member.alive,
@@ -633,6 +638,7 @@ impl Node {
             vni: self.config.vni,
             vxlan_port: self.config.vxlan_port,
             network: self.config.network,
+            network6: self.config.ipv6.map(|p| p.network),
             ip_masq: self.config.ip_masq,
             bridge: self.config.bridge.as_deref(),
             claim: self.lease.claim().map(|(subnet, _)| subnet),

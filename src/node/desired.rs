@@ -26,6 +26,8 @@ pub struct Inputs<'a> {
     pub vxlan_port: u16,
     /// The overlay network.
     pub network: Ipv4Net,
+    /// The IPv6 overlay network (dual-stack).
+    pub network6: Option<Ipv6Net>,
     /// Whether to masquerade what leaves the overlay (`--ip-masq`).
     pub ip_masq: bool,
     /// The bridge weft owns (`--bridge`).
@@ -130,6 +132,7 @@ fn udp_state(i: &Inputs, subnet: Ipv4Net, mtu: u32) -> State {
             name: dataplane::TUN_DEVICE.into(),
             mtu,
             addr: Some(subnet.network()),
+            addr6: i.claim6.map(|s| s.network()),
         }),
         bridge: bridge(i, mtu),
         ..State::default()
@@ -140,6 +143,14 @@ fn udp_state(i: &Inputs, subnet: Ipv4Net, mtu: u32) -> State {
         device: Some(dataplane::TUN_DEVICE.into()),
         onlink: false,
     });
+    if let Some(network6) = i.network6.filter(|_| i.claim6.is_some()) {
+        state.routes.insert(Route {
+            dst: IpNet::V6(network6),
+            gateway: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+            device: Some(dataplane::TUN_DEVICE.into()),
+            onlink: false,
+        });
+    }
     state
 }
 
@@ -158,6 +169,7 @@ mod tests {
             vni: 1,
             vxlan_port: 8472,
             network: "10.244.0.0/16".parse().unwrap(),
+            network6: None,
             ip_masq: true,
             bridge: Some("cni0"),
             claim: Some("10.244.3.0/24".parse().unwrap()),

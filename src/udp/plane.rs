@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use ring::rand::SecureRandom;
 use tracing::{info, warn};
 use weft_proto::Backend;
@@ -69,14 +69,21 @@ pub const PEERS_FILE: &str = "udp-peers";
 const MAX_PEERS_FILE: u64 = 1 << 20;
 /// How long restored peers stand in while gossip names none.
 const RESTORED_TRUST: Duration = Duration::from_secs(30);
-const PEERS_HEADER: &str = "# weft udp peers v1: name subnet address:port";
+const PEERS_HEADER: &str = "# weft udp peers v1: name subnet address:port [ipv6-subnet]";
+/// The header before the IPv6 subnet was kept (still read).
+const PEERS_HEADER_V4: &str = "# weft udp peers v1: name subnet address:port";
 
-/// The peers file's content: a header line, then `name subnet address:port` per peer.
+/// The peers file's content: a header line, then `name subnet address:port` per peer, and the
+/// peer's IPv6 subnet when it has one.
 fn peers_text(peers: &[PeerSpec]) -> String {
     let mut s = String::from(PEERS_HEADER);
     s.push('\n');
     for p in peers {
-        s.push_str(&format!("{} {} {}\n", p.name, p.subnet, p.addr));
+        s.push_str(&format!("{} {} {}", p.name, p.subnet, p.addr));
+        if let Some(v6) = p.ipv6_subnet {
+            s.push_str(&format!(" {v6}"));
+        }
+        s.push('\n');
     }
     s
 }
@@ -86,30 +93,37 @@ fn peers_text(peers: &[PeerSpec]) -> String {
 /// carry no key.
 fn parse_peers(text: &str) -> (Vec<PeerSpec>, usize) {
     let mut lines = text.lines();
-    if lines.next() != Some(PEERS_HEADER) {
+    if !matches!(lines.next(), Some(PEERS_HEADER | PEERS_HEADER_V4)) {
         return (Vec::new(), usize::from(!text.is_empty()));
     }
     let mut bad = 0;
     let mut peers = Vec::new();
     for line in lines {
         let mut w = line.split(' ');
-        let parsed = match (w.next(), w.next(), w.next(), w.next()) {
-            (Some(name), Some(subnet), Some(addr), None)
+        let parsed = match (w.next(), w.next(), w.next(), w.next(), w.next()) {
+            (Some(name), Some(subnet), Some(addr), v6, None)
                 if !name.is_empty()
                     && name.len() <= 253
                     && name
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
             {
-                match (subnet.parse::<Ipv4Net>(), addr.parse::<SocketAddr>()) {
-                    (Ok(subnet), Ok(addr)) if subnet == subnet.trunc() => Some(PeerSpec {
-                        name: name.to_string(),
-                        subnet,
-                        ipv6_subnet: None,
-                        addr,
-                        public_key: None,
-                        live: true,
-                    }),
+                let v6 = match v6.map(str::parse::<Ipv6Net>) {
+                    None => Ok(None),
+                    Some(Ok(net)) if net == net.trunc() => Ok(Some(net)),
+                    Some(_) => Err(()),
+                };
+                match (subnet.parse::<Ipv4Net>(), addr.parse::<SocketAddr>(), v6) {
+                    (Ok(subnet), Ok(addr), Ok(ipv6_subnet)) if subnet == subnet.trunc() => {
+                        Some(PeerSpec {
+                            name: name.to_string(),
+                            subnet,
+                            ipv6_subnet,
+                            addr,
+                            public_key: None,
+                            live: true,
+                        })
+                    }
                     _ => None,
                 }
             }
