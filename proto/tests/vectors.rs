@@ -352,3 +352,28 @@ fn probe_vectors() {
         assert_eq!(probe::decode(expected, keys), Ok(probe));
     }
 }
+
+#[test]
+fn path_summary_vectors() {
+    use weft_proto::paths::{PathEntry, PathState, PathSummary, Reason};
+    assert_eq!(PathSummary::default().encode(), "AQAAAA");
+    let summary = PathSummary::new([
+        PathEntry {
+            peer: "node-3".into(),
+            state: PathState::Mtu,
+            mtu: 1400,
+            since_ms: 1_700_000_100_000,
+            reason: Reason::FullSizeLost,
+        },
+        PathEntry {
+            peer: "node-2".into(),
+            state: PathState::Down,
+            mtu: 0,
+            since_ms: 1_700_000_000_000,
+            reason: Reason::NoAnswer,
+        },
+    ]);
+    let value = "AQAAAgZub2RlLTIAAIDQlf+8MQEGbm9kZS0zAfgKoN2b/7wxAg";
+    assert_eq!(summary.encode(), value);
+    assert_eq!(PathSummary::decode(value), Ok(summary));
+}
