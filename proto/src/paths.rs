@@ -402,7 +402,9 @@ mod tests {
 
     proptest! {
         #[test]
-        fn prop_arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..3100)) {
+        fn prop_arbitrary_bytes_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..3100)
+        ) {
             if let Ok(s) = PathSummary::decode(&STANDARD_NO_PAD.encode(&bytes)) {
                 prop_assert!(s.entries.len() <= MAX_ENTRIES);
             }
@@ -415,8 +417,11 @@ mod tests {
 
         #[test]
         fn prop_round_trip(entries in proptest::collection::vec(
-            ("[A-Za-z0-9._-]{1,40}", any::<bool>(), any::<u32>(), any::<u64>(), any::<u8>()), 0..80)) {
-            let s = PathSummary::new(entries.into_iter().map(|(peer, down, mtu, since_ms, r)| PathEntry {
+            ("[A-Za-z0-9._-]{1,40}", any::<bool>(), any::<u32>(), any::<u64>(), any::<u8>()),
+            0..80,
+        )) {
+            let entries = entries.into_iter();
+            let s = PathSummary::new(entries.map(|(peer, down, mtu, since_ms, r)| PathEntry {
                 peer,
                 state: if down { PathState::Down } else { PathState::Mtu },
                 mtu, since_ms, reason: Reason::from_code(r),

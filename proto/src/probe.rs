@@ -660,7 +660,8 @@ mod tests {
 
         #[test]
         fn prop_round_trip(name in "[A-Za-z0-9._-]{1,253}", generation in any::<u64>(),
-                           seq in any::<u64>(), timestamp in any::<u64>(), reply_len in any::<u16>(),
+                           seq in any::<u64>(), timestamp in any::<u64>(),
+                           reply_len in any::<u16>(),
                            mac in any::<[u8; 6]>(), reply in any::<bool>(), pad in 0usize..1500) {
             let p = Probe {
                 kind: if reply { Kind::Reply } else { Kind::Request },
