@@ -2,13 +2,15 @@
 //! data path it programmed and judges each path ok, down or reduced (mtu). Nothing here sends,
 //! receives or reads a clock: the driver feeds times, replies and the peers, sends what a
 //! [`path::Round`] asks for (datagrams in [`weft_proto::probe`]'s format, to port
-//! [`PROBE_PORT`]) and logs [`path::Change`]s.
+//! [`PROBE_PORT`]), logs [`path::Change`]s and publishes the [`fleet::summary`].
 //!
 //! - [`schedule`]: which peer when, within a fixed budget of rounds per second, and the cost;
 //! - [`path`]: one peer's path state machine, with hysteresis and the restart reset;
 //! - [`mtu`]: the search for the largest size that passes;
+//! - [`fleet`]: this node's summary (`weft/paths`) and the fleet view of every broken pair;
 //! - here: the per-peer route MTU decision and the metric shapes (counts per state, RTT buckets).
 
+pub mod fleet;
 pub mod mtu;
 pub mod path;
 pub mod schedule;
