@@ -6,7 +6,7 @@ set -euo pipefail
 SECS=${1:-60}
 [[ $SECS =~ ^[0-9]+$ ]] || { echo "usage: $0 SECONDS" >&2; exit 2; }
 cd "$(dirname "${BASH_SOURCE[0]}")"
-TARGETS=(record_decode envelope_open keyring_parse state_decode frame_decode)
+TARGETS=(record_decode envelope_open keyring_parse state_decode frame_decode probe_decode paths_decode)
 mkdir -p logs
 cargo +nightly fuzz build -O >/dev/null
 status=0

@@ -29,6 +29,7 @@ pub mod keys;
 pub mod lease;
 pub mod metrics;
 pub mod node;
+pub mod probe;
 #[allow(missing_docs)]
 pub mod udp;
 

@@ -299,7 +299,8 @@ impl Keyring {
         self.generation
     }
 
-    fn get(&self, id: u32) -> Option<&[u8; KEY_LEN]> {
+    /// The key with this id (the probe authentication keys are derived from it, `probe.rs`).
+    pub(crate) fn get(&self, id: u32) -> Option<&[u8; KEY_LEN]> {
         self.keys.iter().find(|(k, _)| *k == id).map(|(_, key)| key)
     }
 

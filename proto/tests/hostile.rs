@@ -1,6 +1,7 @@
 //! Every decoder of weft-proto on hostile input: arbitrary bytes give `Err` or `Ok`, never a
 //! panic, and mutations of valid encodings are refused or decode to something that still
-//! validates or is refused by validation. The same decoders run under libFuzzer in `fuzz/`.
+//! validates or is refused by validation (probes and path summaries: re-encodes to itself). The
+//! same decoders run under libFuzzer in `fuzz/`.
 
 use proptest::prelude::*;
 use weft_proto::PersistedState;
@@ -105,6 +106,61 @@ proptest! {
         let text = String::from_utf8(bytes).unwrap();
         if let Ok(decoded) = KeyIds::decode(&text) {
             prop_assert_eq!(KeyIds::decode(&decoded.encode()), Ok(decoded));
+        }
+    }
+
+    /// An insecure probe with one byte changed decodes to a probe that re-encodes to the same
+    /// fields, or is refused; a sealed one with one byte changed is always refused.
+    #[test]
+    fn probe_mutated(pos in any::<usize>(), val in any::<u8>(), pad in 0usize..200) {
+        use weft_proto::probe::{self, Kind, Probe, ProbeKeys, Sender};
+        let p = Probe {
+            kind: Kind::Request,
+            sender: Sender { node_name: "h1", generation: 5, vtep_mac: [2; 6] },
+            seq: 1,
+            timestamp: 2,
+            reply_len: 3,
+        };
+        let sealed = ProbeKeys::from_keyring(&Keyring::new(KEY).unwrap());
+        for keys in [ProbeKeys::insecure(), sealed] {
+            let mut bytes = Vec::new();
+            p.encode(p.min_len() + pad, &keys, &mut bytes).unwrap();
+            let i = pos % bytes.len();
+            let changed = bytes[i] != val;
+            bytes[i] = val;
+            match probe::decode(&bytes, &keys) {
+                Ok(_) if !keys.is_insecure() => {
+                    prop_assert!(!changed, "a changed sealed probe decoded")
+                }
+                Ok(d) => {
+                    let mut again = Vec::new();
+                    d.encode(bytes.len(), &keys, &mut again).unwrap();
+                    prop_assert_eq!(probe::decode(&again, &keys), Ok(d));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// A path summary with one byte changed is refused or decodes within its bounds.
+    #[test]
+    fn path_summary_mutated(pos in any::<usize>(), val in any::<u8>(), n in 0usize..70) {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::STANDARD_NO_PAD;
+        use weft_proto::paths::{MAX_ENTRIES, PathEntry, PathState, PathSummary, Reason};
+        let s = PathSummary::new((0..n).map(|i| PathEntry {
+            peer: format!("node-{i}"),
+            state: PathState::Down,
+            mtu: 0,
+            since_ms: 1_700_000_000_000 + i as u64,
+            reason: Reason::NoAnswer,
+        }));
+        let mut bytes = STANDARD_NO_PAD.decode(s.encode()).unwrap();
+        let i = pos % bytes.len();
+        bytes[i] = val;
+        if let Ok(d) = PathSummary::decode(&STANDARD_NO_PAD.encode(&bytes)) {
+            prop_assert!(d.entries.len() <= MAX_ENTRIES);
+            prop_assert_eq!(PathSummary::decode(&d.encode()), Ok(d));
         }
     }
 }

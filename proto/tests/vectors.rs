@@ -1,6 +1,7 @@
 //! The test vectors of proto/README.md, asserted exactly, so the spec and the code cannot drift.
 //! The expected values were computed by an independent implementation of the spec (Python:
-//! hand-written postcard encoding, `cryptography`'s HKDF and ChaCha20-Poly1305).
+//! hand-written postcard encoding, `cryptography`'s HKDF and ChaCha20-Poly1305; the probe's
+//! HKDF and HMAC with the standard library's `hmac`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -299,4 +300,80 @@ fn tunnel_frame_vectors() {
     let mut incoming = sealed.clone();
     let range = opener.open(&mut incoming).unwrap();
     assert_eq!(&incoming[range], &packet[..]);
+}
+
+#[test]
+fn probe_vectors() {
+    use weft_proto::probe::{self, Kind, Probe, ProbeKeys, Sender};
+    assert_eq!(
+        to_hex(&probe::probe_key(&key())),
+        "0e9bf9f6b4d733d47e353aad0de765e545b4ac3e715470b04f9d2b2cf0aa98ad"
+    );
+    let sealed = ProbeKeys::from_keyring(&Keyring::new(key()).unwrap());
+    let insecure = ProbeKeys::insecure();
+    let generation = (1u64 << 62) + 1_700_000_000_000;
+    let request = Probe {
+        kind: Kind::Request,
+        sender: Sender {
+            node_name: "node-1",
+            generation,
+            vtep_mac: [0x0a, 0x58, 0x0a, 0xf4, 0x03, 0x00],
+        },
+        seq: 42,
+        timestamp: 1_000_000,
+        reply_len: 1422,
+    };
+    let reply = request.answer(Sender {
+        node_name: "node-2",
+        generation: generation + 5,
+        vtep_mac: [0x0a, 0x58, 0x0a, 0xf4, 0x04, 0x00],
+    });
+    let p1 = hex(concat!(
+        "57505201630dcd29004000018bcfe56800000000000000002a00000000000f4240058e0a580af40300",
+        "066e6f64652d31d9f8c18f7cf2d0b3696d6c3521c1f174"
+    ));
+    let p2 = hex(concat!(
+        "57505201630dcd29014000018bcfe56805000000000000002a00000000000f4240058e0a580af40400",
+        "066e6f64652d32000000000000000000000000000000000000000000000000000000000000000008",
+        "0ac6841d38be015d62186c39c60059"
+    ));
+    let p3 = hex(concat!(
+        "5750520100000000004000018bcfe56800000000000000002a00000000000f4240058e0a580af40300",
+        "066e6f64652d3100000000000000000000000000000000"
+    ));
+    let mut out = Vec::new();
+    for (probe, len, keys, expected) in [
+        (request, 64, &sealed, &p1),
+        (reply, 96, &sealed, &p2),
+        (request, 64, &insecure, &p3),
+    ] {
+        probe.encode(len, keys, &mut out).unwrap();
+        assert_eq!(to_hex(&out), to_hex(expected));
+        assert_eq!(probe::decode(expected, keys), Ok(probe));
+    }
+}
+
+#[test]
+fn path_summary_vectors() {
+    use weft_proto::paths::{PathEntry, PathState, PathSummary, Reason};
+    assert_eq!(PathSummary::default().encode(), "AQAAAA");
+    let summary = PathSummary::new([
+        PathEntry {
+            peer: "node-3".into(),
+            state: PathState::Mtu,
+            mtu: 1400,
+            since_ms: 1_700_000_100_000,
+            reason: Reason::FullSizeLost,
+        },
+        PathEntry {
+            peer: "node-2".into(),
+            state: PathState::Down,
+            mtu: 0,
+            since_ms: 1_700_000_000_000,
+            reason: Reason::NoAnswer,
+        },
+    ]);
+    let value = "AQAAAgZub2RlLTIAAIDQlf+8MQEGbm9kZS0zAfgKoN2b/7wxAg";
+    assert_eq!(summary.encode(), value);
+    assert_eq!(PathSummary::decode(value), Ok(summary));
 }

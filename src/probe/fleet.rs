@@ -1,0 +1,274 @@
+//! The fleet's broken paths: this node's path states become its summary (published under
+//! `weft/paths`, [`weft_proto::paths`]), and the summaries of every live node, this one's
+//! included, become the view `weft status --paths` shows on any host: one row per broken pair
+//! (from → to), worst first. Pairs towards a node that is dead in gossip are left out: a dead
+//! node is not a broken path.
+
+use std::fmt::Write as _;
+
+use weft_proto::paths::{PathEntry, PathState as Listed, PathSummary, Reason};
+
+use super::path::{PathState, Verdict, unix_ms};
+
+/// This node's summary: every path that is down or reduced, with wall-clock `since` (times
+/// count from the start, whose Unix milliseconds are `start_unix_ms`). Empty when all is well,
+/// whatever the number of peers.
+pub fn summary<'a>(
+    paths: impl IntoIterator<Item = (&'a str, &'a PathState)>,
+    start_unix_ms: u64,
+) -> PathSummary {
+    PathSummary::new(paths.into_iter().filter_map(|(peer, state)| {
+        let (listed, mtu, reason) = match &state.verdict {
+            Verdict::Down(reason) => (Listed::Down, 0, reason.code()),
+            Verdict::Mtu(mtu) => (Listed::Mtu, *mtu, Reason::FullSizeLost),
+            Verdict::Ok | Verdict::Unknown => return None,
+        };
+        Some(PathEntry {
+            peer: peer.to_owned(),
+            state: listed,
+            mtu,
+            since_ms: unix_ms(start_unix_ms, state.since),
+            reason,
+        })
+    }))
+}
+
+/// One broken path of the fleet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokenPair {
+    /// The node that probes.
+    pub from: String,
+    /// The peer it cannot reach well.
+    pub to: String,
+    /// Down or reduced.
+    pub state: Listed,
+    /// `mtu`: the largest packet that passes.
+    pub mtu: u32,
+    /// Since when (Unix ms, the reporter's clock).
+    pub since_ms: u64,
+    /// What the reporter observed.
+    pub reason: Reason,
+    /// Whether the peer reports the path back to `from` broken too.
+    pub both_ways: bool,
+}
+
+impl BrokenPair {
+    /// The PATH words: `down (no answer)`, `mtu 1400`.
+    pub fn column(&self) -> String {
+        match self.state {
+            Listed::Down => format!("down ({})", self.reason.describe()),
+            Listed::Mtu => format!("mtu {}", self.mtu),
+        }
+    }
+}
+
+/// What `weft status --paths` shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FleetView {
+    /// Every listed broken pair, down before mtu, then by reporter and peer.
+    pub pairs: Vec<BrokenPair>,
+    /// Broken pairs reporters counted but did not list (their summaries were full).
+    pub unlisted: u64,
+    /// Live nodes whose summary was read.
+    pub reporting: usize,
+    /// Listed pairs left out because the peer is dead in gossip.
+    pub to_dead: usize,
+}
+
+/// The fleet view from the summaries of the live nodes (`(node, summary)`, this node's
+/// included); `alive` says whether a peer named in a summary is alive.
+pub fn view<'a>(
+    summaries: impl IntoIterator<Item = (&'a str, &'a PathSummary)>,
+    alive: impl Fn(&str) -> bool,
+) -> FleetView {
+    let mut v = FleetView::default();
+    for (from, summary) in summaries {
+        v.reporting += 1;
+        v.unlisted += u64::from(summary.more);
+        for e in &summary.entries {
+            if e.peer == from {
+                continue; // a node has no path to itself
+            }
+            if !alive(&e.peer) {
+                v.to_dead += 1;
+                continue;
+            }
+            v.pairs.push(BrokenPair {
+                from: from.to_owned(),
+                to: e.peer.clone(),
+                state: e.state,
+                mtu: e.mtu,
+                since_ms: e.since_ms,
+                reason: e.reason,
+                both_ways: false,
+            });
+        }
+    }
+    v.pairs
+        .sort_by(|a, b| (a.state, &a.from, &a.to).cmp(&(b.state, &b.from, &b.to)));
+    v.pairs.dedup_by(|b, a| a.from == b.from && a.to == b.to);
+    let keys: std::collections::BTreeSet<(String, String)> = v
+        .pairs
+        .iter()
+        .map(|p| (p.from.clone(), p.to.clone()))
+        .collect();
+    for p in &mut v.pairs {
+        p.both_ways = keys.contains(&(p.to.clone(), p.from.clone()));
+    }
+    v
+}
+
+impl FleetView {
+    /// The table `weft status --paths` prints, ages against `now_unix_ms`.
+    pub fn render(&self, now_unix_ms: u64) -> String {
+        let mut out = String::new();
+        if self.pairs.is_empty() && self.unlisted == 0 {
+            let _ = writeln!(out, "all paths ok ({} nodes reporting)", self.reporting);
+            return out;
+        }
+        let from_w = self
+            .pairs
+            .iter()
+            .map(|p| p.from.len())
+            .max()
+            .unwrap_or(0)
+            .max(4);
+        let to_w = self
+            .pairs
+            .iter()
+            .map(|p| p.to.len())
+            .max()
+            .unwrap_or(0)
+            .max(2);
+        let _ = writeln!(
+            out,
+            "{:from_w$}  {:to_w$}  {:40}  SINCE",
+            "FROM", "TO", "PATH"
+        );
+        for p in &self.pairs {
+            let mut path = p.column();
+            if p.both_ways {
+                path.push_str(", both ways");
+            }
+            let age = now_unix_ms.saturating_sub(p.since_ms) / 1000;
+            let _ = writeln!(
+                out,
+                "{:from_w$}  {:to_w$}  {path:40}  {age}s ago",
+                p.from, p.to
+            );
+        }
+        if self.unlisted > 0 {
+            let _ = writeln!(out, "… and {} more broken paths not listed", self.unlisted);
+        }
+        let _ = writeln!(
+            out,
+            "{} broken paths from {} nodes reporting",
+            self.pairs.len() as u64 + self.unlisted,
+            self.reporting
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::path::DownReason;
+    use std::time::Duration;
+
+    const START: u64 = 1_700_000_000_000;
+
+    fn state(verdict: Verdict, since_s: u64) -> PathState {
+        PathState {
+            verdict,
+            since: Duration::from_secs(since_s),
+            rtt: Some(Duration::from_micros(400)),
+            reduced_mtu: None,
+        }
+    }
+
+    #[test]
+    fn the_summary_lists_only_broken_paths_and_is_constant_when_all_is_well() {
+        let ok = state(Verdict::Ok, 0);
+        for n in [1usize, 20, 1000] {
+            let names: Vec<String> = (0..n).map(|i| format!("node-{i}")).collect();
+            let s = summary(names.iter().map(|p| (p.as_str(), &ok)), START);
+            assert!(s.is_empty());
+            assert_eq!(s.encode(), "AQAAAA", "N = {n}");
+        }
+        let unknown = state(Verdict::Unknown, 0);
+        let down = state(Verdict::Down(DownReason::NoAnswer), 5);
+        let mtu = state(Verdict::Mtu(1400), 9);
+        let s = summary(
+            [("a", &ok), ("b", &down), ("c", &mtu), ("d", &unknown)],
+            START,
+        );
+        assert_eq!(
+            s.entries,
+            [
+                PathEntry {
+                    peer: "b".into(),
+                    state: Listed::Down,
+                    mtu: 0,
+                    since_ms: START + 5000,
+                    reason: Reason::NoAnswer,
+                },
+                PathEntry {
+                    peer: "c".into(),
+                    state: Listed::Mtu,
+                    mtu: 1400,
+                    since_ms: START + 9000,
+                    reason: Reason::FullSizeLost,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_view_merges_every_reporter_and_leaves_out_dead_peers() {
+        let down = state(Verdict::Down(DownReason::NoAnswer), 5);
+        let mtu = state(Verdict::Mtu(1400), 9);
+        let a = summary([("b", &down), ("c", &mtu), ("dead", &down)], START);
+        let b = summary([("a", &down)], START);
+        let c = PathSummary {
+            entries: vec![],
+            more: 2,
+        };
+        let ok = summary(std::iter::empty(), START);
+        let v = view([("a", &a), ("b", &b), ("c", &c), ("d", &ok)], |n| {
+            n != "dead"
+        });
+        assert_eq!(v.reporting, 4);
+        assert_eq!(v.to_dead, 1);
+        assert_eq!(v.unlisted, 2);
+        let rows: Vec<(&str, &str, String, bool)> = v
+            .pairs
+            .iter()
+            .map(|p| (p.from.as_str(), p.to.as_str(), p.column(), p.both_ways))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("a", "b", "down (no answer)".into(), true),
+                ("b", "a", "down (no answer)".into(), true),
+                ("a", "c", "mtu 1400".into(), false),
+            ]
+        );
+        let table = v.render(START + 65_000);
+        assert!(
+            table.contains("a     b   down (no answer), both ways"),
+            "{table}"
+        );
+        assert!(table.contains("60s ago"), "{table}");
+        assert!(
+            table.contains("… and 2 more broken paths not listed"),
+            "{table}"
+        );
+        assert!(
+            table.contains("5 broken paths from 4 nodes reporting"),
+            "{table}"
+        );
+        let calm = view([("a", &ok), ("b", &ok)], |_| true);
+        assert_eq!(calm.render(START), "all paths ok (2 nodes reporting)\n");
+    }
+}
