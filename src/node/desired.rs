@@ -234,8 +234,15 @@ mod tests {
         );
         // host-gw: IPv6 routes go via the peer's IPv6 underlay address, when it announces one.
         i.backend = Backend::HostGw;
-        let s = selection(&i).state;
-        assert_eq!(s.routes.len(), 1, "no IPv6 underlay announced: IPv4 only");
+        let sel = selection(&i);
+        assert!(sel.state.routes.is_empty(), "{:?}", sel.state.routes);
+        assert!(
+            sel.skipped
+                .get("b")
+                .is_some_and(|why| why.contains("IPv6 underlay address")),
+            "a dual-stack peer without an IPv6 underlay address is not half-programmed: {:?}",
+            sel.skipped
+        );
         let peers6 = [PeerTarget {
             ipv6_underlay: Some("2001:db8::2".parse().unwrap()),
             ..peers[0].clone()
