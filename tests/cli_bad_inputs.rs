@@ -284,8 +284,6 @@ fn cases() -> Vec<Case> {
             .set("--ipv6-network", "fd00:99::/60"),
         case("no family left", "invalid --no-ipv4: no address family left: an IPv6-only overlay needs --ipv6-network (or EnableIPv6 with IPv6Network)")
             .extra("--no-ipv4"),
-        case("ipv6 masquerade not run by this version", "invalid --ip-masq: masquerading IPv6 traffic is not carried by this version yet (dual-stack runs on every backend): the settings are valid, change them to run")
-            .set("--ipv6-network", "fd00:99::/56").extra("--ip-masq"),
         case("ipv6-only not run by this version", "invalid --no-ipv4: an IPv6-only overlay is not carried by this version yet (dual-stack runs on every backend): the settings are valid, change them to run")
             .set("--ipv6-network", "fd00:99::/56").extra("--no-ipv4"),
         case("subnet len 31", "invalid --subnet-len \"31\": must be a whole number from 1 to 30")

@@ -253,3 +253,36 @@ async fn an_ipv4_only_node_in_a_dual_stack_mesh_is_refused_as_a_mixed_cluster() 
     assert_converges(&nodes[..2], Duration::from_secs(30)).await;
     stop_all(&mut nodes).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn ip_masq_on_a_dual_stack_node_owns_both_tables_and_leave_removes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = ChannelTransport::default();
+    let config = Config {
+        ip_masq: true,
+        ..dual(0, dir.path(), &[])
+    };
+    let mut nodes = vec![start(&t, config, 0, FakeDataplane::new()).await];
+    assert_converges(&nodes, Duration::from_secs(30)).await;
+    let (v4, v6) = subnets(&nodes[0]).unwrap();
+    let s = nodes[0].dp.snapshot();
+    assert_eq!(s.masq.map(|m| m.subnet), Some(v4));
+    assert_eq!(
+        s.masq6.map(|m| (m.network, m.subnet)),
+        Some((pool().network, v6.unwrap()))
+    );
+    // Deleted behind weft's back: repaired.
+    let mut drifted = s.clone();
+    drifted.masq6 = None;
+    nodes[0].dp.set_state(drifted);
+    let repaired = wait_until(Duration::from_secs(15), || {
+        nodes[0].dp.snapshot().masq6.is_some()
+    })
+    .await;
+    assert!(repaired, "the IPv6 masquerade table is put back");
+    let answer = nodes[0].handle.take().unwrap().leave().await.unwrap();
+    assert!(answer.starts_with("left"), "{answer}");
+    let s = nodes[0].dp.snapshot();
+    assert!(s.masq.is_none() && s.masq6.is_none(), "{s:?}");
+    stop_all(&mut nodes).await;
+}

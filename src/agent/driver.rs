@@ -499,6 +499,9 @@ impl Driver {
                 if report.applied.contains(&"ip_masq") {
                     info!(node = %self.name(), subnet = ?plan.desired.masq.map(|m| m.subnet), op = "ip_masq", "masquerade rules installed (nftables table ip weft)");
                 }
+                if report.applied.contains(&"ip_masq6") {
+                    info!(node = %self.name(), subnet = ?plan.desired.masq6.map(|m| m.subnet), op = "ip_masq6", "IPv6 masquerade rules installed (nftables table ip6 weft)");
+                }
                 report.failed.is_empty()
             }
             Err(e) => {

@@ -174,6 +174,45 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
     assert_eq!(report.applied, vec!["del_masq"], "[masq removed]");
     assert_holds(dp, &empty, "masq removed").await;
 
+    // 0c. Dual-stack: the IPv6 table beside the IPv4 one, each replaced and removed alone.
+    let masq6 = |subnet: &str| super::Masquerade6 {
+        network: "fd00:10:244::/56".parse().unwrap_or_default(),
+        subnet: subnet.parse().unwrap_or_default(),
+    };
+    let both = |s4: &str, s6: &str| State {
+        masq6: Some(masq6(s6)),
+        ..masq(s4)
+    };
+    let report = converge(
+        dp,
+        &both("10.244.3.0/24", "fd00:10:244:3::/64"),
+        "masq dual",
+    )
+    .await;
+    assert_eq!(
+        sorted(report.applied),
+        sorted(vec!["ip_masq", "ip_masq6"]),
+        "[masq dual]"
+    );
+    assert_holds(
+        dp,
+        &both("10.244.3.0/24", "fd00:10:244:3::/64"),
+        "masq dual",
+    )
+    .await;
+    let report = converge(
+        dp,
+        &both("10.244.3.0/24", "fd00:10:244:4::/64"),
+        "masq6 moves",
+    )
+    .await;
+    assert_eq!(report.applied, vec!["ip_masq6"], "[masq6 moves]");
+    let report = converge(dp, &masq("10.244.3.0/24"), "masq6 removed").await;
+    assert_eq!(report.applied, vec!["del_masq6"], "[masq6 removed]");
+    assert_holds(dp, &masq("10.244.3.0/24"), "masq6 removed").await;
+    converge(dp, &empty, "masq removed again").await;
+    assert_holds(dp, &empty, "masq removed again").await;
+
     // 1. A first desired state is reached.
     let dev = env.device();
     let bridge = env.bridge();

@@ -363,6 +363,8 @@ impl Inner {
             }
             Op::SetMasq(m) => self.state.masq = Some(*m),
             Op::DelMasq => self.state.masq = None,
+            Op::SetMasq6(m) => self.state.masq6 = Some(*m),
+            Op::DelMasq6 => self.state.masq6 = None,
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
-//! `--ip-masq`: flannel's masquerade rules, in an nftables table that weft owns (`table ip weft`)
-//! and programs through the `nft` tool. weft never touches any other table.
+//! `--ip-masq`: flannel's masquerade rules, in the nftables tables that weft owns (`table ip weft`,
+//! and `table ip6 weft` for a dual-stack overlay) and programs through the `nft` tool. weft never
+//! touches any other table.
 //!
 //! The rules (for overlay network N and this node's subnet S):
 //! - N → N: not masqueraded (containers see each other's real addresses);
@@ -14,31 +15,65 @@
 //! reconcile, left in place on SIGTERM and removed by `weft leave` like every other thing weft
 //! owns. The netlink data plane calls these; the fake models the table in memory.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use tokio::process::Command;
 
-use super::Masquerade;
+use super::{Masquerade, Masquerade6};
 
-/// The nftables table weft owns.
+/// The nftables table weft owns (in the `ip` family, and in `ip6` for a dual-stack overlay).
 pub const TABLE: &str = "weft";
 
-/// The `nft -f` script that (re)creates `table ip weft` with the masquerade rules.
-pub fn ruleset(network: Ipv4Net, subnet: Ipv4Net) -> String {
+/// An nftables address family with its multicast range (never masqueraded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        }
+    }
+
+    fn multicast(self) -> &'static str {
+        match self {
+            Family::V4 => "224.0.0.0/4",
+            Family::V6 => "ff00::/8",
+        }
+    }
+}
+
+/// The `nft -f` script that (re)creates the family's weft table with the masquerade rules.
+fn rules(family: Family, network: &str, subnet: &str) -> String {
+    let (f, mc) = (family.name(), family.multicast());
     format!(
-        "table ip {TABLE} {{}}\n\
-         delete table ip {TABLE}\n\
-         table ip {TABLE} {{\n\
+        "table {f} {TABLE} {{}}\n\
+         delete table {f} {TABLE}\n\
+         table {f} {TABLE} {{\n\
          \tchain postrouting {{\n\
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-         \t\tip saddr {network} ip daddr {network} return\n\
-         \t\tip saddr {network} ip daddr != 224.0.0.0/4 masquerade fully-random\n\
-         \t\tip saddr != {network} ip daddr {subnet} return\n\
-         \t\tip saddr != {network} ip daddr {network} masquerade fully-random\n\
+         \t\t{f} saddr {network} {f} daddr {network} return\n\
+         \t\t{f} saddr {network} {f} daddr != {mc} masquerade fully-random\n\
+         \t\t{f} saddr != {network} {f} daddr {subnet} return\n\
+         \t\t{f} saddr != {network} {f} daddr {network} masquerade fully-random\n\
          \t}}\n\
          }}\n"
     )
+}
+
+/// The `nft -f` script that (re)creates `table ip weft` with the masquerade rules.
+pub fn ruleset(network: Ipv4Net, subnet: Ipv4Net) -> String {
+    rules(Family::V4, &network.to_string(), &subnet.to_string())
+}
+
+/// The same for the IPv6 overlay: `table ip6 weft`.
+pub fn ruleset6(network: Ipv6Net, subnet: Ipv6Net) -> String {
+    rules(Family::V6, &network.to_string(), &subnet.to_string())
 }
 
 /// Why an `nft` call failed.
@@ -99,12 +134,31 @@ pub async fn install(m: Masquerade) -> Result<(), MasqError> {
         .map(|_| ())
 }
 
+/// Replaces `table ip6 weft` with the rules for `m`, in one transaction.
+pub async fn install6(m: Masquerade6) -> Result<(), MasqError> {
+    nft(&["-f", "-"], Some(&ruleset6(m.network, m.subnet)))
+        .await
+        .map(|_| ())
+}
+
 /// Deletes `table ip weft` (absent is success).
 pub async fn remove() -> Result<(), MasqError> {
+    remove_family(Family::V4).await
+}
+
+/// Deletes `table ip6 weft` (absent is success).
+pub async fn remove6() -> Result<(), MasqError> {
+    remove_family(Family::V6).await
+}
+
+async fn remove_family(family: Family) -> Result<(), MasqError> {
+    let f = family.name();
     // Creating it first makes the delete succeed when it is absent, in one transaction.
     nft(
         &["-f", "-"],
-        Some(&format!("table ip {TABLE} {{}}\ndelete table ip {TABLE}\n")),
+        Some(&format!(
+            "table {f} {TABLE} {{}}\ndelete table {f} {TABLE}\n"
+        )),
     )
     .await
     .map(|_| ())
@@ -121,6 +175,20 @@ pub async fn observe() -> Option<Masquerade> {
     }
 }
 
+/// The same for `table ip6 weft` ([`UNREADABLE6`] when edited).
+pub async fn observe6() -> Option<Masquerade6> {
+    match nft(&["list", "table", "ip6", TABLE], None).await {
+        Ok(text) => Some(parse6(&text).unwrap_or(UNREADABLE6)),
+        Err(_) => None,
+    }
+}
+
+/// How a `table ip6 weft` that is not the four rules is observed: as rules for ::/128.
+pub const UNREADABLE6: Masquerade6 = Masquerade6 {
+    network: Ipv6Net::new_assert(Ipv6Addr::UNSPECIFIED, 128),
+    subnet: Ipv6Net::new_assert(Ipv6Addr::UNSPECIFIED, 128),
+};
+
 /// How a `table ip weft` that is not flannel's four rules is observed: as rules for 0.0.0.0/32,
 /// which no desired state holds.
 pub const UNREADABLE: Masquerade = Masquerade {
@@ -131,27 +199,50 @@ pub const UNREADABLE: Masquerade = Masquerade {
 /// The network and subnet of `nft list table ip weft` output, when its rules are exactly the
 /// four of [`ruleset`].
 pub fn parse(listing: &str) -> Option<Masquerade> {
-    let rules: Vec<&str> = listing
+    let (network, subnet) = parse_family(listing, Family::V4)?;
+    Some(Masquerade {
+        network: network.parse().ok()?,
+        subnet: subnet.parse().ok()?,
+    })
+}
+
+/// The same for `nft list table ip6 weft` and [`ruleset6`].
+pub fn parse6(listing: &str) -> Option<Masquerade6> {
+    let (network, subnet) = parse_family(listing, Family::V6)?;
+    Some(Masquerade6 {
+        network: network.parse().ok()?,
+        subnet: subnet.parse().ok()?,
+    })
+}
+
+/// The network and subnet (as nft prints them) of a listing whose rules are exactly the four of
+/// [`rules`] for them.
+fn parse_family(listing: &str, family: Family) -> Option<(String, String)> {
+    let f = family.name();
+    let prefix = format!("{f} ");
+    let rule_lines: Vec<&str> = listing
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with("ip ") || l.contains("masquerade") || l.ends_with("return"))
+        .filter(|l| l.starts_with(&prefix) || l.contains("masquerade") || l.ends_with("return"))
         .collect();
-    let subnet_rule = rules
+    let subnet_rule = rule_lines
         .iter()
-        .find(|l| l.starts_with("ip saddr != ") && l.ends_with(" return"))?;
+        .find(|l| l.starts_with(&format!("{f} saddr != ")) && l.ends_with(" return"))?;
     let words: Vec<&str> = subnet_rule.split_whitespace().collect();
-    // ip saddr != N ip daddr S return
+    // <f> saddr != N <f> daddr S return
     let (network, subnet) = match words.as_slice() {
-        ["ip", "saddr", "!=", n, "ip", "daddr", s, "return"] => (n.parse().ok()?, s.parse().ok()?),
+        [f1, "saddr", "!=", n, f2, "daddr", s, "return"] if *f1 == f && *f2 == f => {
+            (n.to_string(), s.to_string())
+        }
         _ => return None,
     };
-    let expected = ruleset(network, subnet);
+    let expected = rules(family, &network, &subnet);
     let want: Vec<&str> = expected
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with("ip "))
+        .filter(|l| l.starts_with(&prefix))
         .collect();
-    (rules == want).then_some(Masquerade { network, subnet })
+    (rule_lines == want).then_some((network, subnet))
 }
 
 #[cfg(test)]
@@ -179,6 +270,38 @@ mod tests {
         assert_eq!(parse(&extra), None);
         assert_eq!(parse("table ip weft {\n}\n"), None);
         assert_ne!(Some(UNREADABLE), Some(m));
+    }
+
+    #[test]
+    fn the_ipv6_table_holds_the_same_four_rules_and_reads_back() {
+        let m = Masquerade6 {
+            network: "fd00:10:244::/56".parse().unwrap(),
+            subnet: "fd00:10:244:3::/64".parse().unwrap(),
+        };
+        let text = ruleset6(m.network, m.subnet);
+        assert!(text.contains("ip6 saddr fd00:10:244::/56 ip6 daddr != ff00::/8 masquerade"));
+        assert!(text.contains("ip6 saddr != fd00:10:244::/56 ip6 daddr fd00:10:244:3::/64 return"));
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("table") || l.starts_with("delete"))
+        {
+            assert!(line.contains("table ip6 weft"), "{line}");
+        }
+        // A listing as nft prints it (the script minus its first two lines) reads back; the
+        // IPv4 parser does not take it, nor the IPv6 one an IPv4 listing.
+        let listing: String = text.lines().skip(2).map(|l| format!("{l}\n")).collect();
+        assert_eq!(parse6(&listing), Some(m));
+        assert_eq!(parse(&listing), None);
+        let v4: String = ruleset(
+            "10.244.0.0/16".parse().unwrap(),
+            "10.244.3.0/24".parse().unwrap(),
+        )
+        .lines()
+        .skip(2)
+        .map(|l| format!("{l}\n"))
+        .collect();
+        assert_eq!(parse6(&v4), None);
+        assert!(parse(&v4).is_some());
     }
 
     #[test]

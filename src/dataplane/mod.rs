@@ -131,6 +131,13 @@ pub struct Masquerade {
     pub subnet: Ipv4Net,
 }
 
+/// The same rules for the IPv6 overlay of a dual-stack node (`table ip6 weft`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Masquerade6 {
+    pub network: Ipv6Net,
+    pub subnet: Ipv6Net,
+}
+
 /// Everything weft holds in the kernel. The same shape is desired and observed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
@@ -143,6 +150,8 @@ pub struct State {
     pub routes: BTreeSet<Route>,
     /// The masquerade table (`--ip-masq`).
     pub masq: Option<Masquerade>,
+    /// The IPv6 masquerade table (`--ip-masq`, dual-stack).
+    pub masq6: Option<Masquerade6>,
     /// Observed only: weft's own VXLAN devices and bridges (by its alias) besides `vxlan` and
     /// `bridge`, e.g. left by a VNI or `--bridge` change. Whatever is not desired is deleted.
     pub other_vxlans: BTreeSet<String>,
@@ -200,6 +209,10 @@ pub enum Op {
     SetMasq(Masquerade),
     /// Delete `table ip weft`.
     DelMasq,
+    /// Replace `table ip6 weft` with the IPv6 masquerade rules.
+    SetMasq6(Masquerade6),
+    /// Delete `table ip6 weft`.
+    DelMasq6,
 }
 
 impl Op {
@@ -221,6 +234,8 @@ impl Op {
             Op::DelRoute(_) => "del_route",
             Op::SetMasq(_) => "ip_masq",
             Op::DelMasq => "del_masq",
+            Op::SetMasq6(_) => "ip_masq6",
+            Op::DelMasq6 => "del_masq6",
         }
     }
 }
@@ -320,6 +335,7 @@ impl Op {
                 | Op::DelFdb { .. }
                 | Op::DelRoute(_)
                 | Op::DelMasq
+                | Op::DelMasq6
         )
     }
 }

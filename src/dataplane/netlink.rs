@@ -970,6 +970,8 @@ impl NetlinkDataplane {
             Op::DelRoute(route) => self.del_route(route).await,
             Op::SetMasq(m) => Ok(super::masq::install(*m).await?),
             Op::DelMasq => Ok(super::masq::remove().await?),
+            Op::SetMasq6(m) => Ok(super::masq::install6(*m).await?),
+            Op::DelMasq6 => Ok(super::masq::remove6().await?),
         }
     }
 
@@ -1109,6 +1111,7 @@ impl NetlinkDataplane {
             });
         }
         state.masq = super::masq::observe().await;
+        state.masq6 = super::masq::observe6().await;
         Ok(state)
     }
 }

@@ -154,6 +154,11 @@ pub fn plan(desired: &State, observed: &State) -> Vec<Op> {
         (None, Some(_)) => ops.push(Op::DelMasq),
         _ => {}
     }
+    match (desired.masq6, observed.masq6) {
+        (Some(want), have) if have != Some(want) => ops.push(Op::SetMasq6(want)),
+        (None, Some(_)) => ops.push(Op::DelMasq6),
+        _ => {}
+    }
     ops
 }
 
@@ -605,6 +610,8 @@ mod tests {
                 }
                 Op::SetMasq(m) => s.masq = Some(*m),
                 Op::DelMasq => s.masq = None,
+                Op::SetMasq6(m) => s.masq6 = Some(*m),
+                Op::DelMasq6 => s.masq6 = None,
             }
         }
         let mut variants = vec![

@@ -10,7 +10,7 @@ use weft_proto::Backend;
 use crate::dataplane::desired::{PeerTarget, vxlan_device_name, vxlan_mtu};
 use crate::dataplane::paths::{self, Onlink, Selection};
 use crate::dataplane::underlay::UnderlayInfo;
-use crate::dataplane::{self, Bridge, Masquerade, Route, State, TunLink, VxlanDevice};
+use crate::dataplane::{self, Bridge, Masquerade, Masquerade6, Route, State, TunLink, VxlanDevice};
 use crate::files::{first_host, first_host_v6};
 
 /// What the desired state is built from.
@@ -61,6 +61,10 @@ pub fn selection(i: &Inputs) -> Selection {
             network: i.network,
             subnet,
         }),
+        _ => None,
+    };
+    selection.state.masq6 = match (i.network6, i.active6) {
+        (Some(network), Some(subnet)) if i.ip_masq => Some(Masquerade6 { network, subnet }),
         _ => None,
     };
     selection
