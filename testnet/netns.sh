@@ -64,6 +64,8 @@ environment:
   WEFT_KEY_FILE       the cluster key every agent seals gossip with (default: one made by
                       \`weft keygen\` at the first \`start\`, in the state directory)
   WEFT_TESTNET_INSECURE=1  run the agents with --insecure instead of a cluster key
+  WEFT_TESTNET_UNDERLAY6=1 the agents use the IPv6 underlay (--iface and gossip on each host's
+                      fd7e:31:250:: address): VXLAN and the udp tunnel run over IPv6
 EOF
 }
 
@@ -245,7 +247,18 @@ start_one() {
         return
     fi
     mkdir -p "$dir/state"
-    local args=(run --node-name "h$i" --iface veth-ul --listen "$(host_ip "$i"):$GOSSIP_PORT"
+    # The agents' underlay (VXLAN, udp tunnel, gossip): IPv4, or IPv6 with WEFT_TESTNET_UNDERLAY6=1.
+    local ul_ip seed_ip
+    if [[ ${WEFT_TESTNET_UNDERLAY6:-0} == 1 ]]; then
+        ul_ip="[$(host_ip6 "$i")]"
+        seed_ip="[$(host_ip6 1)]"
+        local iface=(--iface "$(host_ip6 "$i")")
+    else
+        ul_ip=$(host_ip "$i")
+        seed_ip=$(host_ip 1)
+        local iface=(--iface veth-ul)
+    fi
+    local args=(run --node-name "h$i" "${iface[@]}" --listen "$ul_ip:$GOSSIP_PORT"
         --bridge cni0 --state-dir "$dir/state" --subnet-file "$dir/subnet.env" --api "$API"
         --gossip-interval 200ms)
     if [[ ${WEFT_TESTNET_INSECURE:-0} == 1 ]]; then
@@ -259,7 +272,7 @@ start_one() {
         fi
     fi
     if ((i != 1)); then
-        args+=(--seeds "$(host_ip 1):$GOSSIP_PORT")
+        args+=(--seeds "$seed_ip:$GOSSIP_PORT")
     fi
     local extra=() host_extra=()
     read -r -a extra <<<"${WEFT_ARGS:-}"
@@ -273,7 +286,7 @@ start_one() {
     # the agent's pid.
     # The script's own settings are not the agent's (weft warns about WEFT_* names it does not
     # read); weft's own WEFT_* variables pass through.
-    setsid env -u WEFT_ARGS -u WEFT_BIN -u WEFT_TESTNET -u WEFT_TESTNET_STATE \
+    setsid env -u WEFT_ARGS -u WEFT_BIN -u WEFT_TESTNET -u WEFT_TESTNET_STATE -u WEFT_TESTNET_UNDERLAY6 \
         -u WEFT_TESTNET_INSECURE -u WEFT_REQUIRE_NETNS \
         ip netns exec "$(host_ns "$i")" "$bin" "${args[@]}" "${extra[@]}" \
         >>"$dir/weft.log" 2>&1 </dev/null &

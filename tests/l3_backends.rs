@@ -337,9 +337,17 @@ fn exercise_ipv6(net: &Testnet) {
 /// both families (`routes` weft routes per family, `expect_v6_route` on every IPv6 one), and
 /// subnet.env carries both.
 fn dual_stack(tag: &str, backend: &str, routes: usize, expect_v6_route: &str) {
-    let net = Testnet::new(tag)
-        .with_env("WEFT_BACKEND", backend)
-        .with_env("WEFT_IPV6_NETWORK", "fd00:10:244::/56");
+    dual_stack_on(
+        Testnet::new(tag).with_env("WEFT_BACKEND", backend),
+        routes,
+        expect_v6_route,
+        |_| {},
+    );
+}
+
+/// [`dual_stack`] on a testnet set up by the caller, with `check` run once it converged.
+fn dual_stack_on(net: Testnet, routes: usize, expect_v6_route: &str, check: impl Fn(&Testnet)) {
+    let net = net.with_env("WEFT_IPV6_NETWORK", "fd00:10:244::/56");
     net.up_and_ready(HOSTS);
     for i in 1..=HOSTS {
         wait_routes(&net, i, routes);
@@ -373,6 +381,7 @@ fn dual_stack(tag: &str, backend: &str, routes: usize, expect_v6_route: &str) {
             format!("fd00:10:244:{:x}::/64", v4.network().octets()[2])
         );
     }
+    check(&net);
     exercise(&net);
     exercise_ipv6(&net);
 }
@@ -392,6 +401,29 @@ fn host_gw_dual_stack_three_hosts() {
     }
     // IPv6 routes go via the peers' IPv6 underlay addresses (found on veth-ul).
     dual_stack("l3hg6", "host-gw", 2, "via fd7e:31:250::");
+}
+
+#[test]
+fn vxlan_dual_stack_over_an_ipv6_underlay() {
+    if !l3_available("vxlan_dual_stack_over_an_ipv6_underlay") {
+        return;
+    }
+    // Gossip, VXLAN and FDB entries on the hosts' IPv6 underlay: the overhead is 70 bytes.
+    let net = Testnet::new("l3u6")
+        .with_env("WEFT_BACKEND", "vxlan")
+        .with_env("WEFT_TESTNET_UNDERLAY6", "1");
+    let check = |net: &Testnet| {
+        let fdb = net.exec("h1", &["bridge", "fdb", "show", "dev", "weft.1"]);
+        let fdb = String::from_utf8_lossy(&fdb.stdout).into_owned();
+        assert!(
+            fdb.lines()
+                .filter(|l| l.contains("self"))
+                .all(|l| l.contains("dst fd7e:31:250::")),
+            "FDB entries point at the peers' IPv6 underlay addresses: {fdb}"
+        );
+        assert_eq!(mtu_of(net, 1), 1430, "1500 - 70 over an IPv6 underlay");
+    };
+    dual_stack_on(net, 2, "dev weft.1", check);
 }
 
 #[test]
