@@ -570,3 +570,138 @@ fn host_gw_offlink_peer_is_not_programmed() {
         "{log}"
     );
 }
+
+/// The CNI delegate the flannel CNI plugin builds from a subnet.env (flannel-io/cni-plugin: a
+/// `bridge` with `isGateway`, `ipMasq` the opposite of FLANNEL_IPMASQ, FLANNEL_MTU, and
+/// `host-local` ranges for FLANNEL_SUBNET and FLANNEL_IPV6_SUBNET with routes to both networks).
+/// The plugin itself is not packaged here; its delegate is what reads weft's values. Like the
+/// plugin (Go's `net.ParseCIDR`), the subnets go as networks: `10.244.3.1/24` → `10.244.3.0/24`.
+fn flannel_delegate(net: &Testnet, i: usize, data_dir: &std::path::Path) -> String {
+    let env = |k: &str| {
+        net.subnet_env(i, k)
+            .unwrap_or_else(|| panic!("h{i}: no {k}"))
+    };
+    let network_of = |k: &str| {
+        env(k)
+            .parse::<ipnet::IpNet>()
+            .unwrap_or_else(|e| panic!("h{i}: {k}: {e}"))
+            .trunc()
+            .to_string()
+    };
+    serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": "cbr0",
+        "type": "bridge",
+        "bridge": "cni0",
+        "isGateway": true,
+        "ipMasq": env("FLANNEL_IPMASQ") != "true",
+        "mtu": env("FLANNEL_MTU").parse::<u32>().unwrap(),
+        "ipam": {
+            "type": "host-local",
+            "dataDir": data_dir,
+            "ranges": [
+                [{"subnet": network_of("FLANNEL_SUBNET")}],
+                [{"subnet": network_of("FLANNEL_IPV6_SUBNET")}]
+            ],
+            "routes": [
+                {"dst": env("FLANNEL_NETWORK")},
+                {"dst": env("FLANNEL_IPV6_NETWORK")}
+            ]
+        }
+    })
+    .to_string()
+}
+
+#[test]
+fn cni_bridge_and_host_local_hand_out_both_families_from_weft_subnet_env() {
+    const CNI: &str = "/usr/lib/cni";
+    if !testnet::l3_available_with(
+        "cni_bridge_and_host_local_hand_out_both_families_from_weft_subnet_env",
+        &[
+            ("/usr/lib/cni/bridge", "containernetworking-plugins"),
+            ("nft", "nftables"),
+        ],
+    ) {
+        return;
+    }
+    // flannel deployments masquerade in the agent (FLANNEL_IPMASQ=true), so the plugin does not.
+    let net = Testnet::new("l3cni")
+        .with_env("WEFT_IPV6_NETWORK", "fd00:10:244::/56")
+        .with_env("WEFT_IP_MASQ", "true");
+    net.ok(&["up", "2"]);
+    net.ok(&["start"]);
+    net.ok(&["wait-ready", "90"]);
+    let data = tempfile::tempdir().unwrap();
+    // Pods in namespaces named like the testnet's containers, so `down` removes them.
+    let mut pods = Vec::new();
+    for i in 1..=2 {
+        let pod = net.ns(&format!("c{}", 10 + i));
+        let added = Command::new("ip").args(["netns", "add", &pod]).status();
+        assert!(added.is_ok_and(|s| s.success()), "ip netns add {pod}");
+        let conf = flannel_delegate(&net, i, &data.path().join(format!("h{i}")));
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &net.ns(&format!("h{i}")),
+                &format!("{CNI}/bridge"),
+            ])
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", format!("pod{i}"))
+            .env("CNI_NETNS", format!("/run/netns/{pod}"))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", CNI)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run the bridge plugin");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "CNI ADD on h{i}: {}", text(&out));
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("CNI result");
+        let ips: Vec<String> = result["ips"]
+            .as_array()
+            .expect("ips")
+            .iter()
+            .map(|ip| ip["address"].as_str().unwrap().to_string())
+            .collect();
+        let v4 = net.subnet(i);
+        let v6 = net.subnet_env(i, "FLANNEL_IPV6_SUBNET").unwrap();
+        let v6: ipnet::Ipv6Net = v6.parse().unwrap();
+        assert_eq!(ips.len(), 2, "h{i}: one address per family: {ips:?}");
+        let a4: ipnet::Ipv4Net = ips[0].parse().unwrap();
+        let a6: ipnet::Ipv6Net = ips[1].parse().unwrap();
+        assert!(v4.contains(&a4.addr()), "h{i}: {a4} in {v4}");
+        assert!(v6.trunc().contains(&a6.addr()), "h{i}: {a6} in {v6}");
+        pods.push((pod, a4.addr().to_string(), a6.addr().to_string()));
+    }
+    // The two pods reach each other over both families across the overlay.
+    for (from, to) in [(0, 1), (1, 0)] {
+        for dst in [&pods[to].1, &pods[to].2] {
+            let ok = (0..40).any(|_| {
+                Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &pods[from].0,
+                        "ping",
+                        "-n",
+                        "-c",
+                        "1",
+                        "-W",
+                        "1",
+                        dst,
+                    ])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            });
+            assert!(ok, "{} cannot ping {dst}", pods[from].0);
+        }
+    }
+}
