@@ -22,6 +22,19 @@ use netns::{NetnsGuard, netns_available};
 const UNDERLAY_IF: &str = "veth-u0";
 const UNDERLAY_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
+/// The suite's environment on both data planes: the underlay `veth-u0` at index IFINDEX (192.0.2.1
+/// and 2001:db8::1), IPv6 peers on-link at 2001:db8::10.., and a TUN device to configure.
+fn suite_env(ifindex: u32) -> SuiteEnv {
+    SuiteEnv {
+        underlay_ifname: Some(UNDERLAY_IF.into()),
+        tun: true,
+        peer_ips6: (0x10..0x20)
+            .map(|i| std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i))
+            .collect(),
+        ..SuiteEnv::new(UNDERLAY_IP, Some(ifindex), 1500)
+    }
+}
+
 #[tokio::test]
 async fn fake_dataplane_passes_the_suite() {
     let mut dp = FakeDataplane::new();
@@ -32,15 +45,7 @@ async fn fake_dataplane_passes_the_suite() {
         mtu: 1500,
         ipv6: None,
     });
-    let env = SuiteEnv {
-        underlay_ifname: Some(UNDERLAY_IF.into()),
-        tun: true,
-        peer_ips6: (0x10..0x20)
-            .map(|i| std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i))
-            .collect(),
-        ..SuiteEnv::new(UNDERLAY_IP, Some(2), 1500)
-    };
-    run_suite(&mut dp, &env).await;
+    run_suite(&mut dp, &suite_env(2)).await;
     // Everything weft programmed is gone; the TUN device stays for the tunnel that owns it.
     assert_eq!(
         State {
@@ -311,15 +316,7 @@ fn netlink_dataplane_in_netns() {
         assert!(!is_onlink("198.51.100.1".parse().unwrap()).await.unwrap());
 
         let mut dp = NetlinkDataplane::new().await.expect("netlink");
-        let env = SuiteEnv {
-            underlay_ifname: Some(UNDERLAY_IF.into()),
-            tun: true,
-            peer_ips6: (0x10..0x20)
-                .map(|i| std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i))
-                .collect(),
-            ..SuiteEnv::new(UNDERLAY_IP, Some(by_name.ifindex), 1500)
-        };
-        run_suite(&mut dp, &env).await;
+        run_suite(&mut dp, &suite_env(by_name.ifindex)).await;
         by_name.ifindex
     });
     // The tunnel's device, as a stopped tunnel leaves it.

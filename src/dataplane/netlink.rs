@@ -767,45 +767,28 @@ impl NetlinkDataplane {
         Ok(())
     }
 
-    fn route_message(route: &Route, oif: Option<u32>) -> RouteMessage {
-        match (route.dst, route.gateway) {
-            (IpNet::V6(dst), gateway) => {
-                let mut builder = RouteMessageBuilder::<Ipv6Addr>::new()
-                    .destination_prefix(dst.network(), dst.prefix_len())
-                    .table_id(u32::from(RouteHeader::RT_TABLE_MAIN))
-                    .protocol(RouteProtocol::from(RTPROT_WEFT));
-                if let IpAddr::V6(gw) = gateway
-                    && !gw.is_unspecified()
-                {
-                    builder = builder.gateway(gw);
-                }
-                if let Some(oif) = oif {
-                    builder = builder.output_interface(oif);
-                }
-                if route.onlink {
-                    builder = builder.onlink();
-                }
-                builder.build()
-            }
-            (IpNet::V4(dst), gateway) => {
-                let mut builder = RouteMessageBuilder::<Ipv4Addr>::new()
-                    .destination_prefix(dst.network(), dst.prefix_len())
-                    .table_id(u32::from(RouteHeader::RT_TABLE_MAIN))
-                    .protocol(RouteProtocol::from(RTPROT_WEFT));
-                if let IpAddr::V4(gw) = gateway
-                    && !gw.is_unspecified()
-                {
-                    builder = builder.gateway(gw);
-                }
-                if let Some(oif) = oif {
-                    builder = builder.output_interface(oif);
-                }
-                if route.onlink {
-                    builder = builder.onlink();
-                }
-                builder.build()
-            }
+    /// The netlink message for `route` (either family: gateway and destination of one family,
+    /// which [`Route`]s built by weft always are; a mixed one is refused).
+    fn route_message(route: &Route, oif: Option<u32>) -> Result<RouteMessage, DataplaneError> {
+        let mixed = |e| DataplaneError::Refused {
+            op: "route",
+            what: format!("route {} via {}: {e}", route.dst, route.gateway),
+        };
+        let mut builder = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(route.dst.network(), route.dst.prefix_len())
+            .map_err(mixed)?
+            .table_id(u32::from(RouteHeader::RT_TABLE_MAIN))
+            .protocol(RouteProtocol::from(RTPROT_WEFT));
+        if !route.gateway.is_unspecified() {
+            builder = builder.gateway(route.gateway).map_err(mixed)?;
         }
+        if let Some(oif) = oif {
+            builder = builder.output_interface(oif);
+        }
+        if route.onlink {
+            builder = builder.onlink();
+        }
+        Ok(builder.build())
     }
 
     /// The route in the main table to exactly `dst` (default tos and metric), if any.
@@ -836,7 +819,7 @@ impl NetlinkDataplane {
             ),
             None => None,
         };
-        let msg = Self::route_message(route, oif);
+        let msg = Self::route_message(route, oif)?;
         match self.handle().route().add(msg.clone()).execute().await {
             Ok(()) => return Ok(()),
             Err(err) if errno(&err) == Some(libc::EEXIST) => {}
@@ -876,7 +859,7 @@ impl NetlinkDataplane {
             },
             None => None,
         };
-        let mut msg = Self::route_message(route, oif);
+        let mut msg = Self::route_message(route, oif)?;
         msg.header.scope = RouteScope::NoWhere;
         let result = self.handle().route().del(msg).execute().await;
         tolerate(result, "del_route", &[libc::ESRCH, libc::ENOENT])
