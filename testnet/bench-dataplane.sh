@@ -11,6 +11,10 @@
 #   vxlan        weft --backend vxlan
 #   udp          weft --backend udp --udp-encryption off (when this weft binary accepts it)
 #   udp-aead     weft --backend udp --udp-encryption on  (likewise)
+#   <mode>6      the same over IPv6 (container to container over the IPv6 overlay; underlay6 over
+#                the hosts' IPv6 underlay): underlay6, hand-hostgw6, hand-vxlan6, host-gw6, vxlan6,
+#                udp6, udp-aead6 (weft's run dual-stack, --ipv6-network fd00:10:244::/56; the
+#                hand-made ones add the same IPv6 entries weft does; ratios are to the same family)
 # Per mode: iperf3 TCP for $BENCH_SECONDS s (default 8), single stream and -P 4, $BENCH_RUNS runs
 # each (default 3), median; iperf3's own CPU figures (sender + receiver), the weft agents' CPU from
 # /proc/<pid>/stat, and the median ping RTT. Every figure is also given as a ratio to the underlay
@@ -25,7 +29,7 @@ export WEFT_TESTNET="${WEFT_TESTNET:-wb$$}"
 export WEFT_TESTNET_STATE="${WEFT_TESTNET_STATE:-/tmp/weft-bench-$WEFT_TESTNET}"
 SECONDS_PER_RUN="${BENCH_SECONDS:-8}"
 RUNS="${BENCH_RUNS:-3}"
-MODES="${BENCH_MODES:-underlay hand-hostgw hand-vxlan host-gw vxlan udp udp-aead}"
+MODES="${BENCH_MODES:-underlay hand-hostgw hand-vxlan host-gw vxlan udp udp-aead underlay6 hand-hostgw6 hand-vxlan6 host-gw6 vxlan6 udp6 udp-aead6}"
 OUT="$(mktemp -d /tmp/weft-bench-out.XXXXXX)"
 
 # shellcheck source=netns.sh
@@ -81,6 +85,12 @@ hand_bridges() {
         ip -n "$c" addr add "10.244.$i.2/24" dev eth0
         ip -n "$c" route add default via "10.244.$i.1"
         echo "10.244.$i.2" >"$STATE/cip$i"
+        if ((V6)); then
+            ip -n "$h" addr add "fd00:10:244:$i::1/64" dev cni0 nodad
+            ip -n "$c" addr add "fd00:10:244:$i::2/64" dev eth0 nodad
+            ip -n "$c" -6 route add default via "fd00:10:244:$i::1"
+            echo "fd00:10:244:$i::2" >"$STATE/cip$i"
+        fi
     done
 }
 
@@ -88,6 +98,10 @@ setup_hand_hostgw() {
     hand_bridges 1500
     ip -n "$(host_ns 1)" route add 10.244.2.0/24 via "$(host_ip 2)"
     ip -n "$(host_ns 2)" route add 10.244.1.0/24 via "$(host_ip 1)"
+    if ((V6)); then
+        ip -n "$(host_ns 1)" -6 route add fd00:10:244:2::/64 via "$(host_ip6 2)"
+        ip -n "$(host_ns 2)" -6 route add fd00:10:244:1::/64 via "$(host_ip6 1)"
+    fi
 }
 
 setup_hand_vxlan() {
@@ -106,6 +120,11 @@ setup_hand_vxlan() {
         ip -n "$h" neigh add "10.244.$j.0" lladdr "$mac" dev vx0 nud permanent
         bridge -n "$h" fdb append "$mac" dev vx0 dst "$(host_ip "$j")" self permanent
         ip -n "$h" route add "10.244.$j.0/24" via "10.244.$j.0" dev vx0 onlink
+        if ((V6)); then
+            ip -n "$h" addr add "fd00:10:244:$i::/128" dev vx0 nodad
+            ip -n "$h" neigh add "fd00:10:244:$j::" lladdr "$mac" dev vx0 nud permanent
+            ip -n "$h" -6 route add "fd00:10:244:$j::/64" via "fd00:10:244:$j::" dev vx0 onlink
+        fi
     done
 }
 
@@ -114,13 +133,17 @@ setup_weft() {
     cmd_start 2 >/dev/null
     cmd_wait_ready 90 >/dev/null
     cmd_wire_containers >/dev/null 2>&1
-    for i in 1 2; do container_ip "$i" >"$STATE/cip$i"; done
+    for i in 1 2; do
+        if ((V6)); then container_ip6 "$i"; else container_ip "$i"; fi >"$STATE/cip$i"
+    done
 }
 
 # The client and server namespaces and the server address of a mode.
 endpoints() {
     if [[ $1 == underlay ]]; then
         echo "$(host_ns 1) $(host_ns 2) $(host_ip 2)"
+    elif [[ $1 == underlay6 ]]; then
+        echo "$(host_ns 1) $(host_ns 2) $(host_ip6 2)"
     else
         echo "$(ctr_ns 1) $(ctr_ns 2) $(cat "$STATE/cip2")"
     fi
@@ -128,21 +151,29 @@ endpoints() {
 
 # One mode: set up, measure, write $OUT/<mode>.json.
 measure() {
-    local mode=$1 extra=() cns sns dst run streams
-    case $mode in
+    local mode=$1 extra=() cns sns dst run streams base=$1
+    V6=0
+    if [[ $mode == *6 ]]; then
+        V6=1
+        base=${mode%6}
+    fi
+    case $base in
     host-gw) extra=(--backend host-gw) ;;
     vxlan) extra=(--backend vxlan) ;;
     # The testnet's agents hold a cluster key, which turns encryption on by default: plain is asked.
     udp) extra=(--backend udp --udp-encryption off) ;;
     udp-aead) extra=(--backend udp --udp-encryption on) ;;
     esac
+    if ((V6)) && [[ $base != underlay && $base != hand-* ]]; then
+        extra+=(--ipv6-network fd00:10:244::/56)
+    fi
     if [[ $mode == udp* ]] && ! weft_accepts "${extra[@]}"; then
         echo "skipped: udp backend not available (${extra[*]})" | tee "$OUT/$mode.skipped" >&2
         return
     fi
     log "== $mode"
     cmd_up 2 >/dev/null 2>&1
-    case $mode in
+    case $base in
     underlay) ;;
     hand-hostgw) setup_hand_hostgw ;;
     hand-vxlan) setup_hand_vxlan ;;
@@ -230,6 +261,9 @@ def f(x, fmt="{:.2f}"):
     return "–" if x is None else fmt.format(x)
 
 def ratio(m, key, ref):
+    # References of the mode's own family: an IPv6 mode against underlay6 and vxlan6.
+    if m.endswith("6") and ref in ("underlay", "vxlan"):
+        ref += "6"
     a, b = fig.get(m, {}).get(key), fig.get(ref, {}).get(key)
     return None if a is None or not b else a / b
 
@@ -249,7 +283,8 @@ for m in modes:
           f"| {f(x['weft1'],'{:.4f}')} "
           f"| {f(x['rtt'],'{:.3f}')} | {f(ratio(m,'rtt','underlay'))} | {f(ratio(m,'rtt','vxlan'))} |")
 print()
-for ours, hand in (("host-gw", "hand-hostgw"), ("vxlan", "hand-vxlan")):
+for ours, hand in (("host-gw", "hand-hostgw"), ("vxlan", "hand-vxlan"),
+                   ("host-gw6", "hand-hostgw6"), ("vxlan6", "hand-vxlan6")):
     for key, label in (("gbps1", "1 stream"), ("gbps4", "-P 4")):
         r = ratio(ours, key, hand)
         if r is not None:
