@@ -284,8 +284,10 @@ fn cases() -> Vec<Case> {
             .set("--ipv6-network", "fd00:99::/60"),
         case("no family left", "invalid --no-ipv4: no address family left: an IPv6-only overlay needs --ipv6-network (or EnableIPv6 with IPv6Network)")
             .extra("--no-ipv4"),
-        case("ipv6-only not run by this version", "invalid --no-ipv4: an IPv6-only overlay is not carried by this version yet (dual-stack runs on every backend): the settings are valid, change them to run")
-            .set("--ipv6-network", "fd00:99::/56").extra("--no-ipv4"),
+        case("ipv6-only pool too wide", "invalid --ipv6-network: an IPv6-only overlay claims among at most 1048576 subnets, and fd00:99:0:1:: to fd00:99:ffff:ffff:: holds 4294967295: narrow it with --ipv6-subnet-min/--ipv6-subnet-max (IPv6SubnetMin/IPv6SubnetMax) or a longer prefix")
+            .set("--ipv6-network", "fd00:99::/32").extra("--no-ipv4"),
+        case("ipv6-only with a static ipv4 subnet", "invalid --subnet: 10.99.3.0/24 is an IPv4 subnet, and the overlay is IPv6-only")
+            .set("--ipv6-network", "fd00:99::/56").set("--subnet", "10.99.3.0/24").extra("--no-ipv4"),
         case("subnet len 31", "invalid --subnet-len \"31\": must be a whole number from 1 to 30")
             .set("--subnet-len", "31"),
         case("static subnet outside", "invalid --subnet \"10.98.0.0/24\": outside the network 10.99.0.0/16")

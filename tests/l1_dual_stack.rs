@@ -1,8 +1,8 @@
-//! L1: dual-stack meshes of in-process agents (fake data plane, in-memory gossip, paused time):
-//! every node gets an IPv4 and an IPv6 subnet from one claim, distinct in both families, with
-//! full routes in both; a restart and a wiped state directory keep both; a partition during the
-//! joins heals with no duplicate in either family; an IPv4-only node is refused as a mixed
-//! cluster.
+//! L1: dual-stack and IPv6-only meshes of in-process agents (fake data plane, in-memory gossip,
+//! paused time): every node gets an IPv4 and an IPv6 subnet from one claim (or, IPv6-only, an
+//! IPv6 subnet and no IPv4 one), distinct in each family, with full routes in each; a restart
+//! and a wiped state directory keep them; a partition during the joins heals with no duplicate
+//! in either family; an IPv4-only node is refused as a mixed cluster.
 
 #[path = "common/l1config.rs"]
 mod l1config;
@@ -41,6 +41,14 @@ fn dual(i: usize, dir: &Path, seeds: &[usize]) -> Config {
     }
 }
 
+/// A dual-stack node's configuration, or with `v6_only` an IPv6-only one.
+fn families(v6_only: bool) -> impl Fn(usize, &Path, &[usize]) -> Config {
+    move |i, dir, seeds| Config {
+        ipv4: !v6_only,
+        ..dual(i, dir, seeds)
+    }
+}
+
 struct Node {
     handle: Option<AgentHandle>,
     dp: FakeDataplane,
@@ -58,15 +66,16 @@ async fn start(t: &ChannelTransport, config: Config, i: usize, dp: FakeDataplane
     }
 }
 
-fn subnets(n: &Node) -> Option<(Ipv4Net, Option<Ipv6Net>)> {
+fn subnets(n: &Node) -> Option<(Option<Ipv4Net>, Option<Ipv6Net>)> {
     let status = n.handle.as_ref()?.status();
     let s = status.borrow();
-    Some((s.subnet?, s.ipv6_subnet))
+    (s.subnet.is_some() || s.ipv6_subnet.is_some()).then_some((s.subnet, s.ipv6_subnet))
 }
 
-/// Every running node is ready with distinct subnets in both families (the IPv6 one at the
-/// IPv4 one's index), routes to every other node's subnets in both families, subnet.env with
-/// both, and one FDB entry per peer.
+/// Every running node is ready with distinct subnets in each family it runs (dual-stack: the
+/// IPv6 one at the IPv4 one's index; IPv6-only: no IPv4 subnet at all), routes to every other
+/// node's subnets in each family, subnet.env with each (and without IPv4 when IPv6-only), and
+/// one FDB entry per peer.
 fn converged(nodes: &[Node]) -> Result<(), String> {
     let running: Vec<&Node> = nodes.iter().filter(|n| n.handle.is_some()).collect();
     let mut held4 = BTreeMap::new();
@@ -78,11 +87,20 @@ fn converged(nodes: &[Node]) -> Result<(), String> {
         }
         let (v4, v6) = subnets(n).ok_or(format!("node-{} has no subnet", n.i))?;
         let v6 = v6.ok_or(format!("node-{} has no IPv6 subnet", n.i))?;
-        if v6.network().segments()[3] != u16::from(v4.network().octets()[2]) {
-            return Err(format!("node-{}: {v6} is not paired with {v4}", n.i));
-        }
-        if let Some(other) = held4.insert(v4, n.i) {
-            return Err(format!("{v4} held by node-{other} and node-{}", n.i));
+        match v4 {
+            Some(v4) if !n.config.ipv4 => {
+                return Err(format!("node-{} is IPv6-only and holds {v4}", n.i));
+            }
+            None if n.config.ipv4 => return Err(format!("node-{} has no IPv4 subnet", n.i)),
+            None => {}
+            Some(v4) => {
+                if v6.network().segments()[3] != u16::from(v4.network().octets()[2]) {
+                    return Err(format!("node-{}: {v6} is not paired with {v4}", n.i));
+                }
+                if let Some(other) = held4.insert(v4, n.i) {
+                    return Err(format!("{v4} held by node-{other} and node-{}", n.i));
+                }
+            }
         }
         if let Some(other) = held6.insert(v6, n.i) {
             return Err(format!("{v6} held by node-{other} and node-{}", n.i));
@@ -92,7 +110,7 @@ fn converged(nodes: &[Node]) -> Result<(), String> {
         let mut want: BTreeSet<IpNet> = BTreeSet::new();
         for m in running.iter().filter(|m| m.i != n.i) {
             let (v4, v6) = subnets(m).unwrap();
-            want.insert(IpNet::V4(v4));
+            want.extend(v4.map(IpNet::V4));
             want.insert(IpNet::V6(v6.unwrap()));
         }
         let s = n.dp.snapshot();
@@ -106,12 +124,16 @@ fn converged(nodes: &[Node]) -> Result<(), String> {
         let (v4, v6) = subnets(n).unwrap();
         let env = std::fs::read_to_string(&n.config.subnet_file).unwrap_or_default();
         let first6 = format!("{}1/64", v6.unwrap().network());
-        if !env.contains(&format!("FLANNEL_IPV6_SUBNET={first6}"))
-            || !env.contains("FLANNEL_IPV6_NETWORK=fd00:10:244::/56")
-            || !env.contains(&format!(
+        let ipv4_ok = match v4 {
+            Some(v4) => env.contains(&format!(
                 "FLANNEL_SUBNET={}/24",
                 Ipv4Addr::from(u32::from(v4.network()) + 1)
-            ))
+            )),
+            None => !env.contains("FLANNEL_SUBNET=") && !env.contains("FLANNEL_NETWORK="),
+        };
+        if !env.contains(&format!("FLANNEL_IPV6_SUBNET={first6}"))
+            || !env.contains("FLANNEL_IPV6_NETWORK=fd00:10:244::/56")
+            || !ipv4_ok
         {
             return Err(format!("node-{} subnet.env: {env}", n.i));
         }
@@ -138,24 +160,43 @@ async fn stop_all(nodes: &mut [Node]) {
 
 #[tokio::test(start_paused = true)]
 async fn twenty_dual_stack_agents_get_distinct_subnets_and_full_routes_in_both_families() {
+    twenty_agents(false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn twenty_ipv6_only_agents_get_distinct_ipv6_subnets_full_routes_and_no_ipv4() {
+    twenty_agents(true).await;
+}
+
+async fn twenty_agents(v6_only: bool) {
+    let config = families(v6_only);
     let dir = tempfile::tempdir().unwrap();
     let t = ChannelTransport::default();
     let mut nodes = Vec::new();
     for i in 0..20 {
         let seeds = if i == 0 { vec![] } else { vec![0, 1] };
         let seeds: Vec<usize> = seeds.into_iter().filter(|s| *s != i).collect();
-        nodes.push(start(&t, dual(i, dir.path(), &seeds), i, FakeDataplane::new()).await);
+        nodes.push(start(&t, config(i, dir.path(), &seeds), i, FakeDataplane::new()).await);
     }
     assert_converges(&nodes, Duration::from_secs(60)).await;
+    let family_count = if v6_only { 1 } else { 2 };
     for n in &nodes {
         let s = n.dp.snapshot();
         let dev = s.vxlan.as_ref().unwrap();
-        let (_, v6) = subnets(n).unwrap();
+        let (v4, v6) = subnets(n).unwrap();
+        assert_eq!(dev.addr, v4.map(|s| s.network()), "the device's IPv4 /32");
         assert_eq!(dev.addr6, v6.map(|s| s.network()), "the device's IPv6 /128");
         assert_eq!(
             s.neighbours.len(),
-            2 * 19,
+            family_count * 19,
             "a neighbour per peer and family"
+        );
+        assert_eq!(
+            s.bridge
+                .as_ref()
+                .and_then(|b| b.addr)
+                .map(|a| a.to_string()),
+            v4.map(|s| format!("{}/24", Ipv4Addr::from(u32::from(s.network()) + 1)))
         );
         assert_eq!(
             s.bridge
@@ -187,11 +228,24 @@ async fn twenty_dual_stack_agents_get_distinct_subnets_and_full_routes_in_both_f
 
 #[tokio::test(start_paused = true)]
 async fn a_partition_during_joins_heals_with_no_duplicate_in_either_family() {
+    partition_heals(false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ipv6_only_partition_during_joins_heals_with_no_duplicate() {
+    partition_heals(true).await;
+}
+
+async fn partition_heals(v6_only: bool) {
+    let config = families(v6_only);
     let dir = tempfile::tempdir().unwrap();
     let t = ChannelTransport::default();
     // Few subnets, so the two sides are bound to pick some of the same ones.
     let narrow = |mut c: Config| {
         c.subnet_max = "10.244.8.0".parse().unwrap();
+        if let Some(p) = c.ipv6.as_mut() {
+            p.subnet_max = "fd00:10:244:8::".parse().unwrap();
+        }
         c
     };
     let (side_a, side_b) = ([0usize, 1, 2], [3usize, 4, 5]);
@@ -204,7 +258,7 @@ async fn a_partition_during_joins_heals_with_no_duplicate_in_either_family() {
     for i in 0..6 {
         let seeds = if i < 3 { vec![0, 3] } else { vec![3, 0] };
         let seeds: Vec<usize> = seeds.into_iter().filter(|s| *s != i).collect();
-        let c = narrow(dual(i, dir.path(), &seeds));
+        let c = narrow(config(i, dir.path(), &seeds));
         nodes.push(start(&t, c, i, FakeDataplane::new()).await);
     }
     let settled = wait_until(Duration::from_secs(60), || {
@@ -266,7 +320,7 @@ async fn ip_masq_on_a_dual_stack_node_owns_both_tables_and_leave_removes_them() 
     assert_converges(&nodes, Duration::from_secs(30)).await;
     let (v4, v6) = subnets(&nodes[0]).unwrap();
     let s = nodes[0].dp.snapshot();
-    assert_eq!(s.masq.map(|m| m.subnet), Some(v4));
+    assert_eq!(s.masq.map(|m| m.subnet), v4);
     assert_eq!(
         s.masq6.map(|m| (m.network, m.subnet)),
         Some((pool().network, v6.unwrap()))

@@ -195,14 +195,14 @@ fn preload(config: &Config, subnet: &str, claim_time_ms: u64) {
     let state = PersistedState {
         version: 1,
         node_name: config.node_name.clone(),
-        network: Ipv4Cidr {
+        network: Some(Ipv4Cidr {
             addr: config.network.network(),
             len: config.network.prefix_len(),
-        },
-        subnet: Ipv4Cidr {
+        }),
+        subnet: Some(Ipv4Cidr {
             addr: net.network(),
             len: net.prefix_len(),
-        },
+        }),
         claim_time_ms,
         last_alive_ms: now_ms(),
         active: true,

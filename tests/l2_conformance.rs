@@ -73,12 +73,12 @@ fn populated(underlay_ifindex: u32) -> State {
         underlay_ifindex: Some(underlay_ifindex),
         mac: vtep_mac("this-node"),
         mtu: vxlan_mtu(1500, false),
-        addr: Ipv4Addr::new(10, 244, 3, 0),
+        addr: Some(Ipv4Addr::new(10, 244, 3, 0)),
         addr6: None,
     };
     let bridge = Bridge {
         name: "weftcni0".into(),
-        addr: "10.244.3.1/24".parse().unwrap(),
+        addr: "10.244.3.1/24".parse().ok(),
         addr6: None,
         mtu: 1450,
     };
@@ -88,7 +88,7 @@ fn populated(underlay_ifindex: u32) -> State {
             PeerTarget {
                 vtep_mac: vtep_mac(&name),
                 name,
-                subnet: format!("10.244.{}.0/24", 20 + i).parse().unwrap(),
+                subnet: format!("10.244.{}.0/24", 20 + i).parse().ok(),
                 underlay_ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 20 + i)),
                 ipv6_subnet: None,
                 ipv6_underlay: None,
@@ -274,12 +274,18 @@ fn check_kernel_holds(ns: &NetnsGuard, want: &State) {
         assert!(text.contains(&needle), "missing {needle:?} in:\n{text}");
     }
     let text = ns.ip(&["-4", "addr", "show", "dev", "weft.1"]).unwrap();
-    assert!(text.contains(&format!("inet {}/32", dev.addr)), "{text}");
+    assert!(
+        text.contains(&format!("inet {}/32", dev.addr.unwrap())),
+        "{text}"
+    );
 
     // The bridge.
     let bridge = want.bridge.as_ref().unwrap();
     let text = ns.ip(&["-d", "addr", "show", "dev", &bridge.name]).unwrap();
-    assert!(text.contains(&format!("inet {}", bridge.addr)), "{text}");
+    assert!(
+        text.contains(&format!("inet {}", bridge.addr.unwrap())),
+        "{text}"
+    );
     assert!(text.contains("alias weft"), "{text}");
     assert!(text.contains(&format!("mtu {}", bridge.mtu)), "{text}");
     assert!(text.contains("bridge"), "{text}");
@@ -329,7 +335,7 @@ fn netlink_dataplane_in_netns() {
         let mut dp = NetlinkDataplane::new().await.expect("netlink");
         let foreign_bridge = Bridge {
             name: "cni-foreign".into(),
-            addr: "10.244.3.1/24".parse().unwrap(),
+            addr: "10.244.3.1/24".parse().ok(),
             addr6: None,
             mtu: 1450,
         };

@@ -10,16 +10,19 @@ pub struct PersistedState {
     /// Format version of this file (currently 1).
     pub version: u32,
     pub node_name: String,
-    pub network: Ipv4Cidr,
-    pub subnet: Ipv4Cidr,
+    /// The IPv4 overlay network and the subnet claimed in it; absent for an IPv6-only overlay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Ipv4Cidr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Ipv4Cidr>,
     /// Unix ms of the original claim (kept across restarts inside the reservation period).
     pub claim_time_ms: u64,
     /// Unix ms at which the agent last saved this file while alive.
     pub last_alive_ms: u64,
     /// Whether the claim had settled (`active`).
     pub active: bool,
-    /// The IPv6 overlay network and the subnet claimed in it with `subnet`, when the node runs
-    /// one (absent in files of IPv4-only nodes and of earlier versions).
+    /// The IPv6 overlay network and the subnet claimed in it (with `subnet`, dual-stack), when
+    /// the node runs one (absent in files of IPv4-only nodes and of earlier versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6_network: Option<Ipv6Cidr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,14 +85,14 @@ mod tests {
         PersistedState {
             version: 1,
             node_name: "node-1".into(),
-            network: Ipv4Cidr {
+            network: Some(Ipv4Cidr {
                 addr: Ipv4Addr::new(10, 244, 0, 0),
                 len: 16,
-            },
-            subnet: Ipv4Cidr {
+            }),
+            subnet: Some(Ipv4Cidr {
                 addr: Ipv4Addr::new(10, 244, 3, 0),
                 len: 24,
-            },
+            }),
             claim_time_ms: 1_700_000_000_000,
             last_alive_ms: 1_700_000_360_000,
             active: true,
@@ -112,6 +115,12 @@ mod tests {
         assert_eq!(PersistedState::from_json(&j).unwrap(), s);
         let back = PersistedState::from_json(&old).unwrap();
         assert_eq!(back.ipv6_subnet, None);
+        // An IPv6-only node's file has no IPv4 fields.
+        s.network = None;
+        s.subnet = None;
+        let v6only = s.to_json();
+        assert!(!v6only.contains("\"subnet\""), "{v6only}");
+        assert_eq!(PersistedState::from_json(&v6only).unwrap(), s);
     }
 
     #[test]

@@ -255,7 +255,7 @@ fn state_vector() {
 "#;
     let state = PersistedState::from_json(json).unwrap();
     assert_eq!(state.to_json(), json);
-    assert_eq!(state.subnet, record_1().subnet.unwrap());
+    assert_eq!(state.subnet, record_1().subnet);
 }
 
 #[test]

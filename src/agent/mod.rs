@@ -164,7 +164,6 @@ impl Agent {
             clock_offset_ms,
             wall_step_ms,
         } = self;
-        config.check_supported()?;
         // The udp tunnel touches the kernel only when the data plane is the kernel's.
         let kernel = dataplane.is_none() && !config.dry_run;
         let given = dataplane.is_some();

@@ -43,7 +43,6 @@ impl HostChecks {
 /// Every check of the host, in the order `run` meets them: key file, state directory, subnet
 /// file, underlay.
 pub async fn preflight(config: &Config, checks: &HostChecks) -> Result<(), ConfigError> {
-    config.check_supported()?;
     check_host(config, checks)?;
     let underlay =
         crate::dataplane::netlink::discover(&config.underlay, config.public_ip, config.dry_run)

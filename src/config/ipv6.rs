@@ -125,6 +125,9 @@ pub(super) fn families(
     if let (true, Some(p)) = (ipv4, &ipv6) {
         check_pairing(n, net_conf, v4, p)?;
     }
+    if let (false, Some(p)) = (ipv4, &ipv6) {
+        check_ipv6_only(n, net_conf, v4, p)?;
+    }
 
     let public_ipv6 = match flag_opt(n, "--public-ipv6", args.public_ipv6)? {
         Some(raw) => {
@@ -328,6 +331,46 @@ fn check_pairing(
     Ok(())
 }
 
+/// The most subnets an IPv6-only overlay claims among: a claim ranks every candidate (a
+/// rendezvous hash each), so the range is bounded as an IPv4 one is by its 32 bits.
+pub const MAX_IPV6_ONLY_SUBNETS: u64 = 1 << 20;
+
+/// An IPv6-only overlay claims in the IPv6 pool: no static IPv4 subnet, and a range of at most
+/// [`MAX_IPV6_ONLY_SUBNETS`].
+fn check_ipv6_only(
+    n: &Names,
+    net_conf: &Option<(PathBuf, NetConf)>,
+    v4: &Ipv4Side,
+    pool: &Ipv6Pool,
+) -> Result<(), ConfigError> {
+    if let Some(subnet) = v4.static_subnet {
+        return Err(ConfigError::Rule {
+            field: n.of("--subnet"),
+            reason: format!("{subnet} is an IPv4 subnet, and the overlay is IPv6-only"),
+        });
+    }
+    let count = pool
+        .index_range()
+        .map(|r| r.end().saturating_sub(*r.start()).saturating_add(1))
+        .unwrap_or(0);
+    if count > MAX_IPV6_ONLY_SUBNETS {
+        let field = match net_conf {
+            Some((path, c)) if c.ipv6_network.is_some() => net_conf_field("IPv6Network", path),
+            _ => n.of("--ipv6-network"),
+        };
+        return Err(ConfigError::Rule {
+            field,
+            reason: format!(
+                "an IPv6-only overlay claims among at most {MAX_IPV6_ONLY_SUBNETS} subnets, and \
+                 {} to {} holds {count}: narrow it with --ipv6-subnet-min/--ipv6-subnet-max \
+                 (IPv6SubnetMin/IPv6SubnetMax) or a longer prefix",
+                pool.subnet_min, pool.subnet_max
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// `ADDR/LEN`, IPv6, with no host bits set.
 fn ipv6_cidr(raw: &Raw) -> Result<Ipv6Net, ConfigError> {
     let text = raw.value.trim();
@@ -343,25 +386,6 @@ fn ipv6_cidr(raw: &Raw) -> Result<Ipv6Net, ConfigError> {
     let net = Ipv6Net::new(addr, raw.prefix_len(len, 128)?).unwrap_or_default();
     raw.no_host_bits(IpNet::V6(net), IpAddr::V6(addr))?;
     Ok(net)
-}
-
-impl super::Config {
-    /// Refuses what this version validates but cannot run yet (README, known limits): an
-    /// IPv6-only overlay. A configuration asking for it fails at start rather than running with
-    /// half of it. Dual-stack runs on every backend, with `--ip-masq` too.
-    pub fn check_supported(&self) -> Result<(), ConfigError> {
-        let not_yet = |field: &str, what: &str| ConfigError::Rule {
-            field: field.to_string(),
-            reason: format!(
-                "{what} is not carried by this version yet (dual-stack runs on every \
-                 backend): the settings are valid, change them to run"
-            ),
-        };
-        if !self.ipv4 {
-            return Err(not_yet("--no-ipv4", "an IPv6-only overlay"));
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -413,7 +437,6 @@ mod tests {
         let c = ok(args(), None);
         assert!(c.ipv4);
         assert_eq!(c.ipv6, None);
-        c.check_supported().unwrap();
     }
 
     #[test]
@@ -428,10 +451,10 @@ mod tests {
         // Every claimable IPv4 subnet has its IPv6 pair.
         for s in crate::lease::subnets(&crate::lease::LeaseConfig {
             node_name: "n".into(),
-            network: c.network,
+            network: ipnet::IpNet::V4(c.network),
             subnet_len: c.subnet_len,
-            subnet_min: c.subnet_min,
-            subnet_max: c.subnet_max,
+            subnet_min: c.subnet_min.into(),
+            subnet_max: c.subnet_max.into(),
             static_subnet: None,
             settle_ms: 0,
             reservation_ms: 0,
@@ -439,6 +462,9 @@ mod tests {
             quiet_ms: 0,
             settle_max_ms: 0,
         }) {
+            let ipnet::IpNet::V4(s) = s else {
+                panic!("{s}")
+            };
             assert!(p.paired_with(c.network, s).is_some(), "{s}");
         }
     }
@@ -666,26 +692,31 @@ mod tests {
     }
 
     #[test]
-    fn this_version_runs_dual_stack_on_every_backend_and_refuses_the_rest() {
-        for backend in ["vxlan", "host-gw", "udp"] {
-            for ip_masq in [false, true] {
-                let args = RunArgs {
-                    backend: Some(backend.into()),
-                    ip_masq,
-                    ..dual()
-                };
-                ok(args, None).check_supported().unwrap();
-            }
-        }
-        let v6_only = RunArgs {
+    fn an_ipv6_only_overlay_claims_in_a_bounded_ipv6_pool_and_takes_no_ipv4_subnet() {
+        let v6_only = |extra: RunArgs| RunArgs {
             no_ipv4: true,
+            ..extra
+        };
+        let c = ok(v6_only(dual()), None);
+        assert!(!c.ipv4 && c.ipv6.is_some());
+        // 2^32 candidates: refused, with the way out.
+        let wide = RunArgs {
+            ipv6_network: Some("fd00:10::/32".into()),
             ..dual()
         };
-        let e = ok(v6_only, None).check_supported().unwrap_err();
-        assert_eq!(e.field(), "--no-ipv4", "{e}");
-        assert!(
-            e.to_string().contains("not carried by this version yet"),
-            "{e}"
-        );
+        refused(v6_only(wide), None, "--ipv6-network", "--ipv6-subnet-max");
+        // The same network narrowed to 4,096 subnets runs.
+        let narrowed = RunArgs {
+            ipv6_network: Some("fd00:10::/32".into()),
+            ipv6_subnet_min: Some("fd00:10:0:1::".into()),
+            ipv6_subnet_max: Some("fd00:10:0:1000::".into()),
+            ..dual()
+        };
+        assert!(ok(v6_only(narrowed), None).ipv6.is_some());
+        let with_static = RunArgs {
+            subnet: Some("10.244.3.0/24".into()),
+            ..dual()
+        };
+        refused(v6_only(with_static), None, "--subnet", "IPv6-only");
     }
 }

@@ -62,7 +62,7 @@ impl SuiteEnv {
             underlay_ifindex: self.underlay_ifindex,
             mac: vtep_mac("suite-self"),
             mtu: vxlan_mtu(self.underlay_mtu, self.underlay_ip.is_ipv6()),
-            addr: Ipv4Addr::new(10, 244, 3, 0),
+            addr: Some(Ipv4Addr::new(10, 244, 3, 0)),
             addr6: None,
         }
     }
@@ -70,7 +70,7 @@ impl SuiteEnv {
     fn bridge(&self) -> Bridge {
         Bridge {
             name: self.bridge_name.clone(),
-            addr: "10.244.3.1/24".parse().unwrap_or_default(),
+            addr: "10.244.3.1/24".parse().ok(),
             addr6: None,
             mtu: vxlan_mtu(self.underlay_mtu, self.underlay_ip.is_ipv6()),
         }
@@ -87,7 +87,7 @@ impl SuiteEnv {
         PeerTarget {
             vtep_mac: vtep_mac(&name),
             name,
-            subnet: ipnet::Ipv4Net::new(Ipv4Addr::new(10, 244, 10 + i, 0), 24).unwrap_or_default(),
+            subnet: ipnet::Ipv4Net::new(Ipv4Addr::new(10, 244, 10 + i, 0), 24).ok(),
             underlay_ip: IpAddr::V4(ip),
             ipv6_subnet: None,
             ipv6_underlay: None,
@@ -291,7 +291,7 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
     assert_holds(dp, &want, "mtu change").await;
 
     // 5. An address change too.
-    dev2.addr = Ipv4Addr::new(10, 244, 4, 0);
+    dev2.addr = Some(Ipv4Addr::new(10, 244, 4, 0));
     want = vxlan_state(dev2.clone(), Some(bridge.clone()), &peers);
     let report = converge(dp, &want, "addr change").await;
     assert_eq!(report.applied, ["set_addr"], "[addr change]");
@@ -466,7 +466,7 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
         Op::DelNeighbour {
             device: dev2.name.clone(),
             neighbour: super::Neighbour {
-                ip: IpAddr::V4(missing_peer.subnet.network()),
+                ip: IpAddr::V4(missing_peer.subnet.unwrap_or_default().network()),
                 mac: missing_peer.vtep_mac,
             },
         },
@@ -479,7 +479,7 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
         Op::DelNeighbour {
             device: "weft.4242".into(),
             neighbour: super::Neighbour {
-                ip: IpAddr::V4(missing_peer.subnet.network()),
+                ip: IpAddr::V4(missing_peer.subnet.unwrap_or_default().network()),
                 mac: missing_peer.vtep_mac,
             },
         },
@@ -497,12 +497,14 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
     let dual_peers: Vec<PeerTarget> = held_peers
         .iter()
         .map(|p| PeerTarget {
-            ipv6_subnet: Some(v6_subnet_of(p.subnet)),
+            ipv6_subnet: p.subnet.map(v6_subnet_of),
             ..p.clone()
         })
         .collect();
     let dual_dev = VxlanDevice {
-        addr6: Some(v6_subnet_of(ipnet::Ipv4Net::new(dev2.addr, 24).unwrap_or_default()).network()),
+        addr6: dev2
+            .addr
+            .map(|a| v6_subnet_of(ipnet::Ipv4Net::new(a, 24).unwrap_or_default()).network()),
         ..dev2.clone()
     };
     let dual_bridge = Bridge {
@@ -557,6 +559,53 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
         assert_eq!(gw6.routes.len(), 2 * gw_peers.len(), "[host-gw dual-stack]");
         converge(dp, &gw6, "host-gw dual-stack").await;
         assert_holds(dp, &gw6, "host-gw dual-stack").await;
+    }
+
+    // 12c. An IPv6-only overlay: the device and the bridge hold no IPv4 address (the dual-stack
+    // ones are removed), a neighbour and an onlink route per peer in IPv6 alone, one FDB entry
+    // per peer; an IPv4 address put back is removed again. host-gw routes IPv6 alone.
+    let v6_peers: Vec<PeerTarget> = dual_peers
+        .iter()
+        .map(|p| PeerTarget {
+            subnet: None,
+            ..p.clone()
+        })
+        .collect();
+    let v6_dev = VxlanDevice {
+        addr: None,
+        ..dual_dev.clone()
+    };
+    let v6_bridge = Bridge {
+        addr: None,
+        ..dual_bridge.clone()
+    };
+    let v6_only = vxlan_state(v6_dev.clone(), Some(v6_bridge.clone()), &v6_peers);
+    assert_eq!(v6_only.neighbours.len(), v6_peers.len(), "[IPv6-only]");
+    assert!(
+        v6_only.routes.iter().all(|r| r.dst.addr().is_ipv6()),
+        "[IPv6-only] {:?}",
+        v6_only.routes
+    );
+    converge(dp, &v6_only, "IPv6-only").await;
+    assert_holds(dp, &v6_only, "IPv6-only").await;
+    let with_v4 = vxlan_state(dual_dev.clone(), Some(v6_bridge.clone()), &v6_peers);
+    converge(dp, &with_v4, "IPv6-only, an IPv4 address added").await;
+    let report = converge(dp, &v6_only, "IPv6-only, the IPv4 address removed").await;
+    assert_eq!(report.applied, ["set_addr"], "[IPv6-only, IPv4 removed]");
+    assert_holds(dp, &v6_only, "IPv6-only, the IPv4 address removed").await;
+    if !env.peer_ips6.is_empty() {
+        let gw_peers: Vec<PeerTarget> = v6_peers
+            .iter()
+            .zip(&env.peer_ips6)
+            .map(|(p, ip6)| PeerTarget {
+                ipv6_underlay: Some(*ip6),
+                ..p.clone()
+            })
+            .collect();
+        let gw6 = host_gw_state(Some(v6_bridge.clone()), &gw_peers);
+        assert_eq!(gw6.routes.len(), gw_peers.len(), "[host-gw IPv6-only]");
+        converge(dp, &gw6, "host-gw IPv6-only").await;
+        assert_holds(dp, &gw6, "host-gw IPv6-only").await;
     }
     converge(dp, &held, "back to IPv4 only").await;
     assert_holds(dp, &held, "back to IPv4 only").await;

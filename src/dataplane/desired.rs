@@ -68,7 +68,8 @@ pub fn vxlan_device_name(vni: u32) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerTarget {
     pub name: String,
-    pub subnet: Ipv4Net,
+    /// Its IPv4 subnet (none in an IPv6-only overlay).
+    pub subnet: Option<Ipv4Net>,
     pub underlay_ip: IpAddr,
     pub vtep_mac: Mac,
     /// Its IPv6 subnet, in a dual-stack overlay.
@@ -94,7 +95,7 @@ pub fn vxlan_state(device: VxlanDevice, bridge: Option<Bridge>, peers: &[PeerTar
             continue;
         }
         let subnets = [
-            Some(IpNet::V4(peer.subnet.trunc())),
+            peer.subnet.map(|s| IpNet::V4(s.trunc())),
             peer.ipv6_subnet
                 .filter(|_| device.addr6.is_some())
                 .map(|s| IpNet::V6(s.trunc())),
@@ -129,15 +130,19 @@ pub fn host_gw_state(bridge: Option<Bridge>, peers: &[PeerTarget]) -> State {
         ..State::default()
     };
     for peer in peers {
-        if let IpAddr::V4(gateway) = peer.underlay_ip {
-            state.routes.insert(Route {
-                dst: IpNet::V4(peer.subnet.trunc()),
-                gateway: IpAddr::V4(gateway),
-                device: None,
-                onlink: false,
-            });
-        } else {
-            tracing::debug!(peer = %peer.name, "host-gw needs an IPv4 underlay for IPv4 routes");
+        match (peer.subnet, peer.underlay_ip) {
+            (Some(subnet), IpAddr::V4(gateway)) => {
+                state.routes.insert(Route {
+                    dst: IpNet::V4(subnet.trunc()),
+                    gateway: IpAddr::V4(gateway),
+                    device: None,
+                    onlink: false,
+                });
+            }
+            (Some(_), IpAddr::V6(_)) => {
+                tracing::debug!(peer = %peer.name, "host-gw needs an IPv4 underlay for IPv4 routes")
+            }
+            (None, _) => {}
         }
         if let (Some(subnet), Some(gateway)) = (peer.ipv6_subnet, peer.ipv6_underlay) {
             state.routes.insert(Route {
@@ -170,7 +175,7 @@ mod tests {
     fn peer(name: &str, subnet: &str, ip: IpAddr) -> PeerTarget {
         PeerTarget {
             name: name.into(),
-            subnet: subnet.parse().unwrap(),
+            subnet: subnet.parse().ok(),
             underlay_ip: ip,
             vtep_mac: vtep_mac(name),
             ipv6_subnet: None,
@@ -253,7 +258,7 @@ mod tests {
     fn host_gw_state_routes_via_underlay() {
         let bridge = Bridge {
             name: "cni0".into(),
-            addr: "10.244.3.1/24".parse().unwrap(),
+            addr: "10.244.3.1/24".parse().ok(),
             addr6: None,
             mtu: 1500,
         };

@@ -521,7 +521,7 @@ mod tests {
         let mut dp = fake.clone();
         let bridge = super::super::Bridge {
             name: "cni0".into(),
-            addr: "10.244.3.1/24".parse().unwrap(),
+            addr: "10.244.3.1/24".parse().ok(),
             addr6: None,
             mtu: 1450,
         };

@@ -44,8 +44,8 @@ pub struct VxlanDevice {
     pub underlay_ifindex: Option<u32>,
     pub mac: Mac,
     pub mtu: u32,
-    /// `<subnet>.0`, assigned as a /32.
-    pub addr: Ipv4Addr,
+    /// `<subnet>.0`, assigned as a /32 (none in an IPv6-only overlay).
+    pub addr: Option<Ipv4Addr>,
     /// `<IPv6 subnet>::`, assigned as a /128, in a dual-stack overlay (the same device carries
     /// both families).
     pub addr6: Option<Ipv6Addr>,
@@ -64,7 +64,7 @@ impl VxlanDevice {
             underlay_ifindex: Some(3),
             mac: [0x02, 0, 0, 0, 0, 1],
             mtu: 1450,
-            addr: Ipv4Addr::new(10, 244, 3, 0),
+            addr: Some(Ipv4Addr::new(10, 244, 3, 0)),
             addr6: None,
         }
     }
@@ -74,8 +74,8 @@ impl VxlanDevice {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Bridge {
     pub name: String,
-    /// e.g. 10.244.3.1/24.
-    pub addr: Ipv4Net,
+    /// e.g. 10.244.3.1/24 (none in an IPv6-only overlay).
+    pub addr: Option<Ipv4Net>,
     /// e.g. fd00:10:244:3::1/64, in a dual-stack overlay.
     pub addr6: Option<Ipv6Net>,
     pub mtu: u32,
@@ -173,7 +173,7 @@ pub enum Op {
     /// Replace the addresses on the existing VXLAN device (its IPv4 one; its IPv6 one, or none).
     SetVxlanAddr {
         name: String,
-        addr: Ipv4Addr,
+        addr: Option<Ipv4Addr>,
         addr6: Option<Ipv6Addr>,
     },
     DeleteVxlan {

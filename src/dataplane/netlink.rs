@@ -551,12 +551,6 @@ impl NetlinkDataplane {
             .map_err(nl("set alias"))
     }
 
-    /// Make `net` the only IPv4 address on the link.
-    async fn set_only_addr(&self, index: u32, net: Ipv4Net) -> Result<(), DataplaneError> {
-        self.keep_only_addr(index, false, Some(IpNet::V4(net)))
-            .await
-    }
-
     /// Leaves `want` as the only address of its family on `index` (IPv6: the only global one;
     /// the kernel's link-local address stays). `None`: no address of the family (`v6`) at all.
     /// IPv6 addresses skip duplicate detection: they are this node's own subnet's.
@@ -643,7 +637,7 @@ impl NetlinkDataplane {
                 name: dev.name.clone(),
             })?;
         self.set_alias(link.index).await?;
-        self.set_only_addr(link.index, Ipv4Net::from(dev.addr))
+        self.keep_only_addr(link.index, false, dev.addr.map(|a| IpNet::V4(a.into())))
             .await?;
         self.keep_only_addr(
             link.index,
@@ -701,7 +695,8 @@ impl NetlinkDataplane {
             .execute()
             .await
             .map_err(nl("set bridge"))?;
-        self.set_only_addr(link.index, bridge.addr).await?;
+        self.keep_only_addr(link.index, false, bridge.addr.map(IpNet::V4))
+            .await?;
         self.keep_only_addr(link.index, true, bridge.addr6.map(IpNet::V6))
             .await
     }
@@ -743,10 +738,8 @@ impl NetlinkDataplane {
             format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", tun.name),
             disable,
         );
-        if let Some(addr) = tun.addr {
-            self.set_only_addr(link.index, Ipv4Net::new_assert(addr, 32))
-                .await?;
-        }
+        self.keep_only_addr(link.index, false, tun.addr.map(|a| IpNet::V4(a.into())))
+            .await?;
         if tun.addr6.is_some() {
             self.keep_only_addr(
                 link.index,
@@ -888,7 +881,8 @@ impl NetlinkDataplane {
             }
             Op::SetVxlanAddr { name, addr, addr6 } => {
                 let link = self.require_owned(kind, name).await?;
-                self.set_only_addr(link.index, Ipv4Net::from(*addr)).await?;
+                self.keep_only_addr(link.index, false, addr.map(|a| IpNet::V4(a.into())))
+                    .await?;
                 self.keep_only_addr(link.index, true, addr6.map(|a| IpNet::V6(Ipv6Net::from(a))))
                     .await
             }
@@ -1026,10 +1020,11 @@ impl NetlinkDataplane {
                 underlay_ifindex: attrs.link,
                 mac: link.mac.unwrap_or([0; 6]),
                 mtu: link.mtu,
-                // Exactly one /32, or not what weft configures (unspecified: replaced).
+                // None, or exactly one /32; anything else reads as unspecified (replaced).
                 addr: match v4_on(link.index).as_slice() {
-                    [one] if one.prefix_len() == 32 => one.addr(),
-                    _ => Ipv4Addr::UNSPECIFIED,
+                    [] => None,
+                    [one] if one.prefix_len() == 32 => Some(one.addr()),
+                    _ => Some(Ipv4Addr::UNSPECIFIED),
                 },
                 // None, or exactly one /128; anything else reads as unspecified (replaced).
                 addr6: match v6_on(link.index).as_slice() {
@@ -1054,10 +1049,12 @@ impl NetlinkDataplane {
         if let Some(link) = &bridge_link {
             state.bridge = Some(Bridge {
                 name: link.name.clone(),
-                // Exactly one address, or not what weft configures (the default: replaced).
+                // None or exactly one address; anything else is not what weft configures (the
+                // default: replaced).
                 addr: match v4_on(link.index).as_slice() {
-                    [one] => *one,
-                    _ => Ipv4Net::default(),
+                    [] => None,
+                    [one] => Some(*one),
+                    _ => Some(Ipv4Net::default()),
                 },
                 addr6: match v6_on(link.index).as_slice() {
                     [] => None,

@@ -83,7 +83,8 @@ pub fn select(
     for peer in peers {
         let on_link = onlink.contains(peer.underlay_ip);
         match backend {
-            Backend::HostGw if !peer.underlay_ip.is_ipv4() => {
+            // An IPv4 subnet is routed via the peer's IPv4 underlay address.
+            Backend::HostGw if peer.subnet.is_some() && !peer.underlay_ip.is_ipv4() => {
                 skipped.insert(
                     peer.name.clone(),
                     format!(
@@ -126,7 +127,7 @@ pub fn select(
                     );
                 } else if direct_routing
                     && on_link
-                    && peer.underlay_ip.is_ipv4()
+                    && (peer.subnet.is_none() || peer.underlay_ip.is_ipv4())
                     && (peer.ipv6_subnet.is_none() || peer.ipv6_underlay.is_some())
                 {
                     direct.push(peer.clone());
@@ -181,7 +182,7 @@ mod tests {
     fn peer(name: &str, subnet: &str, ip: &str) -> PeerTarget {
         PeerTarget {
             name: name.into(),
-            subnet: subnet.parse().unwrap(),
+            subnet: subnet.parse().ok(),
             underlay_ip: ip.parse().unwrap(),
             vtep_mac: vtep_mac(name),
             ipv6_subnet: None,

@@ -244,7 +244,7 @@ mod tests {
     fn bridge() -> Bridge {
         Bridge {
             name: "cni0".into(),
-            addr: "10.244.3.1/24".parse().unwrap(),
+            addr: "10.244.3.1/24".parse().ok(),
             addr6: None,
             mtu: 1450,
         }
@@ -378,7 +378,7 @@ mod tests {
                 mtu: 1400
             }]
         );
-        desired.vxlan.as_mut().unwrap().addr = Ipv4Addr::new(10, 244, 7, 0);
+        desired.vxlan.as_mut().unwrap().addr = Some(Ipv4Addr::new(10, 244, 7, 0));
         assert_eq!(kinds(&plan(&desired, &observed)), ["set_mtu", "set_addr"]);
     }
 

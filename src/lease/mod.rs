@@ -13,15 +13,15 @@
 pub mod families;
 pub mod view;
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use weft_proto::record::MAX_CLAIM_TIME_MS;
 use weft_proto::{ClaimState, Ipv4Cidr};
 
 pub use view::{
     ClaimKey, Families, Identity, Limits, Member, OwnClaim, Refusal, Rejection, Resolved, Standing,
-    Verdict, View, resolve,
+    Subnets, Verdict, View, resolve,
 };
 
 pub(crate) fn cidr_to_net(c: Ipv4Cidr) -> Ipv4Net {
@@ -56,11 +56,14 @@ pub(crate) fn net_to_cidr(n: Ipv4Net) -> Ipv4Cidr {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseConfig {
     pub node_name: String,
-    pub network: Ipv4Net,
+    /// The network claims are made in: the IPv4 overlay network, or for an IPv6-only overlay
+    /// the IPv6 one (a dual-stack node's IPv6 subnet is the one paired with its IPv4 claim,
+    /// [`families`]).
+    pub network: IpNet,
     pub subnet_len: u8,
-    pub subnet_min: Ipv4Addr,
-    pub subnet_max: Ipv4Addr,
-    pub static_subnet: Option<Ipv4Net>,
+    pub subnet_min: IpAddr,
+    pub subnet_max: IpAddr,
+    pub static_subnet: Option<IpNet>,
     pub settle_ms: u64,
     pub reservation_ms: u64,
     /// How long to listen to the mesh before a first claim without persisted state (so a node
@@ -77,7 +80,7 @@ pub struct LeaseConfig {
 /// The claim a restart brings back from the state file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Restored {
-    pub subnet: Ipv4Net,
+    pub subnet: IpNet,
     pub claim_time_ms: u64,
     pub last_alive_ms: u64,
     pub active: bool,
@@ -89,23 +92,23 @@ pub enum Phase {
     /// Listening to the mesh before the first claim.
     Warmup {
         until_ms: u64,
-        preferred: Option<Ipv4Net>,
+        preferred: Option<IpNet>,
     },
     /// No free subnet (or the static one is held by an older claim): retried every step.
     Searching { reason: String },
     /// Announced, settling.
     Claimed {
-        subnet: Ipv4Net,
+        subnet: IpNet,
         claim_time_ms: u64,
         since_ms: u64,
     },
     /// Settled.
-    Active { subnet: Ipv4Net, claim_time_ms: u64 },
+    Active { subnet: IpNet, claim_time_ms: u64 },
     /// Identity conflict, this node is the younger side: it claims and programs nothing.
     Refused { reason: String },
     /// `weft leave`: the subnet is released.
     Leaving {
-        subnet: Option<Ipv4Net>,
+        subnet: Option<IpNet>,
         claim_time_ms: u64,
     },
 }
@@ -114,12 +117,12 @@ pub enum Phase {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeaseEvent {
     /// A new claim was announced (`why`: restored, recovered, preferred, candidate, static).
-    Claimed { subnet: Ipv4Net, why: &'static str },
+    Claimed { subnet: IpNet, why: &'static str },
     /// The claim settled: write subnet.env, configure the bridge.
-    Activated { subnet: Ipv4Net },
+    Activated { subnet: IpNet },
     /// An older claim took this node's subnet. `was_active`: it had settled (a partition healed).
     Lost {
-        subnet: Ipv4Net,
+        subnet: IpNet,
         winner: String,
         was_active: bool,
     },
@@ -215,7 +218,7 @@ impl Lease {
     }
 
     /// The claim to announce: `(subnet, claim time, state)`; `None` while there is none.
-    pub fn announcement(&self) -> Option<(Ipv4Net, u64, ClaimState)> {
+    pub fn announcement(&self) -> Option<(IpNet, u64, ClaimState)> {
         match &self.phase {
             Phase::Claimed {
                 subnet,
@@ -235,7 +238,7 @@ impl Lease {
     }
 
     /// The claim that counts for winner computations (not while leaving).
-    pub fn claim(&self) -> Option<(Ipv4Net, u64)> {
+    pub fn claim(&self) -> Option<(IpNet, u64)> {
         match self.announcement() {
             Some((s, t, ClaimState::Claimed | ClaimState::Active)) => Some((s, t)),
             _ => None,
@@ -267,7 +270,7 @@ impl Lease {
     }
 
     /// The settled subnet, if any.
-    pub fn active_subnet(&self) -> Option<Ipv4Net> {
+    pub fn active_subnet(&self) -> Option<IpNet> {
         match &self.phase {
             Phase::Active { subnet, .. } => Some(*subnet),
             _ => None,
@@ -380,7 +383,7 @@ impl Lease {
         &mut self,
         now_ms: u64,
         view: &View,
-        preferred: Option<Ipv4Net>,
+        preferred: Option<IpNet>,
         events: &mut Vec<LeaseEvent>,
     ) {
         // A wiped state dir: the mesh remembers this name's old claim, with its claim time.
@@ -415,7 +418,7 @@ impl Lease {
         &mut self,
         now_ms: u64,
         view: &View,
-        preferred: Option<Ipv4Net>,
+        preferred: Option<IpNet>,
         events: &mut Vec<LeaseEvent>,
     ) {
         let held = view.held();
@@ -473,41 +476,73 @@ impl Lease {
         stamp
     }
 
-    fn in_range(&self, s: Ipv4Net) -> bool {
+    fn in_range(&self, s: IpNet) -> bool {
         s.prefix_len() == self.cfg.subnet_len
             && self.cfg.network.contains(&s)
             && (self.cfg.subnet_min..=self.cfg.subnet_max).contains(&s.network())
     }
 }
 
+/// The subnet a record claims, as claims are contested: its IPv4 subnet, or for an IPv6-only
+/// node its IPv6 subnet (a dual-stack node's IPv6 subnet follows its IPv4 claim).
+pub fn claimed_net(record: &weft_proto::NodeRecord) -> Option<IpNet> {
+    if record.families.ipv4 {
+        record.subnet.map(|s| IpNet::V4(cidr_to_net(s)))
+    } else {
+        let v6 = record.families.ipv6?.subnet?;
+        Some(IpNet::V6(ipv6_net(v6)))
+    }
+}
+
+/// An address as a number (IPv4 in the low 32 bits), with the family's width in bits.
+fn addr_bits(a: IpAddr) -> (u128, u32) {
+    match a {
+        IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
+        IpAddr::V6(a) => (u128::from(a), 128),
+    }
+}
+
+fn addr_of(n: u128, bits: u32) -> Option<IpAddr> {
+    if bits == 32 {
+        Some(IpAddr::V4(u32::try_from(n).ok()?.into()))
+    } else {
+        Some(IpAddr::V6(n.into()))
+    }
+}
+
 /// Every claimable subnet between `subnet_min` and `subnet_max`, in address order.
-pub fn subnets(cfg: &LeaseConfig) -> impl Iterator<Item = Ipv4Net> + '_ {
-    let step: u64 = 1u64 << (32 - u32::from(cfg.subnet_len.min(32)));
-    let first = u64::from(u32::from(cfg.subnet_min)) & !(step - 1);
-    let last = u64::from(u32::from(cfg.subnet_max));
-    (0..)
-        .map(move |i: u64| first + i * step)
+pub fn subnets(cfg: &LeaseConfig) -> impl Iterator<Item = IpNet> + '_ {
+    let (min, bits) = addr_bits(cfg.subnet_min);
+    let (max, max_bits) = addr_bits(cfg.subnet_max);
+    let len = u32::from(cfg.subnet_len).min(bits);
+    // One subnet per step; a /0 subnet (never validated) would be the whole space.
+    let step: u128 = 1u128.checked_shl(bits - len).unwrap_or(0).max(1);
+    let first = min & !(step - 1);
+    let last = if max_bits == bits { max } else { 0 };
+    std::iter::successors(Some(first), move |a| a.checked_add(step))
         .take_while(move |a| *a <= last)
         .filter_map(move |a| {
-            let addr = Ipv4Addr::from(u32::try_from(a).ok()?);
-            let net = Ipv4Net::new(addr, cfg.subnet_len).ok()?;
+            let net = IpNet::new(addr_of(a, bits)?, cfg.subnet_len).ok()?;
             cfg.network.contains(&net).then_some(net)
         })
 }
 
 /// The free subnet with the highest rendezvous score for this node name.
-pub fn best_candidate(cfg: &LeaseConfig, taken: impl Fn(Ipv4Net) -> bool) -> Option<Ipv4Net> {
+pub fn best_candidate(cfg: &LeaseConfig, taken: impl Fn(IpNet) -> bool) -> Option<IpNet> {
     subnets(cfg)
         .filter(|s| !taken(*s))
         .max_by_key(|s| (rendezvous(&cfg.node_name, *s), std::cmp::Reverse(*s)))
 }
 
 /// Rendezvous (highest random weight) score of (node name, subnet): FNV-1a then a 64-bit mix.
-pub fn rendezvous(node_name: &str, subnet: Ipv4Net) -> u64 {
+pub fn rendezvous(node_name: &str, subnet: IpNet) -> u64 {
     let mut h = crate::hash::Fnv1a::default();
     h.bytes(node_name.as_bytes());
     h.byte(0xff);
-    h.bytes(&subnet.network().octets());
+    match subnet.network() {
+        IpAddr::V4(a) => h.bytes(&a.octets()),
+        IpAddr::V6(a) => h.bytes(&a.octets()),
+    }
     h.byte(subnet.prefix_len());
     // splitmix64's mixer spreads FNV's weak low bits.
     crate::hash::splitmix64(h.finish())

@@ -2,14 +2,18 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use weft_proto::{Backend, ClaimState, Ipv4Cidr, NodeRecord};
 
 use super::*;
 
 const R: u64 = 3_600_000;
 
-fn net(s: &str) -> Ipv4Net {
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn net4(s: &str) -> Ipv4Net {
     s.parse().unwrap()
 }
 
@@ -39,7 +43,7 @@ fn me(name: &str, generation: u64, last: u8) -> Identity {
         generation,
         underlay_ip: ip(last),
         backend: Backend::Vxlan,
-        network: net("10.244.0.0/16"),
+        network: net4("10.244.0.0/16"),
         subnet_len: 24,
         vni: 1,
         families: Families::default(),
@@ -56,7 +60,7 @@ fn record(name: &str, last: u8, subnet: Option<&str>, t: u64, state: ClaimState)
             len: 16,
         },
         vni: 1,
-        subnet: subnet.map(|s| net_to_cidr(net(s))),
+        subnet: subnet.map(|s| net_to_cidr(net4(s))),
         claim_time_ms: t,
         state,
         vtep_mac: [2, 0, 0, 0, 0, last],

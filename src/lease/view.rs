@@ -6,10 +6,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use weft_proto::{Backend, ClaimState, Ipv4Cidr, NodeRecord};
 
-use super::{cidr_to_net, ipv6_net};
+use super::{cidr_to_net, claimed_net, ipv6_net};
 
 /// One chitchat node (one generation of one node name) as the cluster layer sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +106,42 @@ impl Default for Families {
     }
 }
 
+/// A claim's subnet in each family the overlay runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Subnets {
+    pub v4: Option<Ipv4Net>,
+    pub v6: Option<ipnet::Ipv6Net>,
+}
+
+impl Identity {
+    /// The subnets a claim of `net` gives this overlay: an IPv4 claim and, dual-stack, the IPv6
+    /// subnet at its index; an IPv6-only claim alone.
+    pub fn subnets(&self, net: IpNet) -> Subnets {
+        match net {
+            IpNet::V4(v4) => Subnets {
+                v4: self.families.ipv4.then_some(v4),
+                v6: self
+                    .families
+                    .ipv6
+                    .and_then(|pool| pool.paired_with(self.network, v4)),
+            },
+            IpNet::V6(v6) => Subnets {
+                v4: None,
+                v6: (!self.families.ipv4).then_some(v6),
+            },
+        }
+    }
+
+    /// The network claims are made in and their prefix length: the IPv4 network, or for an
+    /// IPv6-only overlay the IPv6 one.
+    pub fn claim_space(&self) -> (IpNet, u8) {
+        match (self.families.ipv4, self.families.ipv6) {
+            (false, Some(pool)) => (IpNet::V6(pool.network), pool.subnet_len),
+            _ => (IpNet::V4(self.network), self.subnet_len),
+        }
+    }
+}
+
 impl Families {
     fn describe(ipv4: bool, ipv6: Option<ipnet::Ipv6Net>) -> String {
         match (ipv4, ipv6) {
@@ -163,9 +199,9 @@ pub enum Refusal {
     },
     /// Mixed cluster: the peer's subnet is not a subnet of this node's length in the network.
     MixedSubnet {
-        subnet: Ipv4Net,
+        subnet: IpNet,
         subnet_len: u8,
-        network: Ipv4Net,
+        network: IpNet,
     },
 }
 
@@ -251,8 +287,9 @@ impl std::fmt::Display for Refusal {
 pub struct Resolved {
     pub member: Member,
     pub verdict: Verdict,
-    /// `Some` when the verdict is `Usable` and the record claims a subnet.
-    pub holds: Option<Ipv4Net>,
+    /// `Some` when the verdict is `Usable` and the record claims a subnet (its IPv4 subnet, or
+    /// an IPv6-only node's IPv6 one: [`super::claimed_net`]).
+    pub holds: Option<IpNet>,
 }
 
 /// Where a counting claim stands in a contest for its subnet.
@@ -277,7 +314,7 @@ pub struct ClaimKey<'a> {
 /// This agent's own counting claim, as contests compare it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OwnClaim {
-    pub subnet: Ipv4Net,
+    pub subnet: IpNet,
     pub time_ms: u64,
     pub standing: Standing,
 }
@@ -324,7 +361,7 @@ pub struct View {
     pub self_refused: Option<String>,
     /// A record of an older generation with this agent's own name that held a subnet:
     /// `(subnet, claim time)`, for recovery after a wiped state dir.
-    pub previous_self: Option<(Ipv4Net, u64)>,
+    pub previous_self: Option<(IpNet, u64)>,
     /// The largest claim stamp of any record of this cluster in the view (0: none). A new claim
     /// is stamped above it, so it can never look older than a claim its maker could see.
     pub latest_claim_ms: u64,
@@ -376,7 +413,7 @@ pub fn resolve(
         .zip(&verdicts)
         .filter(|(_, v)| !matches!(v, Verdict::Refused(_) | Verdict::Invalid(_)))
         .filter_map(|(m, _)| m.record.as_ref().ok())
-        .filter(|r| r.subnet.is_some())
+        .filter(|r| claimed_net(r).is_some())
         .map(|r| r.claim_time_ms)
         .max()
         .unwrap_or(0);
@@ -384,15 +421,15 @@ pub fn resolve(
     let mut out = Vec::with_capacity(members.len());
     for (m, verdict) in members.into_iter().zip(verdicts) {
         let holds = match (&verdict, &m.record) {
-            (Verdict::Usable, Ok(r)) => r.subnet.map(cidr_to_net),
+            (Verdict::Usable, Ok(r)) => claimed_net(r),
             _ => None,
         };
         if m.name == me.name
             && m.generation < me.generation
             && let Ok(r) = &m.record
-            && let (Some(s), true) = (r.subnet, r.state != ClaimState::Leaving)
+            && let (Some(s), true) = (claimed_net(r), r.state != ClaimState::Leaving)
         {
-            let candidate = (cidr_to_net(s), r.claim_time_ms);
+            let candidate = (s, r.claim_time_ms);
             // Keep the newest previous generation's claim.
             view.previous_self = Some(candidate);
         }
@@ -417,7 +454,7 @@ fn end_taken_over_reservations(
     verdicts: &mut [Verdict],
     own: Option<OwnClaim>,
 ) {
-    let mut newest_settled: HashMap<Ipv4Net, u64> = HashMap::new();
+    let mut newest_settled: HashMap<IpNet, u64> = HashMap::new();
     if let Some(own) = own.filter(|o| o.standing == Standing::Settled) {
         newest_settled.insert(own.subnet, own.time_ms);
     }
@@ -430,9 +467,9 @@ fn end_taken_over_reservations(
         }
         if let Ok(r) = &m.record
             && r.state == ClaimState::Active
-            && let Some(s) = r.subnet
+            && let Some(s) = claimed_net(r)
         {
-            let newest = newest_settled.entry(cidr_to_net(s)).or_insert(0);
+            let newest = newest_settled.entry(s).or_insert(0);
             *newest = (*newest).max(r.claim_time_ms);
         }
     }
@@ -443,10 +480,8 @@ fn end_taken_over_reservations(
         if *v == Verdict::Usable
             && !m.alive
             && let Ok(r) = &m.record
-            && let Some(s) = r.subnet
-            && newest_settled
-                .get(&cidr_to_net(s))
-                .is_some_and(|&t| t > r.claim_time_ms)
+            && let Some(s) = claimed_net(r)
+            && newest_settled.get(&s).is_some_and(|&t| t > r.claim_time_ms)
         {
             *v = Verdict::Expired;
         }
@@ -583,8 +618,10 @@ fn judge(
             }
         }
     }
+    // An IPv6-only overlay has no IPv4 network to agree on (the families check below compares
+    // the IPv6 one).
     if record.backend != me.backend
-        || cidr_to_net(record.network) != me.network
+        || (me.families.ipv4 && cidr_to_net(record.network) != me.network)
         || (record.backend == Backend::Vxlan && record.vni != me.vni)
     {
         return Verdict::Refused(Refusal::MixedDataPlane {
@@ -623,13 +660,13 @@ fn judge(
     {
         return Verdict::Expired;
     }
-    if let Some(s) = record.subnet {
-        let net = cidr_to_net(s);
-        if net.prefix_len() != me.subnet_len || !me.network.contains(&net) {
+    if let Some(net) = claimed_net(record) {
+        let (network, subnet_len) = me.claim_space();
+        if net.prefix_len() != subnet_len || !network.contains(&net) {
             return Verdict::Refused(Refusal::MixedSubnet {
                 subnet: net,
-                subnet_len: me.subnet_len,
-                network: me.network,
+                subnet_len,
+                network,
             });
         }
     }
@@ -638,8 +675,8 @@ fn judge(
 
 impl View {
     /// Subnets held by other members' counting claims, with the winning key for each.
-    pub fn held(&self) -> BTreeMap<Ipv4Net, ClaimKey<'_>> {
-        let mut held: BTreeMap<Ipv4Net, ClaimKey<'_>> = BTreeMap::new();
+    pub fn held(&self) -> BTreeMap<IpNet, ClaimKey<'_>> {
+        let mut held: BTreeMap<IpNet, ClaimKey<'_>> = BTreeMap::new();
         for r in &self.members {
             if let (Some(net), Some(key)) = (r.holds, r.claim_key()) {
                 held.entry(net)

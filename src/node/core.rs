@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::IpNet;
 use weft_proto::{Backend, ClaimState, NodeRecord, PersistedState};
 
 use crate::config::Config;
@@ -17,7 +17,9 @@ use crate::dataplane::desired::{PeerTarget, vtep_mac};
 use crate::dataplane::paths::{self, Onlink, Selection};
 use crate::dataplane::underlay::UnderlayInfo;
 use crate::dataplane::{Mac, State};
-use crate::lease::{self, Identity, Lease, LeaseConfig, LeaseEvent, Member, Phase, Restored, View};
+use crate::lease::{
+    self, Identity, Lease, LeaseConfig, LeaseEvent, Member, Phase, Restored, Subnets, View,
+};
 use crate::node::notices::{Notice, Notices};
 use crate::node::programming::{Change, Programming};
 use crate::node::{desired, generation::generation_at, pacing, persist};
@@ -150,12 +152,20 @@ impl Node {
         let mut outputs = Vec::new();
         let mut warnings = Vec::new();
         let restored = match restored {
-            Ok(Some(s)) if s.node_name == config.node_name => Some(Restored {
-                subnet: lease::cidr_to_net(s.subnet),
-                claim_time_ms: s.claim_time_ms,
-                last_alive_ms: s.last_alive_ms,
-                active: s.active,
-            }),
+            Ok(Some(s)) if s.node_name == config.node_name => {
+                // The claim is the IPv4 subnet, or an IPv6-only overlay's IPv6 one.
+                let claim = if config.ipv4 {
+                    s.subnet.map(|c| IpNet::V4(lease::cidr_to_net(c)))
+                } else {
+                    s.ipv6_subnet.map(|c| IpNet::V6(lease::ipv6_net(c)))
+                };
+                claim.map(|subnet| Restored {
+                    subnet,
+                    claim_time_ms: s.claim_time_ms,
+                    last_alive_ms: s.last_alive_ms,
+                    active: s.active,
+                })
+            }
             Ok(Some(s)) => {
                 outputs.push(Output::Notice(Notice::StateFileForeign {
                     other: s.node_name,
@@ -171,13 +181,28 @@ impl Node {
         };
         let generation = generation_at(t.now_ms, restored.as_ref().map(|r| r.last_alive_ms));
         let warmup = pacing::warmup(config.gossip_interval, !config.seeds.is_empty());
+        // Claims are made in the IPv4 network, or in the IPv6 one for an IPv6-only overlay.
+        let (network, subnet_len, subnet_min, subnet_max) = match (config.ipv4, config.ipv6) {
+            (false, Some(pool)) => (
+                IpNet::V6(pool.network),
+                pool.subnet_len,
+                IpAddr::V6(pool.subnet_min),
+                IpAddr::V6(pool.subnet_max),
+            ),
+            _ => (
+                IpNet::V4(config.network),
+                config.subnet_len,
+                IpAddr::V4(config.subnet_min),
+                IpAddr::V4(config.subnet_max),
+            ),
+        };
         let lease_cfg = LeaseConfig {
             node_name: config.node_name.clone(),
-            network: config.network,
-            subnet_len: config.subnet_len,
-            subnet_min: config.subnet_min,
-            subnet_max: config.subnet_max,
-            static_subnet: config.static_subnet,
+            network,
+            subnet_len,
+            subnet_min,
+            subnet_max,
+            static_subnet: config.static_subnet.map(IpNet::V4),
             settle_ms: config.settle.as_millis() as u64,
             reservation_ms: config.reservation.as_millis() as u64,
             warmup_ms: warmup.as_millis() as u64,
@@ -261,9 +286,9 @@ impl Node {
 
     /// The record this node announces.
     pub fn record(&self) -> NodeRecord {
-        let (subnet, claim_time_ms, state) = match self.lease.announcement() {
-            Some((s, t, st)) => (Some(lease::net_to_cidr(s)), t, st),
-            None => (None, 0, ClaimState::Claimed),
+        let (subnets, claim_time_ms, state) = match self.lease.announcement() {
+            Some((s, t, st)) => (self.identity.subnets(s), t, st),
+            None => (Subnets::default(), 0, ClaimState::Claimed),
         };
         let vxlan = self.config.backend == Backend::Vxlan;
         NodeRecord {
@@ -272,7 +297,7 @@ impl Node {
             backend: self.config.backend,
             network: lease::net_to_cidr(self.config.network),
             vni: if vxlan { self.config.vni } else { 0 },
-            subnet,
+            subnet: subnets.v4.map(lease::net_to_cidr),
             claim_time_ms,
             state,
             vtep_mac: if vxlan { self.vtep_mac } else { [0; 6] },
@@ -285,11 +310,7 @@ impl Node {
                 ipv4: self.config.ipv4,
                 ipv6: self.config.ipv6.map(|pool| weft_proto::Ipv6Overlay {
                     network: lease::ipv6_cidr(pool.network),
-                    subnet: self
-                        .lease
-                        .announcement()
-                        .and_then(|(s, _, _)| self.ipv6_subnet_of(s))
-                        .map(lease::ipv6_cidr),
+                    subnet: subnets.v6.map(lease::ipv6_cidr),
                     underlay_ip: self.config.public_ipv6.or(self.underlay.ipv6),
                 }),
             },
@@ -403,13 +424,14 @@ impl Node {
             .map(|active| self.subnet_env_text(active))
     }
 
-    /// subnet.env's text for `subnet`.
-    pub fn subnet_env_text(&self, subnet: Ipv4Net) -> String {
+    /// subnet.env's text for the claim `subnet`.
+    pub fn subnet_env_text(&self, subnet: IpNet) -> String {
+        let subnets = self.identity.subnets(subnet);
         crate::files::subnet_env_families(
-            self.config.ipv4.then_some((self.config.network, subnet)),
+            subnets.v4.map(|s| (self.config.network, s)),
             self.config
                 .ipv6
-                .zip(self.ipv6_subnet_of(subnet))
+                .zip(subnets.v6)
                 .map(|(pool, s)| (pool.network, s)),
             desired::overlay_mtu(&self.desired_inputs(&[])),
             self.config.ip_masq,
@@ -496,7 +518,7 @@ impl Node {
     /// programmed, and what changed for the operator.
     pub fn reconciled(&mut self, desired: State, ok: bool, now: Duration) -> Vec<Output> {
         let selection = self.selection();
-        let targets: BTreeMap<String, Ipv4Net> = self
+        let targets: BTreeMap<String, IpNet> = self
             .targets()
             .into_iter()
             .filter(|(n, _, _)| !self.skipped.contains_key(n))
@@ -525,7 +547,7 @@ impl Node {
                     let record = r.record()?;
                     Some(PeerSpec {
                         name: r.member.name.clone(),
-                        subnet: r.holds?,
+                        subnet: record.subnet.map(lease::cidr_to_net),
                         // The view only admits peers whose IPv6 subnet is paired with their IPv4 one.
                         ipv6_subnet: record
                             .families
@@ -548,16 +570,17 @@ impl Node {
     /// The state file's contents when a save is due at `t` (`force`: on a clean stop).
     pub fn state_to_save(&self, t: Times, force: bool) -> Option<PersistedState> {
         let (subnet, claim_time_ms) = self.lease.claim()?;
+        let subnets = self.identity.subnets(subnet);
         let state = PersistedState {
             version: 1,
             node_name: self.config.node_name.clone(),
-            network: lease::net_to_cidr(self.config.network),
-            subnet: lease::net_to_cidr(subnet),
+            network: subnets.v4.map(|_| lease::net_to_cidr(self.config.network)),
+            subnet: subnets.v4.map(lease::net_to_cidr),
             claim_time_ms,
             last_alive_ms: t.now_ms,
             active: self.lease.active_subnet().is_some(),
             ipv6_network: self.config.ipv6.map(|p| lease::ipv6_cidr(p.network)),
-            ipv6_subnet: self.ipv6_subnet_of(subnet).map(lease::ipv6_cidr),
+            ipv6_subnet: subnets.v6.map(lease::ipv6_cidr),
         };
         let prev = self.last_saved.as_ref().map(|(state, at)| (state, *at));
         persist::save_due(prev, &state, t.now, force).then_some(state)
@@ -570,7 +593,7 @@ impl Node {
 
     /// `weft leave`: releases the claim; returns the subnet released and the record to
     /// announce (state `leaving`).
-    pub fn leave(&mut self) -> (Option<Ipv4Net>, NodeRecord) {
+    pub fn leave(&mut self) -> (Option<IpNet>, NodeRecord) {
         let released = self.lease.claim().map(|(s, _)| s);
         self.lease.leave();
         (released, self.record())
@@ -590,15 +613,13 @@ impl Node {
         ))
     }
 
-    /// The IPv6 subnet claimed with the IPv4 `subnet` (dual-stack): the one at its index.
-    pub fn ipv6_subnet_of(&self, subnet: Ipv4Net) -> Option<Ipv6Net> {
-        self.config
-            .ipv6
-            .and_then(|pool| pool.paired_with(self.config.network, subnet))
+    /// The subnets of each family a claim of `subnet` gives this node.
+    pub fn subnets_of(&self, subnet: IpNet) -> Subnets {
+        self.identity.subnets(subnet)
     }
 
     /// Peers whose routes this node programs: the winner of each subnet.
-    fn targets(&self) -> Vec<(String, Ipv4Net, NodeRecord)> {
+    fn targets(&self) -> Vec<(String, IpNet, NodeRecord)> {
         if self.lease.claim().is_none() {
             return Vec::new();
         }
@@ -614,9 +635,9 @@ impl Node {
         let peers: Vec<PeerTarget> = self
             .targets()
             .into_iter()
-            .map(|(name, subnet, record)| PeerTarget {
+            .map(|(name, _, record)| PeerTarget {
                 name,
-                subnet,
+                subnet: record.subnet.map(lease::cidr_to_net),
                 underlay_ip: record.underlay_ip,
                 vtep_mac: record.vtep_mac,
                 // The view only admits peers whose IPv6 subnet is paired with their IPv4 one.
@@ -632,6 +653,9 @@ impl Node {
     }
 
     fn desired_inputs<'a>(&'a self, peers: &'a [PeerTarget]) -> desired::Inputs<'a> {
+        let claim = self.lease.claim().map(|(s, _)| self.identity.subnets(s));
+        let active = self.lease.active_subnet().map(|s| self.identity.subnets(s));
+        let (claim, active) = (claim.unwrap_or_default(), active.unwrap_or_default());
         desired::Inputs {
             backend: self.config.backend,
             direct_routing: self.config.direct_routing,
@@ -641,16 +665,10 @@ impl Node {
             network6: self.config.ipv6.map(|p| p.network),
             ip_masq: self.config.ip_masq,
             bridge: self.config.bridge.as_deref(),
-            claim: self.lease.claim().map(|(subnet, _)| subnet),
-            active: self.lease.active_subnet(),
-            claim6: self
-                .lease
-                .claim()
-                .and_then(|(subnet, _)| self.ipv6_subnet_of(subnet)),
-            active6: self
-                .lease
-                .active_subnet()
-                .and_then(|subnet| self.ipv6_subnet_of(subnet)),
+            claim: claim.v4,
+            active: active.v4,
+            claim6: claim.v6,
+            active6: active.v6,
             underlay: &self.underlay,
             vtep_mac: self.vtep_mac,
             udp_mtu: self.udp.map(|u| u.mtu),

@@ -80,27 +80,32 @@ pub fn overlay_mtu(i: &Inputs) -> u32 {
     )
 }
 
+/// The bridge, once the claim is active: the first address of each family's subnet.
 fn bridge(i: &Inputs, mtu: u32) -> Option<Bridge> {
-    match (i.bridge, i.active) {
-        (Some(name), Some(active)) => Some(Bridge {
-            name: name.to_string(),
-            addr: Ipv4Net::new(first_host(active), active.prefix_len()).unwrap_or(active),
-            addr6: i
-                .active6
-                .map(|s| Ipv6Net::new(first_host_v6(s), s.prefix_len()).unwrap_or(s)),
-            mtu,
-        }),
-        _ => None,
+    let name = i.bridge?;
+    if i.active.is_none() && i.active6.is_none() {
+        return None;
     }
+    Some(Bridge {
+        name: name.to_string(),
+        addr: i
+            .active
+            .map(|s| Ipv4Net::new(first_host(s), s.prefix_len()).unwrap_or(s)),
+        addr6: i
+            .active6
+            .map(|s| Ipv6Net::new(first_host_v6(s), s.prefix_len()).unwrap_or(s)),
+        mtu,
+    })
 }
 
 fn peer_selection(i: &Inputs) -> Selection {
-    let Some(subnet) = i.claim else {
+    // Nothing is programmed before this node holds a claim (of either family).
+    if i.claim.is_none() && i.claim6.is_none() {
         return Selection::default();
-    };
+    }
     if let Some(mtu) = i.udp_mtu {
         return Selection {
-            state: udp_state(i, subnet, mtu),
+            state: udp_state(i, mtu),
             ..Selection::default()
         };
     }
@@ -113,7 +118,7 @@ fn peer_selection(i: &Inputs) -> Selection {
             underlay_ifindex: Some(i.underlay.ifindex),
             mac: i.vtep_mac,
             mtu: vxlan_mtu(i.underlay.mtu, i.underlay.ip.is_ipv6()),
-            addr: subnet.network(),
+            addr: i.claim.map(|s| s.network()),
             addr6: i.claim6.map(|s| s.network()),
         }),
         Backend::HostGw | Backend::Udp => None,
@@ -128,25 +133,28 @@ fn peer_selection(i: &Inputs) -> Selection {
     )
 }
 
-/// The udp backend: its TUN device with `<subnet>.0`, the bridge, and one route for the whole
-/// overlay network to the device (the node's own subnet stays on the bridge, a longer prefix).
-fn udp_state(i: &Inputs, subnet: Ipv4Net, mtu: u32) -> State {
+/// The udp backend: its TUN device with `<subnet>.0`, the bridge, and one route for each
+/// family's whole overlay network to the device (the node's own subnet stays on the bridge, a
+/// longer prefix).
+fn udp_state(i: &Inputs, mtu: u32) -> State {
     let mut state = State {
         tun: Some(TunLink {
             name: dataplane::TUN_DEVICE.into(),
             mtu,
-            addr: Some(subnet.network()),
+            addr: i.claim.map(|s| s.network()),
             addr6: i.claim6.map(|s| s.network()),
         }),
         bridge: bridge(i, mtu),
         ..State::default()
     };
-    state.routes.insert(Route {
-        dst: IpNet::V4(i.network),
-        gateway: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        device: Some(dataplane::TUN_DEVICE.into()),
-        onlink: false,
-    });
+    if i.claim.is_some() {
+        state.routes.insert(Route {
+            dst: IpNet::V4(i.network),
+            gateway: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            device: Some(dataplane::TUN_DEVICE.into()),
+            onlink: false,
+        });
+    }
     if let Some(network6) = i.network6.filter(|_| i.claim6.is_some()) {
         state.routes.insert(Route {
             dst: IpNet::V6(network6),
@@ -199,7 +207,7 @@ mod tests {
         };
         let peers = [PeerTarget {
             name: "b".into(),
-            subnet: "10.244.4.0/24".parse().unwrap(),
+            subnet: "10.244.4.0/24".parse().ok(),
             underlay_ip: "192.0.2.2".parse().unwrap(),
             vtep_mac: [2, 0, 0, 0, 0, 2],
             ipv6_subnet: Some("fd00:10:244:4::/64".parse().unwrap()),
@@ -274,7 +282,7 @@ mod tests {
         };
         let peers = [PeerTarget {
             name: "b".into(),
-            subnet: "10.244.4.0/24".parse().unwrap(),
+            subnet: "10.244.4.0/24".parse().ok(),
             underlay_ip: "192.0.2.2".parse().unwrap(),
             vtep_mac: [2, 0, 0, 0, 0, 2],
             ipv6_subnet: None,
@@ -289,7 +297,10 @@ mod tests {
         i.active = i.claim;
         let active = selection(&i).state;
         assert_eq!(
-            active.bridge.as_ref().map(|b| (b.addr.to_string(), b.mtu)),
+            active
+                .bridge
+                .as_ref()
+                .map(|b| (b.addr.unwrap().to_string(), b.mtu)),
             Some(("10.244.3.1/24".into(), 1450))
         );
         assert_eq!(active.masq.map(|m| m.subnet), i.claim);

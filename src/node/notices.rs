@@ -78,7 +78,7 @@ pub enum Notice {
     /// The node is ready (told once per start).
     Ready {
         /// Its active subnet.
-        subnet: Option<ipnet::Ipv4Net>,
+        subnet: Option<ipnet::IpNet>,
     },
 }
 

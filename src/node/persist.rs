@@ -37,8 +37,8 @@ mod tests {
         PersistedState {
             version: 1,
             node_name: "a".into(),
-            network: "10.244.0.0/16".parse().unwrap(),
-            subnet: subnet.parse().unwrap(),
+            network: "10.244.0.0/16".parse().ok(),
+            subnet: subnet.parse().ok(),
             claim_time_ms,
             last_alive_ms: 0,
             active,

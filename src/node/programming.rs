@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use crate::dataplane::State;
 use crate::dataplane::paths::Path;
@@ -19,7 +19,7 @@ pub enum Change {
         /// Its name.
         peer: String,
         /// Its subnet.
-        subnet: Ipv4Net,
+        subnet: IpNet,
         /// How it is reached.
         via: Option<Path>,
     },
@@ -28,7 +28,7 @@ pub enum Change {
         /// Its name.
         peer: String,
         /// The subnet it had.
-        subnet: Ipv4Net,
+        subnet: IpNet,
     },
 }
 
@@ -53,7 +53,7 @@ pub struct Programming {
     applied: Option<(State, bool)>,
     /// When (since start).
     last: Option<Duration>,
-    programmed: BTreeMap<String, Ipv4Net>,
+    programmed: BTreeMap<String, IpNet>,
     paths: BTreeMap<String, Path>,
 }
 
@@ -79,7 +79,7 @@ impl Programming {
     }
 
     /// The subnet `peer` is programmed with, if it is.
-    pub fn programmed(&self, peer: &str) -> Option<Ipv4Net> {
+    pub fn programmed(&self, peer: &str) -> Option<IpNet> {
         self.programmed.get(peer).copied()
     }
 
@@ -96,7 +96,7 @@ impl Programming {
         desired: State,
         ok: bool,
         now: Duration,
-        targets: BTreeMap<String, Ipv4Net>,
+        targets: BTreeMap<String, IpNet>,
         paths: BTreeMap<String, Path>,
     ) -> Vec<Change> {
         let now_programmed = if ok { targets } else { self.programmed.clone() };
@@ -135,7 +135,7 @@ impl Programming {
 mod tests {
     use super::*;
 
-    fn net(s: &str) -> Ipv4Net {
+    fn net(s: &str) -> IpNet {
         s.parse().unwrap()
     }
 
@@ -150,8 +150,8 @@ mod tests {
         assert!(p.due(&a, s(10), s(10)), "the interval passed");
         let mut b = a.clone();
         b.masq = Some(crate::dataplane::Masquerade {
-            network: net("10.244.0.0/16"),
-            subnet: net("10.244.3.0/24"),
+            network: "10.244.0.0/16".parse().unwrap(),
+            subnet: "10.244.3.0/24".parse().unwrap(),
         });
         assert!(p.due(&b, s(1), s(10)), "desired changed");
         p.record(b.clone(), false, s(1), BTreeMap::new(), BTreeMap::new());

@@ -14,7 +14,8 @@ use super::DropReason;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerSpec {
     pub name: String,
-    pub subnet: Ipv4Net,
+    /// Its IPv4 subnet (none in an IPv6-only overlay).
+    pub subnet: Option<Ipv4Net>,
     /// Its IPv6 subnet, in a dual-stack overlay.
     pub ipv6_subnet: Option<Ipv6Net>,
     /// Underlay address and tunnel port frames go to, and must come from.
@@ -81,11 +82,13 @@ impl PeerTable {
             if spec.live {
                 t.by_addr.insert(spec.addr, i);
             }
-            let len = spec.subnet.prefix_len();
-            if !t.prefixes.contains(&len) {
-                t.prefixes.push(len);
+            if let Some(net) = spec.subnet {
+                let len = net.prefix_len();
+                if !t.prefixes.contains(&len) {
+                    t.prefixes.push(len);
+                }
+                t.by_net.insert((u32::from(net.network()), len), i);
             }
-            t.by_net.insert((u32::from(spec.subnet.network()), len), i);
             if let Some(net6) = spec.ipv6_subnet {
                 let len = net6.prefix_len();
                 if !t.prefixes6.contains(&len) {
@@ -320,7 +323,7 @@ pub fn accept(
     let packet = frame.get(range.clone()).ok_or(DropReason::Garbage)?;
     let (src, _) = frame::check_packet(packet).map_err(reason)?;
     let inside = match src {
-        IpAddr::V4(v4) => peer.spec.subnet.contains(&v4),
+        IpAddr::V4(v4) => peer.spec.subnet.is_some_and(|n| n.contains(&v4)),
         IpAddr::V6(v6) => peer.spec.ipv6_subnet.is_some_and(|n| n.contains(&v6)),
     };
     if !inside {
@@ -345,7 +348,7 @@ mod tests {
     fn spec(name: &str, subnet: &str, addr: &str, pk: Option<[u8; 32]>) -> PeerSpec {
         PeerSpec {
             name: name.into(),
-            subnet: subnet.parse().unwrap(),
+            subnet: subnet.parse().ok(),
             ipv6_subnet: None,
             addr: addr.parse().unwrap(),
             public_key: pk,

@@ -70,16 +70,20 @@ const MAX_PEERS_FILE: u64 = 1 << 20;
 /// How long restored peers stand in while gossip names none.
 const RESTORED_TRUST: Duration = Duration::from_secs(30);
 const PEERS_HEADER: &str = "# weft udp peers v1: name subnet address:port [ipv6-subnet]";
+/// What the subnet column holds for a peer of an IPv6-only overlay.
+const NO_SUBNET: &str = "-";
 /// The header before the IPv6 subnet was kept (still read).
 const PEERS_HEADER_V4: &str = "# weft udp peers v1: name subnet address:port";
 
-/// The peers file's content: a header line, then `name subnet address:port` per peer, and the
-/// peer's IPv6 subnet when it has one.
+/// The peers file's content: a header line, then `name subnet address:port` per peer (`-` for
+/// the subnet in an IPv6-only overlay), and the peer's IPv6 subnet when it has one.
 fn peers_text(peers: &[PeerSpec]) -> String {
     let mut s = String::from(PEERS_HEADER);
     s.push('\n');
     for p in peers {
-        s.push_str(&format!("{} {} {}", p.name, p.subnet, p.addr));
+        let subnet = p.subnet.map(|n| n.to_string());
+        let subnet = subnet.as_deref().unwrap_or(NO_SUBNET);
+        s.push_str(&format!("{} {subnet} {}", p.name, p.addr));
         if let Some(v6) = p.ipv6_subnet {
             s.push_str(&format!(" {v6}"));
         }
@@ -113,8 +117,17 @@ fn parse_peers(text: &str) -> (Vec<PeerSpec>, usize) {
                     Some(Ok(net)) if net == net.trunc() => Ok(Some(net)),
                     Some(_) => Err(()),
                 };
-                match (subnet.parse::<Ipv4Net>(), addr.parse::<SocketAddr>(), v6) {
-                    (Ok(subnet), Ok(addr), Ok(ipv6_subnet)) if subnet == subnet.trunc() => {
+                let subnet = match subnet {
+                    NO_SUBNET => Ok(None),
+                    s => match s.parse::<Ipv4Net>() {
+                        Ok(net) if net == net.trunc() => Ok(Some(net)),
+                        _ => Err(()),
+                    },
+                };
+                match (subnet, addr.parse::<SocketAddr>(), v6) {
+                    (Ok(subnet), Ok(addr), Ok(ipv6_subnet))
+                        if subnet.is_some() || ipv6_subnet.is_some() =>
+                    {
                         Some(PeerSpec {
                             name: name.to_string(),
                             subnet,
@@ -297,7 +310,7 @@ mod tests {
         let peers = vec![
             PeerSpec {
                 name: "h1".into(),
-                subnet: "10.244.1.0/24".parse().unwrap(),
+                subnet: "10.244.1.0/24".parse().ok(),
                 ipv6_subnet: None,
                 addr: "192.0.2.1:8285".parse().unwrap(),
                 public_key: Some([7; 32]),
@@ -305,7 +318,7 @@ mod tests {
             },
             PeerSpec {
                 name: "h-2.x_y".into(),
-                subnet: "10.244.2.0/24".parse().unwrap(),
+                subnet: "10.244.2.0/24".parse().ok(),
                 ipv6_subnet: None,
                 addr: "[2001:db8::2]:8285".parse().unwrap(),
                 public_key: None,

@@ -11,7 +11,7 @@ impl Node {
     /// What `/v1/status`, `weft status` and `/readyz` show now.
     pub fn status(&self, files: &dyn FileFacts) -> StatusReport {
         let w = self;
-        let (state, subnet) = match w.lease.phase() {
+        let (state, claim) = match w.lease.phase() {
             Phase::Warmup { .. } => (ClaimStatus::Searching, None),
             Phase::Searching { .. } => (ClaimStatus::Searching, None),
             Phase::Claimed { subnet, .. } => (ClaimStatus::Claimed, Some(*subnet)),
@@ -19,7 +19,8 @@ impl Node {
             Phase::Refused { .. } => (ClaimStatus::Refused, None),
             Phase::Leaving { subnet, .. } => (ClaimStatus::Leaving, *subnet),
         };
-        let ipv6_subnet = subnet.and_then(|s| w.ipv6_subnet_of(s));
+        let own = claim.map(|s| w.subnets_of(s)).unwrap_or_default();
+        let (subnet, ipv6_subnet) = (own.v4, own.v6);
         let applied_ok = w.programming.applied_ok();
         let ready_reason = match w.lease.phase() {
             _ if !w.config.seeds.is_empty() && w.first_live_peer.is_none() => Some(format!(
@@ -133,7 +134,7 @@ impl Node {
                 ipv6_subnet: record
                     .and_then(|x| x.families.ipv6?.subnet)
                     .map(crate::lease::ipv6_net),
-                state: match record.map(|x| (x.state, x.subnet.is_some())) {
+                state: match record.map(|x| (x.state, crate::lease::claimed_net(x).is_some())) {
                     Some((ClaimState::Leaving, _)) => ClaimStatus::Leaving,
                     Some((_, false)) | None => ClaimStatus::None,
                     Some((ClaimState::Claimed, true)) => ClaimStatus::Claimed,
@@ -162,7 +163,10 @@ impl Node {
                 weft_proto::Backend::Udp => "udp",
             }
             .to_string(),
-            network: w.config.network.to_string(),
+            network: match (w.config.ipv4, w.config.ipv6) {
+                (false, Some(pool)) => pool.network.to_string(),
+                _ => w.config.network.to_string(),
+            },
             subnet,
             ipv6_subnet,
             state,
