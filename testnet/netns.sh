@@ -66,6 +66,8 @@ environment:
   WEFT_TESTNET_INSECURE=1  run the agents with --insecure instead of a cluster key
   WEFT_TESTNET_UNDERLAY6=1 the agents use the IPv6 underlay (--iface and gossip on each host's
                       fd7e:31:250:: address): VXLAN and the udp tunnel run over IPv6
+  WEFT_TESTNET_UNDERLAY6=only  the same, and \`up\` gives the hosts no IPv4 underlay address or
+                      route at all: an IPv6-only underlay
 EOF
 }
 
@@ -247,9 +249,10 @@ start_one() {
         return
     fi
     mkdir -p "$dir/state"
-    # The agents' underlay (VXLAN, udp tunnel, gossip): IPv4, or IPv6 with WEFT_TESTNET_UNDERLAY6=1.
+    # The agents' underlay (VXLAN, udp tunnel, gossip): IPv4, or IPv6 with WEFT_TESTNET_UNDERLAY6
+    # (1, or only).
     local ul_ip seed_ip
-    if [[ ${WEFT_TESTNET_UNDERLAY6:-0} == 1 ]]; then
+    if [[ ${WEFT_TESTNET_UNDERLAY6:-0} != 0 ]]; then
         ul_ip="[$(host_ip6 "$i")]"
         seed_ip="[$(host_ip6 1)]"
         local iface=(--iface "$(host_ip6 "$i")")
@@ -373,14 +376,19 @@ cmd_up() {
         # Underlay link: veth-ul in the host, hI on the underlay bridge.
         ip -n "$h" link add veth-ul type veth peer name "h$i" netns "$UL"
         ip -n "$UL" link set "h$i" master br0 up
-        ip -n "$h" addr add "$(host_ip "$i")/24" dev veth-ul
         ip -n "$h" addr add "$(host_ip6 "$i")/64" dev veth-ul nodad
         ip -n "$h" link set veth-ul up
+        if [[ ${WEFT_TESTNET_UNDERLAY6:-0} != only ]]; then
+            ip -n "$h" addr add "$(host_ip "$i")/24" dev veth-ul
+            if is_routed "$i"; then
+                ip -n "$h" route add default via "$NET2.1"
+            else
+                ip -n "$h" route add default via "$NET.1"
+            fi
+        fi
         if is_routed "$i"; then
-            ip -n "$h" route add default via "$NET2.1"
             ip -n "$h" -6 route add default via "$NET6_2::1"
         else
-            ip -n "$h" route add default via "$NET.1"
             ip -n "$h" -6 route add default via "$NET6::1"
         fi
         # Container link: eth0 in the container, veth-c in the host (enslaved by wire-containers).
@@ -650,13 +658,15 @@ cmd_down() {
 # Milliseconds since the last `start` until every host has a weft route (proto 87) to each of
 # the other hosts' subnets.
 measure_routes() {
-    local n=$1 timeout=$2 start now i count done_
+    local n=$1 timeout=$2 start now i count done_ family=4
+    [[ -n ${WEFT_NO_IPV4:-} && ${WEFT_NO_IPV4} != 0 && ${WEFT_NO_IPV4} != false ]] && family=6
     start=$(cat "$STATE/last-start")
     local deadline=$((SECONDS + timeout))
     while :; do
         done_=1
         for i in $(seq 1 "$n"); do
-            count=$(ip -n "$(host_ns "$i")" route show proto 87 2>/dev/null | grep -c . || true)
+            # IPv4 routes, or IPv6 ones in an IPv6-only overlay (WEFT_NO_IPV4).
+            count=$(ip -n "$(host_ns "$i")" "-${family:-4}" route show proto 87 2>/dev/null | grep -c . || true)
             if ((count < n - 1)); then
                 done_=0
                 break
@@ -674,17 +684,22 @@ measure_routes() {
 
 cmd_demo() {
     require_root
-    local down_after=0 ipv6=0 n=3 ms arg
+    local down_after=0 ipv6=0 ipv4=1 n=3 ms arg
     for arg in "$@"; do
         case $arg in
         --down-after) down_after=1 ;;
         --ipv6) ipv6=1 ;;
-        *) die "usage: $0 demo [--ipv6] [--down-after]" ;;
+        --ipv6-only) ipv6=1 ipv4=0 ;;
+        *) die "usage: $0 demo [--ipv6 | --ipv6-only] [--down-after]" ;;
         esac
     done
     if ((ipv6)); then
         # A dual-stack overlay: every host also gets an IPv6 subnet of this network.
         export WEFT_IPV6_NETWORK="${WEFT_IPV6_NETWORK:-fd00:10:244::/56}"
+    fi
+    if ((!ipv4)); then
+        # IPv6 only, overlay and underlay: the hosts have no IPv4 address on the underlay.
+        export WEFT_NO_IPV4=1 WEFT_TESTNET_UNDERLAY6=only
     fi
     weft_bin >/dev/null
     ensure_tools
@@ -704,10 +719,12 @@ cmd_demo() {
     echo
     cmd_status 1
     echo
-    cmd_ping 1 2
-    echo
-    cmd_ping 1 3
-    echo
+    if ((ipv4)); then
+        cmd_ping 1 2
+        echo
+        cmd_ping 1 3
+        echo
+    fi
     if ((ipv6)); then
         cmd_ping6 1 2
         echo

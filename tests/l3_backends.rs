@@ -1,6 +1,6 @@
 //! L3: real `weft` processes in network namespaces (testnet/netns.sh), one test per backend:
-//! host-gw, vxlan, and vxlan with DirectRouting, and vxlan and host-gw dual-stack. Three hosts
-//! each; every container pings every other across hosts (over IPv4, and IPv6 when dual-stack), a
+//! host-gw, vxlan, and vxlan with DirectRouting; vxlan, host-gw and udp dual-stack; and each of
+//! them IPv6-only over an IPv6-only underlay. Three hosts each; every container pings every other across hosts (over IPv4, and IPv6 when dual-stack), a
 //! 20 MB TCP stream container → container arrives intact (SHA-256), and a don't-fragment ping of
 //! exactly the advertised MTU (FLANNEL_MTU) passes while one byte more fails, in each family. A
 //! host-gw peer that is not on-link is not programmed and `weft status` says why.
@@ -404,6 +404,26 @@ fn host_gw_dual_stack_three_hosts() {
 }
 
 #[test]
+fn vxlan_direct_routing_dual_stack_three_hosts() {
+    if !l3_available("vxlan_direct_routing_dual_stack_three_hosts") {
+        return;
+    }
+    // On-link peers get plain routes in both families: IPv6 via their IPv6 underlay addresses.
+    let net = Testnet::new("l3dr6")
+        .with_env("WEFT_BACKEND", "vxlan")
+        .with_env("WEFT_DIRECT_ROUTING", "1");
+    dual_stack_on(net, 2, "via fd7e:31:250::", |net| {
+        for i in 1..=HOSTS {
+            let routes = net.weft_routes(i);
+            assert!(
+                routes.iter().all(|r| r.contains("via 172.31.250.")),
+                "h{i}: IPv4 routes via the peers' underlay: {routes:?}"
+            );
+        }
+    });
+}
+
+#[test]
 fn vxlan_dual_stack_over_an_ipv6_underlay() {
     if !l3_available("vxlan_dual_stack_over_an_ipv6_underlay") {
         return;
@@ -424,6 +444,113 @@ fn vxlan_dual_stack_over_an_ipv6_underlay() {
         assert_eq!(mtu_of(net, 1), 1430, "1500 - 70 over an IPv6 underlay");
     };
     dual_stack_on(net, 2, "dev weft.1", check);
+}
+
+/// An IPv6-only overlay over an IPv6-only underlay (the hosts have no IPv4 underlay address
+/// or route): each host gets an IPv6 subnet and no IPv4 one, weft programs `routes` IPv6 routes
+/// (each with `expect_route`) and no IPv4 route, subnet.env and the status carry no IPv4
+/// subnet, and the containers reach each other over IPv6 (pings, 20 MB, the DF ping).
+fn ipv6_only(
+    tag: &str,
+    backend: &str,
+    routes: usize,
+    expect_route: &str,
+    check: impl Fn(&Testnet),
+) {
+    let net = Testnet::new(tag)
+        .with_env("WEFT_BACKEND", backend)
+        .with_env("WEFT_TESTNET_UNDERLAY6", "only")
+        .with_env("WEFT_NO_IPV4", "1")
+        .with_env("WEFT_IPV6_NETWORK", "fd00:10:244::/56");
+    net.up_and_ready(HOSTS);
+    for i in 1..=HOSTS {
+        let host = format!("h{i}");
+        let v4 = net.ip(&host, &["-4", "addr", "show", "dev", "veth-ul"]);
+        assert!(!v4.contains("inet "), "h{i}: an IPv6-only underlay: {v4}");
+        if net
+            .wait_for(Duration::from_secs(30), || {
+                net.weft_routes6(i).len() == routes
+            })
+            .is_none()
+        {
+            net.dump_logs();
+            panic!("h{i}: IPv6 routes {:?}", net.weft_routes6(i));
+        }
+        let routes6 = net.weft_routes6(i);
+        assert!(
+            routes6.iter().all(|r| r.contains(expect_route)),
+            "h{i}: {routes6:?}"
+        );
+        assert_eq!(
+            net.weft_routes(i),
+            Vec::<String>::new(),
+            "h{i}: no IPv4 route"
+        );
+        assert_eq!(net.subnet_env(i, "FLANNEL_SUBNET"), None, "h{i}");
+        assert_eq!(net.subnet_env(i, "FLANNEL_NETWORK"), None, "h{i}");
+        let v6 = net.subnet_env(i, "FLANNEL_IPV6_SUBNET").unwrap();
+        let status = net.status_json(i);
+        assert_eq!(status["subnet"], serde_json::Value::Null, "h{i}");
+        assert_eq!(
+            status["ipv6_subnet"],
+            v6.replace("::1/64", "::/64"),
+            "h{i}: the status shows subnet.env's IPv6 subnet"
+        );
+        assert_eq!(status["network"], "fd00:10:244::/56", "h{i}");
+        let cni0 = net.ip(&host, &["-4", "addr", "show", "dev", "cni0"]);
+        assert!(
+            !cni0.contains("inet "),
+            "h{i}: no IPv4 on the bridge: {cni0}"
+        );
+    }
+    check(&net);
+    exercise_ipv6(&net);
+}
+
+#[test]
+fn vxlan_ipv6_only_over_an_ipv6_only_underlay() {
+    if !l3_available("vxlan_ipv6_only_over_an_ipv6_only_underlay") {
+        return;
+    }
+    ipv6_only("l3v6o", "vxlan", 2, "dev weft.1", |net| {
+        let fdb = net.exec("h1", &["bridge", "fdb", "show", "dev", "weft.1"]);
+        let fdb = String::from_utf8_lossy(&fdb.stdout).into_owned();
+        assert!(
+            fdb.lines()
+                .filter(|l| l.contains("self"))
+                .all(|l| l.contains("dst fd7e:31:250::")),
+            "FDB entries point at the peers' IPv6 underlay addresses: {fdb}"
+        );
+        let dev = net.ip("h1", &["-4", "addr", "show", "dev", "weft.1"]);
+        assert!(!dev.contains("inet "), "no IPv4 on the VXLAN device: {dev}");
+        assert_eq!(mtu_of(net, 1), 1430, "1500 - 70 over an IPv6 underlay");
+    });
+}
+
+#[test]
+fn host_gw_ipv6_only_over_an_ipv6_only_underlay() {
+    if !l3_available("host_gw_ipv6_only_over_an_ipv6_only_underlay") {
+        return;
+    }
+    ipv6_only("l3h6o", "host-gw", 2, "via fd7e:31:250::", |net| {
+        assert_eq!(mtu_of(net, 1), 1500, "host-gw adds no overhead");
+    });
+}
+
+#[test]
+fn udp_sealed_ipv6_only_over_an_ipv6_only_underlay() {
+    if !l3_available("udp_sealed_ipv6_only_over_an_ipv6_only_underlay") {
+        return;
+    }
+    // One route for the IPv6 network into the sealed tunnel, whose socket is an IPv6 one.
+    ipv6_only("l3u6o", "udp", 1, "dev weft0", |net| {
+        let sockets = net.exec("h1", &["ss", "-u", "-l", "-n"]);
+        let sockets = String::from_utf8_lossy(&sockets.stdout).into_owned();
+        assert!(
+            sockets.contains("[fd7e:31:250::11]:8285"),
+            "the tunnel listens on the IPv6 underlay address: {sockets}"
+        );
+    });
 }
 
 #[test]

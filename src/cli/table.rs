@@ -19,10 +19,12 @@ pub fn render_status(report: &StatusReport) -> String {
         clean(&report.backend),
         clean(&report.network),
     );
-    let subnet = report.subnet.map(|s| match report.ipv6_subnet {
-        Some(v6) => format!("{s} and {v6}"),
-        None => s.to_string(),
-    });
+    let subnet = match (report.subnet, report.ipv6_subnet) {
+        (Some(s), Some(v6)) => Some(format!("{s} and {v6}")),
+        (Some(s), None) => Some(s.to_string()),
+        (None, Some(v6)) => Some(v6.to_string()),
+        (None, None) => None,
+    };
     let _ = writeln!(
         out,
         "subnet {}, state {}",
@@ -195,6 +197,18 @@ h4             172.31.250.14  -              none    alive     no
             json.contains(r#""ipv6_subnet":"fd00:10:244:1::/64""#),
             "{json}"
         );
+        // IPv6-only: the IPv6 subnet alone, and `subnet` null in the JSON.
+        let v6_only = StatusReport {
+            subnet: None,
+            ..report.clone()
+        };
+        let text = render_status(&v6_only);
+        assert!(
+            text.contains("subnet fd00:10:244:1::/64, state active"),
+            "{text}"
+        );
+        let json = serde_json::to_string(&v6_only).unwrap();
+        assert!(json.contains(r#""subnet":null"#), "{json}");
         let v4_only = serde_json::to_string(&StatusReport::default()).unwrap();
         assert!(
             !v4_only.contains("ipv6"),
