@@ -197,6 +197,68 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_only_node_programs_no_ipv4_on_any_backend() {
+        let underlay = UnderlayInfo {
+            ifname: "eth0".into(),
+            ifindex: 2,
+            ip: "2001:db8::1".parse().unwrap(),
+            mtu: 1500,
+            ipv6: Some("2001:db8::1".parse().unwrap()),
+        };
+        let peers = [PeerTarget {
+            name: "b".into(),
+            subnet: None,
+            underlay_ip: "2001:db8::2".parse().unwrap(),
+            vtep_mac: [2, 0, 0, 0, 0, 2],
+            ipv6_subnet: Some("fd00:10:244:4::/64".parse().unwrap()),
+            ipv6_underlay: Some("2001:db8::2".parse().unwrap()),
+        }];
+        let onlink = Onlink::Known(std::collections::BTreeSet::from(["2001:db8::2"
+            .parse()
+            .unwrap()]));
+        let mut i = inputs(&underlay, &peers, &onlink);
+        i.network6 = Some("fd00:10:244::/56".parse().unwrap());
+        i.claim = None;
+        i.claim6 = Some("fd00:10:244:3::/64".parse().unwrap());
+        i.active6 = i.claim6;
+        let v4_free = |s: &State| {
+            s.routes.iter().all(|r| r.dst.addr().is_ipv6())
+                && s.neighbours.iter().all(|n| n.ip.is_ipv6())
+                && s.bridge.as_ref().is_none_or(|b| b.addr.is_none())
+                && s.masq.is_none()
+        };
+        let s = selection(&i).state;
+        let dev = s.vxlan.as_ref().unwrap();
+        assert_eq!((dev.addr, dev.mtu), (None, 1430));
+        assert_eq!(dev.addr6, Some("fd00:10:244:3::".parse().unwrap()));
+        assert!(v4_free(&s), "{s:?}");
+        assert_eq!(s.routes.len(), 1);
+        assert_eq!(
+            s.masq6.map(|m| m.subnet.to_string()).as_deref(),
+            Some("fd00:10:244:3::/64"),
+            "--ip-masq: the IPv6 table alone"
+        );
+        i.backend = Backend::HostGw;
+        let s = selection(&i).state;
+        assert!(v4_free(&s), "{s:?}");
+        assert_eq!(
+            s.routes
+                .iter()
+                .map(|r| r.gateway.to_string())
+                .collect::<Vec<_>>(),
+            ["2001:db8::2"],
+            "host-gw via the peer's IPv6 underlay"
+        );
+        i.backend = Backend::Udp;
+        i.udp_mtu = Some(1420);
+        let s = selection(&i).state;
+        assert!(v4_free(&s), "{s:?}");
+        let tun = s.tun.as_ref().unwrap();
+        assert_eq!((tun.addr, tun.addr6), (None, i.claim6.map(|s| s.network())));
+        assert_eq!(s.routes.len(), 1, "one route, for the IPv6 network");
+    }
+
+    #[test]
     fn a_dual_stack_node_carries_both_families_on_one_device_and_one_fdb_entry_per_peer() {
         let underlay = UnderlayInfo {
             ifname: "eth0".into(),
