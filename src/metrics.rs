@@ -72,6 +72,9 @@ pub struct Metrics {
     pub file_writes: Family<Labels, Counter>,
     /// 1 while a file does not hold what the agent wants (its last write failed), by `file`.
     pub file_write_pending: Family<Labels, Gauge>,
+    /// 1 per subnet this node claims, by `family` (`ipv4`, `ipv6`) and `subnet`: at most two
+    /// series.
+    pub subnets: Family<Labels, Gauge>,
 }
 
 impl Metrics {
@@ -104,6 +107,21 @@ impl Metrics {
         self.file_write_pending
             .get_or_create(&vec![("file", file.to_string())])
             .set(i64::from(!ok));
+    }
+
+    /// Replaces the subnets this node claims (none, one family's or both).
+    pub fn set_subnets(&self, ipv4: Option<ipnet::Ipv4Net>, ipv6: Option<ipnet::Ipv6Net>) {
+        self.subnets.clear();
+        let rows = [
+            ("ipv4", ipv4.map(|s| s.to_string())),
+            ("ipv6", ipv6.map(|s| s.to_string())),
+        ];
+        for (family, subnet) in rows {
+            if let Some(subnet) = subnet {
+                let labels = vec![("family", family.to_string()), ("subnet", subnet)];
+                self.subnets.get_or_create(&labels).set(1);
+            }
+        }
     }
 
     /// Replaces the node counts by liveness and state.
@@ -203,6 +221,11 @@ impl Metrics {
             as_i64(g(&self.peers_programmed)),
         );
         gauge(&mut reg, "ready", "1 once ready", as_i64(g(&self.ready)));
+        reg.register(
+            "subnet_info",
+            "1 per subnet this node claims, by address family and subnet",
+            self.subnets.clone(),
+        );
         reg.register(
             "file_writes",
             "Writes of subnet.env, the state file and the udp peers file, by file and result",
@@ -392,8 +415,11 @@ mod tests {
         m.file_write("subnet_env", false);
         m.file_write("subnet_env", true);
         m.file_write("state", false);
+        m.set_subnets(None, "fd00:10:244:3::/64".parse().ok());
         let text = m.render(&[]);
+        assert!(!text.contains("family=\"ipv4\""), "IPv6-only: no IPv4 row");
         for line in [
+            "weft_subnet_info{family=\"ipv6\",subnet=\"fd00:10:244:3::/64\"} 1",
             "weft_claims_total 2",
             "weft_nodes{liveness=\"alive\"} 3",
             "weft_reconcile_ops_by_kind_total{kind=\"add_route\",result=\"ok\"} 1",

@@ -380,6 +380,17 @@ fn dual_stack_on(net: Testnet, routes: usize, expect_v6_route: &str, check: impl
             net.status_json(i)["ipv6_subnet"],
             format!("fd00:10:244:{:x}::/64", v4.network().octets()[2])
         );
+        let metrics = net.metrics(i);
+        for (family, subnet) in [
+            ("ipv4", v4.to_string()),
+            (
+                "ipv6",
+                format!("fd00:10:244:{:x}::/64", v4.network().octets()[2]),
+            ),
+        ] {
+            let row = format!("weft_subnet_info{{family=\"{family}\",subnet=\"{subnet}\"}} 1");
+            assert!(metrics.contains(&row), "h{i}: /metrics lacks {row}");
+        }
     }
     check(&net);
     exercise(&net);
@@ -497,6 +508,14 @@ fn ipv6_only(
             "h{i}: the status shows subnet.env's IPv6 subnet"
         );
         assert_eq!(status["network"], "fd00:10:244::/56", "h{i}");
+        let metrics = net.metrics(i);
+        assert!(
+            metrics.contains(&format!(
+                "weft_subnet_info{{family=\"ipv6\",subnet=\"{}\"}} 1",
+                v6.replace("::1/64", "::/64")
+            )) && !metrics.contains("family=\"ipv4\""),
+            "h{i}: /metrics shows the IPv6 subnet alone"
+        );
         let cni0 = net.ip(&host, &["-4", "addr", "show", "dev", "cni0"]);
         assert!(
             !cni0.contains("inet "),

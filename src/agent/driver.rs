@@ -612,6 +612,7 @@ impl Driver {
             notice.log(&self.node.config().node_name);
         }
         Metrics::set(&self.metrics.ready, u64::from(report.ready));
+        self.metrics.set_subnets(report.subnet, report.ipv6_subnet);
         self.metrics.set_nodes(
             report
                 .nodes
