@@ -46,6 +46,12 @@ usage: $0 COMMAND [ARGS]
                       (--ipv6: a dual-stack overlay, and ping -6 too)
   partition A,B C,D   cut the underlay between two groups of hosts (blackhole routes)
   heal                undo every partition
+  drop-udp I J [PORT] in host I's namespace, drop UDP to and from host J's underlay addresses on
+                      PORT (default 8472, VXLAN) with an nftables table of the testnet's own
+                      (\`inet testnet_fault\`): a firewall eating the overlay, gossip untouched
+  undrop [I]          remove the drop-udp rules of host I (default: every host)
+  hop-mtu I MTU       set the MTU of host I's port on the underlay bridge: a hop toward host I
+                      that carries less than the hosts' own interfaces say (1500 restores it)
   attacker            add namespace P-a on the underlay (172.31.250.250), no key, for tests
   down                kill every process in the testnet, delete its namespaces and state
 
@@ -612,6 +618,52 @@ cmd_heal() {
     log "healed: no partition"
 }
 
+# The testnet's own nftables table for injected faults (weft's tables are `ip weft` and
+# `ip6 weft`; this one is never weft's).
+FAULT_TABLE=testnet_fault
+
+cmd_drop_udp() {
+    require_root
+    [[ -n ${1:-} && -n ${2:-} ]] || die "usage: $0 drop-udp I J [PORT]"
+    local i=$1 j=$2 port=${3:-8472} h
+    check_index "$i"
+    check_index "$j"
+    [[ $port =~ ^[0-9]+$ ]] && ((port >= 1 && port <= 65535)) || die "PORT must be 1..65535, not '$port'"
+    command -v nft >/dev/null || die "nft not found (apt-get install nftables)"
+    h=$(host_ns "$i")
+    ip netns exec "$h" nft -f - <<EOF2
+table inet $FAULT_TABLE {}
+table inet $FAULT_TABLE {
+    chain output { type filter hook output priority 0; }
+    chain input { type filter hook input priority 0; }
+}
+add rule inet $FAULT_TABLE output ip daddr $(host_ip "$j") udp dport $port drop
+add rule inet $FAULT_TABLE output ip6 daddr $(host_ip6 "$j") udp dport $port drop
+add rule inet $FAULT_TABLE input ip saddr $(host_ip "$j") udp dport $port drop
+add rule inet $FAULT_TABLE input ip6 saddr $(host_ip6 "$j") udp dport $port drop
+EOF2
+    log "h$i: UDP $port to and from h$j dropped"
+}
+
+cmd_undrop() {
+    require_root
+    local i
+    for i in $(targets "${1:-}"); do
+        ip netns exec "$(host_ns "$i")" nft delete table inet "$FAULT_TABLE" 2>/dev/null || true
+    done
+    log "drop-udp rules removed"
+}
+
+cmd_hop_mtu() {
+    require_root
+    [[ -n ${1:-} && -n ${2:-} ]] || die "usage: $0 hop-mtu I MTU"
+    local i=$1 mtu=$2
+    check_index "$i"
+    [[ $mtu =~ ^[0-9]+$ ]] && ((mtu >= 1280 && mtu <= 9000)) || die "MTU must be 1280..9000, not '$mtu'"
+    ip -n "$UL" link set "h$i" mtu "$mtu"
+    log "the underlay bridge's port toward h$i carries $mtu bytes (h$i's own interface is unchanged)"
+}
+
 cmd_attacker() {
     require_root
     local a="$P-a"
@@ -763,6 +815,9 @@ main() {
     demo) cmd_demo "$@" ;;
     partition) cmd_partition "$@" ;;
     heal) cmd_heal "$@" ;;
+    drop-udp) cmd_drop_udp "$@" ;;
+    undrop) cmd_undrop "$@" ;;
+    hop-mtu) cmd_hop_mtu "$@" ;;
     attacker) cmd_attacker "$@" ;;
     down) cmd_down "$@" ;;
     -h | --help | help) usage ;;
