@@ -333,6 +333,24 @@ fn exercise_ipv6(net: &Testnet) {
     check_mtu(net, Family::V6, 3, 1);
 }
 
+/// Waits until host I has `routes` IPv6 routes of weft's, each containing `expect`.
+fn wait_routes6(net: &Testnet, i: usize, routes: usize, expect: &str) {
+    if net
+        .wait_for(Duration::from_secs(30), || {
+            net.weft_routes6(i).len() == routes
+        })
+        .is_none()
+    {
+        net.dump_logs();
+        panic!("h{i}: IPv6 routes {:?}", net.weft_routes6(i));
+    }
+    let routes6 = net.weft_routes6(i);
+    assert!(
+        routes6.iter().all(|r| r.contains(expect)),
+        "h{i}: {routes6:?}"
+    );
+}
+
 /// A dual-stack testnet: each host's IPv6 subnet is paired with its IPv4 one, weft programs
 /// both families (`routes` weft routes per family, `expect_v6_route` on every IPv6 one), and
 /// subnet.env carries both.
@@ -351,20 +369,7 @@ fn dual_stack_on(net: Testnet, routes: usize, expect_v6_route: &str, check: impl
     net.up_and_ready(HOSTS);
     for i in 1..=HOSTS {
         wait_routes(&net, i, routes);
-        if net
-            .wait_for(Duration::from_secs(30), || {
-                net.weft_routes6(i).len() == routes
-            })
-            .is_none()
-        {
-            net.dump_logs();
-            panic!("h{i}: IPv6 routes {:?}", net.weft_routes6(i));
-        }
-        let routes6 = net.weft_routes6(i);
-        assert!(
-            routes6.iter().all(|r| r.contains(expect_v6_route)),
-            "h{i}: {routes6:?}"
-        );
+        wait_routes6(&net, i, routes, expect_v6_route);
         let v4 = net.subnet(i);
         let v6 = net.subnet_env(i, "FLANNEL_IPV6_SUBNET").unwrap();
         assert_eq!(
@@ -478,20 +483,7 @@ fn ipv6_only(
         let host = format!("h{i}");
         let v4 = net.ip(&host, &["-4", "addr", "show", "dev", "veth-ul"]);
         assert!(!v4.contains("inet "), "h{i}: an IPv6-only underlay: {v4}");
-        if net
-            .wait_for(Duration::from_secs(30), || {
-                net.weft_routes6(i).len() == routes
-            })
-            .is_none()
-        {
-            net.dump_logs();
-            panic!("h{i}: IPv6 routes {:?}", net.weft_routes6(i));
-        }
-        let routes6 = net.weft_routes6(i);
-        assert!(
-            routes6.iter().all(|r| r.contains(expect_route)),
-            "h{i}: {routes6:?}"
-        );
+        wait_routes6(&net, i, routes, expect_route);
         assert_eq!(
             net.weft_routes(i),
             Vec::<String>::new(),

@@ -296,12 +296,8 @@ fn check_pairing(
         return Ok(());
     };
     if v6_range.start() > v4_range.start() || v6_range.end() < v4_range.end() {
-        let field = match net_conf {
-            Some((path, c)) if c.ipv6_network.is_some() => net_conf_field("IPv6Network", path),
-            _ => n.of("--ipv6-network"),
-        };
         return Err(ConfigError::Rule {
-            field,
+            field: ipv6_network_field(n, net_conf),
             reason: format!(
                 "its claimable subnets {} to {} (indices {}..={}) do not pair every IPv4 subnet \
                  {} to {} (indices {}..={}): a node's IPv6 subnet has its IPv4 subnet's index \
@@ -331,6 +327,14 @@ fn check_pairing(
     Ok(())
 }
 
+/// Where the IPv6 network was given: net-conf's `IPv6Network`, or the flag.
+fn ipv6_network_field(n: &Names, net_conf: &Option<(PathBuf, NetConf)>) -> String {
+    match net_conf {
+        Some((path, c)) if c.ipv6_network.is_some() => net_conf_field("IPv6Network", path),
+        _ => n.of("--ipv6-network"),
+    }
+}
+
 /// The most subnets an IPv6-only overlay claims among: a claim ranks every candidate (a
 /// rendezvous hash each), so the range is bounded as an IPv4 one is by its 32 bits.
 pub const MAX_IPV6_ONLY_SUBNETS: u64 = 1 << 20;
@@ -354,12 +358,8 @@ fn check_ipv6_only(
         .map(|r| r.end().saturating_sub(*r.start()).saturating_add(1))
         .unwrap_or(0);
     if count > MAX_IPV6_ONLY_SUBNETS {
-        let field = match net_conf {
-            Some((path, c)) if c.ipv6_network.is_some() => net_conf_field("IPv6Network", path),
-            _ => n.of("--ipv6-network"),
-        };
         return Err(ConfigError::Rule {
-            field,
+            field: ipv6_network_field(n, net_conf),
             reason: format!(
                 "an IPv6-only overlay claims among at most {MAX_IPV6_ONLY_SUBNETS} subnets, and \
                  {} to {} holds {count}: narrow it with --ipv6-subnet-min/--ipv6-subnet-max \

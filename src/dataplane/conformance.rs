@@ -134,6 +134,33 @@ fn v6_subnet_of(subnet: ipnet::Ipv4Net) -> ipnet::Ipv6Net {
     .unwrap_or_default()
 }
 
+/// host-gw in IPv6 with `peers` reached at the environment's IPv6 peer addresses (when it has
+/// them): `per_peer` routes each, converged and held.
+async fn host_gw6_case(
+    dp: &mut dyn Dataplane,
+    env: &SuiteEnv,
+    peers: &[PeerTarget],
+    bridge: &Bridge,
+    per_peer: usize,
+    step: &str,
+) {
+    if env.peer_ips6.is_empty() {
+        return;
+    }
+    let gw_peers: Vec<PeerTarget> = peers
+        .iter()
+        .zip(&env.peer_ips6)
+        .map(|(p, ip6)| PeerTarget {
+            ipv6_underlay: Some(*ip6),
+            ..p.clone()
+        })
+        .collect();
+    let gw6 = host_gw_state(Some(bridge.clone()), &gw_peers);
+    assert_eq!(gw6.routes.len(), per_peer * gw_peers.len(), "[{step}]");
+    converge(dp, &gw6, step).await;
+    assert_holds(dp, &gw6, step).await;
+}
+
 fn sorted(mut kinds: Vec<&'static str>) -> Vec<&'static str> {
     kinds.sort_unstable();
     kinds
@@ -546,20 +573,7 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
     let report = converge(dp, &dual_moved, "dual-stack addr").await;
     assert_eq!(report.applied, ["set_addr"], "[dual-stack addr]");
     assert_holds(dp, &dual_moved, "dual-stack addr").await;
-    if !env.peer_ips6.is_empty() {
-        let gw_peers: Vec<PeerTarget> = dual_peers
-            .iter()
-            .zip(&env.peer_ips6)
-            .map(|(p, ip6)| PeerTarget {
-                ipv6_underlay: Some(*ip6),
-                ..p.clone()
-            })
-            .collect();
-        let gw6 = host_gw_state(Some(dual_bridge.clone()), &gw_peers);
-        assert_eq!(gw6.routes.len(), 2 * gw_peers.len(), "[host-gw dual-stack]");
-        converge(dp, &gw6, "host-gw dual-stack").await;
-        assert_holds(dp, &gw6, "host-gw dual-stack").await;
-    }
+    host_gw6_case(dp, env, &dual_peers, &dual_bridge, 2, "host-gw dual-stack").await;
 
     // 12c. An IPv6-only overlay: the device and the bridge hold no IPv4 address (the dual-stack
     // ones are removed), a neighbour and an onlink route per peer in IPv6 alone, one FDB entry
@@ -593,20 +607,7 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
     let report = converge(dp, &v6_only, "IPv6-only, the IPv4 address removed").await;
     assert_eq!(report.applied, ["set_addr"], "[IPv6-only, IPv4 removed]");
     assert_holds(dp, &v6_only, "IPv6-only, the IPv4 address removed").await;
-    if !env.peer_ips6.is_empty() {
-        let gw_peers: Vec<PeerTarget> = v6_peers
-            .iter()
-            .zip(&env.peer_ips6)
-            .map(|(p, ip6)| PeerTarget {
-                ipv6_underlay: Some(*ip6),
-                ..p.clone()
-            })
-            .collect();
-        let gw6 = host_gw_state(Some(v6_bridge.clone()), &gw_peers);
-        assert_eq!(gw6.routes.len(), gw_peers.len(), "[host-gw IPv6-only]");
-        converge(dp, &gw6, "host-gw IPv6-only").await;
-        assert_holds(dp, &gw6, "host-gw IPv6-only").await;
-    }
+    host_gw6_case(dp, env, &v6_peers, &v6_bridge, 1, "host-gw IPv6-only").await;
     converge(dp, &held, "back to IPv4 only").await;
     assert_holds(dp, &held, "back to IPv4 only").await;
 
