@@ -110,6 +110,7 @@ pub fn vxlan_state(device: VxlanDevice, bridge: Option<Bridge>, peers: &[PeerTar
                 gateway,
                 device: Some(device.name.clone()),
                 onlink: true,
+                mtu: None,
             });
         }
         state.fdb.insert(FdbEntry {
@@ -135,6 +136,7 @@ pub fn host_gw_state(bridge: Option<Bridge>, peers: &[PeerTarget]) -> State {
                 gateway: IpAddr::V4(gateway),
                 device: None,
                 onlink: false,
+                mtu: None,
             });
         } else {
             tracing::debug!(peer = %peer.name, "host-gw needs an IPv4 underlay for IPv4 routes");
@@ -145,6 +147,7 @@ pub fn host_gw_state(bridge: Option<Bridge>, peers: &[PeerTarget]) -> State {
                 gateway: IpAddr::V6(gateway),
                 device: None,
                 onlink: false,
+                mtu: None,
             });
         }
     }
@@ -246,6 +249,7 @@ mod tests {
             gateway: IpAddr::V4(Ipv4Addr::new(10, 244, 2, 0)),
             device: Some("weft.1".into()),
             onlink: true,
+            mtu: None,
         }));
     }
 
@@ -272,6 +276,7 @@ mod tests {
                 gateway: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
                 device: None,
                 onlink: false,
+                mtu: None,
             }]
         );
     }
