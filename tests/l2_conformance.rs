@@ -178,8 +178,8 @@ fn assert_foreign_intact(ns: &NetnsGuard) {
     );
 }
 
-/// `ip route show proto 87` as (dst, via, dev, onlink).
-fn kernel_routes(ns: &NetnsGuard) -> BTreeSet<(String, String, String, bool)> {
+/// `ip route show proto 87` as (dst, via, dev, onlink, mtu).
+fn kernel_routes(ns: &NetnsGuard) -> BTreeSet<(String, String, String, bool, String)> {
     let text = ns.ip(&["route", "show", "proto", "87"]).unwrap();
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -198,6 +198,7 @@ fn kernel_routes(ns: &NetnsGuard) -> BTreeSet<(String, String, String, bool)> {
                 after("via"),
                 after("dev"),
                 words.contains(&"onlink"),
+                after("mtu"),
             )
         })
         .collect()
@@ -214,6 +215,7 @@ fn check_kernel_holds(ns: &NetnsGuard, want: &State) {
                 r.gateway.to_string(),
                 r.device.clone().unwrap_or_default(),
                 r.onlink,
+                r.mtu.map(|m| m.to_string()).unwrap_or_default(),
             )
         })
         .collect();
@@ -361,6 +363,7 @@ fn netlink_dataplane_in_netns() {
             gateway: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 30)),
             device: None,
             onlink: false,
+            mtu: None,
         };
         let err = dp.apply(&Op::AddRoute(clash.clone())).await.unwrap_err();
         assert!(matches!(err, DataplaneError::Refused { .. }), "{err}");
@@ -430,6 +433,27 @@ fn netlink_dataplane_in_netns() {
     });
     check_kernel_holds(&ns, &want);
     assert_foreign_intact(&ns);
+
+    // A route MTU (path probes) is what iproute2 shows as `mtu N`, and goes again.
+    let mut with_mtu = want.clone();
+    let first = with_mtu.routes.iter().next().cloned().expect("a route");
+    with_mtu.routes.remove(&first);
+    with_mtu.routes.insert(Route {
+        mtu: Some(1350),
+        ..first
+    });
+    for w in [with_mtu.clone(), want.clone()] {
+        let w2 = w.clone();
+        ns.block_on(move || async move {
+            let mut dp = NetlinkDataplane::new().await.expect("netlink");
+            let report = reconcile(&mut dp, &w2, true).await.expect("reconcile");
+            assert_eq!(report.applied, ["add_route"]);
+            assert_eq!(dp.observe().await.expect("observe"), w2);
+        });
+        check_kernel_holds(&ns, &w);
+    }
+    let shown = ns.ip(&["route", "show", "proto", "87"]).unwrap();
+    assert!(!shown.contains("mtu"), "{shown}");
 
     // weft leave: everything weft owns goes, nothing else.
     ns.block_on(|| async {

@@ -473,12 +473,36 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
     converge(dp, &held, "back to vxlan").await;
     assert_holds(dp, &held, "back to vxlan").await;
 
+    // 11b. A per-peer route MTU (path probes): set, read back, changed and removed in place,
+    // never by deleting the route (traffic to the peer does not stop).
+    for (mtu, step) in [
+        (Some(1350), "route mtu set"),
+        (Some(1300), "route mtu changed"),
+        (None, "route mtu removed"),
+    ] {
+        let mut want = held.clone();
+        if let Some(first) = want.routes.iter().next().cloned() {
+            want.routes.remove(&first);
+            want.routes.insert(Route { mtu, ..first });
+        }
+        let report = converge(dp, &want, step).await;
+        assert_eq!(report.applied, ["add_route"], "[{step}]");
+        assert_holds(dp, &want, step).await;
+        let again = converge(dp, &want, step).await;
+        assert!(
+            again.applied.is_empty(),
+            "[{step}] not idempotent: {:?}",
+            again.applied
+        );
+    }
+
     // 12. Deleting what is not there succeeds.
     let missing_route = Route {
         dst: "10.244.200.0/24".parse().unwrap_or_default(),
         gateway: IpAddr::V4(Ipv4Addr::new(10, 244, 200, 0)),
         device: Some(dev2.name.clone()),
         onlink: true,
+        mtu: None,
     };
     let missing_peer = env.peer(5);
     let deletes = [
@@ -672,6 +696,7 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
                 gateway: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 device: Some(t.name.clone()),
                 onlink: false,
+                mtu: None,
             }]
             .into(),
             tun: Some(t),
@@ -718,6 +743,7 @@ pub async fn run_suite(dp: &mut dyn Dataplane, env: &SuiteEnv) {
             gateway: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
             device: Some(super::TUN_DEVICE.into()),
             onlink: false,
+            mtu: None,
         });
         let report = converge(dp, &dual, "tun dual-stack").await;
         assert_eq!(

@@ -111,6 +111,7 @@ pub fn vxlan_state(device: VxlanDevice, bridge: Option<Bridge>, peers: &[PeerTar
                 gateway,
                 device: Some(device.name.clone()),
                 onlink: true,
+                mtu: None,
             });
         }
         state.fdb.insert(FdbEntry {
@@ -137,6 +138,7 @@ pub fn host_gw_state(bridge: Option<Bridge>, peers: &[PeerTarget]) -> State {
                     gateway: IpAddr::V4(gateway),
                     device: None,
                     onlink: false,
+                    mtu: None,
                 });
             }
             (Some(_), IpAddr::V6(_)) => {
@@ -150,6 +152,7 @@ pub fn host_gw_state(bridge: Option<Bridge>, peers: &[PeerTarget]) -> State {
                 gateway: IpAddr::V6(gateway),
                 device: None,
                 onlink: false,
+                mtu: None,
             });
         }
     }
@@ -251,6 +254,7 @@ mod tests {
             gateway: IpAddr::V4(Ipv4Addr::new(10, 244, 2, 0)),
             device: Some("weft.1".into()),
             onlink: true,
+            mtu: None,
         }));
     }
 
@@ -277,6 +281,7 @@ mod tests {
                 gateway: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
                 device: None,
                 onlink: false,
+                mtu: None,
             }]
         );
     }

@@ -468,6 +468,7 @@ mod tests {
             gateway: IpAddr::V4(Ipv4Addr::new(10, 244, 1, 0)),
             device: Some("weft.1".into()),
             onlink: true,
+            mtu: None,
         });
         s
     }

@@ -107,6 +107,10 @@ pub struct Route {
     pub device: Option<String>,
     /// `onlink` flag (vxlan routes via `<subnet>.0`).
     pub onlink: bool,
+    /// The route's MTU (`RTAX_MTU`, `ip route ... mtu N`); `None` uses the device's. Set from
+    /// path probes ([`crate::probe::route_mtu`]) for a peer whose path carries less than the
+    /// overlay MTU.
+    pub mtu: Option<u32>,
 }
 
 /// The udp backend's TUN device (`weft0`) as weft configures it: created by the tunnel, given

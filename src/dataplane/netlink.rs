@@ -20,8 +20,8 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric,
+    RouteProtocol, RouteScope, RouteType,
 };
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 use tokio::task::JoinHandle;
@@ -375,11 +375,18 @@ fn parse_route(msg: &RouteMessage, links: &HashMap<u32, Link>) -> Option<Route> 
     let mut dst = unspecified_of(msg);
     let mut gateway = None;
     let mut oif = None;
+    let mut mtu = None;
     for attr in &msg.attributes {
         match attr {
             RouteAttribute::Destination(a) => dst = route_ip(a)?,
             RouteAttribute::Gateway(a) => gateway = route_ip(a),
             RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Metrics(metrics) => {
+                mtu = metrics.iter().find_map(|m| match m {
+                    RouteMetric::Mtu(v) if *v != 0 => Some(*v),
+                    _ => None,
+                });
+            }
             _ => {}
         }
     }
@@ -399,6 +406,7 @@ fn parse_route(msg: &RouteMessage, links: &HashMap<u32, Link>) -> Option<Route> 
         gateway,
         device,
         onlink: msg.header.flags.contains(RouteFlags::Onlink),
+        mtu,
     })
 }
 
@@ -781,7 +789,12 @@ impl NetlinkDataplane {
         if route.onlink {
             builder = builder.onlink();
         }
-        Ok(builder.build())
+        let mut msg = builder.build();
+        if let Some(mtu) = route.mtu {
+            msg.attributes
+                .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+        }
+        Ok(msg)
     }
 
     /// The route in the main table to exactly `dst` (default tos and metric), if any.
@@ -854,6 +867,9 @@ impl NetlinkDataplane {
         };
         let mut msg = Self::route_message(route, oif)?;
         msg.header.scope = RouteScope::NoWhere;
+        // The kernel does not match metrics on delete; leave them out.
+        msg.attributes
+            .retain(|a| !matches!(a, RouteAttribute::Metrics(_)));
         let result = self.handle().route().del(msg).execute().await;
         tolerate(result, "del_route", &[libc::ESRCH, libc::ENOENT])
     }
@@ -1417,7 +1433,8 @@ mod tests {
                 dst: "10.244.1.0/24".parse().unwrap(),
                 gateway: IpAddr::V4(gw),
                 device: Some("weft.1".into()),
-                onlink: true
+                onlink: true,
+                mtu: None,
             }
         );
         // Through a link weft does not own: the device is left open (host-gw).

@@ -207,6 +207,7 @@ mod tests {
             gateway: IpAddr::V4(Ipv4Addr::from(gw)),
             device: None,
             onlink: false,
+            mtu: None,
         }
     }
 
@@ -310,6 +311,7 @@ mod tests {
             gateway: IpAddr::V4(Ipv4Addr::new(10, 244, 2, 0)),
             device: Some("weft.1".into()),
             onlink: true,
+            mtu: None,
         }));
         // The device stays even when every peer is direct (peers may move off-link).
         let all_direct = select(

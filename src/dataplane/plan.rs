@@ -112,7 +112,20 @@ pub fn plan(desired: &State, observed: &State) -> Vec<Op> {
     };
 
     // Removals: route → FDB → neighbour.
-    for route in have_routes.iter().filter(|r| !desired.routes.contains(**r)) {
+    // A route that differs only in its MTU is not deleted: adding the wanted one replaces it
+    // (weft's own routes are replaced in place), so traffic to the peer never stops.
+    let mtu_only = |r: &Route| {
+        desired.routes.iter().any(|w| {
+            Route {
+                mtu: r.mtu,
+                ..w.clone()
+            } == *r
+        })
+    };
+    for route in have_routes
+        .iter()
+        .filter(|r| !desired.routes.contains(**r) && !mtu_only(r))
+    {
         ops.push(Op::DelRoute((*route).clone()));
     }
     if let Some(dev) = vxlan_kept {
@@ -219,6 +232,7 @@ mod tests {
                 gateway: IpAddr::V4(gw),
                 device: Some("weft.1".into()),
                 onlink: true,
+                mtu: None,
             },
         )
     }
@@ -239,6 +253,40 @@ mod tests {
 
     fn kinds(ops: &[Op]) -> Vec<&'static str> {
         ops.iter().map(Op::kind).collect()
+    }
+
+    #[test]
+    fn route_mtu_change_replaces_without_delete() {
+        let have = state(&[1, 2]);
+        let mut want = have.clone();
+        let (_, _, r) = peer(1);
+        want.routes.remove(&r);
+        let with_mtu = Route {
+            mtu: Some(1350),
+            ..r.clone()
+        };
+        want.routes.insert(with_mtu.clone());
+        assert_eq!(plan(&want, &have), vec![Op::AddRoute(with_mtu.clone())]);
+        // And back: the MTU goes, the route stays.
+        assert_eq!(plan(&have, &want), vec![Op::AddRoute(r.clone())]);
+        // A different gateway is still a delete and an add.
+        let moved = Route {
+            gateway: IpAddr::V4(Ipv4Addr::new(10, 244, 1, 9)),
+            ..with_mtu
+        };
+        let mut other = have.clone();
+        other.routes.remove(&r);
+        other.routes.insert(moved.clone());
+        assert_eq!(
+            plan(&other, &want),
+            vec![
+                Op::DelRoute(Route {
+                    mtu: Some(1350),
+                    ..r
+                }),
+                Op::AddRoute(moved)
+            ]
+        );
     }
 
     fn bridge() -> Bridge {
@@ -467,6 +515,7 @@ mod tests {
             gateway: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9)),
             device: None,
             onlink: false,
+            mtu: None,
         };
         observed.routes.insert(host_gw.clone());
         let ops = plan(&State::default(), &observed);
@@ -497,6 +546,7 @@ mod tests {
             gateway: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 11)),
             device: None,
             onlink: false,
+            mtu: None,
         };
         let desired = State {
             routes: [route.clone()].into(),

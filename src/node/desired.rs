@@ -153,6 +153,7 @@ fn udp_state(i: &Inputs, mtu: u32) -> State {
             gateway: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             device: Some(dataplane::TUN_DEVICE.into()),
             onlink: false,
+            mtu: None,
         });
     }
     if let Some(network6) = i.network6.filter(|_| i.claim6.is_some()) {
@@ -161,6 +162,7 @@ fn udp_state(i: &Inputs, mtu: u32) -> State {
             gateway: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
             device: Some(dataplane::TUN_DEVICE.into()),
             onlink: false,
+            mtu: None,
         });
     }
     state

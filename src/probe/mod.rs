@@ -34,6 +34,32 @@ pub fn route_mtu(state: &PathState, overlay_mtu: u32) -> Option<u32> {
     mtu.filter(|m| *m < overlay_mtu)
 }
 
+/// Put the per-peer route MTUs ([`route_mtu`], keyed by the peer's subnet, either family) on
+/// the desired routes to those subnets. Only per-peer routes match: the udp backend's single
+/// route for the whole overlay is left alone (its tunnel frames every packet itself). Returns
+/// how many routes were given an MTU.
+pub fn apply_route_mtus(
+    state: &mut crate::dataplane::State,
+    mtus: &std::collections::BTreeMap<ipnet::IpNet, u32>,
+) -> usize {
+    if mtus.is_empty() {
+        return 0;
+    }
+    let routes = std::mem::take(&mut state.routes);
+    let mut set = 0;
+    state.routes = routes
+        .into_iter()
+        .map(|mut r| {
+            if let Some(mtu) = mtus.get(&r.dst) {
+                r.mtu = Some(*mtu);
+                set += 1;
+            }
+            r
+        })
+        .collect();
+    set
+}
+
 /// Paths by verdict (`weft_paths{state}`): four series, whatever the number of peers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PathCounts {
@@ -92,6 +118,49 @@ pub fn rtt_bucket(rtt: Duration) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_mtus_go_on_the_peer_routes_only() {
+        use std::collections::BTreeMap;
+        use std::net::{IpAddr, Ipv4Addr};
+
+        use crate::dataplane::{Route, State};
+        let route = |dst: &str, gw: [u8; 4], device: Option<&str>| Route {
+            dst: dst.parse().unwrap(),
+            gateway: IpAddr::V4(Ipv4Addr::from(gw)),
+            device: device.map(Into::into),
+            onlink: device.is_some(),
+            mtu: None,
+        };
+        let mut s = State::default();
+        s.routes
+            .insert(route("10.244.1.0/24", [10, 244, 1, 0], Some("weft.1")));
+        s.routes
+            .insert(route("10.244.2.0/24", [10, 244, 2, 0], Some("weft.1")));
+        s.routes
+            .insert(route("10.244.0.0/16", [0, 0, 0, 0], Some("weft0")));
+        let mtus: BTreeMap<ipnet::IpNet, u32> = [
+            ("10.244.2.0/24".parse().unwrap(), 1350),
+            // A peer without a route (not programmed) changes nothing.
+            ("10.244.9.0/24".parse().unwrap(), 1300),
+        ]
+        .into();
+        assert_eq!(apply_route_mtus(&mut s, &mtus), 1);
+        let got: Vec<(String, Option<u32>)> = s
+            .routes
+            .iter()
+            .map(|r| (r.dst.to_string(), r.mtu))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("10.244.0.0/16".to_string(), None),
+                ("10.244.1.0/24".to_string(), None),
+                ("10.244.2.0/24".to_string(), Some(1350)),
+            ]
+        );
+        assert_eq!(apply_route_mtus(&mut s, &BTreeMap::new()), 0);
+    }
 
     fn state(verdict: Verdict, reduced_mtu: Option<u32>) -> PathState {
         PathState {
