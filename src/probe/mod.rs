@@ -13,6 +13,7 @@
 pub mod fleet;
 pub mod mtu;
 pub mod path;
+pub mod prober;
 pub mod schedule;
 
 use std::time::Duration;

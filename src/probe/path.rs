@@ -7,9 +7,11 @@
 //! Hysteresis: one lost probe changes nothing; a lost probe is retried after [`RETRY_AFTER`], and
 //! the path is down after [`DOWN_AFTER`] small probes in a row went unanswered (and, for a peer
 //! never heard yet, not before [`UNKNOWN_GRACE`]: a joining peer programs its routes first). One
-//! answer brings it back. Full-size probes ride every [`FULL_EVERY`]th round while the path is
-//! ok; [`MTU_AFTER`] of them lost in a row while small ones pass start the MTU search
-//! ([`super::mtu`]); in the mtu state the full size is retried every other round, and the first
+//! answer brings it back. A full-size probe rides every [`FULL_EVERY`]th round (every round)
+//! while the path is ok; [`MTU_AFTER`] of them lost in a row while small ones pass start the MTU
+//! search ([`super::mtu`]), whose steps follow each other at once and wait a few RTTs each
+//! ([`SEARCH_TIMEOUT_RTTS`]), so a smaller path is found within seconds of being noticed; in the
+//! mtu state the full size is retried every other round, and the first
 //! full-size answer restores ok. An answer from another node, or from another VTEP MAC than the
 //! peer's record announces, is a misprogrammed path: down at once. A peer whose generation or
 //! VTEP MAC changed (a restart) starts over at unknown, so no pair stays down after it is back.
@@ -34,7 +36,7 @@ pub const DOWN_AFTER: u32 = 3;
 pub const MTU_AFTER: u32 = 2;
 /// While a path is ok, every this many rounds carries a full-size probe (the others only a
 /// small one).
-pub const FULL_EVERY: u32 = 4;
+pub const FULL_EVERY: u32 = 1;
 /// A peer never heard since the path (re)started is not called down before this long.
 pub const UNKNOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -162,7 +164,22 @@ struct Outstanding {
     seq: u64,
     sent: Duration,
     size: u32,
+    /// How long it is waited for.
+    timeout: Duration,
 }
+
+impl Outstanding {
+    fn expires(&self) -> Duration {
+        self.sent + self.timeout
+    }
+}
+
+/// During the MTU search each size is waited for this many times the path's RTT (small probes
+/// pass, so it is known), at least [`SEARCH_TIMEOUT_MIN`] and at most [`PROBE_TIMEOUT`]: the
+/// search takes seconds, not minutes, on a LAN.
+pub const SEARCH_TIMEOUT_RTTS: u32 = 8;
+/// The least a search probe is waited for.
+pub const SEARCH_TIMEOUT_MIN: Duration = Duration::from_millis(200);
 
 /// This node's path to one peer.
 #[derive(Clone, Debug)]
@@ -257,7 +274,7 @@ impl Path {
         [self.small, self.sized]
             .into_iter()
             .flatten()
-            .map(|o| o.sent + PROBE_TIMEOUT)
+            .map(|o| o.expires())
             .min()
     }
 
@@ -330,12 +347,20 @@ impl Path {
             seq: small,
             sent: now,
             size: 0,
+            timeout: PROBE_TIMEOUT,
         });
         let size = self.sized_size();
+        let timeout = match (&self.search, self.rtt) {
+            (Some(_), Some(rtt)) => {
+                (rtt * SEARCH_TIMEOUT_RTTS).clamp(SEARCH_TIMEOUT_MIN, PROBE_TIMEOUT)
+            }
+            _ => PROBE_TIMEOUT,
+        };
         self.sized = size.map(|size| Outstanding {
             seq: take(),
             sent: now,
             size,
+            timeout,
         });
         if size.is_some_and(|s| s >= self.overlay_mtu) {
             self.rounds_since_full = 0;
@@ -423,7 +448,8 @@ impl Path {
             match search.on_answer(size) {
                 Step::Found(mtu) => self.found(mtu),
                 Step::BelowFloor => self.below(),
-                Step::Continue => self.retry_at = Some(now + RETRY_AFTER),
+                // The next size at once (the schedule's budget still spaces rounds).
+                Step::Continue => self.retry_at = Some(now),
             }
             return;
         }
@@ -446,7 +472,7 @@ impl Path {
             match search.on_loss(size) {
                 Step::Found(mtu) => self.found(mtu),
                 Step::BelowFloor => self.below(),
-                Step::Continue => self.retry_at = Some(now + RETRY_AFTER),
+                Step::Continue => self.retry_at = Some(now),
             }
             return;
         }
@@ -486,7 +512,7 @@ impl Path {
     }
 
     fn expire(&mut self, now: Duration) {
-        if let Some(o) = self.small.filter(|o| o.sent + PROBE_TIMEOUT <= now) {
+        if let Some(o) = self.small.filter(|o| o.expires() <= now) {
             self.small = None;
             self.small_lost += 1;
             self.silent_since.get_or_insert(o.sent);
@@ -494,7 +520,7 @@ impl Path {
                 self.retry_at = Some(now + RETRY_AFTER);
             }
         }
-        if let Some(o) = self.sized.filter(|o| o.sent + PROBE_TIMEOUT <= now) {
+        if let Some(o) = self.sized.filter(|o| o.expires() <= now) {
             self.sized = None;
             // Only a size lost while small probes pass (and the right node answers) says
             // anything about the size.
@@ -777,10 +803,12 @@ mod tests {
         let end = net.run(40 * S, 200 * S, 10 * S);
         assert_eq!(net.path.verdict(), &Verdict::Mtu(1400));
         let state = net.path.state();
-        // Noticed at the next full-size round (the 4th round: 40 s, lost at 42 s), confirmed by a
-        // retry (lost at 45 s), then found by the search at retry pace: 8 sizes, 3 s per loss.
-        assert_eq!(state.since, Duration::from_millis(67_004));
-        assert!(state.since <= 40 * S + 10 * S * FULL_EVERY + 3 * S + 16 * 3 * S);
+        // Noticed at the next round (every round is full-size: 40 s, lost at 42 s), confirmed by
+        // a retry (lost at 45 s), then found by the search, each step right after the last (this
+        // harness waits the whole timeout every round; search probes really wait a few RTTs).
+        assert_eq!(FULL_EVERY, 1);
+        assert_eq!(state.since, Duration::from_millis(58_004));
+        assert!(state.since <= 40 * S + 20 * S);
         assert_eq!(state.column(end), "mtu 1400");
         assert_eq!(super::super::route_mtu(&state, OVERLAY), Some(1400));
         // The full size keeps being re-checked; when it passes again the path is ok.

@@ -419,20 +419,20 @@ mod tests {
         let c20 = at(20);
         assert_eq!(c20.period, 10 * S);
         assert_eq!(c20.rounds_per_s, 2.0);
-        assert_eq!(c20.packets_per_s, 5.0);
-        // Small probe: 42 + 16 + 16 + 28 + 50 = 152 bytes; full size 1500, every 4th round.
-        assert_eq!(c20.bytes_per_s, 2.0 * 2.0 * (152.0 + 375.0));
+        assert_eq!(c20.packets_per_s, 8.0);
+        // Small probe: 42 + 16 + 16 + 28 + 50 = 152 bytes; full size 1500, every round.
+        assert_eq!(c20.bytes_per_s, 2.0 * 2.0 * (152.0 + 1500.0));
         let c100 = at(100);
         assert_eq!(
             (c100.period, c100.rounds_per_s, c100.packets_per_s),
-            (10 * S, 10.0, 25.0)
+            (10 * S, 10.0, 40.0)
         );
-        assert_eq!(c100.bytes_per_s, 10_540.0);
+        assert_eq!(c100.bytes_per_s, 33_040.0);
         let c1000 = at(1000);
         assert_eq!(
             (c1000.period, c1000.rounds_per_s, c1000.packets_per_s),
-            (100 * S, 10.0, 25.0)
+            (100 * S, 10.0, 40.0)
         );
-        assert_eq!(c1000.bytes_per_s, 10_540.0);
+        assert_eq!(c1000.bytes_per_s, 33_040.0);
     }
 }
