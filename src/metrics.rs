@@ -75,6 +75,51 @@ pub struct Metrics {
     /// 1 per subnet this node claims, by `family` (`ipv4`, `ipv6`) and `subnet`: at most two
     /// series.
     pub subnets: Family<Labels, Gauge>,
+    /// What the path probes counted and found, as of the prober's last report.
+    pub probes: std::sync::Mutex<ProbeSnapshot>,
+}
+
+/// The path probes' figures (`weft_probes_*`, `weft_paths`, `weft_path_rtt_seconds`): bounded
+/// whatever the number of peers.
+#[derive(Clone, Debug, Default)]
+pub struct ProbeSnapshot {
+    /// Whether this agent probes (answers on its overlay address).
+    pub running: bool,
+    /// The prober's counters.
+    pub counters: crate::probe::prober::Counters,
+    /// Paths by verdict.
+    pub paths: crate::probe::PathCounts,
+    /// Seconds between two rounds to the same peer.
+    pub period_s: f64,
+    /// Probes and replies the socket refused to send (a lost probe to the path).
+    pub send_errors: u64,
+}
+
+/// A histogram whose buckets were counted elsewhere (the prober's RTT samples).
+#[derive(Debug)]
+struct CountedHistogram {
+    sum: f64,
+    count: u64,
+    /// Per-bucket (not cumulative) counts, +Inf last.
+    buckets: Vec<(f64, u64)>,
+}
+
+impl prometheus_client::encoding::EncodeMetric for CountedHistogram {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.sum,
+            self.count,
+            &self.buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
 }
 
 impl Metrics {
@@ -146,14 +191,6 @@ impl Metrics {
         };
         let gauge = |reg: &mut Registry, name: &str, help: &str, v: i64| {
             reg.register(name, help, ConstGauge::new(v));
-        };
-        let labelled = |pairs: &[(&[(&'static str, &str)], u64)]| {
-            let fam = Family::<Labels, Counter>::default();
-            for (labels, v) in pairs {
-                let labels: Labels = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
-                fam.get_or_create(&labels).inc_by(*v);
-            }
-            fam
         };
         let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
 
@@ -328,6 +365,7 @@ impl Metrics {
             ]),
         );
         gauge(&mut reg, "up", "1 while the agent runs", 1);
+        self.render_probes(&mut reg);
 
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &reg);
@@ -337,6 +375,85 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode_eof(&mut out);
         out
     }
+}
+
+impl Metrics {
+    fn render_probes(&self, reg: &mut Registry) {
+        let p = self
+            .probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let c = &p.counters;
+        reg.register(
+            "probes",
+            "Path probes sent, answered (replies to our requests), and requests we answered or left unanswered over the reply budget",
+            labelled(&[
+                (&[("kind", "sent")], c.sent),
+                (&[("kind", "answered")], c.answered),
+                (&[("kind", "replied")], c.replies),
+                (&[("kind", "limited")], c.limited),
+                (&[("kind", "send_error")], p.send_errors),
+            ]),
+        );
+        let drops = Family::<Labels, Counter>::default();
+        for reason in weft_proto::probe::ProbeError::REASONS
+            .iter()
+            .copied()
+            .chain(["unexpected"])
+        {
+            drops
+                .get_or_create(&vec![("reason", reason.to_string())])
+                .inc_by(c.dropped.get(reason).copied().unwrap_or(0));
+        }
+        reg.register(
+            "probes_dropped",
+            "Probe datagrams refused, by reason (unexpected: a reply to nothing outstanding)",
+            drops,
+        );
+        let paths = Family::<Labels, Gauge>::default();
+        for (state, n) in p.paths.labelled() {
+            paths
+                .get_or_create(&vec![("state", state.to_string())])
+                .set(n as i64);
+        }
+        reg.register(
+            "paths",
+            "Paths to peers by state, as probes find them",
+            paths,
+        );
+        let mut buckets: Vec<(f64, u64)> = crate::probe::RTT_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::MAX])
+            .zip(c.rtt_buckets.iter().copied())
+            .collect();
+        buckets.truncate(crate::probe::RTT_BUCKETS.len() + 1);
+        reg.register(
+            "path_rtt_seconds",
+            "Round-trip time of small path probes",
+            CountedHistogram {
+                sum: c.rtt_sum,
+                count: c.rtt_buckets.iter().sum(),
+                buckets,
+            },
+        );
+        reg.register(
+            "probe_period_seconds",
+            "How often each peer is probed (grows beyond 100 peers to keep the budget)",
+            ConstGauge::new(p.period_s),
+        );
+    }
+}
+
+/// A counter family with one series per label set.
+fn labelled(pairs: &[(&[(&'static str, &str)], u64)]) -> Family<Labels, Counter> {
+    let fam = Family::<Labels, Counter>::default();
+    for (labels, v) in pairs {
+        let labels: Labels = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        fam.get_or_create(&labels).inc_by(*v);
+    }
+    fam
 }
 
 /// Reloads the keyring, logging and counting the outcome (SIGHUP, `weft keys reload`).

@@ -4,6 +4,7 @@
 //! the status watch, logs and metrics). Every decision is the [`Node`]'s (`node/core.rs`) or the
 //! pacer's (`node/pacing.rs`); this file only does the I/O they ask for, in order.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -21,11 +22,15 @@ use crate::config::Config;
 use crate::dataplane::{self, Dataplane, State};
 use crate::lease::LeaseEvent;
 use crate::metrics::Metrics;
+use crate::node::core::probes::{ProbeFacts, ProbePlan};
 use crate::node::core::{FileFacts, Node, Output, Times, UdpFacts};
 use crate::node::pacing::{NEWS_FANOUT, Pacer};
+use crate::probe::fleet;
+use crate::probe::prober::Me;
 use crate::udp::plane::UdpPlane;
 use crate::{files, keys};
 
+use super::probing::ProbeReport;
 use super::{AgentError, UnderlayInfo, UnderlaySelect};
 
 /// The agent's two readings of time. `now_ms`: the wall clock read once at start, then counted
@@ -83,6 +88,14 @@ pub(super) struct Driver {
     key_view_tx: watch::Sender<Vec<crate::api::NodeKeys>>,
     /// The udp backend's tunnel, when that is the backend.
     udp: Option<UdpPlane>,
+    /// The wall clock at the start (Unix ms): path times count from it.
+    start_unix_ms: u64,
+    /// The plan handed to the prober (`agent/probing.rs`).
+    probe_plan: watch::Sender<ProbePlan>,
+    /// What the prober found.
+    probe_report: watch::Receiver<ProbeReport>,
+    /// The prober's ends, until `run` starts it.
+    prober_ends: Option<(watch::Receiver<ProbePlan>, watch::Sender<ProbeReport>)>,
 }
 
 /// What the agent hands the driver at start.
@@ -165,7 +178,13 @@ impl Driver {
             udp_facts,
             t,
         );
+        let (probe_plan, plan_rx) = watch::channel(ProbePlan::default());
+        let (report_tx, probe_report) = watch::channel(ProbeReport::default());
         let mut driver = Driver {
+            start_unix_ms: t.now_ms,
+            probe_plan,
+            probe_report,
+            prober_ends: Some((plan_rx, report_tx)),
             node,
             dataplane,
             metrics,
@@ -231,6 +250,35 @@ impl Driver {
             warn!(node = %config.node_name, "gossip is NOT sealed (--insecure): anyone who can reach the gossip port can join or forge records");
         }
         let mut watcher = cluster.watcher().await;
+        let probes_changed = Arc::new(tokio::sync::Notify::new());
+        let prober_cancel = cancel.child_token();
+        if let Some((plan_rx, report_tx)) = self.prober_ends.take() {
+            let me = Me {
+                name: config.node_name.clone(),
+                generation: self.node.generation(),
+                vtep_mac: match config.backend {
+                    weft_proto::Backend::Vxlan => {
+                        crate::dataplane::desired::vtep_mac(&config.node_name)
+                    }
+                    _ => [0; 6],
+                },
+            };
+            let sealing = self
+                .keys
+                .as_ref()
+                .map_or(weft_proto::envelope::Sealing::Insecure, |k| k.sealing());
+            tokio::spawn(super::probing::run(
+                me,
+                !config.ipv4,
+                sealing,
+                self.started,
+                plan_rx,
+                report_tx,
+                probes_changed.clone(),
+                self.metrics.clone(),
+                prober_cancel.clone(),
+            ));
+        }
         let changed = Arc::new(tokio::sync::Notify::new());
         cluster.notify_on_change(changed.clone()).await;
         let mut tick = tokio::time::interval(config.gossip_interval.min(Duration::from_secs(1)));
@@ -257,6 +305,7 @@ impl Driver {
                     pacer.mesh_changed();
                 },
                 _ = changed.notified() => pacer.news(),
+                _ = probes_changed.notified() => pacer.mesh_changed(),
                 _ = tick.tick() => {},
                 _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {},
             }
@@ -288,6 +337,7 @@ impl Driver {
                 info!(node = %config.node_name, "stopping; claim, routes and devices stay in place for a restart");
             }
         }
+        prober_cancel.cancel();
         cluster.shutdown().await;
         Ok(())
     }
@@ -326,6 +376,7 @@ impl Driver {
             }
         }
         self.publish_keys(cluster).await;
+        self.follow_probes(cluster).await;
         self.reconcile_if_due().await;
         if let (Some(udp), Some(peers)) = (&mut self.udp, self.node.udp_peers()) {
             let update = udp.update_peers(peers);
@@ -340,6 +391,54 @@ impl Driver {
         self.save_state(false);
         self.publish_status();
         counts.alive
+    }
+
+    /// Takes what the prober found (route MTUs, PATH column), announces this node's broken
+    /// paths (once it answers probes), builds the fleet view from every live node's summary, and
+    /// hands the prober its next plan.
+    async fn follow_probes(&mut self, cluster: &mut Cluster) {
+        let report = self.probe_report.borrow().clone();
+        let own = fleet::summary(
+            report.states.iter().map(|(n, s)| (n.as_str(), s)),
+            self.start_unix_ms,
+        );
+        if report.answering {
+            cluster.publish_paths(&own).await;
+        }
+        let (mut summaries, _undecodable) = cluster.path_summaries().await;
+        let answering: BTreeSet<String> = summaries.iter().map(|(n, _)| n.clone()).collect();
+        let me = self.node.config().node_name.clone();
+        if report.answering {
+            summaries.push((me.clone(), own));
+        }
+        let alive: BTreeSet<&str> = self
+            .node
+            .view()
+            .members
+            .iter()
+            .filter(|r| r.member.alive)
+            .map(|r| r.member.name.as_str())
+            .chain([me.as_str()])
+            .collect();
+        let view = fleet::view(summaries.iter().map(|(n, s)| (n.as_str(), s)), |n| {
+            alive.contains(n)
+        });
+        let fleet = view.report();
+        self.node.probes_observed(ProbeFacts {
+            states: report.states,
+            at: report.at,
+            start_unix_ms: self.start_unix_ms,
+            fleet: Some(fleet),
+        });
+        let plan = self.node.probe_plan(&answering);
+        self.probe_plan.send_if_modified(|old| {
+            if *old == plan {
+                false
+            } else {
+                *old = plan;
+                true
+            }
+        });
     }
 
     /// Logs and counts what the node says.

@@ -4,6 +4,7 @@
 //! API; [`run`] is what `weft run` calls.
 
 mod driver;
+mod probing;
 
 use std::future::Future;
 use std::net::SocketAddr;

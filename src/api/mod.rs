@@ -77,7 +77,7 @@ impl std::fmt::Display for Liveness {
 }
 
 /// What `GET /v1/status` returns and `weft status` renders.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     /// This node's name.
     pub node_name: String,
@@ -106,10 +106,14 @@ pub struct StatusReport {
     pub warnings: Vec<String>,
     /// Every node this agent knows, itself included, sorted by name.
     pub nodes: Vec<NodeStatus>,
+    /// The fleet's broken paths, from every live node's gossiped summary (`weft status
+    /// --paths`); absent until this agent probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<crate::probe::fleet::FleetReport>,
 }
 
 /// One row of `weft status`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// Node name.
     pub name: String,
@@ -132,6 +136,10 @@ pub struct NodeStatus {
     pub programmed: bool,
     /// Why not programmed, when it is not.
     pub reason: Option<String>,
+    /// This agent's data path to the node, as its probes find it (absent for itself and for
+    /// nodes it does not probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<crate::probe::PathReport>,
 }
 
 /// The response header every answer of the API carries: the agent's node name.

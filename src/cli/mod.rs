@@ -96,6 +96,10 @@ pub struct StatusArgs {
     /// Print the raw status report as JSON
     #[arg(long, env = "WEFT_JSON", value_parser = BoolishValueParser::new())]
     pub json: bool,
+    /// Show every broken path of the fleet (who, to whom, since when, why), from every live
+    /// node's gossiped summary
+    #[arg(long, env = "WEFT_PATHS", value_parser = BoolishValueParser::new())]
+    pub paths: bool,
     /// Redraw every SECS seconds (default 2) until interrupted
     #[arg(long, env = "WEFT_WATCH", value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
     pub watch: Option<u64>,
@@ -255,6 +259,23 @@ pub async fn status(args: &StatusArgs) -> Result<String, CliError> {
         return Ok(text);
     }
     let report: StatusReport = get_json(&to, "/v1/status").await?;
+    if args.paths {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        return Ok(match &report.paths {
+            Some(paths) => format!(
+                "paths seen from {}:\n{}",
+                report.node_name,
+                paths.render(now_ms)
+            ),
+            None => format!(
+                "{} does not probe paths yet (no overlay address, or no subnet)\n",
+                report.node_name
+            ),
+        });
+    }
     Ok(render_status(&report))
 }
 
@@ -351,8 +372,8 @@ mod tests {
                 checked += 1;
             }
         }
-        // 43 flags of `run`, 4 of `status`, 1 of `leave`, 1 of `keygen`, 4 of `docker-opts`.
-        assert_eq!(checked, 53);
+        // 43 flags of `run`, 5 of `status`, 1 of `leave`, 1 of `keygen`, 4 of `docker-opts`.
+        assert_eq!(checked, 54);
     }
 
     #[test]
@@ -416,6 +437,7 @@ mod tests {
             api: Some(api),
             state_dir: None,
             json: false,
+            paths: false,
             watch: None,
         }
     }

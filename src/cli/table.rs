@@ -4,11 +4,23 @@
 use std::fmt::Write;
 
 use crate::api::{NodeStatus, StatusReport};
+use crate::probe::PathReport;
 
-const HEADERS: [&str; 6] = ["NAME", "UNDERLAY", "SUBNET", "STATE", "LIVENESS", "ROUTES"];
+const HEADERS: [&str; 7] = [
+    "NAME", "UNDERLAY", "SUBNET", "STATE", "LIVENESS", "ROUTES", "PATH",
+];
 
 /// The full `weft status` text, ending with a newline.
 pub fn render_status(report: &StatusReport) -> String {
+    let now_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    render_status_at(report, now_unix_ms)
+}
+
+/// [`render_status`] with ages counted to `now_unix_ms`.
+pub fn render_status_at(report: &StatusReport, now_unix_ms: u64) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -49,21 +61,61 @@ pub fn render_status(report: &StatusReport) -> String {
     }
     out.push('\n');
 
-    let rows: Vec<[String; 6]> = report.nodes.iter().map(row).collect();
-    let mut widths = HEADERS.map(|h| h.chars().count());
+    // The PATH column once this agent probes (it reports the fleet's paths).
+    let columns = if report.paths.is_some() { 7 } else { 6 };
+    let rows: Vec<Vec<String>> = report
+        .nodes
+        .iter()
+        .map(|n| row(n, now_unix_ms).into_iter().take(columns).collect())
+        .collect();
+    let headers: Vec<String> = HEADERS
+        .iter()
+        .take(columns)
+        .map(|h| h.to_string())
+        .collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    push_row(&mut out, &HEADERS.map(String::from), &widths);
+    push_row(&mut out, &headers, &widths);
     for r in &rows {
         push_row(&mut out, r, &widths);
     }
     out
 }
 
-fn row(node: &NodeStatus) -> [String; 6] {
+/// The PATH cell: `ok 0.42ms`, `down (no answer for 32s)`, `mtu 1400`, `unknown`, or `-` when
+/// this agent does not probe the node (itself, a node without routes, one that does not answer
+/// probes).
+pub fn path_cell(path: Option<&PathReport>, now_unix_ms: u64) -> String {
+    let Some(p) = path else {
+        return "-".into();
+    };
+    match p.state.as_str() {
+        "ok" => match p.rtt_ms {
+            Some(ms) => format!(
+                "ok {}",
+                crate::probe::path::format_rtt(std::time::Duration::from_secs_f64(
+                    (ms / 1000.0).clamp(0.0, 3600.0)
+                ))
+            ),
+            None => "ok".into(),
+        },
+        "down" => match p.reason.as_deref() {
+            Some("no answer") => format!(
+                "down (no answer for {}s)",
+                now_unix_ms.saturating_sub(p.since) / 1000
+            ),
+            reason => format!("down ({})", clean(reason.unwrap_or("?"))),
+        },
+        "mtu" => format!("mtu {}", p.mtu.unwrap_or(0)),
+        other => clean(other),
+    }
+}
+
+fn row(node: &NodeStatus, now_unix_ms: u64) -> [String; 7] {
     let routes = if node.is_self {
         "self".to_string()
     } else if node.programmed {
@@ -86,10 +138,11 @@ fn row(node: &NodeStatus) -> [String; 6] {
         node.state.to_string(),
         node.liveness.to_string(),
         routes,
+        path_cell(node.path.as_ref(), now_unix_ms),
     ]
 }
 
-fn push_row(out: &mut String, cells: &[String; 6], widths: &[usize; 6]) {
+fn push_row(out: &mut String, cells: &[String], widths: &[usize]) {
     let mut line = String::new();
     for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
         line.push_str(cell);
@@ -126,6 +179,7 @@ mod tests {
             is_self: false,
             programmed: true,
             reason: None,
+            path: None,
         }
     }
 
@@ -155,6 +209,7 @@ mod tests {
             insecure: true,
             warnings: vec!["node h9 claims our name from 10.0.0.9".into()],
             nodes: vec![me, peer, dead, searching],
+            paths: None,
         };
         let expected = "\
 node h1 (generation 42), underlay 172.31.250.11, backend vxlan, network 10.244.0.0/16
@@ -236,5 +291,54 @@ h4             172.31.250.14  -              none    alive     no
             text.ends_with("NAME  UNDERLAY  SUBNET  STATE  LIVENESS  ROUTES\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_path_column_and_the_fleet_view() {
+        let mut me = node("h1", "172.31.250.11", Some("10.244.1.0/24"));
+        me.is_self = true;
+        let mut ok = node("h2", "172.31.250.12", Some("10.244.2.0/24"));
+        ok.path = Some(PathReport {
+            state: "ok".into(),
+            rtt_ms: Some(0.42),
+            mtu: None,
+            since: 0,
+            reason: None,
+        });
+        let mut down = node("h3", "172.31.250.13", Some("10.244.3.0/24"));
+        down.path = Some(PathReport {
+            state: "down".into(),
+            rtt_ms: Some(0.5),
+            mtu: None,
+            since: 1_000,
+            reason: Some("no answer".into()),
+        });
+        let mut mtu = node("h4", "172.31.250.14", Some("10.244.4.0/24"));
+        mtu.path = Some(PathReport {
+            state: "mtu".into(),
+            rtt_ms: Some(0.5),
+            mtu: Some(1350),
+            since: 0,
+            reason: Some("small passes, full-size does not".into()),
+        });
+        let report = StatusReport {
+            node_name: "h1".into(),
+            nodes: vec![me, ok, down, mtu],
+            paths: Some(crate::probe::fleet::FleetReport::default()),
+            ..StatusReport::default()
+        };
+        let text = render_status_at(&report, 13_500);
+        assert!(text.contains("ROUTES  PATH\n"), "{text}");
+        assert!(text.contains("self    -\n"), "{text}");
+        assert!(text.contains("yes     ok 0.42ms\n"), "{text}");
+        assert!(
+            text.contains("yes     down (no answer for 12s)\n"),
+            "{text}"
+        );
+        assert!(text.contains("yes     mtu 1350\n"), "{text}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["nodes"][1]["path"]["state"], "ok");
+        assert_eq!(json["nodes"][1]["path"]["rtt_ms"], 0.42);
+        assert_eq!(json["nodes"][3]["path"]["mtu"], 1350);
     }
 }

@@ -18,6 +18,7 @@ use chitchat::{
 };
 use weft_proto::NodeRecord;
 use weft_proto::keyfile::{KEYS_KEY, KeyIds};
+use weft_proto::paths::{PATHS_KEY, PathSummary};
 use weft_proto::record::RECORD_KEY;
 
 use crate::lease::{Member, Rejection};
@@ -104,6 +105,7 @@ pub struct Cluster {
     dead_since: HashMap<ChitchatId, u64>,
     published: Option<String>,
     published_keys: Option<String>,
+    published_paths: Option<String>,
     rejects: Arc<RecordRejects>,
     /// The last rejected record value of each node, so each bad value counts once.
     rejected: HashMap<ChitchatId, String>,
@@ -162,6 +164,7 @@ impl Cluster {
             dead_since: HashMap::new(),
             published: Some(encoded),
             published_keys: None,
+            published_paths: None,
             rejects: Arc::default(),
             rejected: HashMap::new(),
             _listener: None,
@@ -184,6 +187,50 @@ impl Cluster {
             .with_chitchat(|c| c.self_node_state().set(KEYS_KEY, value.clone()))
             .await;
         self.published_keys = Some(encoded);
+    }
+
+    /// Announces this node's broken paths under `weft/paths` if they changed (a node that
+    /// announces a summary answers probes).
+    pub async fn publish_paths(&mut self, summary: &PathSummary) {
+        let encoded = summary.encode();
+        if self.published_paths.as_ref() == Some(&encoded) {
+            return;
+        }
+        let value = encoded.clone();
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(PATHS_KEY, value.clone()))
+            .await;
+        self.published_paths = Some(encoded);
+    }
+
+    /// The path summary of every live node that announces one (newest generation per name),
+    /// and how many announced one that does not decode.
+    pub async fn path_summaries(&self) -> (Vec<(String, PathSummary)>, usize) {
+        let chitchat = self.handle.chitchat();
+        let guard = chitchat.lock().await;
+        let mut newest: BTreeMap<String, (u64, Option<PathSummary>)> = BTreeMap::new();
+        for id in guard.live_nodes() {
+            if *id == self.self_id {
+                continue;
+            }
+            let Some(value) = guard.node_state(id).and_then(|s| s.get(PATHS_KEY)) else {
+                continue;
+            };
+            let name = id.node_id.to_string();
+            if newest
+                .get(&name)
+                .is_some_and(|(g, _)| *g > id.generation_id)
+            {
+                continue;
+            }
+            newest.insert(name, (id.generation_id, PathSummary::decode(value).ok()));
+        }
+        let bad = newest.values().filter(|(_, s)| s.is_none()).count();
+        let good = newest
+            .into_iter()
+            .filter_map(|(name, (_, s))| Some((name, s?)))
+            .collect();
+        (good, bad)
     }
 
     /// The key ids every other known node announced (newest generation per name only).

@@ -134,6 +134,8 @@ pub struct Node {
     /// Peers (by name) this node would program but cannot, with the reason (`weft status`).
     skipped: BTreeMap<String, String>,
     notices: Notices,
+    /// What the path probes found (`None` until the prober reported).
+    probes: Option<probes::ProbeFacts>,
 }
 
 impl Node {
@@ -245,6 +247,7 @@ impl Node {
             onlink: Onlink::Unknown,
             skipped: BTreeMap::new(),
             notices: Notices::default(),
+            probes: None,
         };
         (node, outputs)
     }
@@ -649,7 +652,9 @@ impl Node {
                 ipv6_underlay: record.families.ipv6.and_then(|o| o.underlay_ip),
             })
             .collect();
-        desired::selection(&self.desired_inputs(&peers))
+        let mut selection = desired::selection(&self.desired_inputs(&peers));
+        self.apply_route_mtus(&mut selection.state);
+        selection
     }
 
     fn desired_inputs<'a>(&'a self, peers: &'a [PeerTarget]) -> desired::Inputs<'a> {
@@ -695,6 +700,7 @@ impl Node {
     }
 }
 
+pub mod probes;
 mod status;
 #[cfg(test)]
 mod tests;

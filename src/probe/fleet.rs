@@ -6,6 +6,8 @@
 
 use std::fmt::Write as _;
 
+use serde::{Deserialize, Serialize};
+
 use weft_proto::paths::{PathEntry, PathState as Listed, PathSummary, Reason};
 
 use super::path::{PathState, Verdict, unix_ms};
@@ -119,7 +121,72 @@ pub fn view<'a>(
 }
 
 impl FleetView {
+    /// The JSON form (`/v1/status` `paths`), which `weft status --paths` renders.
+    pub fn report(&self) -> FleetReport {
+        FleetReport {
+            reporting: self.reporting,
+            unlisted: self.unlisted,
+            to_dead: self.to_dead,
+            pairs: self
+                .pairs
+                .iter()
+                .map(|p| PairReport {
+                    from: p.from.clone(),
+                    to: p.to.clone(),
+                    state: p.state.as_str().into(),
+                    mtu: (p.state == Listed::Mtu).then_some(p.mtu),
+                    since: p.since_ms,
+                    reason: p.reason.describe(),
+                    both_ways: p.both_ways,
+                    path: p.column(),
+                })
+                .collect(),
+        }
+    }
+
     /// The table `weft status --paths` prints, ages against `now_unix_ms`.
+    pub fn render(&self, now_unix_ms: u64) -> String {
+        self.report().render(now_unix_ms)
+    }
+}
+
+/// The fleet's broken paths as `/v1/status` carries them (`paths`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetReport {
+    /// Live nodes whose summary was read (this one included).
+    pub reporting: usize,
+    /// Broken pairs counted but not listed (full summaries).
+    pub unlisted: u64,
+    /// Listed pairs left out because the peer is dead in gossip.
+    pub to_dead: usize,
+    /// One row per broken pair, down before mtu.
+    pub pairs: Vec<PairReport>,
+}
+
+/// One broken pair in `/v1/status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairReport {
+    /// The node that probes.
+    pub from: String,
+    /// The peer it cannot reach well.
+    pub to: String,
+    /// `down` | `mtu`.
+    pub state: String,
+    /// `mtu`: the largest packet that passes.
+    pub mtu: Option<u32>,
+    /// Since when (Unix ms, on the reporter's clock).
+    pub since: u64,
+    /// What the reporter observed.
+    pub reason: String,
+    /// Whether the peer reports the way back broken too.
+    pub both_ways: bool,
+    /// The PATH words (`down (no answer)`, `mtu 1400`).
+    pub path: String,
+}
+
+impl FleetReport {
+    /// The table `weft status --paths` prints, ages against `now_unix_ms` (a reporter's clock
+    /// ahead of this one shows as 0 s ago).
     pub fn render(&self, now_unix_ms: u64) -> String {
         let mut out = String::new();
         if self.pairs.is_empty() && self.unlisted == 0 {
@@ -146,11 +213,11 @@ impl FleetView {
             "FROM", "TO", "PATH"
         );
         for p in &self.pairs {
-            let mut path = p.column();
+            let mut path = p.path.clone();
             if p.both_ways {
                 path.push_str(", both ways");
             }
-            let age = now_unix_ms.saturating_sub(p.since_ms) / 1000;
+            let age = now_unix_ms.saturating_sub(p.since) / 1000;
             let _ = writeln!(
                 out,
                 "{:from_w$}  {:to_w$}  {path:40}  {age}s ago",

@@ -640,7 +640,7 @@ impl PathState {
 
     /// The JSON of this path; `start_unix_ms` is the wall clock at the agent's start (times
     /// here count from it).
-    pub fn report(&self, now: Duration, start_unix_ms: u64) -> PathReport {
+    pub fn report(&self, start_unix_ms: u64) -> PathReport {
         PathReport {
             state: self.verdict.as_str().into(),
             rtt_ms: self.rtt.map(|r| r.as_secs_f64() * 1000.0),
@@ -649,8 +649,10 @@ impl PathState {
                 _ => None,
             },
             since: unix_ms(start_unix_ms, self.since),
+            // The age of "no answer" is the reader's to add (from `since`): a report read
+            // later than it was made would show a stale one.
             reason: match &self.verdict {
-                Verdict::Down(reason) => Some(self.reason_text(reason, now)),
+                Verdict::Down(reason) => Some(describe(reason)),
                 Verdict::Mtu(_) => Some("small passes, full-size does not".into()),
                 _ => None,
             },
@@ -986,7 +988,7 @@ mod tests {
         let mut net = Net::new();
         net.round(Duration::ZERO);
         let start = 1_700_000_000_000;
-        let r = net.path.state().report(5 * S, start);
+        let r = net.path.state().report(start);
         assert_eq!(r.state, "ok");
         assert_eq!(r.rtt_ms, Some(1.0));
         assert_eq!(r.since, start + 1);
@@ -998,7 +1000,7 @@ mod tests {
         );
         net.limit = 1400;
         net.run(10 * S, 150 * S, 10 * S);
-        let r = net.path.state().report(150 * S, start);
+        let r = net.path.state().report(start);
         assert_eq!((r.state.as_str(), r.mtu), ("mtu", Some(1400)));
         assert_eq!(
             r.reason.as_deref(),

@@ -79,6 +79,7 @@ impl Node {
             is_self: true,
             programmed: applied_ok,
             reason: None,
+            path: None,
         }];
         for r in &w.view.members {
             // Superseded generations are noise for an operator: show the current one only.
@@ -148,6 +149,7 @@ impl Node {
                 is_self: false,
                 programmed,
                 reason,
+                path: w.path_report(&r.member.name),
             });
         }
         nodes.sort_by(|a, b| (&a.name, a.generation).cmp(&(&b.name, b.generation)));
@@ -175,6 +177,7 @@ impl Node {
             insecure: w.config.insecure,
             warnings,
             nodes,
+            paths: w.fleet_report(),
         }
     }
 }
