@@ -46,12 +46,14 @@ usage: $0 COMMAND [ARGS]
                       (--ipv6: a dual-stack overlay, and ping -6 too)
   partition A,B C,D   cut the underlay between two groups of hosts (blackhole routes)
   heal                undo every partition
-  drop-udp I J [PORT] in host I's namespace, drop UDP to and from host J's underlay addresses on
-                      PORT (default 8472, VXLAN) with an nftables table of the testnet's own
-                      (\`inet testnet_fault\`): a firewall eating the overlay, gossip untouched
+  drop-udp I J [PORT] in host I's namespace, drop UDP to and from host J's underlay addresses
+                      and subnets on PORT (default 8472, VXLAN; 7949 reaches host-gw's probes)
+                      with an nftables table of the testnet's own (\`inet testnet_fault\`): a
+                      firewall eating the overlay, gossip untouched
   undrop [I]          remove the drop-udp rules of host I (default: every host)
   hop-mtu I MTU       set the MTU of host I's port on the underlay bridge: a hop toward host I
-                      that carries less than the hosts' own interfaces say (1500 restores it)
+                      that carries less than the hosts' own interfaces say (1500 restores it);
+                      host I's underlay link then sends wire-size frames (gso_max_segs 1)
   attacker            add namespace P-a on the underlay (172.31.250.250), no key, for tests
   down                kill every process in the testnet, delete its namespaces and state
 
@@ -642,6 +644,18 @@ add rule inet $FAULT_TABLE output ip6 daddr $(host_ip6 "$j") udp dport $port dro
 add rule inet $FAULT_TABLE input ip saddr $(host_ip "$j") udp dport $port drop
 add rule inet $FAULT_TABLE input ip6 saddr $(host_ip6 "$j") udp dport $port drop
 EOF2
+    # host-gw puts overlay addresses on the underlay: match host J's subnets too.
+    local key sub
+    for key in FLANNEL_SUBNET FLANNEL_IPV6_SUBNET; do
+        sub=$(sed -n "s/^$key=//p" "$STATE/h$j/subnet.env" 2>/dev/null || true)
+        [[ -n $sub ]] || continue
+        local fam=ip
+        [[ $key == FLANNEL_IPV6_SUBNET ]] && fam=ip6
+        ip netns exec "$h" nft -f - <<EOF2
+add rule inet $FAULT_TABLE output $fam daddr $sub udp dport $port drop
+add rule inet $FAULT_TABLE input $fam saddr $sub udp dport $port drop
+EOF2
+    done
     log "h$i: UDP $port to and from h$j dropped"
 }
 
@@ -661,6 +675,11 @@ cmd_hop_mtu() {
     check_index "$i"
     [[ $mtu =~ ^[0-9]+$ ]] && ((mtu >= 1280 && mtu <= 9000)) || die "MTU must be 1280..9000, not '$mtu'"
     ip -n "$UL" link set "h$i" mtu "$mtu"
+    # Host I sends frames at wire size, as a real NIC does: without this, veths pass whole GSO
+    # packets (up to 64 KB) and the smaller hop is never met by TCP.
+    local segs=65535
+    ((mtu < 1500)) && segs=1
+    ip -n "$(host_ns "$i")" link set veth-ul gso_max_segs "$segs"
     log "the underlay bridge's port toward h$i carries $mtu bytes (h$i's own interface is unchanged)"
 }
 

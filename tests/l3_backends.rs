@@ -5,21 +5,21 @@
 //! exactly the advertised MTU (FLANNEL_MTU) passes while one byte more fails, in each family. A
 //! host-gw peer that is not on-link is not programmed and `weft status` says why.
 //!
-//! The TCP ends are this test binary itself, re-run inside a container namespace with
-//! `L3_HELPER_ROLE` set (see `helper_tcp_end`), so no extra tool is needed.
+//! The TCP ends are this test binary itself, re-run inside a container namespace
+//! (`common/transfer.rs`), so no extra tool is needed.
 
 #[path = "common/testnet.rs"]
 mod testnet;
+#[path = "common/transfer.rs"]
+mod transfer;
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::net::IpAddr;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use testnet::{Testnet, l3_available};
 
-const TRANSFER_BYTES: usize = 20 * 1024 * 1024;
-const TCP_PORT: u16 = 5601;
 const HOSTS: usize = 3;
 
 fn text(out: &Output) -> String {
@@ -133,179 +133,21 @@ fn check_mtu(net: &Testnet, family: Family, i: usize, j: usize) {
 
 /// Streams 20 MB from container I to container J and compares SHA-256 of both ends.
 fn transfer(net: &Testnet, family: Family, i: usize, j: usize) {
-    let dst = family.container_ip(net, j);
-    let any = match family {
-        Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    };
-    let exe = std::env::current_exe().expect("test binary");
-    let helper = |ns: String, role: &str, addr: String| -> Child {
-        Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .arg(&exe)
-            .args([
-                "helper_tcp_end",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("L3_HELPER_ROLE", role)
-            .env("L3_HELPER_ADDR", addr)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn helper")
-    };
-    let sink = helper(
-        net.ns(&format!("c{j}")),
-        "sink",
-        SocketAddr::from((any, TCP_PORT)).to_string(),
-    );
-    let sink_guard = ChildGuard(Some(sink));
-    let source = helper(
-        net.ns(&format!("c{i}")),
-        "source",
-        SocketAddr::from((dst, TCP_PORT)).to_string(),
-    );
-    let sent = wait_helper(source, "source");
-    let sink = sink_guard.take().expect("sink helper");
-    let received = wait_helper(sink, "sink");
-    assert_eq!(
-        sent, received,
-        "c{i} → c{j}: the stream arrived altered ({sent} sent, {received} received)"
-    );
-    assert!(
-        received.contains(&format!("bytes={TRANSFER_BYTES}")),
-        "{received}"
-    );
-}
-
-/// Kills a helper left running (a failed transfer) on drop.
-struct ChildGuard(Option<Child>);
-
-impl ChildGuard {
-    fn take(mut self) -> Option<Child> {
-        self.0.take()
+    if let Err(e) = transfer::stream(
+        net,
+        family.container_ip(net, j),
+        i,
+        j,
+        Duration::from_secs(120),
+    ) {
+        panic!("{e}");
     }
 }
 
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Waits (bounded) for a helper and returns its `L3HELPER ...` line.
-fn wait_helper(mut child: Child, what: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match child.try_wait().expect("wait helper") {
-            Some(_) => break,
-            None if Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{what} helper did not finish within 120 s");
-            }
-            None => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-    let out = child.wait_with_output().expect("helper output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .lines()
-        .find_map(|l| {
-            l.split_once("L3HELPER ")
-                .map(|(_, rest)| rest.trim().to_string())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "{what} helper failed ({}): {stdout}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-}
-
-/// Deterministic bytes (xorshift), so the stream is not trivially compressible or uniform.
-fn pattern(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Not a test by itself: the TCP ends of `transfer`, run inside a container namespace when
-/// `L3_HELPER_ROLE` is set (`sink` listens and hashes what arrives, `source` sends the pattern).
+/// Not a test by itself: the TCP ends of `transfer` (see `transfer::helper_main`).
 #[test]
 fn helper_tcp_end() {
-    let (Ok(role), Ok(addr)) = (
-        std::env::var("L3_HELPER_ROLE"),
-        std::env::var("L3_HELPER_ADDR"),
-    ) else {
-        return;
-    };
-    let addr: SocketAddr = addr.parse().expect("L3_HELPER_ADDR");
-    match role.as_str() {
-        "sink" => {
-            let listener = TcpListener::bind(addr).expect("bind");
-            let (mut conn, _) = listener.accept().expect("accept");
-            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut total = 0usize;
-            loop {
-                let n = conn.read(&mut buf).expect("read");
-                if n == 0 {
-                    break;
-                }
-                ctx.update(&buf[..n]);
-                total += n;
-            }
-            println!(
-                "\nL3HELPER sha256={} bytes={total}",
-                hex(ctx.finish().as_ref())
-            );
-        }
-        "source" => {
-            let data = pattern(TRANSFER_BYTES);
-            let digest = ring::digest::digest(&ring::digest::SHA256, &data);
-            // The sink may still be starting: retry the connect for a while.
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let mut conn = loop {
-                match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-                    Ok(c) => break c,
-                    Err(e) if Instant::now() < deadline => {
-                        eprintln!("connect {addr}: {e}; retrying");
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
-                    Err(e) => panic!("connect {addr}: {e}"),
-                }
-            };
-            conn.write_all(&data).expect("send");
-            conn.shutdown(std::net::Shutdown::Write).expect("shutdown");
-            // Wait for the sink to close: everything was read.
-            let mut rest = Vec::new();
-            let _ = conn.read_to_end(&mut rest);
-            println!(
-                "\nL3HELPER sha256={} bytes={}",
-                hex(digest.as_ref()),
-                data.len()
-            );
-        }
-        other => panic!("unknown L3_HELPER_ROLE {other}"),
-    }
+    transfer::helper_main();
 }
 
 /// Pings, 20 MB transfers and the MTU check across every backend test.

@@ -252,7 +252,7 @@ impl Driver {
         let mut watcher = cluster.watcher().await;
         let probes_changed = Arc::new(tokio::sync::Notify::new());
         let prober_cancel = cancel.child_token();
-        if let Some((plan_rx, report_tx)) = self.prober_ends.take() {
+        if let Some((plan_rx, report_tx)) = self.prober_ends.take().filter(|_| config.probes) {
             let me = Me {
                 name: config.node_name.clone(),
                 generation: self.node.generation(),
@@ -397,6 +397,9 @@ impl Driver {
     /// paths (once it answers probes), builds the fleet view from every live node's summary, and
     /// hands the prober its next plan.
     async fn follow_probes(&mut self, cluster: &mut Cluster) {
+        if !self.node.config().probes {
+            return;
+        }
         let report = self.probe_report.borrow().clone();
         let own = fleet::summary(
             report.states.iter().map(|(n, s)| (n.as_str(), s)),

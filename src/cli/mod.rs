@@ -372,8 +372,8 @@ mod tests {
                 checked += 1;
             }
         }
-        // 43 flags of `run`, 5 of `status`, 1 of `leave`, 1 of `keygen`, 4 of `docker-opts`.
-        assert_eq!(checked, 54);
+        // 44 flags of `run`, 5 of `status`, 1 of `leave`, 1 of `keygen`, 4 of `docker-opts`.
+        assert_eq!(checked, 55);
     }
 
     #[test]

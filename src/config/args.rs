@@ -195,6 +195,11 @@ pub struct RunArgs {
     #[arg(long, env = "WEFT_IP_MASQ", value_parser = BoolishValueParser::new())]
     pub ip_masq: bool,
 
+    /// Do not probe the data paths to peers (no PATH column, no per-peer route MTU, no answers
+    /// on port 7949)
+    #[arg(long, env = "WEFT_NO_PROBES", value_parser = BoolishValueParser::new())]
+    pub no_probes: bool,
+
     /// Log format: text or json [default: text]
     #[arg(long, env = "WEFT_LOG_FORMAT", value_name = "text|json")]
     pub log_format: Option<String>,

@@ -165,6 +165,9 @@ pub struct Config {
     pub reconcile_interval: Duration,
     /// Masquerade traffic leaving the overlay (`--ip-masq`, nftables `table ip weft`).
     pub ip_masq: bool,
+    /// Probe the data path to every peer (on unless `--no-probes`): PATH, route MTUs, the fleet
+    /// view.
+    pub probes: bool,
     /// `--log-format`.
     pub log_format: LogFormat,
     /// Gossip name-space: agents with another cluster id ignore each other.

@@ -97,6 +97,7 @@ fn defaults() {
     assert_eq!(c.dead_node_grace, Duration::from_secs(7200));
     assert_eq!(c.reconcile_interval, Duration::from_secs(10));
     assert!(!c.ip_masq);
+    assert!(c.probes);
     assert_eq!(c.log_format, LogFormat::Text);
     assert_eq!(c.cluster_id, "weft");
     assert!(c.insecure, "the test arguments ask for --insecure");
@@ -196,6 +197,7 @@ fn all_flags_parse() {
         dead_node_grace: Some("20m".into()),
         reconcile_interval: Some("2s".into()),
         ip_masq: true,
+        no_probes: true,
         log_format: Some("JSON".into()),
         cluster_id: Some("prod-eu".into()),
         insecure: true,
@@ -249,6 +251,7 @@ fn all_flags_parse() {
     assert_eq!(c.dead_node_grace, Duration::from_secs(1200));
     assert_eq!(c.reconcile_interval, Duration::from_secs(2));
     assert!(c.ip_masq);
+    assert!(!c.probes);
     assert_eq!(c.log_format, LogFormat::Json);
     assert_eq!(c.cluster_id, "prod-eu");
     assert!(c.insecure);

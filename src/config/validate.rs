@@ -599,6 +599,7 @@ pub(crate) fn build(
         dead_node_grace,
         reconcile_interval,
         ip_masq: args.ip_masq,
+        probes: !args.no_probes,
         log_format,
         cluster_id: cluster_id.value,
         insecure: args.insecure,

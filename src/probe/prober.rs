@@ -574,4 +574,112 @@ mod tests {
             "within a second, not a period"
         );
     }
+
+    /// What one agent sends, measured: a prober with `n` peers, each answered by a prober of
+    /// its own, over `secs` simulated seconds after the first period; requests it sends and
+    /// replies it gets, in datagrams and in underlay bytes (VXLAN over IPv4: 28 + 50 bytes a
+    /// datagram).
+    fn measured(n: usize, secs: u64) -> (f64, f64, Duration) {
+        let mut agent = Prober::new(
+            me(0),
+            ProbeKeys::insecure(),
+            false,
+            MTU,
+            ScheduleConfig::default(),
+            7,
+        );
+        let peer = |i: usize| Me {
+            name: format!("node-{i:04}"),
+            generation: 1,
+            vtep_mac: [2, 0, 0, 0, (i >> 8) as u8, i as u8],
+        };
+        let mut peers: Vec<Prober> = (1..=n)
+            .map(|i| {
+                Prober::new(
+                    peer(i),
+                    ProbeKeys::insecure(),
+                    false,
+                    MTU,
+                    ScheduleConfig::default(),
+                    i as u64,
+                )
+            })
+            .collect();
+        let targets: Vec<Target> = (1..=n)
+            .map(|i| {
+                let m = peer(i);
+                Target {
+                    expected: Expected {
+                        name: m.name.clone(),
+                        generation: 1,
+                        vtep_mac: Some(m.vtep_mac),
+                    },
+                    addr: IpAddr::from([10, (i >> 8) as u8, i as u8, 0]),
+                }
+            })
+            .collect();
+        agent.set_targets(&targets, Duration::ZERO);
+        let period = agent.period();
+        let (from, until) = (period, period + Duration::from_secs(secs));
+        let (mut packets, mut bytes) = (0u64, 0u64);
+        let mut now = Duration::ZERO;
+        let src: SocketAddr = "10.0.0.0:7949".parse().unwrap();
+        while now < until {
+            for o in agent.poll(now) {
+                let IpAddr::V4(a) = o.to.ip() else {
+                    unreachable!()
+                };
+                let i = usize::from(a.octets()[1]) << 8 | usize::from(a.octets()[2]);
+                let reply = peers[i - 1].on_datagram(now, src, &o.bytes);
+                let mut count = |len: usize| {
+                    if now >= from {
+                        packets += 1;
+                        bytes += (len + 28 + 50) as u64;
+                    }
+                };
+                count(o.bytes.len());
+                if let Some(r) = reply {
+                    count(r.bytes.len());
+                    agent.on_datagram(now + Duration::from_micros(300), o.to, &r.bytes);
+                }
+            }
+            now = agent
+                .next_wake()
+                .unwrap_or(now + Duration::from_millis(100))
+                .max(now + Duration::from_millis(1));
+        }
+        assert_eq!(agent.counts().ok as usize, n, "every path ok");
+        (
+            packets as f64 / secs as f64,
+            bytes as f64 / secs as f64,
+            period,
+        )
+    }
+
+    /// The cost `schedule::cost` gives (docs/design.md, README "Figures"), measured by running
+    /// the prober: one agent's own rounds (its requests and the replies they bring back) are as
+    /// many datagrams and bytes as it sends in steady state (its requests and its answers to its
+    /// peers' rounds, which are as many).
+    #[test]
+    fn measured_cost_at_100_and_1000_peers_matches_the_budget() {
+        for (n, secs) in [(100usize, 200u64), (1000, 400)] {
+            let (pps, bps, period) = measured(n, secs);
+            let c = crate::probe::schedule::cost(&ScheduleConfig::default(), n, 9, MTU, 50);
+            assert_eq!(period, c.period);
+            eprintln!(
+                "N = {n}: period {period:?}, measured {pps:.1} packets/s, {bps:.0} B/s (model {:.1}, {:.0})",
+                c.packets_per_s, c.bytes_per_s
+            );
+            assert!(
+                (pps / c.packets_per_s - 1.0).abs() < 0.05,
+                "{pps} vs {}",
+                c.packets_per_s
+            );
+            assert!(
+                (bps / c.bytes_per_s - 1.0).abs() < 0.05,
+                "{bps} vs {}",
+                c.bytes_per_s
+            );
+        }
+    }
 }

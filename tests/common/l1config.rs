@@ -56,6 +56,8 @@ pub fn node_config(
         dead_node_grace: Duration::from_secs(7200),
         reconcile_interval: Duration::from_secs(10),
         ip_masq: false,
+        // In-process meshes on loopback hold no overlay address to probe from.
+        probes: false,
         log_format: LogFormat::Text,
         cluster_id: cluster_id.into(),
         insecure: true,
