@@ -425,7 +425,7 @@ impl Metrics {
         let mut buckets: Vec<(f64, u64)> = crate::probe::RTT_BUCKETS
             .iter()
             .copied()
-            .chain([f64::MAX])
+            .chain([f64::INFINITY])
             .zip(c.rtt_buckets.iter().copied())
             .collect();
         buckets.truncate(crate::probe::RTT_BUCKETS.len() + 1);
@@ -556,5 +556,59 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn probe_figures_are_a_fixed_set_of_series() {
+        let m = Metrics::default();
+        let mut counters = crate::probe::prober::Counters {
+            sent: 10,
+            answered: 8,
+            replies: 7,
+            limited: 1,
+            ..Default::default()
+        };
+        counters.dropped.insert("auth", 3);
+        counters.rtt_buckets[0] = 2;
+        counters.rtt_buckets[3] = 1;
+        counters.rtt_buckets[crate::probe::RTT_BUCKETS.len()] = 1;
+        counters.rtt_sum = 3.5;
+        *m.probes.lock().unwrap() = ProbeSnapshot {
+            running: true,
+            counters,
+            paths: crate::probe::PathCounts {
+                unknown: 0,
+                ok: 998,
+                down: 1,
+                mtu: 1,
+            },
+            period_s: 100.0,
+            send_errors: 2,
+        };
+        let text = m.render(&[]);
+        for line in [
+            "weft_probes_total{kind=\"sent\"} 10",
+            "weft_probes_total{kind=\"answered\"} 8",
+            "weft_probes_total{kind=\"limited\"} 1",
+            "weft_probes_total{kind=\"send_error\"} 2",
+            "weft_probes_dropped_total{reason=\"auth\"} 3",
+            "weft_probes_dropped_total{reason=\"unexpected\"} 0",
+            "weft_paths{state=\"ok\"} 998",
+            "weft_paths{state=\"down\"} 1",
+            "weft_path_rtt_seconds_count 4",
+            "weft_path_rtt_seconds_bucket{le=\"0.0001\"} 2",
+            "weft_path_rtt_seconds_bucket{le=\"0.001\"} 3",
+            "weft_path_rtt_seconds_bucket{le=\"2.0\"} 3",
+            "weft_path_rtt_seconds_bucket{le=\"+Inf\"} 4",
+            "weft_probe_period_seconds 100.0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("weft_path") || l.starts_with("weft_probe"))
+            .count();
+        // 5 + 5 + 4 + (15 buckets + sum + count) + 1, whatever the number of peers.
+        assert_eq!(series, 32, "{text}");
     }
 }
