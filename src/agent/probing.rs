@@ -138,12 +138,16 @@ pub(super) async fn run(
             }
         }
 
-        // Wait for a datagram, the plan, or the next thing due.
-        let wake = prober
-            .next_wake()
-            .map(|at| started + at)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
-            .min(Instant::now() + Duration::from_secs(1));
+        // Wait for a datagram, the plan, or the next thing due: without a socket nothing is
+        // sent, so only the next bind attempt is due. Never a wake in the past: this task shares
+        // a single-threaded runtime with the agent, and a loop that never waits would starve it.
+        let now = Instant::now();
+        let wake = match &socket {
+            Some(_) => prober.next_wake().map(|at| started + at),
+            None => current.local.map(|_| next_bind),
+        }
+        .unwrap_or(now + Duration::from_secs(1))
+        .clamp(now + Duration::from_millis(1), now + Duration::from_secs(1));
         let recv = async {
             match &socket {
                 Some((_, s)) => s.recv_from(&mut buf).await,

@@ -329,6 +329,9 @@ impl Node {
             || !self.view_is_warm(now)
             || paths::needs_onlink(self.config.backend, self.config.direct_routing)
             || periodic_due
+            || self
+                .programming
+                .interval_passed(now, self.config.reconcile_interval)
             || files_pending
     }
 

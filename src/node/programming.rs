@@ -68,6 +68,13 @@ impl Programming {
         }
     }
 
+    /// Whether the reconcile interval has passed since the last reconcile (a step is owed then,
+    /// whenever the last step ran: other steps must not push the periodic reconcile back).
+    pub fn interval_passed(&self, now: Duration, interval: Duration) -> bool {
+        self.last
+            .is_some_and(|at| now.saturating_sub(at) >= interval)
+    }
+
     /// Whether the last reconcile fully succeeded.
     pub fn applied_ok(&self) -> bool {
         self.applied.as_ref().is_some_and(|(_, ok)| *ok)

@@ -221,6 +221,16 @@ fn a_failed_reconcile_is_retried_and_a_good_one_is_not_repeated() {
     );
     let interval = n.config().reconcile_interval;
     assert!(n.reconcile_due(t + interval).1, "the periodic pass");
+    // A step is owed when the interval has passed, however recently another step ran (a step
+    // for a probe's news must not push the periodic reconcile back by a whole interval).
+    assert!(
+        !n.step_due(t + interval - Duration::from_millis(1), false, false),
+        "not before"
+    );
+    assert!(
+        n.step_due(t + interval, false, false),
+        "the periodic reconcile needs a step"
+    );
 }
 
 #[test]
