@@ -1,6 +1,7 @@
 //! L3: real `weft` processes in network namespaces (testnet/netns.sh), one test per backend:
 //! host-gw, vxlan, and vxlan with DirectRouting; vxlan, host-gw and udp dual-stack; and each of
-//! them IPv6-only over an IPv6-only underlay. Three hosts each; every container pings every other across hosts (over IPv4, and IPv6 when dual-stack), a
+//! them IPv6-only over an IPv6-only underlay (where the path probes, over IPv6, must find every
+//! pair `ok`). Three hosts each; every container pings every other across hosts (over IPv4, and IPv6 when dual-stack), a
 //! 20 MB TCP stream container → container arrives intact (SHA-256), and a don't-fragment ping of
 //! exactly the advertised MTU (FLANNEL_MTU) passes while one byte more fails, in each family. A
 //! host-gw peer that is not on-link is not programmed and `weft status` says why.
@@ -358,6 +359,30 @@ fn ipv6_only(
     }
     check(&net);
     exercise_ipv6(&net);
+    wait_paths_ok(&net);
+}
+
+/// Every host's path probes (over the IPv6 overlay here) find every peer `ok`.
+fn wait_paths_ok(net: &Testnet) {
+    let all_ok = |i: usize| {
+        let status = net.status_json(i);
+        status["nodes"].as_array().is_some_and(|nodes| {
+            nodes
+                .iter()
+                .filter(|n| n["is_self"] != true)
+                .all(|n| n["path"]["state"] == "ok")
+        })
+    };
+    let ok = net.wait_for(Duration::from_secs(45), || (1..=HOSTS).all(all_ok));
+    if ok.is_none() {
+        net.dump_logs();
+        panic!(
+            "paths not all ok: {:?}",
+            (1..=HOSTS)
+                .map(|i| net.status_json(i)["nodes"].clone())
+                .collect::<Vec<_>>()
+        );
+    }
 }
 
 #[test]

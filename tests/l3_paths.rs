@@ -7,9 +7,9 @@
 //!   rule brings it back.
 //! - A hop on host 2's underlay path that carries less than the overlay needs, which neither
 //!   host's interface shows (`hop-mtu`): the pairs with host 2 are reported `mtu <n>` within
-//!   30 s, the per-peer route MTU is set, and a 20 MB TCP stream from host 2's container to host
-//!   1's completes; the same stream hangs with `--no-probes` (weft before probes). Restoring the
-//!   hop removes the route MTUs.
+//!   30 s, the per-peer route MTU is set (on udp, a route of the peer's own into the TUN device),
+//!   and a 20 MB TCP stream from host 2's container to host 1's completes; the same stream hangs
+//!   with `--no-probes` (weft before probes). Restoring the hop removes the route MTUs.
 //! - A peer restarted with a wiped state directory: no pair stays `down` longer than one probe
 //!   period after it is back.
 
@@ -309,12 +309,14 @@ fn host_gw_paths_down_mtu_and_restart() {
 }
 
 #[test]
-fn udp_paths_down_and_restart() {
-    if !available("udp_paths_down_and_restart") {
+fn udp_paths_down_mtu_and_restart() {
+    if !available("udp_paths_down_mtu_and_restart") {
         return;
     }
     let net = three_hosts("l3pud", "udp");
     dropped_pair(&net, "8285");
+    // The reduced peers get routes of their own into the TUN device.
+    smaller_hop(&net);
     wiped_restart(&net);
 }
 

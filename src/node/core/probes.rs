@@ -122,7 +122,8 @@ impl Node {
     }
 
     /// Puts the per-peer route MTUs on `state`'s routes: every subnet (of either family) of a
-    /// peer whose path carries less than the overlay MTU.
+    /// peer whose path carries less than the overlay MTU (on udp, a route of its own into the
+    /// TUN device).
     pub(super) fn apply_route_mtus(&self, state: &mut State) {
         let Some(probes) = &self.probes else {
             return;
@@ -143,6 +144,24 @@ impl Node {
             if let Some(v6) = record.families.ipv6.and_then(|o| o.subnet) {
                 mtus.insert(IpNet::V6(lease::ipv6_net(v6)), mtu.max(1280));
             }
+        }
+        if self.udp.is_some() {
+            // One route carries the whole overlay into the TUN device: a reduced peer gets a
+            // longer route of its own, into the same device, with the MTU that passes.
+            for (dst, mtu) in mtus {
+                let gateway = match dst {
+                    IpNet::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                    IpNet::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                };
+                state.routes.insert(crate::dataplane::Route {
+                    dst,
+                    gateway,
+                    device: Some(crate::dataplane::TUN_DEVICE.into()),
+                    onlink: false,
+                    mtu: Some(mtu),
+                });
+            }
+            return;
         }
         crate::probe::apply_route_mtus(state, &mtus);
     }

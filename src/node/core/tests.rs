@@ -450,3 +450,86 @@ fn the_udp_peer_table_lists_the_winners_for_the_udp_backend_only() {
     assert_eq!(n.record().public_key, Some([7; 32]));
     assert_eq!(node(&[]).udp_peers(), None);
 }
+
+#[test]
+fn a_reduced_path_lowers_the_routes_to_that_peer_only_and_goes_back() {
+    use crate::node::core::probes::ProbeFacts;
+    use crate::probe::path::{PathState, Verdict};
+    let facts = |verdict: Verdict| ProbeFacts {
+        states: [(
+            "b".to_string(),
+            PathState {
+                verdict,
+                since: Duration::ZERO,
+                rtt: None,
+                reduced_mtu: None,
+            },
+        )]
+        .into(),
+        ..ProbeFacts::default()
+    };
+    let mtus = |n: &Node, t: Duration| -> Vec<(String, Option<u32>, Option<String>)> {
+        n.reconcile(t)
+            .desired
+            .routes
+            .iter()
+            .map(|r| (r.dst.to_string(), r.mtu, r.device.clone()))
+            .collect()
+    };
+    // vxlan: the route to b's subnet gets the MTU; c's does not.
+    let mut n = node(&[]);
+    let peers = || {
+        vec![
+            peer("b", 2, Backend::Vxlan, Some("10.244.200.0/24")),
+            peer("c", 3, Backend::Vxlan, Some("10.244.201.0/24")),
+        ]
+    };
+    let t = settle(&mut n, &peers);
+    n.step(at(t), peers(), 2);
+    n.probes_observed(facts(Verdict::Mtu(1354)));
+    let routes = mtus(&n, t);
+    assert!(
+        routes.contains(&("10.244.200.0/24".into(), Some(1354), Some("weft.1".into()))),
+        "{routes:?}"
+    );
+    assert!(
+        routes.contains(&("10.244.201.0/24".into(), None, Some("weft.1".into()))),
+        "{routes:?}"
+    );
+    assert!(n.reconcile_due(t).1, "a new route MTU is a change to apply");
+    n.probes_observed(facts(Verdict::Ok));
+    assert!(mtus(&n, t).iter().all(|(_, mtu, _)| mtu.is_none()));
+
+    // udp: one route carries the overlay into the TUN device; b gets a longer one of its own.
+    let mut c = config(&[]);
+    c.backend = Backend::Udp;
+    let (mut n, _) = Node::new(
+        c,
+        underlay(1500),
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        Ok(None),
+        true,
+        Some(UdpFacts {
+            mtu: 1440,
+            public_key: [7; 32],
+        }),
+        at(Duration::ZERO),
+    );
+    let peers = || vec![peer("b", 2, Backend::Udp, Some("10.244.200.0/24"))];
+    let t = settle(&mut n, &peers);
+    n.step(at(t), peers(), 1);
+    let before = mtus(&n, t);
+    n.probes_observed(facts(Verdict::Mtu(1300)));
+    let after = mtus(&n, t);
+    assert_eq!(after.len(), before.len() + 1, "{after:?}");
+    assert!(
+        after.contains(&(
+            "10.244.200.0/24".into(),
+            Some(1300),
+            Some(crate::dataplane::TUN_DEVICE.into())
+        )),
+        "{after:?}"
+    );
+    n.probes_observed(facts(Verdict::Ok));
+    assert_eq!(mtus(&n, t), before);
+}
