@@ -66,17 +66,17 @@ impl Node {
             .and_then(|s| probe_addr(backend, self.identity.subnets(s)));
         let mut targets = Vec::new();
         if local.is_some() {
+            // The newest live generation of each name (a restart's old one may linger).
+            let mut alive: BTreeMap<&str, u64> = BTreeMap::new();
+            for r in self.view.members.iter().filter(|r| r.member.alive) {
+                let g = alive.entry(r.member.name.as_str()).or_insert(0);
+                *g = (*g).max(r.member.generation);
+            }
             for (name, _, record) in self.targets() {
                 if !answering.contains(&name) || self.programming.programmed(&name).is_none() {
                     continue;
                 }
-                let Some(generation) = self
-                    .view
-                    .members
-                    .iter()
-                    .find(|r| r.member.name == name && r.member.alive)
-                    .map(|r| r.member.generation)
-                else {
+                let Some(&generation) = alive.get(name.as_str()) else {
                     continue;
                 };
                 let subnets = Subnets {

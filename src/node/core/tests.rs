@@ -533,3 +533,57 @@ fn a_reduced_path_lowers_the_routes_to_that_peer_only_and_goes_back() {
     n.probes_observed(facts(Verdict::Ok));
     assert_eq!(mtus(&n, t), before);
 }
+
+#[test]
+fn the_probe_plan_lists_the_programmed_peers_that_answer_probes() {
+    let mut n = node(&[]);
+    let answering: std::collections::BTreeSet<String> = ["b".to_string()].into();
+    let empty = n.probe_plan(&answering);
+    assert_eq!(empty.local, None, "no active subnet, no probe address");
+    assert!(empty.targets.is_empty());
+    let peers = || {
+        vec![
+            peer("b", 2, Backend::Vxlan, Some("10.244.200.0/24")),
+            peer("c", 3, Backend::Vxlan, Some("10.244.201.0/24")),
+        ]
+    };
+    let t = settle(&mut n, &peers);
+    n.step(at(t), peers(), 2);
+    let plan = n.reconcile(t);
+    n.reconciled(plan.desired, true, t);
+    let plan = n.probe_plan(&answering);
+    let own = n.lease().active_subnet().expect("active");
+    assert_eq!(
+        plan.local,
+        Some(own.network()),
+        "vxlan: the subnet's network address"
+    );
+    assert_eq!(plan.overlay_mtu, 1450);
+    // c does not announce a path summary (it does not answer probes): not probed.
+    let targets: Vec<(String, String, u64, Option<[u8; 6]>)> = plan
+        .targets
+        .iter()
+        .map(|t| {
+            (
+                t.expected.name.clone(),
+                t.addr.to_string(),
+                t.expected.generation,
+                t.expected.vtep_mac,
+            )
+        })
+        .collect();
+    assert_eq!(
+        targets,
+        [(
+            "b".to_string(),
+            "10.244.200.0".to_string(),
+            1,
+            Some([2, 0, 0, 0, 0, 2])
+        )]
+    );
+    // A peer dead in gossip is not probed.
+    let mut dead = peers();
+    dead[0].alive = false;
+    n.step(at(t + secs(1)), dead, 1);
+    assert!(n.probe_plan(&answering).targets.is_empty());
+}
