@@ -38,6 +38,15 @@ pub(crate) fn ipv6_net(c: weft_proto::Ipv6Cidr) -> ipnet::Ipv6Net {
         .trunc()
 }
 
+/// The subnets a peer's record announces, each family (the view only admits peers whose IPv6
+/// subnet is paired with their IPv4 one).
+pub(crate) fn record_subnets(record: &weft_proto::NodeRecord) -> Subnets {
+    Subnets {
+        v4: record.subnet.map(cidr_to_net),
+        v6: record.families.ipv6.and_then(|o| o.subnet).map(ipv6_net),
+    }
+}
+
 pub(crate) fn ipv6_cidr(n: ipnet::Ipv6Net) -> weft_proto::Ipv6Cidr {
     weft_proto::Ipv6Cidr {
         addr: n.network(),

@@ -551,15 +551,11 @@ impl Node {
                 .into_iter()
                 .filter_map(|r| {
                     let record = r.record()?;
+                    let subnets = lease::record_subnets(record);
                     Some(PeerSpec {
                         name: r.member.name.clone(),
-                        subnet: record.subnet.map(lease::cidr_to_net),
-                        // The view only admits peers whose IPv6 subnet is paired with their IPv4 one.
-                        ipv6_subnet: record
-                            .families
-                            .ipv6
-                            .and_then(|o| o.subnet)
-                            .map(lease::ipv6_net),
+                        subnet: subnets.v4,
+                        ipv6_subnet: subnets.v6,
                         addr: SocketAddr::new(record.underlay_ip, record.tunnel_port),
                         public_key: record.public_key,
                         live: r.member.alive,
@@ -641,18 +637,16 @@ impl Node {
         let peers: Vec<PeerTarget> = self
             .targets()
             .into_iter()
-            .map(|(name, _, record)| PeerTarget {
-                name,
-                subnet: record.subnet.map(lease::cidr_to_net),
-                underlay_ip: record.underlay_ip,
-                vtep_mac: record.vtep_mac,
-                // The view only admits peers whose IPv6 subnet is paired with their IPv4 one.
-                ipv6_subnet: record
-                    .families
-                    .ipv6
-                    .and_then(|o| o.subnet)
-                    .map(lease::ipv6_net),
-                ipv6_underlay: record.families.ipv6.and_then(|o| o.underlay_ip),
+            .map(|(name, _, record)| {
+                let subnets = lease::record_subnets(&record);
+                PeerTarget {
+                    name,
+                    subnet: subnets.v4,
+                    underlay_ip: record.underlay_ip,
+                    vtep_mac: record.vtep_mac,
+                    ipv6_subnet: subnets.v6,
+                    ipv6_underlay: record.families.ipv6.and_then(|o| o.underlay_ip),
+                }
             })
             .collect();
         let mut selection = desired::selection(&self.desired_inputs(&peers));

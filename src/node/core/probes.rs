@@ -79,16 +79,8 @@ impl Node {
                 let Some(&generation) = alive.get(name.as_str()) else {
                     continue;
                 };
-                let subnets = Subnets {
-                    v4: record.subnet.map(lease::cidr_to_net),
-                    v6: record
-                        .families
-                        .ipv6
-                        .and_then(|o| o.subnet)
-                        .map(lease::ipv6_net),
-                };
                 // Same family as this node's own probe address.
-                let Some(addr) = probe_addr(backend, subnets)
+                let Some(addr) = probe_addr(backend, lease::record_subnets(&record))
                     .filter(|a| local.is_some_and(|l| l.is_ipv4() == a.is_ipv4()))
                 else {
                     continue;
@@ -138,11 +130,13 @@ impl Node {
             else {
                 continue;
             };
-            if let Some(v4) = record.subnet {
-                mtus.insert(IpNet::V4(lease::cidr_to_net(v4)), mtu);
+            let subnets = lease::record_subnets(&record);
+            if let Some(v4) = subnets.v4 {
+                mtus.insert(IpNet::V4(v4), mtu);
             }
-            if let Some(v6) = record.families.ipv6.and_then(|o| o.subnet) {
-                mtus.insert(IpNet::V6(lease::ipv6_net(v6)), mtu.max(1280));
+            if let Some(v6) = subnets.v6 {
+                // The search never goes below 1280, IPv6's minimum.
+                mtus.insert(IpNet::V6(v6), mtu.max(1280));
             }
         }
         if self.udp.is_some() {

@@ -57,6 +57,33 @@ fn node(seeds: &[&str]) -> Node {
     node_with(config(seeds), Ok(None))
 }
 
+/// Peers b (10.244.200.0/24) and c (10.244.201.0/24) on vxlan.
+fn two_vxlan_peers() -> Vec<Member> {
+    vec![
+        peer("b", 2, Backend::Vxlan, Some("10.244.200.0/24")),
+        peer("c", 3, Backend::Vxlan, Some("10.244.201.0/24")),
+    ]
+}
+
+/// A node of the udp backend (TUN MTU 1440).
+fn udp_node() -> Node {
+    let mut c = config(&[]);
+    c.backend = Backend::Udp;
+    let (n, _) = Node::new(
+        c,
+        underlay(1500),
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        Ok(None),
+        true,
+        Some(UdpFacts {
+            mtu: 1440,
+            public_key: [7; 32],
+        }),
+        at(Duration::ZERO),
+    );
+    n
+}
+
 /// A peer's record: `backend` and `subnet` as given, everything else as this node's.
 fn peer(name: &str, last: u8, backend: Backend, subnet: Option<&str>) -> Member {
     NodeRecord {
@@ -427,20 +454,7 @@ fn the_state_file_restores_an_active_claim_and_a_foreign_or_broken_one_is_told()
 
 #[test]
 fn the_udp_peer_table_lists_the_winners_for_the_udp_backend_only() {
-    let mut c = config(&[]);
-    c.backend = Backend::Udp;
-    let (mut n, _) = Node::new(
-        c,
-        underlay(1500),
-        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
-        Ok(None),
-        true,
-        Some(UdpFacts {
-            mtu: 1440,
-            public_key: [7; 32],
-        }),
-        at(Duration::ZERO),
-    );
+    let mut n = udp_node();
     let peers = || vec![peer("b", 2, Backend::Udp, Some("10.244.200.0/24"))];
     let t = settle(&mut n, &peers);
     n.step(at(t), peers(), 1);
@@ -478,14 +492,8 @@ fn a_reduced_path_lowers_the_routes_to_that_peer_only_and_goes_back() {
     };
     // vxlan: the route to b's subnet gets the MTU; c's does not.
     let mut n = node(&[]);
-    let peers = || {
-        vec![
-            peer("b", 2, Backend::Vxlan, Some("10.244.200.0/24")),
-            peer("c", 3, Backend::Vxlan, Some("10.244.201.0/24")),
-        ]
-    };
-    let t = settle(&mut n, &peers);
-    n.step(at(t), peers(), 2);
+    let t = settle(&mut n, &two_vxlan_peers);
+    n.step(at(t), two_vxlan_peers(), 2);
     n.probes_observed(facts(Verdict::Mtu(1354)));
     let routes = mtus(&n, t);
     assert!(
@@ -501,20 +509,7 @@ fn a_reduced_path_lowers_the_routes_to_that_peer_only_and_goes_back() {
     assert!(mtus(&n, t).iter().all(|(_, mtu, _)| mtu.is_none()));
 
     // udp: one route carries the overlay into the TUN device; b gets a longer one of its own.
-    let mut c = config(&[]);
-    c.backend = Backend::Udp;
-    let (mut n, _) = Node::new(
-        c,
-        underlay(1500),
-        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
-        Ok(None),
-        true,
-        Some(UdpFacts {
-            mtu: 1440,
-            public_key: [7; 32],
-        }),
-        at(Duration::ZERO),
-    );
+    let mut n = udp_node();
     let peers = || vec![peer("b", 2, Backend::Udp, Some("10.244.200.0/24"))];
     let t = settle(&mut n, &peers);
     n.step(at(t), peers(), 1);
@@ -541,14 +536,8 @@ fn the_probe_plan_lists_the_programmed_peers_that_answer_probes() {
     let empty = n.probe_plan(&answering);
     assert_eq!(empty.local, None, "no active subnet, no probe address");
     assert!(empty.targets.is_empty());
-    let peers = || {
-        vec![
-            peer("b", 2, Backend::Vxlan, Some("10.244.200.0/24")),
-            peer("c", 3, Backend::Vxlan, Some("10.244.201.0/24")),
-        ]
-    };
-    let t = settle(&mut n, &peers);
-    n.step(at(t), peers(), 2);
+    let t = settle(&mut n, &two_vxlan_peers);
+    n.step(at(t), two_vxlan_peers(), 2);
     let plan = n.reconcile(t);
     n.reconciled(plan.desired, true, t);
     let plan = n.probe_plan(&answering);
@@ -582,7 +571,7 @@ fn the_probe_plan_lists_the_programmed_peers_that_answer_probes() {
         )]
     );
     // A peer dead in gossip is not probed.
-    let mut dead = peers();
+    let mut dead = two_vxlan_peers();
     dead[0].alive = false;
     n.step(at(t + secs(1)), dead, 1);
     assert!(n.probe_plan(&answering).targets.is_empty());
