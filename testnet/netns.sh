@@ -802,6 +802,17 @@ cmd_demo() {
         cmd_ping6 1 3
         echo
     fi
+    # What h1's path probes find: each peer is probed within a period (10 s) of answering.
+    local waited=0 st=""
+    while ((waited < 25)); do
+        st=$(cmd_status 1 2>/dev/null || true)
+        grep -E '^h[0-9]+ ' <<<"$st" | grep -v ' self ' | grep -qvE ' ok [0-9.]+ms$' || break
+        sleep 1
+        waited=$((waited + 1))
+    done
+    echo "h1's path probes through the overlay, $waited s later (PATH):"
+    grep -E '^(NAME|h[0-9]+) ' <<<"$st" || true
+    echo
     if ((down_after)); then
         echo "tearing the testnet down (--down-after)"
     else

@@ -323,4 +323,13 @@ fn the_readme_demo_runs() {
     );
     assert_eq!(out.matches(" 0% packet loss").count(), 2, "{out}");
     assert!(out.contains("ready"), "{out}");
+    // The path probes of h1 find both peers ok.
+    let (_, probes) = out
+        .split_once("h1's path probes through the overlay")
+        .unwrap_or_else(|| panic!("no path probes shown: {out}"));
+    let ok_rows = probes
+        .lines()
+        .filter(|l| (l.starts_with("h2 ") || l.starts_with("h3 ")) && l.contains(" ok "))
+        .count();
+    assert_eq!(ok_rows, 2, "{out}");
 }
