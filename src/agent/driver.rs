@@ -95,7 +95,11 @@ pub(super) struct Driver {
     /// What the prober found.
     probe_report: watch::Receiver<ProbeReport>,
     /// The prober's ends, until `run` starts it.
-    prober_ends: Option<(watch::Receiver<ProbePlan>, watch::Sender<ProbeReport>)>,
+    prober_ends: Option<(
+        watch::Receiver<ProbePlan>,
+        watch::Sender<ProbeReport>,
+        Option<super::ProbeHub>,
+    )>,
 }
 
 /// What the agent hands the driver at start.
@@ -112,6 +116,8 @@ pub(super) struct Start {
     pub keys: Option<Arc<keys::KeyStore>>,
     pub key_view_tx: watch::Sender<Vec<crate::api::NodeKeys>>,
     pub udp: Option<UdpPlane>,
+    /// Probe over this in-memory hub instead of UDP.
+    pub probe_hub: Option<super::ProbeHub>,
 }
 
 /// The kept files, as the node's status reads them.
@@ -155,6 +161,7 @@ impl Driver {
             keys,
             key_view_tx,
             udp,
+            probe_hub,
         } = start;
         let restored = files::load_state(&config.state_dir).map_err(|e| e.to_string());
         let udp_facts = udp.as_ref().map(|u| UdpFacts {
@@ -184,7 +191,7 @@ impl Driver {
             start_unix_ms: t.now_ms,
             probe_plan,
             probe_report,
-            prober_ends: Some((plan_rx, report_tx)),
+            prober_ends: Some((plan_rx, report_tx, probe_hub)),
             node,
             dataplane,
             metrics,
@@ -252,7 +259,7 @@ impl Driver {
         let mut watcher = cluster.watcher().await;
         let probes_changed = Arc::new(tokio::sync::Notify::new());
         let prober_cancel = cancel.child_token();
-        if let Some((plan_rx, report_tx)) = self.prober_ends.take().filter(|_| config.probes) {
+        if let Some((plan_rx, report_tx, hub)) = self.prober_ends.take().filter(|_| config.probes) {
             let me = Me {
                 name: config.node_name.clone(),
                 generation: self.node.generation(),
@@ -270,6 +277,7 @@ impl Driver {
             tokio::spawn(super::probing::run(
                 me,
                 !config.ipv4,
+                hub,
                 sealing,
                 self.started,
                 plan_rx,

@@ -4,6 +4,7 @@
 //! API; [`run`] is what `weft run` calls.
 
 mod driver;
+mod probe_net;
 mod probing;
 
 use std::future::Future;
@@ -27,6 +28,7 @@ use crate::metrics::Metrics;
 use driver::{Clock, Driver, Start};
 
 pub use crate::dataplane::underlay::{UnderlayInfo, UnderlaySelect};
+pub use probe_net::ProbeHub;
 
 #[derive(Debug, thiserror::Error)]
 /// Why an agent could not start or stopped with an error.
@@ -101,6 +103,7 @@ pub struct Agent {
     serve_api: bool,
     clock_offset_ms: i64,
     wall_step_ms: Arc<AtomicI64>,
+    probe_hub: Option<ProbeHub>,
 }
 
 impl Agent {
@@ -114,7 +117,15 @@ impl Agent {
             serve_api: true,
             clock_offset_ms: 0,
             wall_step_ms: Arc::default(),
+            probe_hub: None,
         }
+    }
+
+    /// Send and answer path probes over this in-memory hub instead of UDP on the overlay
+    /// address (agents sharing one process on a fake data plane).
+    pub fn probe_hub(mut self, hub: ProbeHub) -> Agent {
+        self.probe_hub = Some(hub);
+        self
     }
 
     /// Use this data plane instead of the kernel's.
@@ -164,6 +175,7 @@ impl Agent {
             serve_api,
             clock_offset_ms,
             wall_step_ms,
+            probe_hub,
         } = self;
         // The udp tunnel touches the kernel only when the data plane is the kernel's.
         let kernel = dataplane.is_none() && !config.dry_run;
@@ -252,6 +264,7 @@ impl Agent {
             keys: key_store.clone(),
             key_view_tx,
             udp,
+            probe_hub,
         });
         let loop_cancel = cancel.clone();
         let join = tokio::spawn(async move {

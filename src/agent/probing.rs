@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use weft_proto::envelope::Sealing;
 use weft_proto::probe::{MAX_PROBE_LEN, PROBE_PORT, ProbeKeys};
 
+use super::probe_net::{ProbeHub, ProbeSocket};
 use crate::metrics::{Metrics, ProbeSnapshot};
 use crate::node::core::probes::ProbePlan;
 use crate::probe::path::PathState;
@@ -43,6 +44,7 @@ const BIND_RETRY: Duration = Duration::from_secs(1);
 pub(super) async fn run(
     me: Me,
     ipv6: bool,
+    hub: Option<ProbeHub>,
     sealing: Sealing,
     started: Instant,
     mut plan: watch::Receiver<ProbePlan>,
@@ -63,7 +65,7 @@ pub(super) async fn run(
         ScheduleConfig::default(),
         seed,
     );
-    let mut socket: Option<(IpAddr, UdpSocket)> = None;
+    let mut socket: Option<(IpAddr, ProbeSocket)> = None;
     let mut next_bind = Instant::now();
     let mut buf = vec![0u8; MAX_PROBE_LEN + 1];
     let mut last_report = Instant::now();
@@ -87,7 +89,13 @@ pub(super) async fn run(
             if let Some(addr) = current.local
                 && Instant::now() >= next_bind
             {
-                match bind(addr) {
+                let bound = match &hub {
+                    Some(hub) => hub
+                        .bind(SocketAddr::new(addr, PROBE_PORT))
+                        .map(ProbeSocket::Hub),
+                    None => bind(addr).map(ProbeSocket::Udp),
+                };
+                match bound {
                     Ok(s) => {
                         info!(node = %node, addr = %SocketAddr::new(addr, PROBE_PORT), op = "probe", "answering path probes");
                         socket = Some((addr, s));
@@ -149,7 +157,7 @@ pub(super) async fn run(
         .unwrap_or(now + Duration::from_secs(1))
         .clamp(now + Duration::from_millis(1), now + Duration::from_secs(1));
         let recv = async {
-            match &socket {
+            match &mut socket {
                 Some((_, s)) => s.recv_from(&mut buf).await,
                 None => std::future::pending().await,
             }
