@@ -478,6 +478,9 @@ impl Fleet {
         c.state_dir = self.dir.join(&name);
         c.subnet_file = self.dir.join(&name).join("subnet.env");
         c.bridge = None;
+        // The simulator measures the control plane; in-process agents hold no overlay address
+        // to probe from (probing's own cost: weft's `prober::tests::measured_cost_*`).
+        c.probes = false;
         c.gossip_interval = self.cfg.gossip_interval;
         if let Some(f) = self.cfg.gossip_fanout {
             c.gossip_fanout = f;

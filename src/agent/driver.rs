@@ -94,6 +94,8 @@ pub(super) struct Driver {
     probe_plan: watch::Sender<ProbePlan>,
     /// What the prober found.
     probe_report: watch::Receiver<ProbeReport>,
+    /// Whether the prober runs (`--no-probes` and dry runs without a hub: not).
+    probing: bool,
     /// The prober's ends, until `run` starts it.
     prober_ends: Option<(
         watch::Receiver<ProbePlan>,
@@ -191,6 +193,7 @@ impl Driver {
             start_unix_ms: t.now_ms,
             probe_plan,
             probe_report,
+            probing: false,
             prober_ends: Some((plan_rx, report_tx, probe_hub)),
             node,
             dataplane,
@@ -259,7 +262,14 @@ impl Driver {
         let mut watcher = cluster.watcher().await;
         let probes_changed = Arc::new(tokio::sync::Notify::new());
         let prober_cancel = cancel.child_token();
-        if let Some((plan_rx, report_tx, hub)) = self.prober_ends.take().filter(|_| config.probes) {
+        // A dry run programs nothing, so there is no overlay address to probe from (unless the
+        // probes travel an in-memory hub).
+        let ends = self
+            .prober_ends
+            .take()
+            .filter(|(_, _, hub)| config.probes && (!config.dry_run || hub.is_some()));
+        if let Some((plan_rx, report_tx, hub)) = ends {
+            self.probing = true;
             let me = Me {
                 name: config.node_name.clone(),
                 generation: self.node.generation(),
@@ -405,7 +415,7 @@ impl Driver {
     /// paths (once it answers probes), builds the fleet view from every live node's summary, and
     /// hands the prober its next plan.
     async fn follow_probes(&mut self, cluster: &mut Cluster) {
-        if !self.node.config().probes {
+        if !self.probing {
             return;
         }
         let report = self.probe_report.borrow().clone();

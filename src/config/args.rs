@@ -196,7 +196,7 @@ pub struct RunArgs {
     pub ip_masq: bool,
 
     /// Do not probe the data paths to peers (no PATH column, no per-peer route MTU, no answers
-    /// on port 7949)
+    /// on port 7949); a --dry-run never probes
     #[arg(long, env = "WEFT_NO_PROBES", value_parser = BoolishValueParser::new())]
     pub no_probes: bool,
 
