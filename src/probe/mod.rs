@@ -1,9 +1,11 @@
-//! Knowing the overlay works (issue 18), the pure half: each agent probes every peer through the
-//! data path it programmed and judges each path ok, down or reduced (mtu). Nothing here sends,
-//! receives or reads a clock: the driver feeds times, replies and the peers, sends what a
-//! [`path::Round`] asks for (datagrams in [`weft_proto::probe`]'s format, to port
-//! [`PROBE_PORT`]), logs [`path::Change`]s and publishes the [`fleet::summary`].
+//! Knowing the overlay works: each agent probes every peer through the data path it programmed
+//! and judges each path ok, down or reduced (mtu). Nothing here sends, receives or reads a
+//! clock: the probe task (`agent/probing.rs`) feeds times and datagrams to a [`prober::Prober`]
+//! and sends what it asks for (datagrams in [`weft_proto::probe`]'s format, to port
+//! [`PROBE_PORT`]); the driver hands it the peers and takes back each path's state (route MTUs,
+//! the PATH column, the [`fleet::summary`] it gossips).
 //!
+//! - [`prober`]: one agent's probing: the peers, their paths, the requests and the answers;
 //! - [`schedule`]: which peer when, within a fixed budget of rounds per second, and the cost;
 //! - [`path`]: one peer's path state machine, with hysteresis and the restart reset;
 //! - [`mtu`]: the search for the largest size that passes;
