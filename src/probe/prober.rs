@@ -64,7 +64,7 @@ pub struct Counters {
     pub replies: u64,
     /// Requests not answered: over the reply budget.
     pub limited: u64,
-    /// Datagrams refused, by reason ([`ProbeError::reason`], `unexpected` for a reply to
+    /// Datagrams refused, by reason ([`weft_proto::probe::ProbeError::reason`], `unexpected` for a reply to
     /// nothing outstanding).
     pub dropped: BTreeMap<&'static str, u64>,
     /// Small-probe RTT samples per bucket of [`RTT_BUCKETS`] (the last is +Inf), and their sum.
