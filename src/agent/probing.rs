@@ -55,11 +55,10 @@ pub(super) async fn run(
 ) {
     let node = me.name.clone();
     let seed = me.generation ^ crate::hash::fnv1a(me.name.as_bytes());
-    let mut keys = ProbeKeys::from_sealing(&sealing);
     let first = plan.borrow().clone();
     let mut prober = Prober::new(
         me,
-        keys.clone(),
+        ProbeKeys::from_sealing(&sealing),
         ipv6,
         first.overlay_mtu,
         ScheduleConfig::default(),
@@ -108,8 +107,7 @@ pub(super) async fn run(
                 }
             }
         }
-        keys.refresh(&sealing);
-        prober.set_keys(keys.clone());
+        prober.refresh_keys(&sealing);
 
         // Send what is due.
         if let Some((_, s)) = &socket {

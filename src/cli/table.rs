@@ -297,30 +297,28 @@ h4             172.31.250.14  -              none    alive     no
     fn the_path_column_and_the_fleet_view() {
         let mut me = node("h1", "172.31.250.11", Some("10.244.1.0/24"));
         me.is_self = true;
+        let path =
+            |state: &str, rtt_ms: f64, mtu: Option<u32>, since: u64, reason: Option<&str>| {
+                Some(PathReport {
+                    state: state.into(),
+                    rtt_ms: Some(rtt_ms),
+                    mtu,
+                    since,
+                    reason: reason.map(Into::into),
+                })
+            };
         let mut ok = node("h2", "172.31.250.12", Some("10.244.2.0/24"));
-        ok.path = Some(PathReport {
-            state: "ok".into(),
-            rtt_ms: Some(0.42),
-            mtu: None,
-            since: 0,
-            reason: None,
-        });
+        ok.path = path("ok", 0.42, None, 0, None);
         let mut down = node("h3", "172.31.250.13", Some("10.244.3.0/24"));
-        down.path = Some(PathReport {
-            state: "down".into(),
-            rtt_ms: Some(0.5),
-            mtu: None,
-            since: 1_000,
-            reason: Some("no answer".into()),
-        });
+        down.path = path("down", 0.5, None, 1_000, Some("no answer"));
         let mut mtu = node("h4", "172.31.250.14", Some("10.244.4.0/24"));
-        mtu.path = Some(PathReport {
-            state: "mtu".into(),
-            rtt_ms: Some(0.5),
-            mtu: Some(1350),
-            since: 0,
-            reason: Some("small passes, full-size does not".into()),
-        });
+        mtu.path = path(
+            "mtu",
+            0.5,
+            Some(1350),
+            0,
+            Some("small passes, full-size does not"),
+        );
         let report = StatusReport {
             node_name: "h1".into(),
             nodes: vec![me, ok, down, mtu],

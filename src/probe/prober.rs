@@ -124,9 +124,9 @@ impl Prober {
         }
     }
 
-    /// The keys changed (a keyring reload).
-    pub fn set_keys(&mut self, keys: ProbeKeys) {
-        self.keys = keys;
+    /// Follows the keyring behind `sealing` (rebuilt only when it was reloaded).
+    pub fn refresh_keys(&mut self, sealing: &weft_proto::envelope::Sealing) {
+        self.keys.refresh(sealing);
     }
 
     /// The overlay MTU changed (the underlay's did).
@@ -294,7 +294,10 @@ impl Prober {
                 if let Some(at) = path.retry_at() {
                     self.schedule.expedite(&peer, at);
                 }
-                self.collect_changes();
+                // Only this path can have changed.
+                for change in path.drain_changes() {
+                    self.changes.push((peer.clone(), change));
+                }
                 None
             }
         }
