@@ -10,6 +10,8 @@
 //!   30 s, the per-peer route MTU is set (on udp, a route of the peer's own into the TUN device),
 //!   and a 20 MB TCP stream from host 2's container to host 1's completes; the same stream hangs
 //!   with `--no-probes` (weft before probes). Restoring the hop removes the route MTUs.
+//! - A keyless sender on the overlay (a container) throwing junk and untagged requests at a
+//!   host's probe port: counted, unanswered, no path changes.
 //! - A peer restarted with a wiped state directory: no pair stays `down` longer than one probe
 //!   period after it is back.
 
@@ -273,6 +275,43 @@ fn wiped_restart(net: &Testnet) {
     );
 }
 
+/// The worst a local user can do without the cluster key: from container 2 (anyone on the
+/// overlay, no privilege on any host), 500 junk datagrams and 500 well-formed but untagged
+/// requests at host 1's probe port. They are counted and dropped, nothing answers them, and
+/// every path stays ok.
+fn hostile_neighbour(net: &Testnet) {
+    let target = net
+        .subnet_env(1, "FLANNEL_SUBNET")
+        .expect("FLANNEL_SUBNET")
+        .replace(".1/24", ".0");
+    let before = net.metric(1, "weft_probes_dropped_total{reason=\"malformed\"} ")
+        + net.metric(1, "weft_probes_dropped_total{reason=\"plaintext\"} ");
+    let replied = net.metric(1, "weft_probes_total{kind=\"replied\"} ");
+    // An insecure-format request (key id 0, zero tag) from a sender named "evil": 59 bytes.
+    let script = format!(
+        "for i in $(seq 500); do printf 'junk' > /dev/udp/{target}/7949; \
+         printf 'WPR\\001\\000\\000\\000\\000\\000%050d' 0 > /dev/udp/{target}/7949; done"
+    );
+    let out = net.exec("c2", &["bash", "-c", &script]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counted = net.wait_for(Duration::from_secs(10), || {
+        net.metric(1, "weft_probes_dropped_total{reason=\"malformed\"} ")
+            + net.metric(1, "weft_probes_dropped_total{reason=\"plaintext\"} ")
+            >= before + 1000
+    });
+    assert!(counted.is_some(), "h1 did not count the junk as dropped");
+    std::thread::sleep(PERIOD);
+    let s = snapshot(net);
+    assert!(all_ok(&s), "paths after the junk: {s:?}");
+    // Replies only went to real peers' probes: at most what they asked in that time.
+    let replied_now = net.metric(1, "weft_probes_total{kind=\"replied\"} ");
+    assert!(replied_now - replied < 100, "{replied} → {replied_now}");
+}
+
 fn available(test: &str) -> bool {
     l3_available_with(test, &[("nft", "nftables"), ("curl", "curl")])
 }
@@ -290,6 +329,7 @@ fn vxlan_paths_down_mtu_and_restart() {
         return;
     }
     let net = three_hosts("l3pvx", "vxlan");
+    hostile_neighbour(&net);
     dropped_pair(&net, "8472");
     smaller_hop(&net);
     wiped_restart(&net);

@@ -338,4 +338,34 @@ mod tests {
         let calm = view([("a", &ok), ("b", &ok)], |_| true);
         assert_eq!(calm.render(START), "all paths ok (2 nodes reporting)\n");
     }
+
+    /// `since` is on the reporter's clock and only displayed: a reporter decades ahead shows
+    /// 0 s ago, one decades behind a long age, nothing overflows, and the pairs are the same.
+    #[test]
+    fn reporters_with_clocks_decades_off_change_only_the_shown_age() {
+        let down = state(Verdict::Down(DownReason::NoAnswer), 5);
+        const DECADES_MS: u64 = 40 * 365 * 24 * 3600 * 1000;
+        let ahead = summary([("b", &down)], START + DECADES_MS);
+        let behind = summary([("a", &down)], 0);
+        let far = summary([("c", &down)], u64::MAX);
+        let v = view([("a", &ahead), ("b", &behind), ("d", &far)], |_| true);
+        let rows: Vec<(&str, &str, bool)> = v
+            .pairs
+            .iter()
+            .map(|p| (p.from.as_str(), p.to.as_str(), p.both_ways))
+            .collect();
+        assert_eq!(
+            rows,
+            [("a", "b", true), ("b", "a", true), ("d", "c", false)]
+        );
+        let table = v.render(START);
+        assert!(table.contains("0s ago"), "{table}");
+        assert!(
+            table.contains(&format!("{}s ago", (START - 5000) / 1000)),
+            "{table}"
+        );
+        // Through the wire format too.
+        let decoded = PathSummary::decode(&far.encode()).unwrap();
+        assert_eq!(decoded, far);
+    }
 }
